@@ -1,0 +1,106 @@
+//! Encoding and checked decoding of frames.
+
+use crate::limits::*;
+use crate::{CoordinatorMessage, WorkerMessage};
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// Why a frame was refused. The `Display` text is what the peer is told.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("frame of {0} bytes exceeds the maximum of {MAX_FRAME_BYTES}")]
+    TooLarge(usize),
+    #[error("empty frame")]
+    Empty,
+    #[error("unknown message type {0}")]
+    UnknownType(u8),
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("{0} trailing bytes after the message")]
+    Trailing(usize),
+    #[error("field `{field}` breaks its limit of {limit}")]
+    Limit { field: &'static str, limit: usize },
+}
+
+/// Variant counts, so an unknown first byte gets its own error.
+const WORKER_TYPES: u8 = 4;
+const COORDINATOR_TYPES: u8 = 5;
+
+pub fn encode_worker(msg: &WorkerMessage) -> Vec<u8> {
+    postcard::to_allocvec(msg).expect("worker messages always serialize")
+}
+
+pub fn encode_coordinator(msg: &CoordinatorMessage) -> Vec<u8> {
+    postcard::to_allocvec(msg).expect("coordinator messages always serialize")
+}
+
+fn decode<'a, T: serde::Deserialize<'a>>(frame: &'a [u8], types: u8) -> Result<T, DecodeError> {
+    if frame.len() > MAX_FRAME_BYTES {
+        return Err(DecodeError::TooLarge(frame.len()));
+    }
+    let Some(&tag) = frame.first() else {
+        return Err(DecodeError::Empty);
+    };
+    // Variant indexes are varints; every valid one is a single byte.
+    if tag >= types {
+        return Err(DecodeError::UnknownType(tag));
+    }
+    let (msg, rest) = postcard::take_from_bytes::<T>(frame)
+        .map_err(|e| DecodeError::Malformed(alloc::format!("{e}")))?;
+    if !rest.is_empty() {
+        return Err(DecodeError::Trailing(rest.len()));
+    }
+    Ok(msg)
+}
+
+fn check(ok: bool, field: &'static str, limit: usize) -> Result<(), DecodeError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(DecodeError::Limit { field, limit })
+    }
+}
+
+/// Decodes a frame sent by a worker and checks every limit.
+pub fn decode_worker(frame: &[u8]) -> Result<WorkerMessage, DecodeError> {
+    let msg: WorkerMessage = decode(frame, WORKER_TYPES)?;
+    match &msg {
+        WorkerMessage::Hello(h) => {
+            check(h.agent.len() <= MAX_TEXT_BYTES, "agent", MAX_TEXT_BYTES)?;
+            check(h.slots >= 1 && h.slots <= MAX_SLOTS, "slots", MAX_SLOTS as usize)?;
+        }
+        WorkerMessage::Failure(f) => {
+            check(f.message.len() <= MAX_TEXT_BYTES, "message", MAX_TEXT_BYTES)?;
+        }
+        WorkerMessage::Heartbeat(h) => {
+            check(h.leases.len() <= MAX_HEARTBEAT_LEASES, "leases", MAX_HEARTBEAT_LEASES)?;
+        }
+        WorkerMessage::Result(_) => {}
+    }
+    Ok(msg)
+}
+
+/// Decodes a frame sent by a coordinator and checks every limit.
+pub fn decode_coordinator(frame: &[u8]) -> Result<CoordinatorMessage, DecodeError> {
+    let msg: CoordinatorMessage = decode(frame, COORDINATOR_TYPES)?;
+    match &msg {
+        CoordinatorMessage::Lease(l) => {
+            check(l.args.len() <= MAX_ARGS, "args", MAX_ARGS)?;
+            check(l.env.len() <= MAX_ENV, "env", MAX_ENV)?;
+            let long = l
+                .args
+                .iter()
+                .chain(l.env.iter().flat_map(|(k, v)| [k, v]))
+                .any(|s| s.len() > MAX_ARG_BYTES);
+            check(!long, "args/env entry", MAX_ARG_BYTES)?;
+        }
+        CoordinatorMessage::Error(e) => {
+            check(e.message.len() <= MAX_TEXT_BYTES, "message", MAX_TEXT_BYTES)?;
+        }
+        CoordinatorMessage::Welcome(w) => {
+            check(w.module_path.len() <= MAX_TEXT_BYTES, "module_path", MAX_TEXT_BYTES)?;
+        }
+        CoordinatorMessage::Cancel(_) | CoordinatorMessage::Ack(_) => {}
+    }
+    Ok(msg)
+}

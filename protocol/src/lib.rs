@@ -1,0 +1,203 @@
+//! Every message between an idlecore worker and its coordinator.
+//!
+//! One WebSocket binary frame carries one message. A message is encoded with
+//! [postcard](https://docs.rs/postcard) (varint integers, length-prefixed bytes
+//! and strings, enums as a varint variant index); `docs/protocol.md` spells the
+//! layout out byte by byte. Both ends call [`decode_worker`] /
+//! [`decode_coordinator`], which enforce [`MAX_FRAME_BYTES`] and the per-field
+//! limits in [`limits`] before anything else sees the message.
+
+#![no_std]
+extern crate alloc;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+mod codec;
+pub mod limits;
+
+pub use codec::{
+    decode_coordinator, decode_worker, encode_coordinator, encode_worker, DecodeError,
+};
+
+/// The protocol version this crate speaks. A coordinator refuses a `Hello`
+/// carrying any other version with [`ErrorCode::UnsupportedVersion`].
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest frame either side accepts, in bytes.
+pub const MAX_FRAME_BYTES: usize = limits::MAX_FRAME_BYTES;
+
+/// SHA-256 of a module's bytes.
+pub type ModuleHash = [u8; 32];
+
+/// Messages a worker sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkerMessage {
+    /// First message of a session.
+    Hello(Hello),
+    /// A task ran to completion (any exit code).
+    Result(TaskResult),
+    /// A task could not produce a result.
+    Failure(TaskFailure),
+    /// Sent every `Welcome::heartbeat_ms`; lists the leases still running.
+    Heartbeat(Heartbeat),
+}
+
+/// Messages a coordinator sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CoordinatorMessage {
+    /// Answer to a valid `Hello`.
+    Welcome(Welcome),
+    /// Run this task.
+    Lease(Lease),
+    /// Stop running this lease; no result is wanted any more.
+    Cancel(Cancel),
+    /// The result or failure for this lease is stored; the worker may forget it.
+    Ack(Ack),
+    /// The session is over because of this error; the coordinator closes the socket next.
+    Error(ProtocolError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: u32,
+    /// Tasks the worker runs at once. The coordinator never has more leases
+    /// outstanding on this session.
+    pub slots: u32,
+    /// Free-form description of the worker (user agent, build), for logs.
+    pub agent: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub version: u32,
+    /// Identifies the session in coordinator logs.
+    pub session: u64,
+    /// How often the worker sends `Heartbeat`, in milliseconds.
+    pub heartbeat_ms: u32,
+    /// Path (resolved against the coordinator's HTTP origin) under which a
+    /// module is served as `{module_path}{hex sha256}`.
+    pub module_path: String,
+    /// Largest frame the coordinator accepts from this worker.
+    pub max_frame: u32,
+}
+
+/// Per-task limits, chosen by the job owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskLimits {
+    /// Wall-clock deadline for one run, in milliseconds.
+    pub timeout_ms: u32,
+    /// Bytes of stdout plus stderr a run may write.
+    pub max_output_bytes: u32,
+    /// Largest linear memory, in 64 KiB pages.
+    pub max_memory_pages: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Attempt id: unique per dispatch. Results name it; stale ones are refused.
+    pub lease: u64,
+    pub job: u64,
+    pub task: u32,
+    pub module: ModuleHash,
+    #[serde(with = "serde_bytes")]
+    pub stdin: Vec<u8>,
+    /// argv[1..]; the worker supplies argv[0].
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub limits: TaskLimits,
+    /// Seeds the task's clocks and random numbers so honest runs agree.
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cancel {
+    pub lease: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub lease: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskResult {
+    pub lease: u64,
+    pub exit_code: i32,
+    #[serde(with = "serde_bytes")]
+    pub stdout: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub stderr: Vec<u8>,
+    /// Wall-clock run time on the worker, in milliseconds.
+    pub elapsed_ms: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskFailure {
+    pub lease: u64,
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+/// Why a task produced no result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FailureKind {
+    /// The module could not be downloaded or its hash did not match.
+    ModuleFetch,
+    /// The module failed to compile or imports something the host does not provide.
+    ModuleInvalid,
+    /// The module trapped (unreachable, out-of-bounds access, stack overflow...).
+    Trap,
+    /// The run passed its wall-clock deadline.
+    Timeout,
+    /// The run wrote more than `max_output_bytes`.
+    OutputLimit,
+    /// The module needs more memory than `max_memory_pages`.
+    MemoryLimit,
+    /// The executor died for a reason unrelated to the task.
+    ExecutorCrashed,
+    /// Anything else; `message` says what.
+    Internal,
+}
+
+impl FailureKind {
+    /// Stable lower-case name used in the HTTP API and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::ModuleFetch => "module_fetch",
+            FailureKind::ModuleInvalid => "module_invalid",
+            FailureKind::Trap => "trap",
+            FailureKind::Timeout => "timeout",
+            FailureKind::OutputLimit => "output_limit",
+            FailureKind::MemoryLimit => "memory_limit",
+            FailureKind::ExecutorCrashed => "executor_crashed",
+            FailureKind::Internal => "internal",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub leases: Vec<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProtocolError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The frame could not be decoded, or a field broke a limit.
+    Malformed,
+    /// `Hello` carried a version this coordinator does not speak.
+    UnsupportedVersion,
+    /// A valid message arrived when it was not allowed (e.g. `Result` before `Hello`).
+    UnexpectedMessage,
+    /// The frame was larger than the receiver's maximum.
+    TooLarge,
+    /// The coordinator is shutting down.
+    ShuttingDown,
+}

@@ -1,0 +1,18 @@
+//! Explicit maximum sizes. Both ends check them on every decoded message, so a
+//! peer that breaks one gets `ErrorCode::Malformed` or `TooLarge` and no
+//! further work is done with the message.
+
+/// Largest frame, in bytes (stdin or stdout+stderr of one task must fit).
+pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+/// Longest `agent` string in `Hello`, and `message` in failures and errors.
+pub const MAX_TEXT_BYTES: usize = 4096;
+/// Most arguments in a lease.
+pub const MAX_ARGS: usize = 1024;
+/// Most environment variables in a lease.
+pub const MAX_ENV: usize = 1024;
+/// Longest single argument, variable name or value.
+pub const MAX_ARG_BYTES: usize = 64 * 1024;
+/// Most leases named in one heartbeat.
+pub const MAX_HEARTBEAT_LEASES: usize = 4096;
+/// Most slots a worker may advertise.
+pub const MAX_SLOTS: u32 = 256;

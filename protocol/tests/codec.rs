@@ -1,0 +1,107 @@
+use idlecore_protocol::*;
+
+fn lease() -> Lease {
+    Lease {
+        lease: 7,
+        job: 1,
+        task: 2,
+        module: [0xab; 32],
+        stdin: b"0 0".to_vec(),
+        args: vec!["--size".into(), "64".into()],
+        env: vec![("K".into(), "V".into())],
+        limits: TaskLimits { timeout_ms: 1000, max_output_bytes: 4096, max_memory_pages: 16 },
+        seed: 99,
+    }
+}
+
+#[test]
+fn every_message_round_trips() {
+    let worker = [
+        WorkerMessage::Hello(Hello { version: PROTOCOL_VERSION, slots: 3, agent: "x".into() }),
+        WorkerMessage::Result(TaskResult {
+            lease: 1,
+            exit_code: -1,
+            stdout: vec![0, 255, 7],
+            stderr: vec![],
+            elapsed_ms: 12,
+        }),
+        WorkerMessage::Failure(TaskFailure { lease: 2, kind: FailureKind::Timeout, message: "slow".into() }),
+        WorkerMessage::Heartbeat(Heartbeat { leases: vec![1, 2, u64::MAX] }),
+    ];
+    for m in worker {
+        assert_eq!(decode_worker(&encode_worker(&m)).unwrap(), m);
+    }
+    let coordinator = [
+        CoordinatorMessage::Welcome(Welcome {
+            version: 1,
+            session: 5,
+            heartbeat_ms: 5000,
+            module_path: "/modules/".into(),
+            max_frame: MAX_FRAME_BYTES as u32,
+        }),
+        CoordinatorMessage::Lease(lease()),
+        CoordinatorMessage::Cancel(Cancel { lease: 3 }),
+        CoordinatorMessage::Ack(Ack { lease: 4 }),
+        CoordinatorMessage::Error(ProtocolError { code: ErrorCode::Malformed, message: "bad".into() }),
+    ];
+    for m in coordinator {
+        assert_eq!(decode_coordinator(&encode_coordinator(&m)).unwrap(), m);
+    }
+}
+
+/// The byte layout documented in docs/protocol.md.
+#[test]
+fn hello_bytes_match_the_specification() {
+    let m = WorkerMessage::Hello(Hello { version: 1, slots: 300, agent: "ab".into() });
+    // slots would fail the limit; encode only, to pin the varint layout.
+    assert_eq!(encode_worker(&m), [0x00, 0x01, 0xac, 0x02, 0x02, b'a', b'b']);
+    let ack = CoordinatorMessage::Ack(Ack { lease: 128 });
+    assert_eq!(encode_coordinator(&ack), [0x03, 0x80, 0x01]);
+}
+
+#[test]
+fn garbage_is_refused_with_a_reason() {
+    assert_eq!(decode_worker(&[]), Err(DecodeError::Empty));
+    assert_eq!(decode_worker(&[9, 1, 2]), Err(DecodeError::UnknownType(9)));
+    assert_eq!(decode_coordinator(&[0xff]), Err(DecodeError::UnknownType(0xff)));
+    // Truncated Hello: version present, slots missing.
+    assert!(matches!(decode_worker(&[0, 1]), Err(DecodeError::Malformed(_))));
+    // A byte string claiming more bytes than the frame has.
+    let mut r = encode_worker(&WorkerMessage::Result(TaskResult {
+        lease: 1,
+        exit_code: 0,
+        stdout: vec![1; 10],
+        stderr: vec![],
+        elapsed_ms: 0,
+    }));
+    r.truncate(r.len() - 5);
+    assert!(matches!(decode_worker(&r), Err(DecodeError::Malformed(_))));
+    let mut ok = encode_coordinator(&CoordinatorMessage::Ack(Ack { lease: 1 }));
+    ok.push(0);
+    assert_eq!(decode_coordinator(&ok), Err(DecodeError::Trailing(1)));
+}
+
+#[test]
+fn limits_are_enforced_on_decode() {
+    let big = vec![0u8; MAX_FRAME_BYTES + 1];
+    assert_eq!(decode_worker(&big), Err(DecodeError::TooLarge(MAX_FRAME_BYTES + 1)));
+    let zero_slots = encode_worker(&WorkerMessage::Hello(Hello { version: 1, slots: 0, agent: String::new() }));
+    assert!(matches!(decode_worker(&zero_slots), Err(DecodeError::Limit { field: "slots", .. })));
+    let long_agent = encode_worker(&WorkerMessage::Hello(Hello {
+        version: 1,
+        slots: 1,
+        agent: "a".repeat(limits::MAX_TEXT_BYTES + 1),
+    }));
+    assert!(matches!(decode_worker(&long_agent), Err(DecodeError::Limit { field: "agent", .. })));
+    let mut l = lease();
+    l.args = vec![String::new(); limits::MAX_ARGS + 1];
+    let many_args = encode_coordinator(&CoordinatorMessage::Lease(l));
+    assert!(matches!(decode_coordinator(&many_args), Err(DecodeError::Limit { field: "args", .. })));
+}
+
+#[test]
+fn invalid_utf8_is_malformed() {
+    // Failure { lease 1, kind 0, message: [0xff] }
+    let frame = [2, 1, 0, 1, 0xff];
+    assert!(matches!(decode_worker(&frame), Err(DecodeError::Malformed(_))));
+}
