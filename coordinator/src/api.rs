@@ -1,0 +1,210 @@
+//! HTTP routes: the job owners' JSON API, public module downloads, the worker
+//! WebSocket and the demo site.
+
+use crate::error::ApiError;
+use crate::jobs;
+use crate::model::{JobRequest, JobStatus, ResultRecord};
+use crate::sessions;
+use crate::state::{AppState, Event};
+use crate::store::Write;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, Query, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use tower_http::services::ServeDir;
+
+type AppResult<T> = Result<T, ApiError>;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route(
+            "/api/modules",
+            post(upload_module).layer(DefaultBodyLimit::max(state.config.max_module_bytes)),
+        )
+        .route("/api/jobs", post(create_job).get(list_jobs).layer(DefaultBodyLimit::max(state.config.max_job_bytes)))
+        .route("/api/jobs/{id}", get(job_status))
+        .route("/api/jobs/{id}/cancel", post(cancel_job))
+        .route("/api/jobs/{id}/results", get(list_results))
+        .route("/api/jobs/{id}/results/stream", get(stream_results))
+        .route("/api/stats", get(stats))
+        .route("/modules/{hash}", get(get_module))
+        .route("/ws", get(worker_socket));
+    let mut app = api;
+    if let Some(pkg) = &state.config.pkg {
+        app = app.nest_service("/pkg", ServeDir::new(pkg));
+    }
+    if let Some(www) = &state.config.www {
+        app = app.fallback_service(ServeDir::new(www));
+    }
+    app.with_state(state)
+}
+
+fn auth(state: &AppState, headers: &HeaderMap) -> AppResult<()> {
+    crate::auth::check(headers, &state.token_hash)
+}
+
+async fn upload_module(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> AppResult<Response> {
+    auth(&state, &headers)?;
+    if body.is_empty() {
+        return Err(ApiError::BadRequest("empty body; send the module's bytes".into()));
+    }
+    let mut validator = wasmparser::Validator::new();
+    validator
+        .validate_all(&body)
+        .map_err(|e| ApiError::BadRequest(format!("not a valid WebAssembly module: {e}")))?;
+    if wasmparser::Parser::is_component(&body) {
+        return Err(ApiError::BadRequest("components are not supported; upload a core WASI preview1 module".into()));
+    }
+    let hash = hex::encode(Sha256::digest(&body));
+    let size = body.len();
+    state.store.write(Write::PutModule { hash: hash.clone(), bytes: body.to_vec() }).await?;
+    tracing::info!(%hash, size, "module stored");
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "hash": hash, "size": size }))).into_response())
+}
+
+async fn get_module(State(state): State<Arc<AppState>>, Path(hash): Path<String>) -> AppResult<Response> {
+    let hash = hex::encode(jobs::parse_hash(hash.trim_end_matches(".wasm"))?);
+    let bytes = state.store.module(&hash).await?.ok_or_else(|| ApiError::NotFound(format!("module {hash}")))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/wasm".to_string()),
+            // Content-addressed: a hash never names other bytes.
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable".to_string()),
+            (header::ETAG, format!("\"{hash}\"")),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*".to_string()),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+async fn create_job(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> AppResult<Response> {
+    auth(&state, &headers)?;
+    let req: JobRequest =
+        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid job request: {e}")))?;
+    let tasks = req.tasks.len();
+    let id = jobs::create(&state, req).await?;
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id, "tasks": tasks }))).into_response())
+}
+
+async fn list_jobs(State(state): State<Arc<AppState>>, headers: HeaderMap) -> AppResult<Json<Vec<JobStatus>>> {
+    auth(&state, &headers)?;
+    Ok(Json(jobs::list(&state).await?))
+}
+
+async fn job_status(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<u64>) -> AppResult<Json<JobStatus>> {
+    auth(&state, &headers)?;
+    Ok(Json(jobs::status(&state, id).await?))
+}
+
+async fn cancel_job(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<u64>) -> AppResult<Json<JobStatus>> {
+    auth(&state, &headers)?;
+    Ok(Json(jobs::cancel(&state, id).await?))
+}
+
+#[derive(Deserialize)]
+struct Page {
+    after: Option<u32>,
+    limit: Option<u32>,
+}
+
+async fn list_results(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+    Query(page): Query<Page>,
+) -> AppResult<Json<Vec<ResultRecord>>> {
+    auth(&state, &headers)?;
+    jobs::status(&state, id).await?;
+    let limit = page.limit.unwrap_or(1000).clamp(1, 10_000);
+    Ok(Json(state.store.results(id, page.after, limit).await?))
+}
+
+/// Newline-delimited JSON: every final record so far, then each new one as it
+/// is stored; the stream ends when the job ends.
+async fn stream_results(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<u64>) -> AppResult<Response> {
+    auth(&state, &headers)?;
+    jobs::status(&state, id).await?;
+    // Subscribe before reading, so nothing stored in between is missed.
+    let mut events = state.events.subscribe();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    tokio::spawn(async move {
+        let mut sent = std::collections::HashSet::new();
+        let ended = |s: &str| s != crate::model::JobState::Running.as_str();
+        // Read the state first: a job that ended before this point has all its
+        // records in the store; one that ends later announces it as an event.
+        let ended_before = jobs::status(&state, id).await.map(|s| ended(&s.state)).unwrap_or(true);
+        if catch_up(&state, id, &mut sent, &tx).await.is_err() || ended_before {
+            return;
+        }
+        loop {
+            match events.recv().await {
+                Ok(Event::Finished { job, task }) if job == id && !sent.contains(&task) => {
+                    if let Ok(Some(r)) = state.store.result(id, task).await {
+                        sent.insert(task);
+                        if tx.send(Ok(ndjson_line(&r))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Ok(Event::JobEnded { job }) if job == id => return,
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    // Too slow a reader: catch up from the store.
+                    let ended_before = jobs::status(&state, id).await.map(|s| ended(&s.state)).unwrap_or(true);
+                    if catch_up(&state, id, &mut sent, &tx).await.is_err() || ended_before {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+fn ndjson_line(r: &ResultRecord) -> Bytes {
+    let mut s = serde_json::to_vec(r).expect("record serializes");
+    s.push(b'\n');
+    Bytes::from(s)
+}
+
+type LineSender = tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>;
+
+/// Sends every stored record not yet sent. Err when the reader has gone.
+async fn catch_up(
+    state: &AppState,
+    id: u64,
+    sent: &mut std::collections::HashSet<u32>,
+    tx: &LineSender,
+) -> Result<(), ()> {
+    let mut after = None;
+    while let Ok(page) = state.store.results(id, after, 1000).await {
+        let Some(last) = page.last() else { break };
+        after = Some(last.task);
+        for r in &page {
+            if !sent.insert(r.task) {
+                continue;
+            }
+            tx.send(Ok(ndjson_line(r))).await.map_err(|_| ())?;
+        }
+    }
+    Ok(())
+}
+
+async fn stats(State(state): State<Arc<AppState>>) -> Json<crate::scheduler::Stats> {
+    Json(state.scheduler().stats())
+}
+
+async fn worker_socket(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+    // Frames a little over the protocol maximum still arrive whole, so the
+    // session can answer them with a `TooLarge` error instead of a bare close.
+    let limit = idlecore_protocol::MAX_FRAME_BYTES + 64 * 1024;
+    ws.max_message_size(limit).max_frame_size(limit).on_upgrade(move |socket| sessions::run(socket, state))
+}

@@ -1,0 +1,4 @@
+//! The job owner's commands: `submit` and `status`.
+
+pub mod status;
+pub mod submit;

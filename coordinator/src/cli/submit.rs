@@ -1,0 +1,152 @@
+//! `idlecore submit`: upload a module, submit one task per input, follow
+//! progress and write each task's stdout under `--out`.
+
+use crate::client::{Client, ClientArgs};
+use crate::model::{JobLimits, JobRequest, TaskInput, TaskStatus};
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SubmitArgs {
+    /// The task module (WASI preview1 command).
+    pub module: PathBuf,
+    /// A directory (one task per file, the file as stdin) or a file (one task per line).
+    #[arg(long)]
+    pub inputs: PathBuf,
+    /// Where each task's stdout is written (failures as `NAME.error`).
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+    /// An argument passed to every task (repeatable).
+    #[arg(long = "arg", allow_hyphen_values = true)]
+    pub args: Vec<String>,
+    /// An environment variable for every task, `KEY=VALUE` (repeatable).
+    #[arg(long = "env", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Wall-clock limit per task, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u32,
+    /// Memory limit per task, in MiB.
+    #[arg(long, default_value_t = 256)]
+    pub memory: u32,
+    /// Attempts per task before it is marked failed.
+    #[arg(long, default_value_t = 3)]
+    pub max_attempts: u32,
+    /// Submit and print the job id without waiting for results.
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// Tasks and the output file name of each.
+fn read_inputs(path: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if meta.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        files.retain(|p| p.is_file());
+        files.sort();
+        return files
+            .into_iter()
+            .map(|p| {
+                let name = p.file_name().expect("file").to_string_lossy().into_owned();
+                Ok((name, std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?))
+            })
+            .collect();
+    }
+    let text = std::fs::read(path)?;
+    let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+    let width = lines.len().to_string().len();
+    Ok(lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| (format!("{i:0width$}"), [l, b"\n"].concat()))
+        .collect())
+}
+
+pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.client)?;
+    let module = std::fs::read(&args.module).with_context(|| format!("reading {}", args.module.display()))?;
+    let inputs = read_inputs(&args.inputs)?;
+    if inputs.is_empty() {
+        bail!("{} holds no inputs", args.inputs.display());
+    }
+    let hash = client.upload_module(module).await?;
+    let (names, tasks): (Vec<String>, Vec<TaskInput>) = inputs
+        .into_iter()
+        .map(|(name, stdin)| (name, TaskInput { stdin, args: args.args.clone(), env: args.env.clone() }))
+        .unzip();
+    let limits = JobLimits {
+        timeout_ms: args.timeout.saturating_mul(1000),
+        max_memory_mib: args.memory,
+        max_attempts: args.max_attempts,
+        ..JobLimits::default()
+    };
+    let total = tasks.len() as u64;
+    let job = client.create_job(&JobRequest { module: hash, tasks, limits }).await?;
+    println!("job {job}: {total} tasks");
+    if args.no_wait {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} done  {msg}  [{elapsed_precise}]")
+            .expect("static template"),
+    );
+    let started = Instant::now();
+    let poller = {
+        let (bar, client) = (bar.clone(), Client::new(&args.client)?);
+        tokio::spawn(async move {
+            loop {
+                if let Ok(s) = client.status(job).await {
+                    let rate = s.done as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                    bar.set_message(format!("failed {}  in flight {}  {rate:.1} tasks/s", s.failed, s.in_flight));
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    let mut failed = 0u64;
+    let out = args.out.clone();
+    let outcome = client
+        .stream_results(job, |r| {
+            let name = names.get(r.task as usize).context("result for an unknown task")?;
+            match r.status {
+                TaskStatus::Done => std::fs::write(out.join(name), &r.stdout)?,
+                TaskStatus::Failed => {
+                    failed += 1;
+                    std::fs::write(out.join(format!("{name}.error")), r.error.unwrap_or_default())?;
+                }
+            }
+            bar.inc(1);
+            Ok(())
+        })
+        .await;
+    poller.abort();
+    bar.finish_and_clear();
+    outcome?;
+    let status = client.status(job).await?;
+    println!(
+        "job {job} {}: {} done, {} failed of {} in {:.1} s; outputs in {}",
+        status.state,
+        status.done,
+        status.failed,
+        status.tasks,
+        started.elapsed().as_secs_f64(),
+        args.out.display()
+    );
+    if failed > 0 || status.state != "completed" {
+        bail!("job {job} did not complete cleanly (see `idlecore status {job}`)");
+    }
+    Ok(())
+}

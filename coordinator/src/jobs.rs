@@ -1,0 +1,206 @@
+//! What happens to jobs, between the API, worker sessions, the scheduler and the store.
+
+use crate::error::ApiError;
+use crate::model::{JobLimits, JobRequest, JobState, JobStatus, ResultRecord, TaskStatus};
+use crate::scheduler::{counts_against_task, WorkerId};
+use crate::state::{AppState, Event};
+use crate::store::{StoreError, Write};
+use idlecore_protocol::{FailureKind, ModuleHash, TaskFailure, TaskResult};
+
+/// Most tasks in one job.
+pub const MAX_TASKS: usize = 1_000_000;
+
+pub fn parse_hash(hex_hash: &str) -> Result<ModuleHash, ApiError> {
+    let bytes = hex::decode(hex_hash)
+        .map_err(|_| ApiError::BadRequest(format!("module hash {hex_hash:?} is not hex")))?;
+    bytes
+        .try_into()
+        .map_err(|_| ApiError::BadRequest(format!("module hash {hex_hash:?} is not 32 bytes of SHA-256")))
+}
+
+/// Loads every unfinished job into the scheduler (at start-up).
+pub fn restore(state: &AppState) -> Result<usize, StoreError> {
+    let jobs = state.store.load_open_jobs()?;
+    let n = jobs.len();
+    let mut sched = state.scheduler();
+    for job in jobs {
+        let module = parse_hash(&job.module).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sched.add_job(job.id, module, job.limits, job.tasks, job.finished, job.failures);
+    }
+    Ok(n)
+}
+
+pub async fn create(state: &AppState, req: JobRequest) -> Result<u64, ApiError> {
+    let module = parse_hash(&req.module)?;
+    let module_hex = hex::encode(module);
+    if req.tasks.is_empty() {
+        return Err(ApiError::BadRequest("a job needs at least one task".into()));
+    }
+    if req.tasks.len() > MAX_TASKS {
+        return Err(ApiError::BadRequest(format!("a job has at most {MAX_TASKS} tasks")));
+    }
+    req.limits.validate().map_err(ApiError::BadRequest)?;
+    for (i, t) in req.tasks.iter().enumerate() {
+        check_task(&t.stdin, &t.args, &t.env).map_err(|e| ApiError::BadRequest(format!("task {i}: {e}")))?;
+    }
+    if !state.store.has_module(&module_hex).await? {
+        return Err(ApiError::NotFound(format!("module {module_hex} (upload it first)")));
+    }
+    let tasks = req.tasks;
+    let id = state
+        .store
+        .write(Write::CreateJob { module: module_hex, limits: req.limits, tasks: tasks.clone() })
+        .await?;
+    let n = tasks.len();
+    state.scheduler().add_job(id, module, req.limits, tasks, vec![], vec![]);
+    tracing::info!(job = id, tasks = n, "job accepted");
+    Ok(id)
+}
+
+/// A task's input must fit in one lease frame with the protocol's field limits.
+fn check_task(stdin: &[u8], args: &[String], env: &[(String, String)]) -> Result<(), String> {
+    use idlecore_protocol::limits::*;
+    if stdin.len() > MAX_FRAME_BYTES - 256 * 1024 {
+        return Err(format!("stdin is larger than {} bytes", MAX_FRAME_BYTES - 256 * 1024));
+    }
+    if args.len() > MAX_ARGS || env.len() > MAX_ENV {
+        return Err(format!("at most {MAX_ARGS} args and {MAX_ENV} env entries"));
+    }
+    let text: usize = args.iter().map(String::len).sum::<usize>() + env.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    if args.iter().chain(env.iter().flat_map(|(k, v)| [k, v])).any(|s| s.len() > MAX_ARG_BYTES) || text > 128 * 1024 {
+        return Err(format!("an arg or env entry exceeds {MAX_ARG_BYTES} bytes, or all exceed 128 KiB"));
+    }
+    if env.iter().any(|(k, _)| k.is_empty() || k.contains('=')) {
+        return Err("env names must be non-empty and contain no '='".into());
+    }
+    Ok(())
+}
+
+/// Stores a worker's result if its lease is current. Ok for stored and for
+/// stale reports alike: the worker is acknowledged and forgets them either way.
+pub async fn record_result(state: &AppState, worker: WorkerId, r: TaskResult) -> Result<(), StoreError> {
+    let Some(f) = state.scheduler().begin_finish(worker, r.lease) else {
+        tracing::debug!(lease = r.lease, "stale or duplicate result ignored");
+        return Ok(());
+    };
+    let limit = state.scheduler().limits(f.job).map(|l| l.max_output_bytes as usize);
+    if limit.is_some_and(|max| r.stdout.len() + r.stderr.len() > max) {
+        let failure = TaskFailure {
+            lease: r.lease,
+            kind: FailureKind::OutputLimit,
+            message: format!("result of {} bytes exceeds the job's output limit", r.stdout.len() + r.stderr.len()),
+        };
+        return settle_failure(state, f, failure).await;
+    }
+    let record = ResultRecord {
+        task: f.task,
+        status: TaskStatus::Done,
+        exit_code: Some(r.exit_code),
+        stdout: r.stdout,
+        stderr: r.stderr,
+        elapsed_ms: r.elapsed_ms,
+        error: None,
+    };
+    if let Err(e) = state.store.write(Write::PutResult { job: f.job, record }).await {
+        // Not durable: give the task to someone else rather than lose it.
+        state.scheduler().retry(f.lease, false);
+        return Err(e);
+    }
+    finish(state, f.job, f.task, f.lease).await;
+    Ok(())
+}
+
+pub async fn record_failure(state: &AppState, worker: WorkerId, failure: TaskFailure) -> Result<(), StoreError> {
+    let Some(f) = state.scheduler().begin_finish(worker, failure.lease) else {
+        return Ok(());
+    };
+    settle_failure(state, f, failure).await
+}
+
+async fn settle_failure(
+    state: &AppState,
+    f: crate::scheduler::Finishing,
+    failure: TaskFailure,
+) -> Result<(), StoreError> {
+    let counted = counts_against_task(failure.kind);
+    tracing::info!(job = f.job, task = f.task, kind = failure.kind.as_str(), counted, "task attempt failed: {}", failure.message);
+    let logged = state
+        .store
+        .write(Write::PutFailure { job: f.job, task: f.task, kind: failure.kind.as_str().into(), message: failure.message })
+        .await;
+    if let Err(e) = logged {
+        state.scheduler().retry(f.lease, false);
+        return Err(e);
+    }
+    if !(counted && f.failures + 1 >= f.max_attempts) {
+        state.scheduler().retry(f.lease, counted);
+        return Ok(());
+    }
+    let reasons = state.store.failures(f.job, f.task).await?;
+    let error = reasons.iter().map(|(k, m)| format!("{k}: {m}")).collect::<Vec<_>>().join("\n");
+    let record = ResultRecord {
+        task: f.task,
+        status: TaskStatus::Failed,
+        exit_code: None,
+        stdout: vec![],
+        stderr: vec![],
+        elapsed_ms: 0,
+        error: Some(error),
+    };
+    if let Err(e) = state.store.write(Write::PutResult { job: f.job, record }).await {
+        state.scheduler().retry(f.lease, false);
+        return Err(e);
+    }
+    finish(state, f.job, f.task, f.lease).await;
+    Ok(())
+}
+
+async fn finish(state: &AppState, job: u64, task: u32, lease: u64) {
+    let job_done = state.scheduler().finish(lease);
+    let _ = state.events.send(Event::Finished { job, task });
+    if job_done {
+        end_job(state, job, JobState::Completed).await;
+    }
+}
+
+async fn end_job(state: &AppState, job: u64, to: JobState) {
+    if let Err(e) = state.store.write(Write::SetJobState { job, state: to }).await {
+        // The job is still derivable as complete from its results on restart.
+        tracing::error!(job, error = %e, "could not record job state");
+    }
+    tracing::info!(job, state = to.as_str(), "job ended");
+    let _ = state.events.send(Event::JobEnded { job });
+}
+
+pub async fn cancel(state: &AppState, job: u64) -> Result<JobStatus, ApiError> {
+    let current = status(state, job).await?;
+    if current.state == JobState::Running.as_str() {
+        state.scheduler().cancel_job(job);
+        end_job(state, job, JobState::Cancelled).await;
+    }
+    status(state, job).await
+}
+
+pub async fn status(state: &AppState, job: u64) -> Result<JobStatus, ApiError> {
+    let row = state.store.job_rows(Some(job)).await?.pop().ok_or_else(|| ApiError::NotFound(format!("job {job}")))?;
+    Ok(to_status(state, row))
+}
+
+pub async fn list(state: &AppState) -> Result<Vec<JobStatus>, ApiError> {
+    Ok(state.store.job_rows(None).await?.into_iter().map(|r| to_status(state, r)).collect())
+}
+
+fn to_status(state: &AppState, row: crate::model::JobRow) -> JobStatus {
+    let limits: JobLimits = serde_json::from_str(&row.limits).unwrap_or_default();
+    JobStatus {
+        id: row.id,
+        module: row.module,
+        state: row.state,
+        tasks: row.tasks,
+        done: row.done,
+        failed: row.failed,
+        in_flight: state.scheduler().in_flight(row.id).unwrap_or(0),
+        created_at: row.created_at,
+        limits,
+    }
+}

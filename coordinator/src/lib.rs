@@ -1,0 +1,15 @@
+//! The idlecore coordinator: job owners' HTTP API, worker sessions over
+//! WebSocket, the in-memory scheduler, and the durable SQLite store.
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod error;
+pub mod jobs;
+pub mod model;
+pub mod scheduler;
+pub mod server;
+pub mod sessions;
+pub mod state;
+pub mod store;

@@ -1,0 +1,200 @@
+//! Jobs, tasks and results as the API, the store and the scheduler see them.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use idlecore_protocol::TaskLimits;
+use serde::{Deserialize, Serialize};
+
+/// One task's input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskInput {
+    #[serde(default, with = "b64")]
+    pub stdin: Vec<u8>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+}
+
+/// Limits a job owner sets for every task of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobLimits {
+    #[serde(default = "defaults::timeout_ms")]
+    pub timeout_ms: u32,
+    #[serde(default = "defaults::max_output_bytes")]
+    pub max_output_bytes: u32,
+    #[serde(default = "defaults::max_memory_mib")]
+    pub max_memory_mib: u32,
+    /// Runs that fail because of the task (trap, exit by limit) before the task is failed.
+    #[serde(default = "defaults::max_attempts")]
+    pub max_attempts: u32,
+}
+
+mod defaults {
+    pub fn timeout_ms() -> u32 {
+        60_000
+    }
+    pub fn max_output_bytes() -> u32 {
+        4 * 1024 * 1024
+    }
+    pub fn max_memory_mib() -> u32 {
+        256
+    }
+    pub fn max_attempts() -> u32 {
+        3
+    }
+}
+
+impl Default for JobLimits {
+    fn default() -> Self {
+        JobLimits {
+            timeout_ms: defaults::timeout_ms(),
+            max_output_bytes: defaults::max_output_bytes(),
+            max_memory_mib: defaults::max_memory_mib(),
+            max_attempts: defaults::max_attempts(),
+        }
+    }
+}
+
+impl JobLimits {
+    /// Checks a job owner's limits; the message names the bad field.
+    pub fn validate(&self) -> Result<(), String> {
+        let max_out = (idlecore_protocol::MAX_FRAME_BYTES - 64 * 1024) as u32;
+        if self.timeout_ms == 0 || self.timeout_ms > 24 * 3600 * 1000 {
+            return Err("limits.timeout_ms must be between 1 and 86400000".into());
+        }
+        if self.max_output_bytes > max_out {
+            return Err(format!("limits.max_output_bytes must be at most {max_out}"));
+        }
+        if self.max_memory_mib == 0 || self.max_memory_mib > 4096 {
+            return Err("limits.max_memory_mib must be between 1 and 4096".into());
+        }
+        if self.max_attempts == 0 || self.max_attempts > 100 {
+            return Err("limits.max_attempts must be between 1 and 100".into());
+        }
+        Ok(())
+    }
+
+    pub fn task_limits(&self) -> TaskLimits {
+        TaskLimits {
+            timeout_ms: self.timeout_ms,
+            max_output_bytes: self.max_output_bytes,
+            max_memory_pages: self.max_memory_mib.saturating_mul(16),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Running,
+    Completed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Completed => "completed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+    pub fn parse(s: &str) -> Option<JobState> {
+        Some(match s {
+            "running" => JobState::Running,
+            "completed" => JobState::Completed,
+            "cancelled" => JobState::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    Done,
+    Failed,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Done => "done",
+            TaskStatus::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<TaskStatus> {
+        match s {
+            "done" => Some(TaskStatus::Done),
+            "failed" => Some(TaskStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// A task's final record: its accepted result, or its failure after the last attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultRecord {
+    pub task: u32,
+    pub status: TaskStatus,
+    pub exit_code: Option<i32>,
+    #[serde(with = "b64")]
+    pub stdout: Vec<u8>,
+    #[serde(with = "b64")]
+    pub stderr: Vec<u8>,
+    pub elapsed_ms: u32,
+    /// For failed tasks: every attempt's failure, `kind: message`, one per line.
+    pub error: Option<String>,
+}
+
+/// A job as listed from the store.
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    pub id: u64,
+    pub module: String,
+    pub tasks: u32,
+    pub state: String,
+    pub created_at: i64,
+    pub limits: String,
+    pub done: u32,
+    pub failed: u32,
+}
+
+/// `POST /api/jobs` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRequest {
+    /// Hex SHA-256 of an uploaded module.
+    pub module: String,
+    pub tasks: Vec<TaskInput>,
+    #[serde(default)]
+    pub limits: JobLimits,
+}
+
+/// Job status as the API reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub id: u64,
+    pub module: String,
+    pub state: String,
+    pub tasks: u32,
+    pub done: u32,
+    pub failed: u32,
+    /// Tasks leased to a worker right now (only known while the job runs).
+    pub in_flight: u32,
+    pub created_at: i64,
+    pub limits: JobLimits,
+}
+
+/// Base64 (standard alphabet, padded) for byte fields in JSON.
+pub mod b64 {
+    use super::*;
+    pub fn serialize<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&B64.encode(v))
+    }
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        B64.decode(s.as_bytes()).map_err(|e| serde::de::Error::custom(format!("invalid base64: {e}")))
+    }
+}

@@ -1,0 +1,386 @@
+//! The in-memory hot path: ready tasks, leases and worker credit.
+//!
+//! Everything here is synchronous and fast; callers hold the lock only for a
+//! call. Durable effects (results, failures, job states) are written by the
+//! caller between `begin_finish` and `finish_*`, so a task is never marked
+//! done before its record is on disk. Losing this state in a crash only means
+//! re-running leased tasks: the store rebuilds the rest.
+
+use crate::model::{JobLimits, TaskInput};
+use idlecore_protocol::{Cancel, CoordinatorMessage, FailureKind, Lease, ModuleHash};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+
+pub type WorkerId = u64;
+pub type LeaseId = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TaskState {
+    Ready,
+    Leased(LeaseId),
+    Finished,
+}
+
+struct Job {
+    module: ModuleHash,
+    limits: JobLimits,
+    tasks: Vec<Arc<TaskInput>>,
+    state: Vec<TaskState>,
+    failures: Vec<u32>,
+    finished: u32,
+    in_flight: u32,
+    cancelled: bool,
+}
+
+struct LeaseInfo {
+    job: u64,
+    task: u32,
+    worker: WorkerId,
+    deadline: Instant,
+    /// A result or failure for it is being written; it can no longer expire.
+    finishing: bool,
+}
+
+struct Worker {
+    slots: u32,
+    leases: HashSet<LeaseId>,
+    tx: UnboundedSender<CoordinatorMessage>,
+    /// Already in `hungry`: keeps that queue at one entry per worker.
+    queued: bool,
+}
+
+/// What a worker's report refers to, returned by [`Scheduler::begin_finish`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finishing {
+    pub lease: LeaseId,
+    pub job: u64,
+    pub task: u32,
+    /// Task-caused failures recorded before this report.
+    pub failures: u32,
+    pub max_attempts: u32,
+}
+
+/// Counts for the dashboard and `/api/stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    pub workers: usize,
+    pub slots: u64,
+    pub leases: usize,
+    pub ready: usize,
+    pub running_jobs: usize,
+}
+
+/// Whether a failure is the task's fault (counts against its attempts) or the
+/// infrastructure's (retried elsewhere for free).
+pub fn counts_against_task(kind: FailureKind) -> bool {
+    !matches!(kind, FailureKind::ModuleFetch | FailureKind::ExecutorCrashed | FailureKind::Internal)
+}
+
+/// Derives a task's seed, the same on every attempt so honest runs agree.
+pub fn task_seed(job: u64, task: u32) -> u64 {
+    let mut z = (job << 32 | task as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+pub struct Scheduler {
+    /// High bits of every lease id: differs per coordinator start, so a result
+    /// for a lease from before a restart never matches a new lease.
+    epoch: u64,
+    next_lease: u64,
+    next_worker: WorkerId,
+    lease_ttl: Duration,
+    jobs: BTreeMap<u64, Job>,
+    ready: VecDeque<(u64, u32)>,
+    leases: HashMap<LeaseId, LeaseInfo>,
+    workers: HashMap<WorkerId, Worker>,
+    /// Workers that may have free slots, in the order they get tasks.
+    hungry: VecDeque<WorkerId>,
+}
+
+impl Scheduler {
+    pub fn new(epoch: u32, lease_ttl: Duration) -> Scheduler {
+        Scheduler {
+            epoch: (epoch as u64) << 32,
+            next_lease: 1,
+            next_worker: 1,
+            lease_ttl,
+            jobs: BTreeMap::new(),
+            ready: VecDeque::new(),
+            leases: HashMap::new(),
+            workers: HashMap::new(),
+            hungry: VecDeque::new(),
+        }
+    }
+
+    /// Adds a job; tasks marked in `finished` are not run again.
+    pub fn add_job(
+        &mut self,
+        id: u64,
+        module: ModuleHash,
+        limits: JobLimits,
+        tasks: Vec<TaskInput>,
+        finished: Vec<bool>,
+        failures: Vec<u32>,
+    ) {
+        let n = tasks.len();
+        let mut state = vec![TaskState::Ready; n];
+        let mut done = 0;
+        for (i, f) in finished.iter().enumerate().take(n) {
+            if *f {
+                state[i] = TaskState::Finished;
+                done += 1;
+            } else {
+                self.ready.push_back((id, i as u32));
+            }
+        }
+        if finished.len() < n {
+            self.ready.extend((finished.len()..n).map(|i| (id, i as u32)));
+        }
+        let mut failures = failures;
+        failures.resize(n, 0);
+        self.jobs.insert(
+            id,
+            Job {
+                module,
+                limits,
+                tasks: tasks.into_iter().map(Arc::new).collect(),
+                state,
+                failures,
+                finished: done,
+                in_flight: 0,
+                cancelled: false,
+            },
+        );
+        self.pump();
+    }
+
+    pub fn register_worker(&mut self, slots: u32, tx: UnboundedSender<CoordinatorMessage>) -> WorkerId {
+        let id = self.next_worker;
+        self.next_worker += 1;
+        self.workers.insert(id, Worker { slots, leases: HashSet::new(), tx, queued: false });
+        self.mark_hungry(id);
+        self.pump();
+        id
+    }
+
+    /// Forgets a worker; its unfinished leases go back to the front of the queue.
+    pub fn remove_worker(&mut self, id: WorkerId) -> usize {
+        let Some(w) = self.workers.remove(&id) else { return 0 };
+        let mut requeued = 0;
+        for lease in w.leases {
+            if self.leases.get(&lease).is_some_and(|l| !l.finishing) {
+                self.requeue(lease);
+                requeued += 1;
+            }
+        }
+        self.pump();
+        requeued
+    }
+
+    fn requeue(&mut self, lease: LeaseId) {
+        let Some(info) = self.leases.remove(&lease) else { return };
+        if let Some(w) = self.workers.get_mut(&info.worker) {
+            w.leases.remove(&lease);
+        }
+        self.mark_hungry(info.worker);
+        if let Some(job) = self.jobs.get_mut(&info.job) {
+            job.in_flight -= 1;
+            if job.state[info.task as usize] == TaskState::Leased(lease) && !job.cancelled {
+                job.state[info.task as usize] = TaskState::Ready;
+                self.ready.push_front((info.job, info.task));
+            }
+        }
+    }
+
+    fn mark_hungry(&mut self, id: WorkerId) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            if !w.queued && (w.leases.len() as u32) < w.slots {
+                w.queued = true;
+                self.hungry.push_back(id);
+            }
+        }
+    }
+
+    /// Hands ready tasks to workers with free slots, round robin.
+    pub fn pump(&mut self) {
+        while !self.ready.is_empty() {
+            let Some(&wid) = self.hungry.front() else { return };
+            let Some(w) = self.workers.get_mut(&wid) else {
+                self.hungry.pop_front();
+                continue;
+            };
+            if w.leases.len() as u32 >= w.slots {
+                w.queued = false;
+                self.hungry.pop_front();
+                continue;
+            }
+            let Some((job_id, task)) = self.ready.pop_front() else { return };
+            let Some(job) = self.jobs.get_mut(&job_id) else { continue };
+            if job.cancelled || job.state[task as usize] != TaskState::Ready {
+                continue;
+            }
+            let lease = self.epoch | self.next_lease;
+            self.next_lease += 1;
+            let input = &job.tasks[task as usize];
+            let msg = CoordinatorMessage::Lease(Lease {
+                lease,
+                job: job_id,
+                task,
+                module: job.module,
+                stdin: input.stdin.clone(),
+                args: input.args.clone(),
+                env: input.env.clone(),
+                limits: job.limits.task_limits(),
+                seed: task_seed(job_id, task),
+            });
+            job.state[task as usize] = TaskState::Leased(lease);
+            job.in_flight += 1;
+            let w = self.workers.get_mut(&wid).expect("checked above");
+            w.leases.insert(lease);
+            self.leases.insert(
+                lease,
+                LeaseInfo { job: job_id, task, worker: wid, deadline: Instant::now() + self.lease_ttl, finishing: false },
+            );
+            // A closed channel means the session is ending; remove_worker requeues.
+            let _ = w.tx.send(msg);
+            // Rotate so the next task goes to the next hungry worker.
+            self.hungry.pop_front();
+            w.queued = false;
+            self.mark_hungry(wid);
+        }
+    }
+
+    /// Claims a lease for a report from `worker`. `None` if the lease is not
+    /// current for this worker (stale attempt, expired, cancelled, or a duplicate).
+    pub fn begin_finish(&mut self, worker: WorkerId, lease: LeaseId) -> Option<Finishing> {
+        let info = self.leases.get_mut(&lease)?;
+        if info.worker != worker || info.finishing {
+            return None;
+        }
+        info.finishing = true;
+        let job = &self.jobs[&info.job];
+        Some(Finishing {
+            lease,
+            job: info.job,
+            task: info.task,
+            failures: job.failures[info.task as usize],
+            max_attempts: job.limits.max_attempts,
+        })
+    }
+
+    /// The task's final record is stored: mark it finished and free the slot.
+    /// Returns true when this finished the whole job.
+    pub fn finish(&mut self, lease: LeaseId) -> bool {
+        let Some(info) = self.leases.remove(&lease) else { return false };
+        if let Some(w) = self.workers.get_mut(&info.worker) {
+            w.leases.remove(&lease);
+        }
+        self.mark_hungry(info.worker);
+        let mut job_done = false;
+        if let Some(job) = self.jobs.get_mut(&info.job) {
+            job.in_flight -= 1;
+            if job.state[info.task as usize] != TaskState::Finished {
+                job.state[info.task as usize] = TaskState::Finished;
+                job.finished += 1;
+            }
+            job_done = job.finished as usize == job.tasks.len();
+            if job_done {
+                self.jobs.remove(&info.job);
+            }
+        }
+        self.pump();
+        job_done
+    }
+
+    /// A failure was recorded and the task gets another attempt.
+    pub fn retry(&mut self, lease: LeaseId, counted: bool) {
+        if let Some(info) = self.leases.get(&lease) {
+            if counted {
+                if let Some(job) = self.jobs.get_mut(&info.job) {
+                    job.failures[info.task as usize] += 1;
+                }
+            }
+        }
+        self.requeue(lease);
+        self.pump();
+    }
+
+    /// Renews the leases a worker says are still running.
+    pub fn heartbeat(&mut self, worker: WorkerId, leases: &[LeaseId]) {
+        let deadline = Instant::now() + self.lease_ttl;
+        for l in leases {
+            if let Some(info) = self.leases.get_mut(l) {
+                if info.worker == worker {
+                    info.deadline = deadline;
+                }
+            }
+        }
+    }
+
+    /// Requeues leases whose heartbeats stopped, telling their workers to stop.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let expired: Vec<LeaseId> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| !l.finishing && l.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for lease in &expired {
+            if let Some(w) = self.leases.get(lease).and_then(|l| self.workers.get(&l.worker)) {
+                let _ = w.tx.send(CoordinatorMessage::Cancel(Cancel { lease: *lease }));
+            }
+            self.requeue(*lease);
+        }
+        self.pump();
+        expired.len()
+    }
+
+    /// Stops a job: queued tasks are dropped, running leases cancelled.
+    pub fn cancel_job(&mut self, job_id: u64) -> bool {
+        let Some(job) = self.jobs.get_mut(&job_id) else { return false };
+        job.cancelled = true;
+        let running: Vec<LeaseId> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| l.job == job_id && !l.finishing)
+            .map(|(id, _)| *id)
+            .collect();
+        for lease in running {
+            if let Some(w) = self.leases.get(&lease).and_then(|l| self.workers.get(&l.worker)) {
+                let _ = w.tx.send(CoordinatorMessage::Cancel(Cancel { lease }));
+            }
+            self.requeue(lease);
+        }
+        self.ready.retain(|(j, _)| *j != job_id);
+        self.jobs.remove(&job_id);
+        self.pump();
+        true
+    }
+
+    /// Tasks of a running job that are leased right now.
+    pub fn in_flight(&self, job: u64) -> Option<u32> {
+        self.jobs.get(&job).map(|j| j.in_flight)
+    }
+
+    /// Limits of a running job.
+    pub fn limits(&self, job: u64) -> Option<JobLimits> {
+        self.jobs.get(&job).map(|j| j.limits)
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            workers: self.workers.len(),
+            slots: self.workers.values().map(|w| w.slots as u64).sum(),
+            leases: self.leases.len(),
+            ready: self.ready.len(),
+            running_jobs: self.jobs.len(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

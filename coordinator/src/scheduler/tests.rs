@@ -1,0 +1,164 @@
+use super::*;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+fn tasks(n: usize) -> Vec<TaskInput> {
+    (0..n).map(|i| TaskInput { stdin: vec![i as u8], args: vec![], env: vec![] }).collect()
+}
+
+fn leases(rx: &mut UnboundedReceiver<CoordinatorMessage>) -> Vec<Lease> {
+    let mut out = vec![];
+    while let Ok(m) = rx.try_recv() {
+        if let CoordinatorMessage::Lease(l) = m {
+            out.push(l);
+        }
+    }
+    out
+}
+
+fn sched() -> Scheduler {
+    Scheduler::new(7, Duration::from_secs(30))
+}
+
+#[test]
+fn never_sends_more_than_the_advertised_slots() {
+    let mut s = sched();
+    s.add_job(1, [0; 32], JobLimits::default(), tasks(10), vec![], vec![]);
+    let (tx, mut rx) = unbounded_channel();
+    let w = s.register_worker(3, tx);
+    let first = leases(&mut rx);
+    assert_eq!(first.len(), 3);
+    assert!(first.iter().all(|l| l.lease >> 32 == 7), "lease ids carry the epoch");
+    let f = s.begin_finish(w, first[0].lease).unwrap();
+    assert!(!s.finish(f.lease));
+    assert_eq!(leases(&mut rx).len(), 1, "one freed slot, one new lease");
+    assert_eq!(s.stats().leases, 3);
+}
+
+#[test]
+fn tasks_spread_across_workers() {
+    let mut s = sched();
+    let (tx1, mut rx1) = unbounded_channel();
+    let (tx2, mut rx2) = unbounded_channel();
+    s.register_worker(2, tx1);
+    s.register_worker(2, tx2);
+    s.add_job(1, [0; 32], JobLimits::default(), tasks(3), vec![], vec![]);
+    let (a, b) = (leases(&mut rx1), leases(&mut rx2));
+    assert_eq!(a.len() + b.len(), 3);
+    assert!(!a.is_empty() && !b.is_empty());
+}
+
+#[test]
+fn disconnect_requeues_and_stale_results_are_refused() {
+    let mut s = sched();
+    s.add_job(1, [0; 32], JobLimits::default(), tasks(1), vec![], vec![]);
+    let (tx1, mut rx1) = unbounded_channel();
+    let w1 = s.register_worker(1, tx1);
+    let old = leases(&mut rx1).pop().unwrap();
+    assert_eq!(s.remove_worker(w1), 1);
+    let (tx2, mut rx2) = unbounded_channel();
+    let w2 = s.register_worker(1, tx2);
+    let new = leases(&mut rx2).pop().unwrap();
+    assert_eq!((new.job, new.task), (old.job, old.task));
+    assert_ne!(new.lease, old.lease);
+    assert!(s.begin_finish(w1, old.lease).is_none(), "old attempt is fenced off");
+    assert!(s.begin_finish(w1, new.lease).is_none(), "another worker's lease");
+    let f = s.begin_finish(w2, new.lease).unwrap();
+    assert!(s.begin_finish(w2, new.lease).is_none(), "a duplicate report is refused");
+    assert!(s.finish(f.lease), "the only task finished the job");
+    assert_eq!(s.stats().running_jobs, 0);
+}
+
+#[test]
+fn expired_leases_are_cancelled_and_requeued() {
+    let mut s = Scheduler::new(1, Duration::from_millis(10));
+    s.add_job(1, [0; 32], JobLimits::default(), tasks(2), vec![], vec![]);
+    let (tx, mut rx) = unbounded_channel();
+    let w = s.register_worker(2, tx);
+    let ls = leases(&mut rx);
+    s.heartbeat(w, &[ls[0].lease]);
+    let later = Instant::now() + Duration::from_secs(1);
+    assert_eq!(s.expire(later), 2);
+    let msgs: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+    let cancels = msgs.iter().filter(|m| matches!(m, CoordinatorMessage::Cancel(_))).count();
+    let relet = msgs.iter().filter(|m| matches!(m, CoordinatorMessage::Lease(_))).count();
+    assert_eq!((cancels, relet), (2, 2));
+}
+
+#[test]
+fn finishing_leases_do_not_expire() {
+    let mut s = Scheduler::new(1, Duration::from_millis(10));
+    s.add_job(1, [0; 32], JobLimits::default(), tasks(1), vec![], vec![]);
+    let (tx, mut rx) = unbounded_channel();
+    let w = s.register_worker(1, tx);
+    let l = leases(&mut rx).pop().unwrap();
+    s.begin_finish(w, l.lease).unwrap();
+    assert_eq!(s.expire(Instant::now() + Duration::from_secs(1)), 0);
+    assert!(s.finish(l.lease));
+}
+
+#[test]
+fn retries_count_only_task_failures() {
+    let mut s = sched();
+    s.add_job(1, [0; 32], JobLimits::default(), tasks(1), vec![], vec![]);
+    let (tx, mut rx) = unbounded_channel();
+    let w = s.register_worker(1, tx);
+    let l = leases(&mut rx).pop().unwrap();
+    let f = s.begin_finish(w, l.lease).unwrap();
+    assert_eq!(f.failures, 0);
+    s.retry(l.lease, true);
+    let l = leases(&mut rx).pop().unwrap();
+    s.begin_finish(w, l.lease).unwrap();
+    s.retry(l.lease, false);
+    let l = leases(&mut rx).pop().unwrap();
+    assert_eq!(s.begin_finish(w, l.lease).unwrap().failures, 1);
+    assert!(counts_against_task(FailureKind::Trap));
+    assert!(!counts_against_task(FailureKind::ExecutorCrashed));
+}
+
+#[test]
+fn cancel_drops_queued_and_running_tasks() {
+    let mut s = sched();
+    s.add_job(1, [0; 32], JobLimits::default(), tasks(5), vec![], vec![]);
+    s.add_job(2, [1; 32], JobLimits::default(), tasks(1), vec![], vec![]);
+    let (tx, mut rx) = unbounded_channel();
+    s.register_worker(2, tx);
+    assert_eq!(leases(&mut rx).len(), 2);
+    assert!(s.cancel_job(1));
+    let msgs: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+    assert_eq!(msgs.iter().filter(|m| matches!(m, CoordinatorMessage::Cancel(_))).count(), 2);
+    let next: Vec<_> = msgs.iter().filter_map(|m| match m { CoordinatorMessage::Lease(l) => Some(l.job), _ => None }).collect();
+    assert_eq!(next, vec![2], "only the other job's task is leased");
+    assert!(!s.cancel_job(1));
+}
+
+#[test]
+fn finished_tasks_from_the_store_are_not_rerun() {
+    let mut s = sched();
+    s.add_job(1, [0; 32], JobLimits::default(), tasks(4), vec![true, false, true], vec![0, 2]);
+    let (tx, mut rx) = unbounded_channel();
+    s.register_worker(8, tx);
+    let mut got: Vec<u32> = leases(&mut rx).iter().map(|l| l.task).collect();
+    got.sort();
+    assert_eq!(got, vec![1, 3]);
+}
+
+#[test]
+fn seeds_are_stable_and_distinct() {
+    assert_eq!(task_seed(1, 2), task_seed(1, 2));
+    assert_ne!(task_seed(1, 2), task_seed(1, 3));
+    assert_ne!(task_seed(1, 2), task_seed(2, 2));
+}
+
+#[test]
+fn idle_workers_do_not_grow_the_hungry_queue() {
+    let mut s = sched();
+    let (tx, mut rx) = unbounded_channel();
+    let w = s.register_worker(1, tx);
+    for job in 0..100 {
+        s.add_job(job, [0; 32], JobLimits::default(), tasks(1), vec![], vec![]);
+        let l = leases(&mut rx).pop().unwrap();
+        s.begin_finish(w, l.lease).unwrap();
+        s.finish(l.lease);
+    }
+    assert!(s.hungry.len() <= 1);
+}

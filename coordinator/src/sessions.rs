@@ -1,0 +1,166 @@
+//! One task per worker WebSocket: handshake, then leases out and reports in.
+
+use crate::jobs;
+use crate::scheduler::WorkerId;
+use crate::state::AppState;
+use axum::extract::ws::{Message, WebSocket};
+use idlecore_protocol::{
+    decode_worker, encode_coordinator, CoordinatorMessage, DecodeError, ErrorCode, ProtocolError, Welcome,
+    WorkerMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// Why a session ended early; sent to the worker as an `Error` before closing.
+struct Refusal(ErrorCode, String);
+
+impl From<DecodeError> for Refusal {
+    fn from(e: DecodeError) -> Self {
+        let code = match e {
+            DecodeError::TooLarge(_) => ErrorCode::TooLarge,
+            _ => ErrorCode::Malformed,
+        };
+        Refusal(code, e.to_string())
+    }
+}
+
+pub async fn run(mut socket: WebSocket, state: Arc<AppState>) {
+    let session = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+    let result = serve(&mut socket, &state, session).await;
+    if let Err(Refusal(code, message)) = result {
+        tracing::info!(session, ?code, "closing worker session: {message}");
+        let frame = encode_coordinator(&CoordinatorMessage::Error(ProtocolError { code, message }));
+        let _ = socket.send(Message::Binary(frame.into())).await;
+    }
+    let _ = socket.send(Message::Close(None)).await;
+}
+
+/// Waits for the next binary frame; `None` when the socket is closed.
+async fn next_frame(socket: &mut WebSocket) -> Result<Option<Vec<u8>>, Refusal> {
+    loop {
+        match socket.recv().await {
+            None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(None),
+            Some(Ok(Message::Binary(b))) => return Ok(Some(b.to_vec())),
+            Some(Ok(Message::Text(_))) => {
+                return Err(Refusal(ErrorCode::Malformed, "text frames are not part of the protocol; send binary frames".into()))
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+        }
+    }
+}
+
+async fn serve(socket: &mut WebSocket, state: &Arc<AppState>, session: u64) -> Result<(), Refusal> {
+    let hello = match tokio::time::timeout(Duration::from_secs(10), next_frame(socket)).await {
+        Err(_) => return Err(Refusal(ErrorCode::UnexpectedMessage, "no Hello within 10 s".into())),
+        Ok(frame) => match frame? {
+            None => return Ok(()),
+            Some(f) => decode_worker(&f)?,
+        },
+    };
+    let WorkerMessage::Hello(hello) = hello else {
+        return Err(Refusal(ErrorCode::UnexpectedMessage, "the first message must be Hello".into()));
+    };
+    if hello.version != PROTOCOL_VERSION {
+        return Err(Refusal(
+            ErrorCode::UnsupportedVersion,
+            format!("protocol version {} is not supported; this coordinator speaks {PROTOCOL_VERSION}", hello.version),
+        ));
+    }
+    let heartbeat_ms = state.config.heartbeat_ms;
+    let welcome = CoordinatorMessage::Welcome(Welcome {
+        version: PROTOCOL_VERSION,
+        session,
+        heartbeat_ms,
+        module_path: "/modules/".into(),
+        max_frame: MAX_FRAME_BYTES as u32,
+    });
+    send(socket, &welcome).await?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let worker = state.scheduler().register_worker(hello.slots, tx);
+    tracing::info!(session, worker, slots = hello.slots, agent = %hello.agent, "worker joined");
+    let outcome = session_loop(socket, state, worker, &mut rx, heartbeat_ms).await;
+    let requeued = state.scheduler().remove_worker(worker);
+    tracing::info!(session, worker, requeued, "worker left");
+    outcome
+}
+
+async fn send(socket: &mut WebSocket, msg: &CoordinatorMessage) -> Result<(), Refusal> {
+    socket
+        .send(Message::Binary(encode_coordinator(msg).into()))
+        .await
+        .map_err(|e| Refusal(ErrorCode::Malformed, format!("send failed: {e}")))
+}
+
+async fn session_loop(
+    socket: &mut WebSocket,
+    state: &Arc<AppState>,
+    worker: WorkerId,
+    rx: &mut mpsc::UnboundedReceiver<CoordinatorMessage>,
+    heartbeat_ms: u32,
+) -> Result<(), Refusal> {
+    // A worker silent for three heartbeat periods is gone.
+    let silence = Duration::from_millis(heartbeat_ms as u64 * 3);
+    let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<CoordinatorMessage>();
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        tokio::select! {
+            frame = tokio::time::timeout(silence, next_frame(socket)) => {
+                let Ok(frame) = frame else {
+                    return Err(Refusal(ErrorCode::UnexpectedMessage, "no message for three heartbeat periods".into()));
+                };
+                let Some(frame) = frame? else { return Ok(()) };
+                handle(state, worker, decode_worker(&frame)?, &reply_tx)?;
+            }
+            Some(msg) = rx.recv() => send(socket, &msg).await?,
+            Some(msg) = reply_rx.recv() => send(socket, &msg).await?,
+            _ = shutdown.changed() => {
+                return Err(Refusal(ErrorCode::ShuttingDown, "the coordinator is shutting down; reconnect later".into()));
+            }
+        }
+    }
+}
+
+/// Handles one report. Stores run in their own tasks so the session keeps
+/// reading while a group commit is in progress; their acks come back through `reply`.
+fn handle(
+    state: &Arc<AppState>,
+    worker: WorkerId,
+    msg: WorkerMessage,
+    reply: &mpsc::UnboundedSender<CoordinatorMessage>,
+) -> Result<(), Refusal> {
+    match msg {
+        WorkerMessage::Hello(_) => {
+            return Err(Refusal(ErrorCode::UnexpectedMessage, "Hello was already received".into()));
+        }
+        WorkerMessage::Heartbeat(h) => state.scheduler().heartbeat(worker, &h.leases),
+        WorkerMessage::Result(r) => {
+            let (state, reply) = (state.clone(), reply.clone());
+            tokio::spawn(async move {
+                let lease = r.lease;
+                match jobs::record_result(&state, worker, r).await {
+                    Ok(()) => {
+                        let _ = reply.send(CoordinatorMessage::Ack(idlecore_protocol::Ack { lease }));
+                    }
+                    Err(e) => tracing::error!(lease, error = %e, "result not stored; task requeued"),
+                }
+            });
+        }
+        WorkerMessage::Failure(f) => {
+            let (state, reply) = (state.clone(), reply.clone());
+            tokio::spawn(async move {
+                let lease = f.lease;
+                match jobs::record_failure(&state, worker, f).await {
+                    Ok(()) => {
+                        let _ = reply.send(CoordinatorMessage::Ack(idlecore_protocol::Ack { lease }));
+                    }
+                    Err(e) => tracing::error!(lease, error = %e, "failure not stored; task requeued"),
+                }
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! Shared state of a running coordinator.
+
+use crate::scheduler::Scheduler;
+use crate::store::Store;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+use tokio::sync::{broadcast, watch};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How often workers heartbeat; a lease with no heartbeat for three of these expires.
+    pub heartbeat_ms: u32,
+    pub max_module_bytes: usize,
+    pub max_job_bytes: usize,
+    /// Demo site served at `/`.
+    pub www: Option<PathBuf>,
+    /// Built browser package served at `/pkg/`.
+    pub pkg: Option<PathBuf>,
+}
+
+/// Something job owners can watch for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A task's final record was stored.
+    Finished { job: u64, task: u32 },
+    /// Every task of the job has a final record, or the job was cancelled.
+    JobEnded { job: u64 },
+}
+
+pub struct AppState {
+    pub store: Store,
+    scheduler: Mutex<Scheduler>,
+    pub events: broadcast::Sender<Event>,
+    pub token_hash: [u8; 32],
+    pub config: Config,
+    /// Flips to true when the coordinator starts shutting down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    pub fn new(
+        store: Store,
+        scheduler: Scheduler,
+        token_hash: [u8; 32],
+        config: Config,
+        shutdown: watch::Receiver<bool>,
+    ) -> AppState {
+        let (events, _) = broadcast::channel(4096);
+        AppState { store, scheduler: Mutex::new(scheduler), events, token_hash, config, shutdown }
+    }
+
+    /// The scheduler, locked for one short synchronous call.
+    pub fn scheduler(&self) -> MutexGuard<'_, Scheduler> {
+        self.scheduler.lock().expect("scheduler lock poisoned")
+    }
+}

@@ -1,0 +1,370 @@
+//! Durable state in SQLite.
+//!
+//! All writes go through one writer thread that drains its queue into a single
+//! transaction and commits it before answering anyone (group commit): a caller
+//! whose write returned `Ok` knows it is on disk, and a burst of results costs
+//! one fsync, not one each. Reads use their own connection (WAL mode lets them
+//! run beside the writer).
+
+use crate::model::{JobLimits, JobState, ResultRecord, TaskInput};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+use std::sync::{mpsc, Arc, Mutex};
+use tokio::sync::oneshot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("the store's writer has stopped")]
+    WriterGone,
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// One durable write. Each answers with a number: the new job id for
+/// `CreateJob`, rows changed otherwise.
+pub enum Write {
+    SetSetting { key: String, value: String },
+    PutModule { hash: String, bytes: Vec<u8> },
+    CreateJob { module: String, limits: JobLimits, tasks: Vec<TaskInput> },
+    PutResult { job: u64, record: ResultRecord },
+    PutFailure { job: u64, task: u32, kind: String, message: String },
+    SetJobState { job: u64, state: JobState },
+}
+
+type Pending = (Write, oneshot::Sender<StoreResult<u64>>);
+
+#[derive(Clone)]
+pub struct Store {
+    writer: mpsc::Sender<Pending>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+/// A job as loaded at start-up, with what is still to be done.
+pub struct StoredJob {
+    pub id: u64,
+    pub module: String,
+    pub limits: JobLimits,
+    pub state: JobState,
+    pub tasks: Vec<TaskInput>,
+    /// Per task: already has a final record (done or failed).
+    pub finished: Vec<bool>,
+    /// Per task: failures recorded so far.
+    pub failures: Vec<u32>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS modules(hash TEXT PRIMARY KEY, bytes BLOB NOT NULL, size INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs(
+  id INTEGER PRIMARY KEY AUTOINCREMENT, module TEXT NOT NULL, limits TEXT NOT NULL,
+  task_count INTEGER NOT NULL, state TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tasks(
+  job INTEGER NOT NULL, idx INTEGER NOT NULL, stdin BLOB NOT NULL, args TEXT NOT NULL,
+  env TEXT NOT NULL, PRIMARY KEY(job, idx));
+CREATE TABLE IF NOT EXISTS results(
+  job INTEGER NOT NULL, idx INTEGER NOT NULL, status TEXT NOT NULL, exit_code INTEGER,
+  stdout BLOB NOT NULL, stderr BLOB NOT NULL, elapsed_ms INTEGER NOT NULL, error TEXT,
+  PRIMARY KEY(job, idx));
+CREATE TABLE IF NOT EXISTS failures(
+  job INTEGER NOT NULL, idx INTEGER NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS failures_by_task ON failures(job, idx);
+";
+
+fn open(path: &Path) -> StoreResult<Connection> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(conn)
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn apply(conn: &Connection, write: &Write) -> StoreResult<u64> {
+    let n = match write {
+        Write::SetSetting { key, value } => conn.execute(
+            "INSERT INTO settings(key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?,
+        Write::PutModule { hash, bytes } => conn.execute(
+            "INSERT OR IGNORE INTO modules(hash, bytes, size) VALUES (?1, ?2, ?3)",
+            params![hash, bytes, bytes.len() as i64],
+        )?,
+        Write::CreateJob { module, limits, tasks } => {
+            let limits_json = serde_json::to_string(limits).expect("limits serialize");
+            conn.execute(
+                "INSERT INTO jobs(module, limits, task_count, state, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![module, limits_json, tasks.len() as i64, JobState::Running.as_str(), now_secs()],
+            )?;
+            let job = conn.last_insert_rowid();
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO tasks(job, idx, stdin, args, env) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (idx, t) in tasks.iter().enumerate() {
+                insert.execute(params![
+                    job,
+                    idx as i64,
+                    t.stdin,
+                    serde_json::to_string(&t.args).expect("args serialize"),
+                    serde_json::to_string(&t.env).expect("env serialize"),
+                ])?;
+            }
+            return Ok(job as u64);
+        }
+        Write::PutResult { job, record } => conn.execute(
+            "INSERT OR IGNORE INTO results(job, idx, status, exit_code, stdout, stderr, elapsed_ms, error)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                *job as i64,
+                record.task,
+                record.status.as_str(),
+                record.exit_code,
+                record.stdout,
+                record.stderr,
+                record.elapsed_ms,
+                record.error,
+            ],
+        )?,
+        Write::PutFailure { job, task, kind, message } => conn.execute(
+            "INSERT INTO failures(job, idx, kind, message) VALUES (?1, ?2, ?3, ?4)",
+            params![*job as i64, task, kind, message],
+        )?,
+        Write::SetJobState { job, state } => conn.execute(
+            "UPDATE jobs SET state = ?2 WHERE id = ?1",
+            params![*job as i64, state.as_str()],
+        )?,
+    };
+    Ok(n as u64)
+}
+
+/// The writer thread: one transaction per drained batch.
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Pending>) {
+    const MAX_BATCH: usize = 512;
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let outcome: StoreResult<Vec<StoreResult<u64>>> = (|| {
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            let each = batch.iter().map(|(w, _)| apply(&conn, w)).collect();
+            conn.execute_batch("COMMIT")?;
+            Ok(each)
+        })();
+        match outcome {
+            Ok(each) => {
+                for ((_, reply), r) in batch.into_iter().zip(each) {
+                    let _ = reply.send(r);
+                }
+            }
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                tracing::error!(error = %e, "commit failed; {} writes refused", batch.len());
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(StoreError::Corrupt(format!("commit failed: {e}"))));
+                }
+            }
+        }
+    }
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> StoreResult<Store> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Corrupt(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join("idlecore.sqlite3");
+        let writer_conn = open(&path)?;
+        writer_conn.execute_batch(SCHEMA)?;
+        let reader = open(&path)?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(writer_conn, rx))
+            .expect("spawn store writer");
+        Ok(Store { writer: tx, reader: Arc::new(Mutex::new(reader)) })
+    }
+
+    /// Queues a write and waits until it is committed.
+    pub async fn write(&self, write: Write) -> StoreResult<u64> {
+        let (reply, done) = oneshot::channel();
+        self.writer.send((write, reply)).map_err(|_| StoreError::WriterGone)?;
+        done.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Runs a read on the read connection, off the async threads.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || f(&reader.lock().expect("reader lock")))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("read task failed: {e}")))?
+    }
+
+    pub async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
+        let key = key.to_owned();
+        self.read(move |c| {
+            Ok(c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    pub async fn module(&self, hash: &str) -> StoreResult<Option<Vec<u8>>> {
+        let hash = hash.to_owned();
+        self.read(move |c| {
+            Ok(c.query_row("SELECT bytes FROM modules WHERE hash = ?1", [hash], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    pub async fn has_module(&self, hash: &str) -> StoreResult<bool> {
+        let hash = hash.to_owned();
+        self.read(move |c| {
+            Ok(c.query_row("SELECT 1 FROM modules WHERE hash = ?1", [hash], |_| Ok(()))
+                .optional()?
+                .is_some())
+        })
+        .await
+    }
+
+    /// Final records of a job's tasks with index > `after`, in index order.
+    pub async fn results(&self, job: u64, after: Option<u32>, limit: u32) -> StoreResult<Vec<ResultRecord>> {
+        self.read(move |c| {
+            let mut q = c.prepare_cached(
+                "SELECT idx, status, exit_code, stdout, stderr, elapsed_ms, error FROM results
+                 WHERE job = ?1 AND idx > ?2 ORDER BY idx LIMIT ?3",
+            )?;
+            let after = after.map(i64::from).unwrap_or(-1);
+            let rows = q.query_map(params![job as i64, after, limit], row_to_result)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    pub async fn result(&self, job: u64, task: u32) -> StoreResult<Option<ResultRecord>> {
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT idx, status, exit_code, stdout, stderr, elapsed_ms, error FROM results
+                 WHERE job = ?1 AND idx = ?2",
+                params![job as i64, task],
+                row_to_result,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    /// Every job not yet finished, with its tasks, for the scheduler at start-up.
+    pub fn load_open_jobs(&self) -> StoreResult<Vec<StoredJob>> {
+        let c = self.reader.lock().expect("reader lock");
+        let mut jobs = Vec::new();
+        let mut q = c.prepare("SELECT id, module, limits, state FROM jobs ORDER BY id")?;
+        let rows = q.query_map([], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+        })?;
+        for row in rows {
+            let (id, module, limits, state) = row?;
+            let state = JobState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("job {id} state {state}")))?;
+            if state != JobState::Running {
+                continue;
+            }
+            let limits: JobLimits =
+                serde_json::from_str(&limits).map_err(|e| StoreError::Corrupt(format!("job {id} limits: {e}")))?;
+            let mut tq = c.prepare("SELECT stdin, args, env FROM tasks WHERE job = ?1 ORDER BY idx")?;
+            let tasks = tq
+                .query_map([id], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
+                .map(|row| {
+                    let (stdin, args, env) = row?;
+                    Ok(TaskInput {
+                        stdin,
+                        args: serde_json::from_str(&args).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        env: serde_json::from_str(&env).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    })
+                })
+                .collect::<StoreResult<Vec<_>>>()?;
+            let mut finished = vec![false; tasks.len()];
+            let mut fq = c.prepare("SELECT idx FROM results WHERE job = ?1")?;
+            for idx in fq.query_map([id], |r| r.get::<_, i64>(0))? {
+                if let Some(f) = finished.get_mut(idx? as usize) {
+                    *f = true;
+                }
+            }
+            let mut failures = vec![0u32; tasks.len()];
+            let mut cq = c.prepare("SELECT idx, COUNT(*) FROM failures WHERE job = ?1 GROUP BY idx")?;
+            for row in cq.query_map([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))? {
+                let (idx, n) = row?;
+                if let Some(f) = failures.get_mut(idx as usize) {
+                    *f = n as u32;
+                }
+            }
+            jobs.push(StoredJob { id: id as u64, module, limits, state, tasks, finished, failures });
+        }
+        Ok(jobs)
+    }
+
+    /// Summary rows of every job (for listings and status of finished jobs).
+    pub async fn job_rows(&self, only: Option<u64>) -> StoreResult<Vec<crate::model::JobRow>> {
+        self.read(move |c| {
+            let mut q = c.prepare_cached(
+                "SELECT j.id, j.module, j.task_count, j.state, j.created_at, j.limits,
+                   (SELECT COUNT(*) FROM results r WHERE r.job = j.id AND r.status = 'done'),
+                   (SELECT COUNT(*) FROM results r WHERE r.job = j.id AND r.status = 'failed')
+                 FROM jobs j WHERE (?1 IS NULL OR j.id = ?1) ORDER BY j.id",
+            )?;
+            let rows = q.query_map([only.map(|j| j as i64)], |r| {
+                Ok(crate::model::JobRow {
+                    id: r.get::<_, i64>(0)? as u64,
+                    module: r.get(1)?,
+                    tasks: r.get(2)?,
+                    state: r.get(3)?,
+                    created_at: r.get(4)?,
+                    limits: r.get(5)?,
+                    done: r.get(6)?,
+                    failed: r.get(7)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Every recorded failure of one task, oldest first.
+    pub async fn failures(&self, job: u64, task: u32) -> StoreResult<Vec<(String, String)>> {
+        self.read(move |c| {
+            let mut q = c.prepare_cached("SELECT kind, message FROM failures WHERE job = ?1 AND idx = ?2 ORDER BY rowid")?;
+            let rows = q.query_map(params![job as i64, task], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+}
+
+fn row_to_result(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRecord> {
+    let status: String = r.get(1)?;
+    Ok(ResultRecord {
+        task: r.get(0)?,
+        status: crate::model::TaskStatus::parse(&status).unwrap_or(crate::model::TaskStatus::Failed),
+        exit_code: r.get(2)?,
+        stdout: r.get(3)?,
+        stderr: r.get(4)?,
+        elapsed_ms: r.get(5)?,
+        error: r.get(6)?,
+    })
+}
