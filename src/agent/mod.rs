@@ -1,0 +1,368 @@
+//! The agent: one coordinator session at a time, leases in flight, and where
+//! tasks go. Every input (socket, executors, module downloads, timers) becomes
+//! an [`Event`] handled one at a time by [`Agent::handle`], so the state needs
+//! no locking and every transition is in one place.
+
+pub mod modules;
+
+use crate::executor::pool::{ExecutorPool, PoolEvent};
+use crate::executor::ExecJob;
+use crate::status::{report_status, report_task, Status, TaskEvent};
+use crate::transport::{Socket, SocketEvent};
+use futures_channel::mpsc;
+use futures_util::StreamExt;
+use gloo_timers::callback::{Interval, Timeout};
+use idlecore_protocol::{
+    decode_coordinator, decode_worker, encode_worker, CoordinatorMessage, FailureKind, Heartbeat, Hello, Lease,
+    ModuleHash, TaskFailure, WorkerMessage, PROTOCOL_VERSION,
+};
+use js_sys::{Function, WebAssembly};
+use serde::Deserialize;
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use wasm_bindgen::JsValue;
+
+const BACKOFF_START_MS: u32 = 250;
+const BACKOFF_MAX_MS: u32 = 30_000;
+/// An executor that dies this many times in a row without loading is not replaced again.
+const MAX_CRASHES: u32 = 3;
+
+/// Options from `start(options)`, validated by serde.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentOptions {
+    /// `ws://` or `wss://` URL of the coordinator's worker endpoint.
+    pub coordinator: String,
+    /// Executors (tasks at once).
+    pub slots: u32,
+    /// Description sent in `Hello`.
+    #[serde(default)]
+    pub agent: String,
+}
+
+pub enum Event {
+    /// Tagged with the socket generation, so events of an old socket are ignored.
+    Socket(u32, SocketEvent),
+    Pool(PoolEvent),
+    Module(ModuleHash, Result<WebAssembly::Module, modules::ModuleError>),
+    Heartbeat,
+    Reconnect,
+}
+
+enum ModuleState {
+    Loading,
+    Ready(WebAssembly::Module),
+}
+
+struct Session {
+    socket: Socket,
+    generation: u32,
+    /// Set once `Welcome` arrived.
+    module_path: Option<String>,
+    _heartbeat: Option<Interval>,
+}
+
+pub struct Agent {
+    opts: AgentOptions,
+    notify: Rc<dyn Fn(Event)>,
+    pool: ExecutorPool,
+    session: Option<Session>,
+    generation: u32,
+    reconnect: Option<Timeout>,
+    backoff_ms: u32,
+    modules: HashMap<ModuleHash, ModuleState>,
+    waiting: VecDeque<Lease>,
+    running: HashMap<u64, (u64, u32)>,
+    crashes: Vec<u32>,
+    status: Status,
+}
+
+/// Runs an agent until its Worker is terminated.
+pub async fn run(opts: AgentOptions, spawn_executor: Function) -> Result<(), JsValue> {
+    let (tx, mut rx) = mpsc::unbounded::<Event>();
+    let notify: Rc<dyn Fn(Event)> = Rc::new(move |e| {
+        let _ = tx.unbounded_send(e);
+    });
+    let pool_notify = notify.clone();
+    let pool = ExecutorPool::new(spawn_executor, opts.slots as usize, Rc::new(move |e| pool_notify(Event::Pool(e))))?;
+    let mut agent = Agent {
+        status: Status { state: "connecting", coordinator: opts.coordinator.clone(), slots: opts.slots, ..Status::default() },
+        crashes: vec![0; opts.slots as usize],
+        opts,
+        notify,
+        pool,
+        session: None,
+        generation: 0,
+        reconnect: None,
+        backoff_ms: BACKOFF_START_MS,
+        modules: HashMap::new(),
+        waiting: VecDeque::new(),
+        running: HashMap::new(),
+    };
+    agent.connect();
+    while let Some(event) = rx.next().await {
+        agent.handle(event);
+    }
+    Ok(())
+}
+
+impl Agent {
+    fn connect(&mut self) {
+        self.reconnect = None;
+        self.generation += 1;
+        let generation = self.generation;
+        let notify = self.notify.clone();
+        self.set_state("connecting", None);
+        match Socket::connect(&self.opts.coordinator, Rc::new(move |e| notify(Event::Socket(generation, e)))) {
+            Ok(socket) => self.session = Some(Session { socket, generation, module_path: None, _heartbeat: None }),
+            Err(e) => self.lost(format!("cannot open a WebSocket to {}: {e:?}", self.opts.coordinator)),
+        }
+    }
+
+    /// The session ended: give back its work and try again after a backoff.
+    fn lost(&mut self, why: String) {
+        self.session = None;
+        // The coordinator re-leases these; running them on would waste the visitor's CPU.
+        for lease in self.running.keys().copied().collect::<Vec<_>>() {
+            if let Some(i) = self.pool.slot_of(lease) {
+                self.replace_slot(i);
+            }
+        }
+        self.running.clear();
+        self.waiting.clear();
+        let jitter = 0.5 + js_sys::Math::random() / 2.0;
+        let delay = (self.backoff_ms as f64 * jitter) as u32;
+        self.backoff_ms = (self.backoff_ms * 2).min(BACKOFF_MAX_MS);
+        let notify = self.notify.clone();
+        self.reconnect = Some(Timeout::new(delay, move || notify(Event::Reconnect)));
+        self.set_state("disconnected", Some(why));
+    }
+
+    fn set_state(&mut self, state: &'static str, error: Option<String>) {
+        self.status.state = state;
+        if error.is_some() {
+            self.status.last_error = error;
+        }
+        self.publish();
+    }
+
+    fn publish(&mut self) {
+        self.status.running = self.running.len() as u32;
+        self.status.queued = self.waiting.len() as u32;
+        report_status(&self.status);
+    }
+
+    fn send(&mut self, frame: &[u8]) {
+        let failed = match &self.session {
+            Some(s) => s.socket.send(frame).is_err(),
+            None => false,
+        };
+        if failed {
+            self.lost("send failed".into());
+        }
+    }
+
+    fn send_msg(&mut self, msg: &WorkerMessage) {
+        self.send(&encode_worker(msg));
+    }
+
+    pub fn handle(&mut self, event: Event) {
+        match event {
+            Event::Socket(generation, e) => {
+                if self.session.as_ref().map(|s| s.generation) == Some(generation) {
+                    self.on_socket(e);
+                }
+            }
+            Event::Pool(e) => self.on_pool(e),
+            Event::Module(hash, result) => self.on_module(hash, result),
+            Event::Heartbeat => {
+                let leases = self.running.keys().copied().chain(self.waiting.iter().map(|l| l.lease)).collect();
+                self.send_msg(&WorkerMessage::Heartbeat(Heartbeat { leases }));
+            }
+            Event::Reconnect => self.connect(),
+        }
+    }
+
+    fn on_socket(&mut self, event: SocketEvent) {
+        match event {
+            SocketEvent::Open => {
+                let hello = Hello { version: PROTOCOL_VERSION, slots: self.opts.slots, agent: self.opts.agent.clone() };
+                self.send_msg(&WorkerMessage::Hello(hello));
+            }
+            SocketEvent::Closed { code, reason } => {
+                self.lost(format!("connection closed (code {code}{}{reason})", if reason.is_empty() { "" } else { ": " }));
+            }
+            SocketEvent::Frame(frame) => match decode_coordinator(&frame) {
+                Ok(msg) => self.on_message(msg),
+                Err(e) => self.lost(format!("coordinator sent a bad frame: {e}")),
+            },
+        }
+    }
+
+    fn on_message(&mut self, msg: CoordinatorMessage) {
+        match msg {
+            CoordinatorMessage::Welcome(w) => {
+                let notify = self.notify.clone();
+                if let Some(s) = &mut self.session {
+                    s.module_path = Some(w.module_path);
+                    s._heartbeat = Some(Interval::new(w.heartbeat_ms.max(100), move || notify(Event::Heartbeat)));
+                }
+                self.backoff_ms = BACKOFF_START_MS;
+                self.status.connects += 1;
+                self.set_state("connected", None);
+            }
+            CoordinatorMessage::Lease(lease) => {
+                self.load_module(lease.module);
+                self.waiting.push_back(lease);
+                self.dispatch();
+            }
+            CoordinatorMessage::Cancel(c) => {
+                self.waiting.retain(|l| l.lease != c.lease);
+                if let Some(i) = self.pool.slot_of(c.lease) {
+                    self.replace_slot(i);
+                }
+                self.running.remove(&c.lease);
+                self.dispatch();
+            }
+            CoordinatorMessage::Ack(_) => {}
+            CoordinatorMessage::Error(e) => {
+                self.status.last_error = Some(format!("coordinator: {:?}: {}", e.code, e.message));
+                self.publish();
+            }
+        }
+    }
+
+    fn load_module(&mut self, hash: ModuleHash) {
+        if self.modules.contains_key(&hash) {
+            return;
+        }
+        let path = self.session.as_ref().and_then(|s| s.module_path.clone()).unwrap_or_else(|| "/modules/".into());
+        let notify = self.notify.clone();
+        match modules::module_url(&self.opts.coordinator, &path, &hash) {
+            Ok(url) => {
+                self.modules.insert(hash, ModuleState::Loading);
+                wasm_bindgen_futures::spawn_local(async move {
+                    notify(Event::Module(hash, modules::fetch(url, hash).await));
+                });
+            }
+            Err(e) => notify(Event::Module(hash, Err((FailureKind::ModuleFetch, e)))),
+        }
+    }
+
+    fn on_module(&mut self, hash: ModuleHash, result: Result<WebAssembly::Module, modules::ModuleError>) {
+        match result {
+            Ok(module) => {
+                self.modules.insert(hash, ModuleState::Ready(module));
+                self.dispatch();
+            }
+            Err((kind, message)) => {
+                // Forget it so a later lease tries again.
+                self.modules.remove(&hash);
+                let failed: Vec<Lease> = self.waiting.iter().filter(|l| l.module == hash).cloned().collect();
+                self.waiting.retain(|l| l.module != hash);
+                for l in failed {
+                    self.fail(l.lease, (l.job, l.task), kind, message.clone());
+                }
+                self.publish();
+            }
+        }
+    }
+
+    /// Starts waiting leases whose module is ready on idle executors.
+    fn dispatch(&mut self) {
+        while let Some(slot) = self.pool.idle_slot() {
+            let ready = |l: &Lease| matches!(self.modules.get(&l.module), Some(ModuleState::Ready(_)));
+            let Some(pos) = self.waiting.iter().position(ready) else { break };
+            let lease = self.waiting.remove(pos).expect("position is valid");
+            let Some(ModuleState::Ready(module)) = self.modules.get(&lease.module) else { unreachable!() };
+            let job = ExecJob {
+                lease: lease.lease,
+                stdin: lease.stdin,
+                args: lease.args,
+                env: lease.env,
+                seed: lease.seed,
+                limits: lease.limits,
+            };
+            if let Err(e) = self.pool.start(slot, module, &job) {
+                self.fail(lease.lease, (lease.job, lease.task), FailureKind::ExecutorCrashed, format!("{e:?}"));
+                self.replace_slot(slot);
+                continue;
+            }
+            self.running.insert(lease.lease, (lease.job, lease.task));
+        }
+        self.publish();
+    }
+
+    fn fail(&mut self, lease: u64, (job, task): (u64, u32), kind: FailureKind, message: String) {
+        self.status.tasks_failed += 1;
+        report_task(&TaskEvent { job, task, ok: false, elapsed_ms: 0 });
+        self.send_msg(&WorkerMessage::Failure(TaskFailure { lease, kind, message }));
+    }
+
+    fn replace_slot(&mut self, slot: usize) {
+        if let Err(e) = self.pool.replace(slot) {
+            self.status.last_error = Some(format!("cannot start an executor: {e:?}"));
+        }
+    }
+
+    fn on_pool(&mut self, event: PoolEvent) {
+        match event {
+            PoolEvent::Ready(i) => {
+                self.crashes[i] = 0;
+                self.pool.mark_ready(i);
+                self.dispatch();
+            }
+            PoolEvent::Done(i, frame) => {
+                let Some(lease) = self.pool.finish(i) else { return };
+                let Some(ids) = self.running.remove(&lease) else { return };
+                let ok = match decode_worker(&frame) {
+                    Ok(WorkerMessage::Result(r)) if r.lease == lease => {
+                        report_task(&TaskEvent { job: ids.0, task: ids.1, ok: true, elapsed_ms: r.elapsed_ms });
+                        true
+                    }
+                    Ok(WorkerMessage::Failure(f)) if f.lease == lease => {
+                        self.status.tasks_failed += 1;
+                        report_task(&TaskEvent { job: ids.0, task: ids.1, ok: false, elapsed_ms: 0 });
+                        false
+                    }
+                    other => {
+                        let why = format!("executor answered with {other:?}");
+                        self.fail(lease, ids, FailureKind::Internal, why);
+                        self.dispatch();
+                        return;
+                    }
+                };
+                if ok {
+                    self.status.tasks_done += 1;
+                }
+                self.send(&frame);
+                self.dispatch();
+            }
+            PoolEvent::TimedOut(i, lease) => {
+                if self.pool.running(i) != Some(lease) {
+                    return;
+                }
+                self.replace_slot(i);
+                if let Some(ids) = self.running.remove(&lease) {
+                    self.fail(lease, ids, FailureKind::Timeout, "the task passed its wall-clock deadline".into());
+                }
+                self.dispatch();
+            }
+            PoolEvent::Crashed(i, message) => {
+                self.crashes[i] += 1;
+                let running = self.pool.finish(i);
+                if self.crashes[i] <= MAX_CRASHES {
+                    self.replace_slot(i);
+                } else {
+                    self.status.last_error = Some(format!("executor {i} keeps failing to start: {message}"));
+                }
+                if let Some(lease) = running {
+                    if let Some(ids) = self.running.remove(&lease) {
+                        self.fail(lease, ids, FailureKind::ExecutorCrashed, message);
+                    }
+                }
+                self.dispatch();
+            }
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! The executor Worker's side: run each job it is sent and post the outcome.
+
+use super::ExecJob;
+use crate::wasi::host::{self, RunError};
+use crate::wasi::WasiCtx;
+use idlecore_protocol::{encode_worker, FailureKind, TaskFailure, TaskResult, WorkerMessage};
+use js_sys::{Array, Uint8Array, WebAssembly};
+use std::cell::RefCell;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
+
+thread_local! {
+    /// The message handler lives as long as the executor Worker.
+    static HANDLER: RefCell<Option<Closure<dyn FnMut(MessageEvent)>>> = const { RefCell::new(None) };
+}
+
+fn now_ms() -> f64 {
+    js_sys::global()
+        .unchecked_into::<web_sys::WorkerGlobalScope>()
+        .performance()
+        .map(|p| p.now())
+        .unwrap_or_else(|| js_sys::Date::now())
+}
+
+/// Runs one job and returns the protocol message to report.
+pub fn run_job(module: &WebAssembly::Module, job: &ExecJob) -> WorkerMessage {
+    let ctx = WasiCtx::new("task.wasm", &job.args, &job.env, job.stdin.clone(), job.seed, job.limits.max_output_bytes);
+    let started = now_ms();
+    let failure = |kind, message: String| WorkerMessage::Failure(TaskFailure { lease: job.lease, kind, message });
+    match host::run(module, ctx) {
+        Ok(out) => WorkerMessage::Result(TaskResult {
+            lease: job.lease,
+            exit_code: out.exit_code,
+            stdout: out.stdout,
+            stderr: out.stderr,
+            elapsed_ms: (now_ms() - started).max(0.0) as u32,
+        }),
+        Err(RunError::Invalid(m)) => failure(FailureKind::ModuleInvalid, m),
+        Err(RunError::Trap(m)) => failure(FailureKind::Trap, m),
+        Err(RunError::OutputLimit(max)) => {
+            failure(FailureKind::OutputLimit, format!("stdout and stderr exceeded {max} bytes"))
+        }
+    }
+}
+
+fn handle(event: MessageEvent) -> WorkerMessage {
+    let data: Array = event.data().unchecked_into();
+    let module: WebAssembly::Module = data.get(0).unchecked_into();
+    let bytes = Uint8Array::new(&data.get(1)).to_vec();
+    match ExecJob::decode(&bytes) {
+        Ok(job) => run_job(&module, &job),
+        Err(e) => WorkerMessage::Failure(TaskFailure { lease: 0, kind: FailureKind::Internal, message: e }),
+    }
+}
+
+/// Entry point of an executor Worker: installs the handler, then says "ready".
+pub fn start() {
+    let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
+    let reply = scope.clone();
+    let handler = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
+        let frame = encode_worker(&handle(event));
+        let array = Uint8Array::from(frame.as_slice());
+        let transfer = Array::of1(&array.buffer());
+        let _ = reply.post_message_with_transfer(&array, &transfer);
+    });
+    scope.set_onmessage(Some(handler.as_ref().unchecked_ref()));
+    HANDLER.with(|h| *h.borrow_mut() = Some(handler));
+    let _ = scope.post_message(&JsValue::from_str("ready"));
+}

@@ -1,0 +1,46 @@
+//! What the agent tells the page: status and task events, posted from the
+//! agent Worker and dispatched to `handle.on(...)` listeners by `index.js`.
+
+use serde::Serialize;
+use wasm_bindgen::JsCast;
+use web_sys::DedicatedWorkerGlobalScope;
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    /// `connecting`, `connected`, `disconnected` or `failed`.
+    pub state: &'static str,
+    pub coordinator: String,
+    pub slots: u32,
+    pub running: u32,
+    pub queued: u32,
+    pub tasks_done: u64,
+    pub tasks_failed: u64,
+    pub connects: u64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskEvent {
+    pub job: u64,
+    pub task: u32,
+    pub ok: bool,
+    pub elapsed_ms: u32,
+}
+
+fn post(kind: &str, value: &impl Serialize) {
+    let Ok(v) = serde_wasm_bindgen::to_value(value) else { return };
+    let _ = js_sys::Reflect::set(&v, &"type".into(), &kind.into());
+    if let Ok(scope) = js_sys::global().dyn_into::<DedicatedWorkerGlobalScope>() {
+        let _ = scope.post_message(&v);
+    }
+}
+
+pub fn report_status(s: &Status) {
+    post("status", s);
+}
+
+pub fn report_task(t: &TaskEvent) {
+    post("task", t);
+}

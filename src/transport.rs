@@ -1,0 +1,58 @@
+//! The coordinator connection: a WebSocket carrying binary protocol frames.
+//! Event handlers are owned by [`Socket`] and removed when it is dropped.
+
+use js_sys::{ArrayBuffer, Uint8Array};
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{BinaryType, CloseEvent, Event, MessageEvent, WebSocket};
+
+pub enum SocketEvent {
+    Open,
+    Frame(Vec<u8>),
+    /// The socket closed (or failed to open); no more events follow.
+    Closed { code: u16, reason: String },
+}
+
+pub struct Socket {
+    ws: WebSocket,
+    _on_open: Closure<dyn FnMut(Event)>,
+    _on_message: Closure<dyn FnMut(MessageEvent)>,
+    _on_close: Closure<dyn FnMut(CloseEvent)>,
+}
+
+impl Socket {
+    pub fn connect(url: &str, notify: Rc<dyn Fn(SocketEvent)>) -> Result<Socket, JsValue> {
+        let ws = WebSocket::new(url)?;
+        ws.set_binary_type(BinaryType::Arraybuffer);
+        let n = notify.clone();
+        let on_open = Closure::<dyn FnMut(Event)>::new(move |_| n(SocketEvent::Open));
+        let n = notify.clone();
+        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
+            // Text frames are not part of the protocol; an empty frame fails decoding.
+            let bytes = e.data().dyn_into::<ArrayBuffer>().map(|b| Uint8Array::new(&b).to_vec()).unwrap_or_default();
+            n(SocketEvent::Frame(bytes));
+        });
+        let n = notify;
+        let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |e: CloseEvent| {
+            n(SocketEvent::Closed { code: e.code(), reason: e.reason() })
+        });
+        ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        Ok(Socket { ws, _on_open: on_open, _on_message: on_message, _on_close: on_close })
+    }
+
+    pub fn send(&self, frame: &[u8]) -> Result<(), JsValue> {
+        self.ws.send_with_u8_array(frame)
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        self.ws.set_onopen(None);
+        self.ws.set_onmessage(None);
+        self.ws.set_onclose(None);
+        let _ = self.ws.close();
+    }
+}

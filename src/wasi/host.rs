@@ -1,0 +1,197 @@
+//! Runs a WASI command module in this browser thread, with [`WasiCtx`] as its
+//! `wasi_snapshot_preview1` imports.
+
+use super::{Abort, Errno, GuestMemory, WasiCtx};
+use js_sys::{Function, Object, Reflect, Uint8Array, WebAssembly};
+use std::any::Any;
+use std::cell::RefCell;
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+const WASI: &str = "wasi_snapshot_preview1";
+
+/// Every preview1 function. Those this host does not implement return ENOSYS.
+const PREVIEW1: &[&str] = &[
+    "args_get", "args_sizes_get", "environ_get", "environ_sizes_get", "clock_res_get", "clock_time_get",
+    "fd_advise", "fd_allocate", "fd_close", "fd_datasync", "fd_fdstat_get", "fd_fdstat_set_flags",
+    "fd_fdstat_set_rights", "fd_filestat_get", "fd_filestat_set_size", "fd_filestat_set_times", "fd_pread",
+    "fd_prestat_get", "fd_prestat_dir_name", "fd_pwrite", "fd_read", "fd_readdir", "fd_renumber", "fd_seek",
+    "fd_sync", "fd_tell", "fd_write", "path_create_directory", "path_filestat_get", "path_filestat_set_times",
+    "path_link", "path_open", "path_readlink", "path_remove_directory", "path_rename", "path_symlink",
+    "path_unlink_file", "poll_oneoff", "proc_exit", "proc_raise", "sched_yield", "random_get", "sock_accept",
+    "sock_recv", "sock_send", "sock_shutdown",
+];
+
+/// Why a run produced no exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunError {
+    /// Imports something this host does not provide, or is not a command.
+    Invalid(String),
+    /// Trapped, or threw during instantiation.
+    Trap(String),
+    /// Wrote more than the output limit.
+    OutputLimit(u32),
+}
+
+/// A finished run.
+pub struct RunOutput {
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+struct JsMemory(WebAssembly::Memory);
+
+impl JsMemory {
+    /// A fresh view each time: growing memory detaches the old buffer.
+    fn view(&self) -> Uint8Array {
+        Uint8Array::new(&self.0.buffer())
+    }
+}
+
+impl GuestMemory for JsMemory {
+    fn read(&self, ptr: u32, len: u32) -> Result<Vec<u8>, Errno> {
+        let view = self.view();
+        let (s, e) = super::in_bounds(ptr, len, view.length() as usize)?;
+        Ok(view.subarray(s as u32, e as u32).to_vec())
+    }
+    fn write(&self, ptr: u32, data: &[u8]) -> Result<(), Errno> {
+        let view = self.view();
+        let (s, e) = super::in_bounds(ptr, data.len() as u32, view.length() as usize)?;
+        view.subarray(s as u32, e as u32).copy_from(data);
+        Ok(())
+    }
+}
+
+/// What each import closure shares: the task's state and, once instantiated, its memory.
+#[derive(Clone)]
+struct Shared {
+    ctx: Rc<RefCell<WasiCtx>>,
+    mem: Rc<RefCell<Option<JsMemory>>>,
+}
+
+impl Shared {
+    fn with(&self, f: impl FnOnce(&mut WasiCtx, &JsMemory) -> Errno) -> i32 {
+        match self.mem.borrow().as_ref() {
+            Some(mem) => f(&mut self.ctx.borrow_mut(), mem) as i32,
+            // Called from a start function, before memory is known.
+            None => Errno::Fault as i32,
+        }
+    }
+}
+
+/// Checks that the module imports only preview1 functions and exports what a command needs.
+pub fn check_module(module: &WebAssembly::Module) -> Result<(), String> {
+    for import in WebAssembly::Module::imports(module).iter() {
+        let get = |k: &str| Reflect::get(&import, &k.into()).ok().and_then(|v| v.as_string()).unwrap_or_default();
+        let (m, name, kind) = (get("module"), get("name"), get("kind"));
+        if m != WASI || kind != "function" || !PREVIEW1.contains(&name.as_str()) {
+            return Err(format!("imports {kind} `{m}.{name}`, which the idlecore WASI host does not provide"));
+        }
+    }
+    let exports = WebAssembly::Module::exports(module);
+    let has = |n: &str, k: &str| {
+        exports.iter().any(|e| {
+            Reflect::get(&e, &"name".into()).ok().and_then(|v| v.as_string()).as_deref() == Some(n)
+                && Reflect::get(&e, &"kind".into()).ok().and_then(|v| v.as_string()).as_deref() == Some(k)
+        })
+    };
+    if !has("_start", "function") {
+        return Err("exports no `_start` function; build the module as a WASI command".into());
+    }
+    if !has("memory", "memory") {
+        return Err("exports no memory".into());
+    }
+    Ok(())
+}
+
+macro_rules! import {
+    ($obj:expr, $keep:expr, $shared:expr, $name:literal, |$ctx:ident, $mem:ident $(, $a:ident : $t:ty)*| $body:expr) => {{
+        let s = $shared.clone();
+        let c = Closure::<dyn FnMut($($t),*) -> i32>::new(move |$($a: $t),*| s.with(|$ctx, $mem| $body));
+        Reflect::set(&$obj, &$name.into(), c.as_ref()).expect("set import");
+        $keep.push(Box::new(c) as Box<dyn Any>);
+    }};
+}
+
+/// Builds the import object. The closures live in `keep` until the run ends.
+fn imports(shared: &Shared, keep: &mut Vec<Box<dyn Any>>) -> Object {
+    let wasi = Object::new();
+    let nosys = Closure::<dyn FnMut() -> i32>::new(|| Errno::Nosys as i32);
+    for name in PREVIEW1 {
+        Reflect::set(&wasi, &(*name).into(), nosys.as_ref()).expect("set import");
+    }
+    keep.push(Box::new(nosys));
+    let sched_yield = Closure::<dyn FnMut() -> i32>::new(|| 0);
+    Reflect::set(&wasi, &"sched_yield".into(), sched_yield.as_ref()).expect("set import");
+    keep.push(Box::new(sched_yield));
+
+    import!(wasi, keep, shared, "args_sizes_get", |c, m, a: u32, b: u32| c.args_sizes_get(m, a, b));
+    import!(wasi, keep, shared, "args_get", |c, m, a: u32, b: u32| c.args_get(m, a, b));
+    import!(wasi, keep, shared, "environ_sizes_get", |c, m, a: u32, b: u32| c.environ_sizes_get(m, a, b));
+    import!(wasi, keep, shared, "environ_get", |c, m, a: u32, b: u32| c.environ_get(m, a, b));
+    import!(wasi, keep, shared, "clock_res_get", |c, m, id: u32, out: u32| c.clock_res_get(m, id, out));
+    import!(wasi, keep, shared, "clock_time_get", |c, m, id: u32, _p: i64, out: u32| c.clock_time_get(m, id, out));
+    import!(wasi, keep, shared, "random_get", |c, m, buf: u32, len: u32| c.random_get(m, buf, len));
+    import!(wasi, keep, shared, "fd_read", |c, m, fd: u32, iov: u32, n: u32, out: u32| c.fd_read(m, fd, iov, n, out));
+    import!(wasi, keep, shared, "fd_fdstat_get", |c, m, fd: u32, out: u32| c.fd_fdstat_get(m, fd, out));
+    import!(wasi, keep, shared, "fd_filestat_get", |c, m, fd: u32, out: u32| c.fd_filestat_get(m, fd, out));
+    import!(wasi, keep, shared, "fd_close", |c, _m, fd: u32| c.fd_close(fd));
+    import!(wasi, keep, shared, "fd_prestat_get", |c, _m, fd: u32, _out: u32| c.fd_prestat_get(fd));
+    import!(wasi, keep, shared, "fd_seek", |c, _m, fd: u32, _off: i64, _wh: u32, _out: u32| c.fd_seek(fd));
+
+    // The two calls that can stop the run throw to unwind the guest.
+    let s = shared.clone();
+    let fd_write = Closure::<dyn FnMut(u32, u32, u32, u32) -> Result<i32, JsValue>>::new(move |fd, iov, n, out| {
+        let mem = s.mem.borrow();
+        let mem = mem.as_ref().ok_or_else(|| JsValue::from_str("fd_write before memory"))?;
+        let r = s.ctx.borrow_mut().fd_write(mem, fd, iov, n, out);
+        r.map(|e| e as i32).map_err(|_| JsValue::from_str("idlecore: output limit"))
+    });
+    Reflect::set(&wasi, &"fd_write".into(), fd_write.as_ref()).expect("set import");
+    keep.push(Box::new(fd_write));
+    let s = shared.clone();
+    let proc_exit = Closure::<dyn FnMut(u32) -> Result<(), JsValue>>::new(move |code| {
+        s.ctx.borrow_mut().proc_exit(code);
+        Err(JsValue::from_str("idlecore: proc_exit"))
+    });
+    Reflect::set(&wasi, &"proc_exit".into(), proc_exit.as_ref()).expect("set import");
+    keep.push(Box::new(proc_exit));
+
+    let imports = Object::new();
+    Reflect::set(&imports, &WASI.into(), &wasi).expect("set namespace");
+    imports
+}
+
+fn error_text(e: &JsValue) -> String {
+    e.dyn_ref::<js_sys::Error>()
+        .map(|e| format!("{}: {}", e.name(), e.message()))
+        .or_else(|| e.as_string())
+        .unwrap_or_else(|| format!("{e:?}"))
+}
+
+/// Runs `_start` to completion in this thread.
+pub fn run(module: &WebAssembly::Module, ctx: WasiCtx) -> Result<RunOutput, RunError> {
+    check_module(module).map_err(RunError::Invalid)?;
+    let shared = Shared { ctx: Rc::new(RefCell::new(ctx)), mem: Rc::new(RefCell::new(None)) };
+    let mut keep = Vec::new();
+    let imports = imports(&shared, &mut keep);
+    let instance = WebAssembly::Instance::new(module, &imports).map_err(|e| RunError::Trap(error_text(&e)))?;
+    let exports = instance.exports();
+    let memory: WebAssembly::Memory =
+        Reflect::get(&exports, &"memory".into()).map_err(|e| RunError::Invalid(error_text(&e)))?.unchecked_into();
+    *shared.mem.borrow_mut() = Some(JsMemory(memory));
+    let start: Function =
+        Reflect::get(&exports, &"_start".into()).map_err(|e| RunError::Invalid(error_text(&e)))?.unchecked_into();
+    let outcome = start.call0(&JsValue::UNDEFINED);
+    drop(keep);
+    let mut ctx = shared.ctx.borrow_mut();
+    let exit_code = match (outcome, ctx.abort.take()) {
+        (_, Some(Abort::Exit(code))) => code,
+        (_, Some(Abort::OutputLimit(max))) => return Err(RunError::OutputLimit(max)),
+        (Ok(_), None) => 0,
+        (Err(e), None) => return Err(RunError::Trap(error_text(&e))),
+    };
+    Ok(RunOutput { exit_code, stdout: std::mem::take(&mut ctx.stdout), stderr: std::mem::take(&mut ctx.stderr) })
+}

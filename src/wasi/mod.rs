@@ -1,0 +1,241 @@
+//! A WASI preview1 host for task modules.
+//!
+//! This layer is plain Rust over a [`GuestMemory`], so it is tested natively;
+//! `host` wires it to a real `WebAssembly.Instance` in the browser. Tasks see
+//! stdin, stdout, stderr, args, environment, clocks and random numbers. Clocks
+//! and random numbers come from the task's seed, so two honest runs of the same
+//! task produce the same bytes. Calls for which this host has no resource
+//! (files, sockets) return the preview1 errno that says so; none throws.
+
+mod memory;
+#[cfg(target_arch = "wasm32")]
+pub mod host;
+
+pub use memory::{in_bounds, GuestMemory, VecMemory};
+
+/// preview1 errno values used by this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Errno {
+    Success = 0,
+    Badf = 8,
+    Fault = 21,
+    Inval = 28,
+    Nosys = 52,
+    Spipe = 70,
+}
+
+/// Why a run must stop now (the host throws to unwind the guest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Abort {
+    /// `proc_exit(code)`.
+    Exit(i32),
+    /// stdout + stderr passed the task's output limit.
+    OutputLimit(u32),
+}
+
+/// Virtual clock start for `CLOCK_REALTIME`: 2024-01-01T00:00:00Z.
+const REALTIME_BASE_NS: u64 = 1_704_067_200 * 1_000_000_000;
+/// Each clock read advances virtual time by this much, so loops that wait
+/// for time to pass still terminate.
+const CLOCK_STEP_NS: u64 = 1_000;
+
+/// One task run's WASI state.
+pub struct WasiCtx {
+    args: Vec<Vec<u8>>,
+    env: Vec<Vec<u8>>,
+    stdin: Vec<u8>,
+    stdin_pos: usize,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    max_output: u32,
+    rng: u64,
+    clock_ns: u64,
+    /// Set when the run is being stopped; the host reads it after the guest unwinds.
+    pub abort: Option<Abort>,
+}
+
+impl WasiCtx {
+    pub fn new(program: &str, args: &[String], env: &[(String, String)], stdin: Vec<u8>, seed: u64, max_output: u32) -> WasiCtx {
+        let nul = |mut v: Vec<u8>| {
+            v.push(0);
+            v
+        };
+        WasiCtx {
+            args: std::iter::once(program.to_string()).chain(args.iter().cloned()).map(|a| nul(a.into_bytes())).collect(),
+            env: env.iter().map(|(k, v)| nul(format!("{k}={v}").into_bytes())).collect(),
+            stdin,
+            stdin_pos: 0,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            max_output,
+            rng: seed ^ 0x6a09_e667_f3bc_c908,
+            clock_ns: 0,
+            abort: None,
+        }
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // splitmix64: fast, and the same on every machine.
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn sizes(list: &[Vec<u8>], mem: &impl GuestMemory, count_ptr: u32, size_ptr: u32) -> Result<(), Errno> {
+        mem.write_u32(count_ptr, list.len() as u32)?;
+        mem.write_u32(size_ptr, list.iter().map(|a| a.len() as u32).sum())
+    }
+
+    fn strings(list: &[Vec<u8>], mem: &impl GuestMemory, ptrs: u32, buf: u32) -> Result<(), Errno> {
+        let mut at = buf;
+        for (i, s) in list.iter().enumerate() {
+            mem.write_u32(ptrs + 4 * i as u32, at)?;
+            mem.write(at, s)?;
+            at += s.len() as u32;
+        }
+        Ok(())
+    }
+
+    pub fn args_sizes_get(&self, mem: &impl GuestMemory, argc: u32, size: u32) -> Errno {
+        errno(Self::sizes(&self.args, mem, argc, size))
+    }
+    pub fn args_get(&self, mem: &impl GuestMemory, argv: u32, buf: u32) -> Errno {
+        errno(Self::strings(&self.args, mem, argv, buf))
+    }
+    pub fn environ_sizes_get(&self, mem: &impl GuestMemory, count: u32, size: u32) -> Errno {
+        errno(Self::sizes(&self.env, mem, count, size))
+    }
+    pub fn environ_get(&self, mem: &impl GuestMemory, environ: u32, buf: u32) -> Errno {
+        errno(Self::strings(&self.env, mem, environ, buf))
+    }
+
+    pub fn clock_res_get(&self, mem: &impl GuestMemory, id: u32, out: u32) -> Errno {
+        if id > 3 {
+            return Errno::Inval;
+        }
+        errno(mem.write_u64(out, CLOCK_STEP_NS))
+    }
+
+    pub fn clock_time_get(&mut self, mem: &impl GuestMemory, id: u32, out: u32) -> Errno {
+        let now = match id {
+            0 => REALTIME_BASE_NS + self.clock_ns,
+            1..=3 => self.clock_ns,
+            _ => return Errno::Inval,
+        };
+        self.clock_ns += CLOCK_STEP_NS;
+        errno(mem.write_u64(out, now))
+    }
+
+    pub fn random_get(&mut self, mem: &impl GuestMemory, buf: u32, len: u32) -> Errno {
+        let mut bytes = Vec::with_capacity(len as usize + 8);
+        while bytes.len() < len as usize {
+            bytes.extend_from_slice(&self.next_random().to_le_bytes());
+        }
+        bytes.truncate(len as usize);
+        errno(mem.write(buf, &bytes))
+    }
+
+    pub fn fd_write(&mut self, mem: &impl GuestMemory, fd: u32, iovs: u32, count: u32, written: u32) -> Result<Errno, Abort> {
+        if fd != 1 && fd != 2 {
+            return Ok(Errno::Badf);
+        }
+        let mut data = Vec::new();
+        let gathered = mem.read_iovecs(iovs, count).and_then(|list| {
+            for (ptr, len) in list {
+                data.extend_from_slice(&mem.read(ptr, len)?);
+            }
+            Ok(())
+        });
+        if let Err(e) = gathered {
+            return Ok(e);
+        }
+        let total = self.stdout.len() + self.stderr.len() + data.len();
+        if total > self.max_output as usize {
+            self.abort = Some(Abort::OutputLimit(self.max_output));
+            return Err(Abort::OutputLimit(self.max_output));
+        }
+        let n = data.len() as u32;
+        if fd == 1 { &mut self.stdout } else { &mut self.stderr }.extend_from_slice(&data);
+        Ok(errno(mem.write_u32(written, n)))
+    }
+
+    pub fn fd_read(&mut self, mem: &impl GuestMemory, fd: u32, iovs: u32, count: u32, read: u32) -> Errno {
+        if fd != 0 {
+            return Errno::Badf;
+        }
+        let list = match mem.read_iovecs(iovs, count) {
+            Ok(l) => l,
+            Err(e) => return e,
+        };
+        let mut n = 0u32;
+        for (ptr, len) in list {
+            let rest = &self.stdin[self.stdin_pos..];
+            let take = rest.len().min(len as usize);
+            if let Err(e) = mem.write(ptr, &rest[..take]) {
+                return e;
+            }
+            self.stdin_pos += take;
+            n += take as u32;
+            if take < len as usize {
+                break;
+            }
+        }
+        errno(mem.write_u32(read, n))
+    }
+
+    /// fdstat of the three standard streams: character devices.
+    pub fn fd_fdstat_get(&self, mem: &impl GuestMemory, fd: u32, out: u32) -> Errno {
+        if fd > 2 {
+            return Errno::Badf;
+        }
+        // filetype u8 (2 = character_device), flags u16, rights_base u64, rights_inheriting u64.
+        let mut stat = [0u8; 24];
+        stat[0] = 2;
+        let rights: u64 = if fd == 0 { 1 << 1 } else { 1 << 6 }; // fd_read / fd_write
+        stat[8..16].copy_from_slice(&rights.to_le_bytes());
+        errno(mem.write(out, &stat))
+    }
+
+    pub fn fd_filestat_get(&self, mem: &impl GuestMemory, fd: u32, out: u32) -> Errno {
+        if fd > 2 {
+            return Errno::Badf;
+        }
+        // dev u64, ino u64, filetype u8 (+7 pad), nlink u64, size u64, atim, mtim, ctim.
+        let mut stat = [0u8; 64];
+        stat[16] = 2;
+        errno(mem.write(out, &stat))
+    }
+
+    pub fn fd_close(&self, fd: u32) -> Errno {
+        if fd <= 2 { Errno::Success } else { Errno::Badf }
+    }
+
+    /// No preopened directories in this host: the listing ends at fd 3.
+    pub fn fd_prestat_get(&self, _fd: u32) -> Errno {
+        Errno::Badf
+    }
+
+    /// Standard streams cannot seek; other fds do not exist.
+    pub fn fd_seek(&self, fd: u32) -> Errno {
+        if fd <= 2 { Errno::Spipe } else { Errno::Badf }
+    }
+
+    pub fn proc_exit(&mut self, code: u32) -> Abort {
+        let abort = Abort::Exit(code as i32);
+        self.abort = Some(abort.clone());
+        abort
+    }
+}
+
+fn errno(r: Result<(), Errno>) -> Errno {
+    match r {
+        Ok(()) => Errno::Success,
+        Err(e) => e,
+    }
+}
+
+#[cfg(test)]
+mod tests;
