@@ -1,1 +1,273 @@
+//! Harness for end-to-end runs: a real coordinator process, headless Chromium
+//! visitors, a blocking client for the job API, and a native protocol worker.
+//! Used by the end-to-end tests, the coordinator's integration tests and
+//! `cargo xtask demo`.
 
+pub mod api;
+pub mod proto_worker;
+
+use anyhow::{bail, Context};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub use api::Api;
+pub use proto_worker::ProtoWorker;
+
+/// Where the built pieces are.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub root: PathBuf,
+    /// The `idlecore` binary.
+    pub bin: PathBuf,
+    /// The assembled browser package.
+    pub pkg: PathBuf,
+    pub www: PathBuf,
+    /// Example task modules (`*.wasm`, wasm32-wasip1).
+    pub tasks: PathBuf,
+    /// The same task crates built natively, as a reference.
+    pub native_tasks: PathBuf,
+}
+
+impl Paths {
+    /// Layout of a workspace built by `cargo xtask build` (release profile).
+    pub fn workspace() -> Paths {
+        let root = std::env::var_os("IDLECORE_ROOT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root"));
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+        Paths {
+            bin: target.join("release/idlecore"),
+            pkg: root.join("pkg"),
+            www: root.join("www"),
+            tasks: target.join("wasm32-wasip1/release"),
+            native_tasks: target.join("release"),
+            root,
+        }
+    }
+
+    /// Fails with the command to run when a piece is missing.
+    pub fn check_built(&self) -> anyhow::Result<()> {
+        for p in [&self.bin, &self.pkg.join("idlecore.js"), &self.tasks.join("mandelbrot.wasm"), &self.native_tasks.join("mandelbrot")] {
+            if !p.exists() {
+                bail!("{} is missing: run `cargo xtask build` first (or use `cargo xtask test`)", p.display());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A coordinator process. Killed (SIGKILL) when dropped.
+pub struct Coordinator {
+    child: Child,
+    pub addr: SocketAddr,
+    pub token: String,
+    pub data: PathBuf,
+}
+
+/// Chooses how a coordinator is started.
+pub struct CoordinatorConfig<'a> {
+    pub bin: &'a Path,
+    pub data: &'a Path,
+    /// `None`: let the coordinator generate one and read it from its output.
+    pub token: Option<&'a str>,
+    /// `None`: any free port.
+    pub addr: Option<SocketAddr>,
+    /// Serve the demo site and the package.
+    pub site: Option<(&'a Path, &'a Path)>,
+    pub heartbeat_ms: u32,
+}
+
+impl Coordinator {
+    pub fn start(cfg: &CoordinatorConfig<'_>) -> anyhow::Result<Coordinator> {
+        std::fs::create_dir_all(cfg.data)?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(cfg.data.join("coordinator.log"))?;
+        let mut cmd = Command::new(cfg.bin);
+        cmd.arg("serve")
+            .arg("--data")
+            .arg(cfg.data)
+            .arg("--listen")
+            .arg(cfg.addr.map(|a| a.to_string()).unwrap_or_else(|| "127.0.0.1:0".into()))
+            .arg("--heartbeat-ms")
+            .arg(cfg.heartbeat_ms.to_string())
+            .env_remove("IDLECORE_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        if let Some(t) = cfg.token {
+            cmd.arg("--token").arg(t);
+        }
+        if let Some((www, pkg)) = cfg.site {
+            cmd.arg("--www").arg(www).arg("--pkg").arg(pkg);
+        }
+        let mut child = cmd.spawn().with_context(|| format!("starting {}", cfg.bin.display()))?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut token = cfg.token.map(str::to_owned);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(l) => l,
+                Err(_) => {
+                    let _ = child.kill();
+                    let log = std::fs::read_to_string(cfg.data.join("coordinator.log")).unwrap_or_default();
+                    bail!("coordinator did not start; its log:\n{log}");
+                }
+            };
+            if let Some(t) = line.strip_prefix("job-owner token (shown once; only its hash is stored): ") {
+                token = Some(t.trim().to_string());
+            }
+            if let Some(a) = line.strip_prefix("listening on http://") {
+                break a.trim().parse::<SocketAddr>()?;
+            }
+        };
+        let token = token.context("the coordinator printed no token and none was given")?;
+        Ok(Coordinator { child, addr, token, data: cfg.data.to_path_buf() })
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn api(&self) -> Api {
+        Api::new(&self.base_url(), &self.token)
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for a graceful exit. Returns the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        signal(self.child.id(), "TERM")?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("coordinator still running {timeout:?} after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.join("coordinator.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
+    let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status()?.success();
+    if !ok {
+        bail!("kill -{sig} {pid} failed");
+    }
+    Ok(())
+}
+
+/// The Chromium flags that work offline on these machines.
+pub fn chromium_flags(profile: &Path) -> Vec<String> {
+    [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        // Keeps the headless browser alive with the page open.
+        "--remote-debugging-port=0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([format!("--user-data-dir={}", profile.display())])
+    .collect()
+}
+
+pub fn chromium_path() -> PathBuf {
+    std::env::var_os("IDLECORE_CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+}
+
+/// A headless Chromium with one page open. Killed when dropped.
+pub struct Visitor {
+    child: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Visitor {
+    pub fn open(url: &str) -> anyhow::Result<Visitor> {
+        let profile = tempfile::tempdir()?;
+        let child = Command::new(chromium_path())
+            .args(chromium_flags(profile.path()))
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", chromium_path().display()))?;
+        Ok(Visitor { child, _profile: profile })
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Visitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` until it returns `Some`, or fails after `timeout` naming `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Inputs of the Mandelbrot example: one `TX TY` line per tile, row by row.
+pub fn mandelbrot_inputs(tiles: u32) -> Vec<String> {
+    (0..tiles).flat_map(|ty| (0..tiles).map(move |tx| format!("{tx} {ty}\n"))).collect()
+}
+
+/// Runs a natively built task with `stdin` and `args`, returning its stdout.
+pub fn run_native(program: &Path, args: &[String], stdin: &[u8]) -> anyhow::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut child = Command::new(program).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+    child.stdin.take().expect("piped").write_all(stdin)?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("{} exited with {}", program.display(), out.status);
+    }
+    Ok(out.stdout)
+}

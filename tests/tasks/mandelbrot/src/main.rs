@@ -38,7 +38,8 @@ fn colour(i: u32, max: u32) -> [u8; 3] {
     if i >= max {
         return [0, 0, 0];
     }
-    let t = i as f64 / max as f64;
+    // The square root spreads the many low escape counts over more colours.
+    let t = (i as f64 / max as f64).sqrt();
     let r = 9.0 * (1.0 - t) * t * t * t * 255.0;
     let g = 15.0 * (1.0 - t) * (1.0 - t) * t * t * 255.0;
     let b = 8.5 * (1.0 - t) * (1.0 - t) * (1.0 - t) * t * 255.0;

@@ -1,0 +1,96 @@
+//! A native worker that speaks the protocol over a real WebSocket: used to
+//! test the coordinator from outside, and to send it bad input on purpose.
+
+use anyhow::{bail, Context};
+use idlecore_protocol::*;
+use std::net::TcpStream;
+use std::time::Duration;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+pub struct ProtoWorker {
+    ws: WebSocket<MaybeTlsStream<TcpStream>>,
+}
+
+/// What the coordinator did with the connection.
+#[derive(Debug)]
+pub enum Received {
+    Msg(CoordinatorMessage),
+    Closed,
+}
+
+impl ProtoWorker {
+    /// Opens the socket without saying anything yet.
+    pub fn connect(addr: std::net::SocketAddr) -> anyhow::Result<ProtoWorker> {
+        let (ws, _) = tungstenite::connect(format!("ws://{addr}/ws")).context("connecting to /ws")?;
+        if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+            s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        }
+        Ok(ProtoWorker { ws })
+    }
+
+    /// Connects and completes the handshake.
+    pub fn join(addr: std::net::SocketAddr, slots: u32) -> anyhow::Result<(ProtoWorker, Welcome)> {
+        let mut w = ProtoWorker::connect(addr)?;
+        w.send(&WorkerMessage::Hello(Hello { version: PROTOCOL_VERSION, slots, agent: "proto-worker".into() }))?;
+        match w.recv()? {
+            Received::Msg(CoordinatorMessage::Welcome(welcome)) => Ok((w, welcome)),
+            other => bail!("expected Welcome, got {other:?}"),
+        }
+    }
+
+    pub fn send(&mut self, msg: &WorkerMessage) -> anyhow::Result<()> {
+        self.send_raw(encode_worker(msg))
+    }
+
+    pub fn send_raw(&mut self, frame: Vec<u8>) -> anyhow::Result<()> {
+        self.ws.send(Message::Binary(frame.into()))?;
+        Ok(())
+    }
+
+    pub fn send_text(&mut self, text: &str) -> anyhow::Result<()> {
+        self.ws.send(Message::Text(text.into()))?;
+        Ok(())
+    }
+
+    /// Next protocol message, or `Closed`.
+    pub fn recv(&mut self) -> anyhow::Result<Received> {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Binary(b)) => return Ok(Received::Msg(decode_coordinator(&b).context("decoding")?)),
+                Ok(Message::Close(_)) => return Ok(Received::Closed),
+                Ok(_) => continue,
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    return Ok(Received::Closed)
+                }
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return Ok(Received::Closed)
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Waits for the next lease, skipping acks.
+    pub fn next_lease(&mut self) -> anyhow::Result<Lease> {
+        loop {
+            match self.recv()? {
+                Received::Msg(CoordinatorMessage::Lease(l)) => return Ok(l),
+                Received::Msg(CoordinatorMessage::Ack(_)) => continue,
+                other => bail!("expected a lease, got {other:?}"),
+            }
+        }
+    }
+
+    /// Expects an `Error` with `code`, then the close.
+    pub fn expect_error(&mut self, code: ErrorCode) -> anyhow::Result<String> {
+        let msg = match self.recv()? {
+            Received::Msg(CoordinatorMessage::Error(e)) if e.code == code => e.message,
+            other => bail!("expected an {code:?} error, got {other:?}"),
+        };
+        match self.recv()? {
+            Received::Closed => Ok(msg),
+            other => bail!("expected the socket to close, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! Exercises the WASI host. The first argument picks what to do:
+//! - `report [ARGS...]`: prints args, environment (sorted), stdin, 8 random
+//!   bytes and whether the clock advances; writes `stderr-line` to stderr.
+//! - `exit N`: exits with code N.
+//! - `trap`: executes `unreachable`.
+//! - `flood N`: writes N bytes to stdout.
+//! - `spin`: loops forever.
+//! - `recurse`: recurses without end.
+
+use std::io::{Read, Write};
+
+fn report(args: &[String]) {
+    let mut out = String::new();
+    out.push_str(&format!("args: {}\n", args.join(" ")));
+    let mut env: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
+    env.sort();
+    out.push_str(&format!("env: {}\n", env.join(" ")));
+    let mut stdin = String::new();
+    std::io::stdin().read_to_string(&mut stdin).expect("stdin");
+    out.push_str(&format!("stdin: {stdin}\n"));
+    let mut random = [0u8; 8];
+    getrandom(&mut random);
+    out.push_str(&format!("random: {}\n", random.iter().map(|b| format!("{b:02x}")).collect::<String>()));
+    let t0 = std::time::Instant::now();
+    let advanced = std::time::Instant::now() > t0;
+    out.push_str(&format!("clock advances: {advanced}\n"));
+    std::io::stdout().write_all(out.as_bytes()).expect("stdout");
+    eprintln!("stderr-line");
+}
+
+/// Random bytes through the standard library's hasher seeds (wasi random_get).
+fn getrandom(buf: &mut [u8]) {
+    use std::hash::{BuildHasher, Hasher};
+    for chunk in buf.chunks_mut(8) {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u8(0);
+        chunk.copy_from_slice(&h.finish().to_le_bytes()[..chunk.len()]);
+    }
+}
+
+#[allow(unconditional_recursion)]
+fn recurse(n: u64) -> u64 {
+    let x = [n; 64];
+    recurse(x[(n % 64) as usize] + 1) + x[3]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let number = |i: usize| args.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    match args.first().map(String::as_str) {
+        Some("report") => report(&args[1..]),
+        Some("exit") => std::process::exit(number(1) as i32),
+        Some("trap") => std::process::abort(),
+        Some("flood") => {
+            let chunk = vec![b'x'; 4096];
+            let mut left = number(1) as usize;
+            let mut out = std::io::stdout().lock();
+            while left > 0 {
+                let n = left.min(chunk.len());
+                out.write_all(&chunk[..n]).expect("stdout");
+                left -= n;
+            }
+        }
+        Some("spin") => {
+            let mut x: u64 = 1;
+            loop {
+                x = std::hint::black_box(x.wrapping_mul(3));
+            }
+        }
+        Some("recurse") => println!("{}", recurse(1)),
+        _ => {
+            eprintln!("usage: wasi-probe report|exit N|trap|flood N|spin|recurse");
+            std::process::exit(2);
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! Builds everything the demo and the tests use (release profile).
+
+use crate::{root, run};
+use anyhow::Context;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Example task crates (package, binary).
+pub const TASKS: &[(&str, &str)] = &[("mandelbrot-task", "mandelbrot"), ("wasi-probe-task", "wasi-probe")];
+
+pub fn all() -> anyhow::Result<idlecore_e2e::Paths> {
+    package()?;
+    let mut cargo = Command::new("cargo");
+    cargo.args(["build", "--release", "-p", "idlecore-coordinator"]);
+    for (p, _) in TASKS {
+        cargo.args(["-p", p]);
+    }
+    run(&mut cargo)?;
+    let mut wasi = Command::new("cargo");
+    wasi.args(["build", "--release", "--target", "wasm32-wasip1"]);
+    for (p, _) in TASKS {
+        wasi.args(["-p", p]);
+    }
+    run(&mut wasi)?;
+    let paths = idlecore_e2e::Paths::workspace();
+    paths.check_built()?;
+    Ok(paths)
+}
+
+/// The browser package: wasm-pack's output plus the hand-written files in `pkg-config/`.
+pub fn package() -> anyhow::Result<PathBuf> {
+    let pkg = root().join("pkg");
+    run(Command::new("wasm-pack").args(["build", "--release", "--target", "web", "--out-dir", "pkg", "--mode", "no-install", "--no-pack"]))?;
+    for entry in std::fs::read_dir(root().join("pkg-config"))? {
+        let from = entry?.path();
+        let to = pkg.join(from.file_name().context("file name")?);
+        std::fs::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
+    }
+    // wasm-pack writes a .gitignore of `*` that would hide everything from npm pack.
+    let _ = std::fs::remove_file(pkg.join(".gitignore"));
+    Ok(pkg)
+}

@@ -1,0 +1,70 @@
+//! Installs what the build and tests need, only where it is missing:
+//! wasm targets, wasm-bindgen-cli at the Cargo.lock version, wasm-pack,
+//! Chromium with its matching ChromeDriver, and binaryen.
+
+use crate::{root, run};
+use anyhow::{bail, Context};
+use std::path::Path;
+use std::process::Command;
+
+fn output(cmd: &str, args: &[&str]) -> Option<String> {
+    Command::new(cmd).args(args).output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// The `wasm-bindgen` version pinned in Cargo.lock.
+pub fn wasm_bindgen_version() -> anyhow::Result<String> {
+    let lock = std::fs::read_to_string(root().join("Cargo.lock")).context("reading Cargo.lock")?;
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line == "name = \"wasm-bindgen\"" {
+            if let Some(v) = lines.next().and_then(|l| l.strip_prefix("version = \"")) {
+                return Ok(v.trim_end_matches('"').to_string());
+            }
+        }
+    }
+    bail!("wasm-bindgen is not in Cargo.lock")
+}
+
+pub fn ensure() -> anyhow::Result<()> {
+    let installed = output("rustup", &["target", "list", "--installed"]).unwrap_or_default();
+    for target in ["wasm32-unknown-unknown", "wasm32-wasip1"] {
+        if !installed.lines().any(|l| l.trim() == target) {
+            run(Command::new("rustup").args(["target", "add", target]))?;
+        }
+    }
+
+    let want = wasm_bindgen_version()?;
+    let have = output("wasm-bindgen", &["--version"]).unwrap_or_default();
+    if have.split_whitespace().nth(1) != Some(want.as_str()) {
+        // No --locked: the registry here lacks one of its pinned dependencies.
+        run(Command::new("cargo").args(["install", "wasm-bindgen-cli", "--version", &want]))?;
+    }
+    if output("wasm-pack", &["--version"]).is_none() {
+        run(Command::new("cargo").args(["install", "wasm-pack"]))?;
+    }
+
+    let mut packages = Vec::new();
+    if !Path::new("/usr/bin/chromium").exists() {
+        packages.push("chromium");
+    }
+    if !Path::new("/usr/bin/chromedriver").exists() {
+        packages.push("chromium-driver");
+    }
+    if output("wasm-opt", &["--version"]).is_none() {
+        packages.push("binaryen");
+    }
+    if !packages.is_empty() {
+        let sudo = if output("id", &["-u"]).as_deref().map(str::trim) == Some("0") { vec![] } else { vec!["sudo"] };
+        let apt = |args: &[&str]| {
+            let mut full: Vec<&str> = sudo.clone();
+            full.push("apt-get");
+            full.extend_from_slice(args);
+            run(Command::new(full[0]).args(&full[1..]).env("DEBIAN_FRONTEND", "noninteractive"))
+        };
+        apt(&["update", "-q"])?;
+        let mut install = vec!["install", "-y", "-q"];
+        install.extend(&packages);
+        apt(&install)?;
+    }
+    Ok(())
+}
