@@ -1,0 +1,30 @@
+//! Starts the real `idlecore` binary built for these tests.
+
+#![allow(dead_code)]
+
+use idlecore_e2e::{Coordinator, CoordinatorConfig};
+use std::path::Path;
+
+pub const TOKEN: &str = "test-token-123";
+
+pub fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_idlecore"))
+}
+
+pub fn start(data: &Path) -> Coordinator {
+    start_with(data, Some(TOKEN), None, 1000)
+}
+
+pub fn start_with(data: &Path, token: Option<&str>, addr: Option<std::net::SocketAddr>, heartbeat_ms: u32) -> Coordinator {
+    Coordinator::start(&CoordinatorConfig { bin: bin(), data, token, addr, site: None, heartbeat_ms }).expect("coordinator starts")
+}
+
+/// The smallest valid module: `(module)`.
+pub const EMPTY_MODULE: &[u8] = b"\0asm\x01\0\0\0";
+
+/// A valid module distinct per `n` (a custom section carries `n`).
+pub fn module(n: u8) -> Vec<u8> {
+    let mut m = EMPTY_MODULE.to_vec();
+    m.extend_from_slice(&[0, 3, 1, b'n', n]);
+    m
+}

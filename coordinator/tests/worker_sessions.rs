@@ -1,0 +1,181 @@
+//! Worker sessions against the real coordinator over a real WebSocket.
+
+mod common;
+
+use idlecore_e2e::proto_worker::Received;
+use idlecore_e2e::ProtoWorker;
+use idlecore_protocol::*;
+use serde_json::json;
+
+fn result(lease: u64, stdout: &[u8]) -> WorkerMessage {
+    WorkerMessage::Result(TaskResult { lease, exit_code: 0, stdout: stdout.to_vec(), stderr: vec![], elapsed_ms: 1 })
+}
+
+/// Waits for the ack of `lease`; returns the leases that arrived meanwhile.
+fn wait_ack(w: &mut ProtoWorker, lease: u64) -> Vec<Lease> {
+    let mut leases = vec![];
+    loop {
+        match w.recv().unwrap() {
+            Received::Msg(CoordinatorMessage::Ack(a)) if a.lease == lease => return leases,
+            Received::Msg(CoordinatorMessage::Lease(l)) => leases.push(l),
+            // Acks of other reports (duplicates, stale ones) may come in any order.
+            Received::Msg(CoordinatorMessage::Ack(_)) => continue,
+            other => panic!("expected ack for {lease}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn leases_respect_slots_and_results_are_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = common::start(dir.path());
+    let api = c.api();
+    let hash = api.upload(&common::module(1)).unwrap();
+    let stdins: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i]).collect();
+    let job = api.create_job(&hash, &stdins, &["x".into()], json!({})).unwrap();
+
+    let (mut w, welcome) = ProtoWorker::join(c.addr, 2).unwrap();
+    assert_eq!(welcome.version, PROTOCOL_VERSION);
+    let a = w.next_lease().unwrap();
+    let b = w.next_lease().unwrap();
+    assert_eq!(a.job, job);
+    assert_eq!(a.args, vec!["x".to_string()]);
+    assert_eq!(hex_of(&a.module), hash);
+    assert_eq!(api.stats().unwrap()["leases"], 2, "two slots, two leases");
+
+    w.send(&result(a.lease, b"out-a")).unwrap();
+    w.send(&result(a.lease, b"duplicate")).unwrap();
+    let mut pending = wait_ack(&mut w, a.lease);
+    // A lease id that was never issued is acknowledged and ignored.
+    w.send(&result(12345, b"stale")).unwrap();
+    pending.extend(wait_ack(&mut w, 12345));
+    w.send(&result(b.lease, b"out-b")).unwrap();
+    pending.extend(wait_ack(&mut w, b.lease));
+    for _ in 0..3 {
+        let l = if pending.is_empty() { w.next_lease().unwrap() } else { pending.remove(0) };
+        assert_ne!(l.task, a.task, "a finished task is not leased again");
+        w.send(&result(l.lease, format!("out-{}", l.task).as_bytes())).unwrap();
+    }
+    idlecore_e2e::wait_for("job completion", std::time::Duration::from_secs(10), || {
+        (api.status(job).unwrap()["state"] == "completed").then_some(())
+    })
+    .unwrap();
+    let results = api.results(job).unwrap();
+    assert_eq!(results.len(), 5);
+    let first = results.iter().find(|r| r.0 == a.task).unwrap();
+    assert_eq!(first.2, b"out-a", "the duplicate did not replace the first result");
+    assert!(results.iter().all(|r| r.1 == "done"));
+}
+
+fn hex_of(h: &[u8; 32]) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn a_disconnected_workers_lease_goes_to_another_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = common::start(dir.path());
+    let api = c.api();
+    let hash = api.upload(&common::module(2)).unwrap();
+    api.create_job(&hash, &[b"only".to_vec()], &[], json!({})).unwrap();
+    let (mut w1, _) = ProtoWorker::join(c.addr, 1).unwrap();
+    let first = w1.next_lease().unwrap();
+    drop(w1);
+    let (mut w2, _) = ProtoWorker::join(c.addr, 1).unwrap();
+    let second = w2.next_lease().unwrap();
+    assert_eq!((first.job, first.task), (second.job, second.task));
+    assert_ne!(first.lease, second.lease, "a new attempt id");
+}
+
+#[test]
+fn task_failures_are_retried_then_recorded_with_every_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = common::start(dir.path());
+    let api = c.api();
+    let hash = api.upload(&common::module(3)).unwrap();
+    let job = api.create_job(&hash, &[vec![]], &[], json!({ "max_attempts": 2 })).unwrap();
+    let (mut w, _) = ProtoWorker::join(c.addr, 1).unwrap();
+    let fail = |lease, kind, message: &str| WorkerMessage::Failure(TaskFailure { lease, kind, message: message.into() });
+    let l = w.next_lease().unwrap();
+    w.send(&fail(l.lease, FailureKind::ExecutorCrashed, "tab crashed")).unwrap();
+    let l = w.next_lease().unwrap();
+    w.send(&fail(l.lease, FailureKind::Trap, "unreachable")).unwrap();
+    let l = w.next_lease().unwrap();
+    w.send(&fail(l.lease, FailureKind::Timeout, "too slow")).unwrap();
+    idlecore_e2e::wait_for("the task to fail", std::time::Duration::from_secs(10), || {
+        (api.status(job).unwrap()["state"] == "completed").then_some(())
+    })
+    .unwrap();
+    let status = api.status(job).unwrap();
+    assert_eq!((status["done"].as_u64(), status["failed"].as_u64()), (Some(0), Some(1)));
+    let results = api.results(job).unwrap();
+    let error = results[0].3.clone().unwrap();
+    assert_eq!(error, "executor_crashed: tab crashed\ntrap: unreachable\ntimeout: too slow");
+}
+
+#[test]
+fn bad_frames_get_a_clear_error_and_the_coordinator_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = common::start(dir.path());
+
+    let mut w = ProtoWorker::connect(c.addr).unwrap();
+    w.send_raw(vec![0xde, 0xad, 0xbe, 0xef]).unwrap();
+    assert!(w.expect_error(ErrorCode::Malformed).unwrap().contains("unknown message type"));
+
+    let mut w = ProtoWorker::connect(c.addr).unwrap();
+    w.send_raw(vec![0, 1]).unwrap(); // a Hello cut short
+    assert!(w.expect_error(ErrorCode::Malformed).unwrap().contains("malformed"));
+
+    let mut w = ProtoWorker::connect(c.addr).unwrap();
+    w.send_text("{\"hello\": 1}").unwrap();
+    assert!(w.expect_error(ErrorCode::Malformed).unwrap().contains("binary"));
+
+    let mut w = ProtoWorker::connect(c.addr).unwrap();
+    w.send_raw(vec![0; MAX_FRAME_BYTES + 1]).unwrap();
+    assert!(w.expect_error(ErrorCode::TooLarge).unwrap().contains("exceeds"));
+
+    let mut w = ProtoWorker::connect(c.addr).unwrap();
+    w.send(&WorkerMessage::Hello(Hello { version: 99, slots: 1, agent: String::new() })).unwrap();
+    assert!(w.expect_error(ErrorCode::UnsupportedVersion).unwrap().contains("99"));
+
+    let mut w = ProtoWorker::connect(c.addr).unwrap();
+    w.send(&WorkerMessage::Heartbeat(Heartbeat { leases: vec![] })).unwrap();
+    w.expect_error(ErrorCode::UnexpectedMessage).unwrap();
+
+    let (mut w, _) = ProtoWorker::join(c.addr, 1).unwrap();
+    w.send(&WorkerMessage::Hello(Hello { version: 1, slots: 1, agent: String::new() })).unwrap();
+    w.expect_error(ErrorCode::UnexpectedMessage).unwrap();
+
+    let (mut w, _) = ProtoWorker::join(c.addr, 1).unwrap();
+    w.send_raw(vec![1, 5]).unwrap(); // a Result cut short, mid-session
+    w.expect_error(ErrorCode::Malformed).unwrap();
+
+    // After all of that, a well-behaved worker still gets work done.
+    let api = c.api();
+    let hash = api.upload(&common::module(4)).unwrap();
+    let job = api.create_job(&hash, &[b"x".to_vec()], &[], json!({})).unwrap();
+    let (mut good, _) = ProtoWorker::join(c.addr, 1).unwrap();
+    let l = good.next_lease().unwrap();
+    good.send(&result(l.lease, b"fine")).unwrap();
+    wait_ack(&mut good, l.lease);
+    assert_eq!(api.status(job).unwrap()["done"], 1);
+}
+
+#[test]
+fn silent_workers_are_dropped_and_their_leases_requeued() {
+    let dir = tempfile::tempdir().unwrap();
+    // Heartbeat 200 ms: silence for 600 ms ends the session.
+    let c = common::start_with(dir.path(), Some(common::TOKEN), None, 200);
+    let api = c.api();
+    let hash = api.upload(&common::module(5)).unwrap();
+    api.create_job(&hash, &[vec![]], &[], json!({})).unwrap();
+    let (mut quiet, _) = ProtoWorker::join(c.addr, 1).unwrap();
+    let first = quiet.next_lease().unwrap();
+    match quiet.recv().unwrap() {
+        Received::Msg(CoordinatorMessage::Error(e)) => assert_eq!(e.code, ErrorCode::UnexpectedMessage),
+        other => panic!("expected the silent session to end, got {other:?}"),
+    }
+    let (mut next, _) = ProtoWorker::join(c.addr, 1).unwrap();
+    let again = next.next_lease().unwrap();
+    assert_eq!(again.task, first.task);
+}
