@@ -38,10 +38,16 @@ fn getrandom(buf: &mut [u8]) {
     }
 }
 
-#[allow(unconditional_recursion)]
-fn recurse(n: u64) -> u64 {
-    let x = [n; 64];
-    recurse(x[(n % 64) as usize] + 1) + x[3]
+/// Recursion the optimizer cannot turn into a loop: each frame's buffer
+/// escapes and is used again after the call.
+fn recurse(n: u64, limit: u64) -> u64 {
+    let mut frame = [n; 16];
+    std::hint::black_box(&mut frame);
+    if n >= limit {
+        return frame[0];
+    }
+    let deeper = recurse(n + 1, limit);
+    std::hint::black_box(&frame)[(n % 16) as usize] ^ deeper
 }
 
 fn main() {
@@ -67,7 +73,7 @@ fn main() {
                 x = std::hint::black_box(x.wrapping_mul(3));
             }
         }
-        Some("recurse") => println!("{}", recurse(1)),
+        Some("recurse") => println!("{}", recurse(0, u64::MAX)),
         _ => {
             eprintln!("usage: wasi-probe report|exit N|trap|flood N|spin|recurse");
             std::process::exit(2);
