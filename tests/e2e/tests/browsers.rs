@@ -1,0 +1,163 @@
+//! End to end: a real coordinator, headless Chromium pages that load the demo
+//! page through its script tag, and real jobs. Needs `cargo xtask build`
+//! (run through `cargo xtask test`).
+
+use idlecore_e2e::*;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+fn start(data: &std::path::Path, paths: &Paths, addr: Option<std::net::SocketAddr>) -> Coordinator {
+    Coordinator::start(&CoordinatorConfig {
+        bin: &paths.bin,
+        data,
+        token: Some("e2e-token"),
+        addr,
+        site: Some((&paths.www, &paths.pkg)),
+        heartbeat_ms: 2000,
+    })
+    .expect("coordinator starts")
+}
+
+fn workers(api: &Api) -> u64 {
+    api.stats().ok().and_then(|s| s["workers"].as_u64()).unwrap_or(0)
+}
+
+fn visitors(c: &Coordinator, n: usize) -> Vec<Visitor> {
+    let v: Vec<Visitor> = (0..n).map(|_| Visitor::open(&format!("{}/", c.base_url())).unwrap()).collect();
+    let api = c.api();
+    wait_for("the visitors to join", Duration::from_secs(60), || (workers(&api) >= n as u64).then_some(())).unwrap();
+    v
+}
+
+/// Expected stdout of each Mandelbrot tile, from the natively built task.
+fn reference(paths: &Paths, inputs: &[String], args: &[String]) -> Vec<Vec<u8>> {
+    inputs.iter().map(|i| run_native(&paths.native_tasks.join("mandelbrot"), args, i.as_bytes()).unwrap()).collect()
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn two_browsers_compute_a_job_submitted_with_the_cli() {
+    let paths = Paths::workspace();
+    paths.check_built().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let c = start(&dir.path().join("data"), &paths, None);
+    let _v = visitors(&c, 2);
+
+    let inputs = mandelbrot_inputs(8);
+    let task_args = args(&["--tiles", "8", "--size", "48", "--iter", "600"]);
+    let input_file = dir.path().join("tiles.txt");
+    std::fs::write(&input_file, inputs.concat()).unwrap();
+    let out = dir.path().join("out");
+    let mut submit = std::process::Command::new(&paths.bin);
+    submit
+        .arg("submit")
+        .arg(paths.tasks.join("mandelbrot.wasm"))
+        .arg("--inputs")
+        .arg(&input_file)
+        .arg("--out")
+        .arg(&out)
+        .args(["--coordinator", &c.base_url(), "--token", "e2e-token"]);
+    for a in &task_args {
+        submit.arg(format!("--arg={a}"));
+    }
+    let status = submit.status().unwrap();
+    assert!(status.success(), "idlecore submit failed; coordinator log:\n{}", c.log());
+
+    let expected = reference(&paths, &inputs, &task_args);
+    assert_eq!(inputs.len(), 64);
+    for (i, want) in expected.iter().enumerate() {
+        let got = std::fs::read(out.join(format!("{i:02}"))).unwrap();
+        assert!(got == *want, "tile {i} differs from the native build");
+    }
+}
+
+#[test]
+fn a_coordinator_killed_mid_job_loses_nothing_and_browsers_come_back() {
+    let paths = Paths::workspace();
+    paths.check_built().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut c = start(&data, &paths, None);
+    let addr = c.addr;
+    let _v = visitors(&c, 2);
+
+    let inputs = mandelbrot_inputs(10);
+    let task_args = args(&["--tiles", "10", "--size", "48", "--iter", "3000"]);
+    let api = c.api();
+    let module = std::fs::read(paths.tasks.join("mandelbrot.wasm")).unwrap();
+    let hash = api.upload(&module).unwrap();
+    let stdins: Vec<Vec<u8>> = inputs.iter().map(|s| s.as_bytes().to_vec()).collect();
+    let job = api.create_job(&hash, &stdins, &task_args, json!({})).unwrap();
+
+    wait_for("some results before the crash", Duration::from_secs(120), || {
+        (api.status(job).ok()?["done"].as_u64()? >= 15).then_some(())
+    })
+    .unwrap();
+    let before: BTreeMap<u32, Vec<u8>> = api.results(job).unwrap().into_iter().map(|r| (r.0, r.2)).collect();
+    assert!(before.len() < inputs.len(), "the job finished before the crash; make tasks slower");
+    c.kill();
+    std::thread::sleep(Duration::from_millis(500));
+
+    let c = start(&data, &paths, Some(addr));
+    let api = c.api();
+    wait_for("the browsers to reconnect", Duration::from_secs(60), || (workers(&api) >= 2).then_some(())).unwrap();
+    wait_for("the job to complete after the restart", Duration::from_secs(300), || {
+        (api.status(job).ok()?["state"] == "completed").then_some(())
+    })
+    .unwrap();
+
+    let after = api.results(job).unwrap();
+    assert_eq!(after.len(), inputs.len());
+    let expected = reference(&paths, &inputs, &task_args);
+    for (task, status, stdout, _) in &after {
+        assert_eq!(status, "done");
+        assert!(stdout == &expected[*task as usize], "tile {task} differs from the native build");
+        if let Some(old) = before.get(task) {
+            assert_eq!(old, stdout, "a result accepted before the crash changed");
+        }
+    }
+}
+
+#[test]
+fn hostile_tasks_fail_with_their_kind_and_browsers_go_on() {
+    let paths = Paths::workspace();
+    paths.check_built().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let c = start(&dir.path().join("data"), &paths, None);
+    let _v = visitors(&c, 1);
+    let api = c.api();
+    let hash = api.upload(&std::fs::read(paths.tasks.join("wasi-probe.wasm")).unwrap()).unwrap();
+    // One job per behaviour, so each can have its own arguments.
+    let limits = json!({ "timeout_ms": 2000, "max_output_bytes": 10000, "max_attempts": 1 });
+    let cases = [
+        (args(&["spin"]), Some("timeout")),
+        (args(&["trap"]), Some("trap")),
+        (args(&["flood", "20000"]), Some("output_limit")),
+        (args(&["recurse"]), Some("trap")),
+        (args(&["report", "ok"]), None),
+    ];
+    let jobs: Vec<u64> = cases.iter().map(|(a, _)| api.create_job(&hash, &[b"in".to_vec()], a, limits.clone()).unwrap()).collect();
+    for (job, (a, want)) in jobs.iter().zip(&cases) {
+        wait_for(&format!("job {a:?} to end"), Duration::from_secs(60), || {
+            (api.status(*job).ok()?["state"] == "completed").then_some(())
+        })
+        .unwrap();
+        let r = &api.results(*job).unwrap()[0];
+        match want {
+            Some(kind) => {
+                assert_eq!(r.1, "failed", "{a:?}");
+                let error = r.3.clone().unwrap_or_default();
+                assert!(error.starts_with(&format!("{kind}: ")), "{a:?}: {error}");
+            }
+            None => {
+                assert_eq!(r.1, "done");
+                assert!(String::from_utf8_lossy(&r.2).contains("args: ok"));
+            }
+        }
+    }
+    assert_eq!(workers(&api), 1, "the browser stayed connected throughout");
+}
