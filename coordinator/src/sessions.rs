@@ -138,29 +138,30 @@ fn handle(
         }
         WorkerMessage::Heartbeat(h) => state.scheduler().heartbeat(worker, &h.leases),
         WorkerMessage::Result(r) => {
-            let (state, reply) = (state.clone(), reply.clone());
-            tokio::spawn(async move {
-                let lease = r.lease;
-                match jobs::record_result(&state, worker, r).await {
-                    Ok(()) => {
-                        let _ = reply.send(CoordinatorMessage::Ack(idlecore_protocol::Ack { lease }));
-                    }
-                    Err(e) => tracing::error!(lease, error = %e, "result not stored; task requeued"),
-                }
-            });
+            let (s, lease) = (state.clone(), r.lease);
+            ack_when_stored(reply, lease, async move { jobs::record_result(&s, worker, r).await });
         }
         WorkerMessage::Failure(f) => {
-            let (state, reply) = (state.clone(), reply.clone());
-            tokio::spawn(async move {
-                let lease = f.lease;
-                match jobs::record_failure(&state, worker, f).await {
-                    Ok(()) => {
-                        let _ = reply.send(CoordinatorMessage::Ack(idlecore_protocol::Ack { lease }));
-                    }
-                    Err(e) => tracing::error!(lease, error = %e, "failure not stored; task requeued"),
-                }
-            });
+            let (s, lease) = (state.clone(), f.lease);
+            ack_when_stored(reply, lease, async move { jobs::record_failure(&s, worker, f).await });
         }
     }
     Ok(())
+}
+
+/// Runs a report's store in its own task; acknowledges the lease once stored.
+fn ack_when_stored(
+    reply: &mpsc::UnboundedSender<CoordinatorMessage>,
+    lease: u64,
+    store: impl std::future::Future<Output = Result<(), crate::store::StoreError>> + Send + 'static,
+) {
+    let reply = reply.clone();
+    tokio::spawn(async move {
+        match store.await {
+            Ok(()) => {
+                let _ = reply.send(CoordinatorMessage::Ack(idlecore_protocol::Ack { lease }));
+            }
+            Err(e) => tracing::error!(lease, error = %e, "report not stored; task requeued"),
+        }
+    });
 }

@@ -6,7 +6,6 @@
 pub mod modules;
 
 use crate::executor::pool::{ExecutorPool, PoolEvent};
-use crate::executor::ExecJob;
 use crate::status::{report_status, report_task, Status, TaskEvent};
 use crate::transport::{Socket, SocketEvent};
 use futures_channel::mpsc;
@@ -275,20 +274,13 @@ impl Agent {
             let Some(pos) = self.waiting.iter().position(ready) else { break };
             let lease = self.waiting.remove(pos).expect("position is valid");
             let Some(ModuleState::Ready(module)) = self.modules.get(&lease.module) else { unreachable!() };
-            let job = ExecJob {
-                lease: lease.lease,
-                stdin: lease.stdin,
-                args: lease.args,
-                env: lease.env,
-                seed: lease.seed,
-                limits: lease.limits,
-            };
-            if let Err(e) = self.pool.start(slot, module, &job) {
-                self.fail(lease.lease, (lease.job, lease.task), FailureKind::ExecutorCrashed, format!("{e:?}"));
+            let (id, ids) = (lease.lease, (lease.job, lease.task));
+            if let Err(e) = self.pool.start(slot, module, lease) {
+                self.fail(id, ids, FailureKind::ExecutorCrashed, format!("{e:?}"));
                 self.replace_slot(slot);
                 continue;
             }
-            self.running.insert(lease.lease, (lease.job, lease.task));
+            self.running.insert(id, ids);
         }
         self.publish();
     }

@@ -1,7 +1,7 @@
 //! The agent's side: a fixed set of executor Workers, a deadline per run, and
 //! replacement of any Worker that is terminated, times out or dies.
 
-use super::ExecJob;
+use idlecore_protocol::{encode_coordinator, CoordinatorMessage, Lease};
 use gloo_timers::callback::Timeout;
 use js_sys::{Array, Function, Uint8Array, WebAssembly};
 use std::rc::Rc;
@@ -99,13 +99,14 @@ impl ExecutorPool {
         self.slots.iter().position(|s| s.running == Some(lease))
     }
 
-    pub fn start(&mut self, index: usize, module: &WebAssembly::Module, job: &ExecJob) -> Result<(), JsValue> {
+    pub fn start(&mut self, index: usize, module: &WebAssembly::Module, job: Lease) -> Result<(), JsValue> {
         let slot = &mut self.slots[index];
-        let bytes = Uint8Array::from(job.encode().as_slice());
+        let (lease, timeout_ms) = (job.lease, job.limits.timeout_ms);
+        let bytes = Uint8Array::from(encode_coordinator(&CoordinatorMessage::Lease(job)).as_slice());
         slot.worker.post_message(&Array::of2(module, &bytes))?;
-        slot.running = Some(job.lease);
-        let (notify, lease) = (self.notify.clone(), job.lease);
-        slot.deadline = Some(Timeout::new(job.limits.timeout_ms, move || notify(PoolEvent::TimedOut(index, lease))));
+        slot.running = Some(lease);
+        let notify = self.notify.clone();
+        slot.deadline = Some(Timeout::new(timeout_ms, move || notify(PoolEvent::TimedOut(index, lease))));
         Ok(())
     }
 

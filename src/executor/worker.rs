@@ -1,9 +1,8 @@
 //! The executor Worker's side: run each job it is sent and post the outcome.
 
-use super::ExecJob;
 use crate::wasi::host::{self, RunError};
 use crate::wasi::WasiCtx;
-use idlecore_protocol::{encode_worker, FailureKind, TaskFailure, TaskResult, WorkerMessage};
+use idlecore_protocol::{decode_coordinator, encode_worker, CoordinatorMessage, FailureKind, Lease, TaskFailure, TaskResult, WorkerMessage};
 use js_sys::{Array, Uint8Array, WebAssembly};
 use std::cell::RefCell;
 use wasm_bindgen::prelude::*;
@@ -24,7 +23,7 @@ fn now_ms() -> f64 {
 }
 
 /// Runs one job and returns the protocol message to report.
-pub fn run_job(module: &WebAssembly::Module, job: &ExecJob) -> WorkerMessage {
+pub fn run_job(module: &WebAssembly::Module, job: &Lease) -> WorkerMessage {
     let ctx = WasiCtx::new("task.wasm", &job.args, &job.env, job.stdin.clone(), job.seed, job.limits.max_output_bytes);
     let started = now_ms();
     let failure = |kind, message: String| WorkerMessage::Failure(TaskFailure { lease: job.lease, kind, message });
@@ -48,9 +47,13 @@ fn handle(event: MessageEvent) -> WorkerMessage {
     let data: Array = event.data().unchecked_into();
     let module: WebAssembly::Module = data.get(0).unchecked_into();
     let bytes = Uint8Array::new(&data.get(1)).to_vec();
-    match ExecJob::decode(&bytes) {
-        Ok(job) => run_job(&module, &job),
-        Err(e) => WorkerMessage::Failure(TaskFailure { lease: 0, kind: FailureKind::Internal, message: e }),
+    match decode_coordinator(&bytes) {
+        Ok(CoordinatorMessage::Lease(lease)) => run_job(&module, &lease),
+        other => WorkerMessage::Failure(TaskFailure {
+            lease: 0,
+            kind: FailureKind::Internal,
+            message: format!("executor expected a lease, got {other:?}"),
+        }),
     }
 }
 
