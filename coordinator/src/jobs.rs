@@ -2,7 +2,7 @@
 
 use crate::error::ApiError;
 use crate::model::{JobLimits, JobRequest, JobState, JobStatus, ResultRecord, TaskStatus};
-use crate::scheduler::{counts_against_task, WorkerId};
+use crate::scheduler::{counts_against_task, Finishing, WorkerId};
 use crate::state::{AppState, Event};
 use crate::store::{StoreError, Write};
 use idlecore_protocol::{FailureKind, ModuleHash, TaskFailure, TaskResult};
@@ -76,13 +76,18 @@ fn check_task(stdin: &[u8], args: &[String], env: &[(String, String)]) -> Result
     Ok(())
 }
 
-/// Stores a worker's result if its lease is current. Ok for stored and for
-/// stale reports alike: the worker is acknowledged and forgets them either way.
-pub async fn record_result(state: &AppState, worker: WorkerId, r: TaskResult) -> Result<(), StoreError> {
-    let Some(f) = state.scheduler().begin_finish(worker, r.lease) else {
-        tracing::debug!(lease = r.lease, "stale or duplicate result ignored");
-        return Ok(());
-    };
+/// Claims a reported lease for `worker`, in the order reports arrive. `None`
+/// for a stale or duplicate report, which is acknowledged and otherwise ignored.
+pub fn claim(state: &AppState, worker: WorkerId, lease: u64) -> Option<Finishing> {
+    let claimed = state.scheduler().begin_finish(worker, lease);
+    if claimed.is_none() {
+        tracing::debug!(lease, "stale or duplicate report ignored");
+    }
+    claimed
+}
+
+/// Stores the result of a claimed lease; the task is finished once it is on disk.
+pub async fn record_result(state: &AppState, f: Finishing, r: TaskResult) -> Result<(), StoreError> {
     let limit = state.scheduler().limits(f.job).map(|l| l.max_output_bytes as usize);
     if limit.is_some_and(|max| r.stdout.len() + r.stderr.len() > max) {
         let failure = TaskFailure {
@@ -90,7 +95,7 @@ pub async fn record_result(state: &AppState, worker: WorkerId, r: TaskResult) ->
             kind: FailureKind::OutputLimit,
             message: format!("result of {} bytes exceeds the job's output limit", r.stdout.len() + r.stderr.len()),
         };
-        return settle_failure(state, f, failure).await;
+        return record_failure(state, f, failure).await;
     }
     let record = ResultRecord {
         task: f.task,
@@ -110,18 +115,9 @@ pub async fn record_result(state: &AppState, worker: WorkerId, r: TaskResult) ->
     Ok(())
 }
 
-pub async fn record_failure(state: &AppState, worker: WorkerId, failure: TaskFailure) -> Result<(), StoreError> {
-    let Some(f) = state.scheduler().begin_finish(worker, failure.lease) else {
-        return Ok(());
-    };
-    settle_failure(state, f, failure).await
-}
-
-async fn settle_failure(
-    state: &AppState,
-    f: crate::scheduler::Finishing,
-    failure: TaskFailure,
-) -> Result<(), StoreError> {
+/// Records a claimed lease's failure, then retries the task or, after its
+/// last attempt, stores it as failed with every attempt's reason.
+pub async fn record_failure(state: &AppState, f: Finishing, failure: TaskFailure) -> Result<(), StoreError> {
     let counted = counts_against_task(failure.kind);
     tracing::info!(job = f.job, task = f.task, kind = failure.kind.as_str(), counted, "task attempt failed: {}", failure.message);
     let logged = state

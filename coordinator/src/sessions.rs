@@ -137,13 +137,20 @@ fn handle(
             return Err(Refusal(ErrorCode::UnexpectedMessage, "Hello was already received".into()));
         }
         WorkerMessage::Heartbeat(h) => state.scheduler().heartbeat(worker, &h.leases),
+        // Claims happen here, in arrival order; only the durable writes run apart.
         WorkerMessage::Result(r) => {
             let (s, lease) = (state.clone(), r.lease);
-            ack_when_stored(reply, lease, async move { jobs::record_result(&s, worker, r).await });
+            match jobs::claim(state, worker, lease) {
+                Some(f) => ack_when_stored(reply, lease, async move { jobs::record_result(&s, f, r).await }),
+                None => ack(reply, lease),
+            }
         }
-        WorkerMessage::Failure(f) => {
-            let (s, lease) = (state.clone(), f.lease);
-            ack_when_stored(reply, lease, async move { jobs::record_failure(&s, worker, f).await });
+        WorkerMessage::Failure(failure) => {
+            let (s, lease) = (state.clone(), failure.lease);
+            match jobs::claim(state, worker, lease) {
+                Some(f) => ack_when_stored(reply, lease, async move { jobs::record_failure(&s, f, failure).await }),
+                None => ack(reply, lease),
+            }
         }
     }
     Ok(())
@@ -158,10 +165,12 @@ fn ack_when_stored(
     let reply = reply.clone();
     tokio::spawn(async move {
         match store.await {
-            Ok(()) => {
-                let _ = reply.send(CoordinatorMessage::Ack(idlecore_protocol::Ack { lease }));
-            }
+            Ok(()) => ack(&reply, lease),
             Err(e) => tracing::error!(lease, error = %e, "report not stored; task requeued"),
         }
     });
+}
+
+fn ack(reply: &mpsc::UnboundedSender<CoordinatorMessage>, lease: u64) {
+    let _ = reply.send(CoordinatorMessage::Ack(idlecore_protocol::Ack { lease }));
 }
