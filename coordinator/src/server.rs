@@ -95,6 +95,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let _ = stop_tx.send(true);
         })
         .await?;
+    // Upgraded WebSockets outlive the HTTP server: let each send its goodbye.
+    state.sessions_closed(Duration::from_secs(5)).await;
+    tracing::info!("stopped");
     Ok(())
 }
 

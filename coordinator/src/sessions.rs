@@ -29,6 +29,7 @@ impl From<DecodeError> for Refusal {
 }
 
 pub async fn run(mut socket: WebSocket, state: Arc<AppState>) {
+    let _open = state.open_session();
     let session = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
     let result = serve(&mut socket, &state, session).await;
     if let Err(Refusal(code, message)) = result {

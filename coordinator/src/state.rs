@@ -3,8 +3,10 @@
 use crate::scheduler::Scheduler;
 use crate::store::Store;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use tokio::sync::{broadcast, watch};
+use std::time::Duration;
+use tokio::sync::{broadcast, watch, Notify};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -35,6 +37,19 @@ pub struct AppState {
     pub config: Config,
     /// Flips to true when the coordinator starts shutting down.
     pub shutdown: watch::Receiver<bool>,
+    /// Worker sessions still open; shutdown waits for them to say goodbye.
+    sessions: AtomicUsize,
+    session_ended: Notify,
+}
+
+/// Counts a worker session as open until dropped.
+pub struct SessionGuard<'a>(&'a AppState);
+
+impl Drop for SessionGuard<'_> {
+    fn drop(&mut self) {
+        self.0.sessions.fetch_sub(1, Ordering::SeqCst);
+        self.0.session_ended.notify_waiters();
+    }
 }
 
 impl AppState {
@@ -46,7 +61,35 @@ impl AppState {
         shutdown: watch::Receiver<bool>,
     ) -> AppState {
         let (events, _) = broadcast::channel(4096);
-        AppState { store, scheduler: Mutex::new(scheduler), events, token_hash, config, shutdown }
+        AppState {
+            store,
+            scheduler: Mutex::new(scheduler),
+            events,
+            token_hash,
+            config,
+            shutdown,
+            sessions: AtomicUsize::new(0),
+            session_ended: Notify::new(),
+        }
+    }
+
+    pub fn open_session(&self) -> SessionGuard<'_> {
+        self.sessions.fetch_add(1, Ordering::SeqCst);
+        SessionGuard(self)
+    }
+
+    /// Waits until every worker session has closed, or `limit` passes.
+    pub async fn sessions_closed(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.sessions.load(Ordering::SeqCst) > 0 {
+            let ended = self.session_ended.notified();
+            if self.sessions.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                break;
+            }
+        }
     }
 
     /// The scheduler, locked for one short synchronous call.

@@ -60,9 +60,11 @@ impl ProtoWorker {
                 Ok(Message::Binary(b)) => return Ok(Received::Msg(decode_coordinator(&b).context("decoding")?)),
                 Ok(Message::Close(_)) => return Ok(Received::Closed),
                 Ok(_) => continue,
-                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-                    return Ok(Received::Closed)
-                }
+                Err(
+                    tungstenite::Error::ConnectionClosed
+                    | tungstenite::Error::AlreadyClosed
+                    | tungstenite::Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake),
+                ) => return Ok(Received::Closed),
                 Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
                     return Ok(Received::Closed)
                 }
