@@ -9,6 +9,7 @@ pub mod error;
 pub mod jobs;
 pub mod model;
 pub mod scheduler;
+pub mod sandbox;
 pub mod server;
 pub mod sessions;
 pub mod state;

@@ -1,0 +1,124 @@
+//! The instrumented modules, run in a native interpreter (wasmi).
+
+use super::*;
+use wasmi::{Engine, Linker, Module as WModule, Store, Val};
+
+fn wat(src: &str) -> Vec<u8> {
+    wat::parse_str(src).expect("test module parses")
+}
+
+/// Runs `_start` of the instrumented module with `fuel` and a memory cap.
+/// Returns (trapped, fuel left, the module's exported `result` global if any).
+fn run(wasm: &[u8], fuel: i64, cap_pages: i32) -> (bool, i64, Option<i32>) {
+    let sandboxed = instrument(wasm).expect("instruments");
+    let engine = Engine::default();
+    let module = WModule::new(&engine, &sandboxed[..]).expect("compiles");
+    let mut store = Store::new(&engine, ());
+    let instance = Linker::<()>::new(&engine).instantiate_and_start(&mut store, &module).expect("instantiates");
+    instance.get_global(&store, FUEL_EXPORT).unwrap().set(&mut store, Val::I64(fuel)).unwrap();
+    instance.get_global(&store, MEMORY_CAP_EXPORT).unwrap().set(&mut store, Val::I32(cap_pages)).unwrap();
+    let start = instance.get_typed_func::<(), ()>(&store, "_start").unwrap();
+    let trapped = start.call(&mut store, ()).is_err();
+    let left = match instance.get_global(&store, FUEL_EXPORT).unwrap().get(&store) {
+        Val::I64(v) => v,
+        other => panic!("fuel is {other:?}"),
+    };
+    let result = instance.get_global(&store, "result").map(|g| match g.get(&store) {
+        Val::I32(v) => v,
+        other => panic!("result is {other:?}"),
+    });
+    (trapped, left, result)
+}
+
+#[test]
+fn straight_line_code_is_charged_one_per_instruction() {
+    let m = wat(r#"(module (memory (export "memory") 1)
+        (func (export "_start") i32.const 1 drop nop))"#);
+    // i32.const, drop, nop, end
+    assert_eq!(run(&m, 100, 10), (false, 96, None));
+}
+
+#[test]
+fn a_runaway_loop_stops_at_the_same_point_every_time() {
+    let m = wat(r#"(module (memory (export "memory") 1)
+        (global (export "result") (mut i32) (i32.const 0))
+        (func (export "_start")
+          (loop $l
+            global.get 0 i32.const 1 i32.add global.set 0
+            br $l)))"#);
+    let first = run(&m, 10_000, 10);
+    assert!(first.0, "the loop is stopped");
+    assert!(first.1 < 0, "by running out of fuel");
+    assert_eq!(run(&m, 10_000, 10), first, "deterministically");
+    // Each iteration costs the 5 instructions of the loop body; the loop ran
+    // until the budget went negative.
+    let iterations = first.2.unwrap();
+    assert!((1990..=2000).contains(&iterations), "{iterations} iterations for 10000 fuel");
+    let more = run(&m, 20_000, 10).2.unwrap();
+    assert!((more - 2 * iterations).abs() <= 2, "fuel buys iterations linearly");
+}
+
+#[test]
+fn calls_and_branches_are_all_charged() {
+    let m = wat(r#"(module (memory (export "memory") 1)
+        (global (export "result") (mut i32) (i32.const 0))
+        (func $inc global.get 0 i32.const 1 i32.add global.set 0)
+        (func (export "_start")
+          (block $out
+            (loop $l
+              call $inc
+              global.get 0 i32.const 10 i32.ge_u br_if $out
+              br $l))))"#);
+    let (trapped, left, result) = run(&m, 1_000_000, 10);
+    assert!(!trapped);
+    assert_eq!(result, Some(10));
+    let used = 1_000_000 - left;
+    // $inc: 5 instructions, 10 calls. _start: block and loop once; per
+    // iteration `call` and the 4 up to `br_if`; `br` on the 9 iterations
+    // that go round; the final `end`. The ends of the loop and of the block
+    // are jumped over, never executed, so never charged.
+    assert_eq!(used, 10 * 5 + 2 + 10 * (1 + 4) + 9 + 1);
+}
+
+#[test]
+fn memory_grow_fails_past_the_cap() {
+    let m = wat(r#"(module (memory (export "memory") 1)
+        (global (export "result") (mut i32) (i32.const 0))
+        (func (export "_start")
+          i32.const 1 memory.grow drop
+          i32.const 5 memory.grow global.set 0))"#);
+    assert_eq!(run(&m, 1000, 2).2, Some(-1), "1 + 1 + 5 pages is over a cap of 2");
+    assert_eq!(run(&m, 1000, 7).2, Some(2), "within the cap, grow returns the old size");
+}
+
+#[test]
+fn modules_missing_sections_get_them_in_order() {
+    // No type, global or export sections of its own except the memory export.
+    let m = wat(r#"(module (memory 1) (export "memory" (memory 0)))"#);
+    let out = instrument(&m).unwrap();
+    let mut ids = vec![];
+    for p in Parser::new(0).parse_all(&out) {
+        if let Some((id, _)) = p.unwrap().as_section() {
+            ids.push(id);
+        }
+    }
+    assert_eq!(ids, vec![1, 3, 5, 6, 7, 10], "type, function, memory, global, export, code");
+}
+
+#[test]
+fn unsupported_modules_are_refused_with_a_reason() {
+    let bad: [(&[u8], &str); 2] = [(b"\0asm\x01\0\0\0\xff", "not a valid"), (b"\0asm\x0d\0\x01\0", "components")];
+    for (bytes, want) in bad {
+        let e = instrument(bytes).unwrap_err().to_string();
+        assert!(e.contains(want), "{e}");
+    }
+    let cases = [
+        (r#"(module)"#, "0 memories"),
+        (r#"(module (import "env" "memory" (memory 1)))"#, "imports a memory"),
+        (r#"(module (memory 1) (func (export "idlecore_fuel")))"#, "reserved"),
+    ];
+    for (src, want) in cases {
+        let e = instrument(&wat(src)).unwrap_err().to_string();
+        assert!(e.contains(want), "{src}: {e}");
+    }
+}
