@@ -6,7 +6,7 @@
 
 use idlecore_protocol::{FailureKind, Lease, TaskLimits, WorkerMessage};
 use idlecore_wasm::executor::worker::run_job;
-use idlecore_wasm::wasi::host::{check_module, run, RunError};
+use idlecore_wasm::wasi::host::{check_module, run as run_limited, RunError, RunLimits};
 use idlecore_wasm::wasi::WasiCtx;
 use js_sys::{Uint8Array, WebAssembly};
 use wasm_bindgen_test::*;
@@ -14,6 +14,11 @@ use wasm_bindgen_test::*;
 wasm_bindgen_test_configure!(run_in_dedicated_worker);
 
 const PROBE: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/target/wasm32-wasip1/release/wasi-probe.wasm"));
+
+/// Runs without fuel and with a generous memory cap.
+fn run(module: &WebAssembly::Module, ctx: WasiCtx) -> Result<idlecore_wasm::wasi::host::RunOutput, RunError> {
+    run_limited(module, ctx, RunLimits { fuel: 0, max_memory_pages: 16384 })
+}
 
 fn compile(bytes: &[u8]) -> Result<WebAssembly::Module, wasm_bindgen::JsValue> {
     WebAssembly::Module::new(&Uint8Array::from(bytes).into())
@@ -98,6 +103,15 @@ fn modules_importing_anything_else_are_refused() {
 }
 
 #[wasm_bindgen_test]
+fn a_module_starting_above_the_memory_cap_is_refused() {
+    // The probe starts with more than one page (Rust's stack and data).
+    match run_limited(&probe(), ctx(&["exit", "0"], b"", 1, 1024), RunLimits { fuel: 0, max_memory_pages: 1 }) {
+        Err(RunError::MemoryLimit(m)) => assert!(m.contains("cap is 1 pages"), "{m}"),
+        other => panic!("expected a memory limit, got {:?}", other.map(|o| o.exit_code)),
+    }
+}
+
+#[wasm_bindgen_test]
 fn invalid_bytes_do_not_compile() {
     assert!(compile(b"\0asm\x01\0\0\0\x01\xff").is_err());
     assert!(compile(b"not wasm at all").is_err());
@@ -105,7 +119,7 @@ fn invalid_bytes_do_not_compile() {
 
 #[wasm_bindgen_test]
 fn the_executor_reports_results_and_failures_as_protocol_messages() {
-    let limits = TaskLimits { timeout_ms: 10_000, max_output_bytes: 1 << 20, max_memory_pages: 1024 };
+    let limits = TaskLimits { timeout_ms: 10_000, max_output_bytes: 1 << 20, max_memory_pages: 1024, fuel: 0 };
     let job = |lease, args: &[&str]| Lease {
         lease,
         job: 1,

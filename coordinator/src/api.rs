@@ -53,18 +53,21 @@ async fn upload_module(State(state): State<Arc<AppState>>, headers: HeaderMap, b
     if body.is_empty() {
         return Err(ApiError::BadRequest("empty body; send the module's bytes".into()));
     }
-    let mut validator = wasmparser::Validator::new();
-    validator
-        .validate_all(&body)
-        .map_err(|e| ApiError::BadRequest(format!("not a valid WebAssembly module: {e}")))?;
-    if wasmparser::Parser::is_component(&body) {
-        return Err(ApiError::BadRequest("components are not supported; upload a core WASI preview1 module".into()));
-    }
+    // Instrumenting is CPU work proportional to the module: keep it off the async threads.
+    let module = body.clone();
+    let sandboxed = tokio::task::spawn_blocking(move || crate::sandbox::instrument(&module))
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("module check failed: {e}")))?
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let hash = hex::encode(Sha256::digest(&body));
+    let runnable = hex::encode(Sha256::digest(&sandboxed));
     let size = body.len();
-    state.store.write(Write::PutModule { hash: hash.clone(), bytes: body.to_vec() }).await?;
-    tracing::info!(%hash, size, "module stored");
-    Ok((StatusCode::CREATED, Json(serde_json::json!({ "hash": hash, "size": size }))).into_response())
+    let sandboxed_row = Write::PutModule { hash: runnable.clone(), bytes: sandboxed, runnable: runnable.clone() };
+    state.store.write(sandboxed_row).await?;
+    state.store.write(Write::PutModule { hash: hash.clone(), bytes: body.to_vec(), runnable: runnable.clone() }).await?;
+    tracing::info!(%hash, %runnable, size, "module stored");
+    let answer = serde_json::json!({ "hash": hash, "size": size, "runnable": runnable });
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
 async fn get_module(State(state): State<Arc<AppState>>, Path(hash): Path<String>) -> AppResult<Response> {

@@ -24,15 +24,14 @@ pub fn restore(state: &AppState) -> Result<usize, StoreError> {
     let n = jobs.len();
     let mut sched = state.scheduler();
     for job in jobs {
-        let module = parse_hash(&job.module).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let module = parse_hash(&job.runnable).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         sched.add_job(job.id, module, job.limits, job.tasks, job.finished, job.failures);
     }
     Ok(n)
 }
 
 pub async fn create(state: &AppState, req: JobRequest) -> Result<u64, ApiError> {
-    let module = parse_hash(&req.module)?;
-    let module_hex = hex::encode(module);
+    let module_hex = hex::encode(parse_hash(&req.module)?);
     if req.tasks.is_empty() {
         return Err(ApiError::BadRequest("a job needs at least one task".into()));
     }
@@ -43,16 +42,17 @@ pub async fn create(state: &AppState, req: JobRequest) -> Result<u64, ApiError> 
     for (i, t) in req.tasks.iter().enumerate() {
         check_task(&t.stdin, &t.args, &t.env).map_err(|e| ApiError::BadRequest(format!("task {i}: {e}")))?;
     }
-    if !state.store.has_module(&module_hex).await? {
+    let Some(runnable_hex) = state.store.runnable(&module_hex).await? else {
         return Err(ApiError::NotFound(format!("module {module_hex} (upload it first)")));
-    }
+    };
+    let runnable = parse_hash(&runnable_hex)?;
     let tasks = req.tasks;
     let id = state
         .store
-        .write(Write::CreateJob { module: module_hex, limits: req.limits, tasks: tasks.clone() })
+        .write(Write::CreateJob { module: module_hex, runnable: runnable_hex, limits: req.limits, tasks: tasks.clone() })
         .await?;
     let n = tasks.len();
-    state.scheduler().add_job(id, module, req.limits, tasks, vec![], vec![]);
+    state.scheduler().add_job(id, runnable, req.limits, tasks, vec![], vec![]);
     tracing::info!(job = id, tasks = n, "job accepted");
     Ok(id)
 }
@@ -104,6 +104,7 @@ pub async fn record_result(state: &AppState, f: Finishing, r: TaskResult) -> Res
         stdout: r.stdout,
         stderr: r.stderr,
         elapsed_ms: r.elapsed_ms,
+        fuel_used: r.fuel_used,
         error: None,
     };
     if let Err(e) = state.store.write(Write::PutResult { job: f.job, record }).await {
@@ -141,6 +142,7 @@ pub async fn record_failure(state: &AppState, f: Finishing, failure: TaskFailure
         stdout: vec![],
         stderr: vec![],
         elapsed_ms: 0,
+        fuel_used: 0,
         error: Some(error),
     };
     if let Err(e) = state.store.write(Write::PutResult { job: f.job, record }).await {

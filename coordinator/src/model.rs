@@ -29,6 +29,9 @@ pub struct JobLimits {
     /// Runs that fail because of the task (trap, exit by limit) before the task is failed.
     #[serde(default = "defaults::max_attempts")]
     pub max_attempts: u32,
+    /// Instructions one run may execute; 0 means no limit.
+    #[serde(default)]
+    pub fuel: u64,
 }
 
 mod defaults {
@@ -53,6 +56,7 @@ impl Default for JobLimits {
             max_output_bytes: defaults::max_output_bytes(),
             max_memory_mib: defaults::max_memory_mib(),
             max_attempts: defaults::max_attempts(),
+            fuel: 0,
         }
     }
 }
@@ -81,6 +85,7 @@ impl JobLimits {
             timeout_ms: self.timeout_ms,
             max_output_bytes: self.max_output_bytes,
             max_memory_pages: self.max_memory_mib.saturating_mul(16),
+            fuel: self.fuel,
         }
     }
 }
@@ -144,6 +149,9 @@ pub struct ResultRecord {
     #[serde(with = "b64")]
     pub stderr: Vec<u8>,
     pub elapsed_ms: u32,
+    /// Instructions the accepted run executed.
+    #[serde(default)]
+    pub fuel_used: u64,
     /// For failed tasks: every attempt's failure, `kind: message`, one per line.
     pub error: Option<String>,
 }

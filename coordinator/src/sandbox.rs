@@ -9,7 +9,7 @@
 //! - **Memory cap.** Every `memory.grow` becomes a call to an added function
 //!   that fails (returns -1, as the instruction does when memory is exhausted)
 //!   past the exported mutable global `idlecore_memory_cap` (pages), which the
-//!   host sets per task.
+//!   host sets per task. A refusal also sets `idlecore_memory_denied`.
 //!
 //! Segments end at every instruction that can transfer control (`block`,
 //! `loop`, `if`, `else`, `end`, branches, calls, `return`, `unreachable`, and
@@ -25,6 +25,9 @@ use wasmparser::{Operator, Parser, Payload, TypeRef};
 
 pub const FUEL_EXPORT: &str = "idlecore_fuel";
 pub const MEMORY_CAP_EXPORT: &str = "idlecore_memory_cap";
+/// Set to 1 when a `memory.grow` was refused, so the host can tell a trap
+/// that follows from other traps.
+pub const MEMORY_DENIED_EXPORT: &str = "idlecore_memory_denied";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -105,6 +108,7 @@ pub fn instrument(wasm: &[u8]) -> Result<Vec<u8>, SandboxError> {
         grow_func: s.imported_funcs + s.defined_funcs,
         fuel: s.imported_globals + s.defined_globals,
         cap: s.imported_globals + s.defined_globals + 1,
+        denied: s.imported_globals + s.defined_globals + 2,
         done: [false; 5],
     };
     let mut module = Module::new();
@@ -131,6 +135,7 @@ struct Instrumenter {
     grow_func: u32,
     fuel: u32,
     cap: u32,
+    denied: u32,
     /// Whether each extended section has been written.
     done: [bool; 5],
 }
@@ -166,12 +171,15 @@ impl Instrumenter {
         let ty = |val_type| GlobalType { val_type, mutable: true, shared: false };
         globals.global(ty(ValType::I64), &ConstExpr::i64_const(i64::MAX));
         globals.global(ty(ValType::I32), &ConstExpr::i32_const(65536));
+        globals.global(ty(ValType::I32), &ConstExpr::i32_const(0));
     }
     fn add_exports(&self, exports: &mut ExportSection) {
         exports.export(FUEL_EXPORT, ExportKind::Global, self.fuel);
         exports.export(MEMORY_CAP_EXPORT, ExportKind::Global, self.cap);
+        exports.export(MEMORY_DENIED_EXPORT, ExportKind::Global, self.denied);
     }
-    /// `grow(delta) = size + delta > cap ? -1 : memory.grow(delta)`, in 64-bit arithmetic.
+    /// `grow(delta) = size + delta > cap ? (denied = 1, -1) : memory.grow(delta)`,
+    /// in 64-bit arithmetic.
     fn add_grow(&self, code: &mut CodeSection) {
         let mut f = Function::new([]);
         for i in [
@@ -184,6 +192,8 @@ impl Instrumenter {
             Instruction::I64ExtendI32U,
             Instruction::I64GtU,
             Instruction::If(wasm_encoder::BlockType::Result(ValType::I32)),
+            Instruction::I32Const(1),
+            Instruction::GlobalSet(self.denied),
             Instruction::I32Const(-1),
             Instruction::Else,
             Instruction::LocalGet(0),

@@ -28,8 +28,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// `CreateJob`, rows changed otherwise.
 pub enum Write {
     SetSetting { key: String, value: String },
-    PutModule { hash: String, bytes: Vec<u8> },
-    CreateJob { module: String, limits: JobLimits, tasks: Vec<TaskInput> },
+    /// `runnable`: hash of the sandboxed module that workers run for this one.
+    PutModule { hash: String, bytes: Vec<u8>, runnable: String },
+    CreateJob { module: String, runnable: String, limits: JobLimits, tasks: Vec<TaskInput> },
     PutResult { job: u64, record: ResultRecord },
     PutFailure { job: u64, task: u32, kind: String, message: String },
     SetJobState { job: u64, state: JobState },
@@ -46,7 +47,8 @@ pub struct Store {
 /// A job as loaded at start-up, with what is still to be done.
 pub struct StoredJob {
     pub id: u64,
-    pub module: String,
+    /// Hash of the sandboxed module the tasks run.
+    pub runnable: String,
     pub limits: JobLimits,
     pub state: JobState,
     pub tasks: Vec<TaskInput>,
@@ -58,17 +60,18 @@ pub struct StoredJob {
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS modules(hash TEXT PRIMARY KEY, bytes BLOB NOT NULL, size INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS modules(
+  hash TEXT PRIMARY KEY, bytes BLOB NOT NULL, size INTEGER NOT NULL, runnable TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs(
-  id INTEGER PRIMARY KEY AUTOINCREMENT, module TEXT NOT NULL, limits TEXT NOT NULL,
+  id INTEGER PRIMARY KEY AUTOINCREMENT, module TEXT NOT NULL, runnable TEXT NOT NULL, limits TEXT NOT NULL,
   task_count INTEGER NOT NULL, state TEXT NOT NULL, created_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS tasks(
   job INTEGER NOT NULL, idx INTEGER NOT NULL, stdin BLOB NOT NULL, args TEXT NOT NULL,
   env TEXT NOT NULL, PRIMARY KEY(job, idx));
 CREATE TABLE IF NOT EXISTS results(
   job INTEGER NOT NULL, idx INTEGER NOT NULL, status TEXT NOT NULL, exit_code INTEGER,
-  stdout BLOB NOT NULL, stderr BLOB NOT NULL, elapsed_ms INTEGER NOT NULL, error TEXT,
-  PRIMARY KEY(job, idx));
+  stdout BLOB NOT NULL, stderr BLOB NOT NULL, elapsed_ms INTEGER NOT NULL, fuel_used INTEGER NOT NULL,
+  error TEXT, PRIMARY KEY(job, idx));
 CREATE TABLE IF NOT EXISTS failures(
   job INTEGER NOT NULL, idx INTEGER NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS failures_by_task ON failures(job, idx);
@@ -96,16 +99,16 @@ fn apply(conn: &Connection, write: &Write) -> StoreResult<u64> {
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             params![key, value],
         )?,
-        Write::PutModule { hash, bytes } => conn.execute(
-            "INSERT OR IGNORE INTO modules(hash, bytes, size) VALUES (?1, ?2, ?3)",
-            params![hash, bytes, bytes.len() as i64],
+        Write::PutModule { hash, bytes, runnable } => conn.execute(
+            "INSERT OR IGNORE INTO modules(hash, bytes, size, runnable) VALUES (?1, ?2, ?3, ?4)",
+            params![hash, bytes, bytes.len() as i64, runnable],
         )?,
-        Write::CreateJob { module, limits, tasks } => {
+        Write::CreateJob { module, runnable, limits, tasks } => {
             let limits_json = serde_json::to_string(limits).expect("limits serialize");
             conn.execute(
-                "INSERT INTO jobs(module, limits, task_count, state, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![module, limits_json, tasks.len() as i64, JobState::Running.as_str(), now_secs()],
+                "INSERT INTO jobs(module, runnable, limits, task_count, state, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![module, runnable, limits_json, tasks.len() as i64, JobState::Running.as_str(), now_secs()],
             )?;
             let job = conn.last_insert_rowid();
             let mut insert = conn.prepare_cached(
@@ -123,8 +126,8 @@ fn apply(conn: &Connection, write: &Write) -> StoreResult<u64> {
             return Ok(job as u64);
         }
         Write::PutResult { job, record } => conn.execute(
-            "INSERT OR IGNORE INTO results(job, idx, status, exit_code, stdout, stderr, elapsed_ms, error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT OR IGNORE INTO results(job, idx, status, exit_code, stdout, stderr, elapsed_ms, fuel_used, error)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 *job as i64,
                 record.task,
@@ -133,6 +136,7 @@ fn apply(conn: &Connection, write: &Write) -> StoreResult<u64> {
                 record.stdout,
                 record.stderr,
                 record.elapsed_ms,
+                record.fuel_used as i64,
                 record.error,
             ],
         )?,
@@ -234,12 +238,11 @@ impl Store {
         .await
     }
 
-    pub async fn has_module(&self, hash: &str) -> StoreResult<bool> {
+    /// The sandboxed module run for `hash`, if `hash` is known.
+    pub async fn runnable(&self, hash: &str) -> StoreResult<Option<String>> {
         let hash = hash.to_owned();
         self.read(move |c| {
-            Ok(c.query_row("SELECT 1 FROM modules WHERE hash = ?1", [hash], |_| Ok(()))
-                .optional()?
-                .is_some())
+            Ok(c.query_row("SELECT runnable FROM modules WHERE hash = ?1", [hash], |r| r.get(0)).optional()?)
         })
         .await
     }
@@ -248,7 +251,7 @@ impl Store {
     pub async fn results(&self, job: u64, after: Option<u32>, limit: u32) -> StoreResult<Vec<ResultRecord>> {
         self.read(move |c| {
             let mut q = c.prepare_cached(
-                "SELECT idx, status, exit_code, stdout, stderr, elapsed_ms, error FROM results
+                "SELECT idx, status, exit_code, stdout, stderr, elapsed_ms, fuel_used, error FROM results
                  WHERE job = ?1 AND idx > ?2 ORDER BY idx LIMIT ?3",
             )?;
             let after = after.map(i64::from).unwrap_or(-1);
@@ -261,7 +264,7 @@ impl Store {
     pub async fn result(&self, job: u64, task: u32) -> StoreResult<Option<ResultRecord>> {
         self.read(move |c| {
             Ok(c.query_row(
-                "SELECT idx, status, exit_code, stdout, stderr, elapsed_ms, error FROM results
+                "SELECT idx, status, exit_code, stdout, stderr, elapsed_ms, fuel_used, error FROM results
                  WHERE job = ?1 AND idx = ?2",
                 params![job as i64, task],
                 row_to_result,
@@ -275,12 +278,12 @@ impl Store {
     pub fn load_open_jobs(&self) -> StoreResult<Vec<StoredJob>> {
         let c = self.reader.lock().expect("reader lock");
         let mut jobs = Vec::new();
-        let mut q = c.prepare("SELECT id, module, limits, state FROM jobs ORDER BY id")?;
+        let mut q = c.prepare("SELECT id, runnable, limits, state FROM jobs ORDER BY id")?;
         let rows = q.query_map([], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
         })?;
         for row in rows {
-            let (id, module, limits, state) = row?;
+            let (id, runnable, limits, state) = row?;
             let state = JobState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("job {id} state {state}")))?;
             if state != JobState::Running {
                 continue;
@@ -314,7 +317,7 @@ impl Store {
                     *f = n as u32;
                 }
             }
-            jobs.push(StoredJob { id: id as u64, module, limits, state, tasks, finished, failures });
+            jobs.push(StoredJob { id: id as u64, runnable, limits, state, tasks, finished, failures });
         }
         Ok(jobs)
     }
@@ -365,6 +368,7 @@ fn row_to_result(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRecord> {
         stdout: r.get(3)?,
         stderr: r.get(4)?,
         elapsed_ms: r.get(5)?,
-        error: r.get(6)?,
+        fuel_used: r.get::<_, i64>(6)? as u64,
+        error: r.get(7)?,
     })
 }

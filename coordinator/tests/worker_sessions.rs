@@ -8,7 +8,7 @@ use idlecore_protocol::*;
 use serde_json::json;
 
 fn result(lease: u64, stdout: &[u8]) -> WorkerMessage {
-    WorkerMessage::Result(TaskResult { lease, exit_code: 0, stdout: stdout.to_vec(), stderr: vec![], elapsed_ms: 1 })
+    WorkerMessage::Result(TaskResult { lease, exit_code: 0, stdout: stdout.to_vec(), stderr: vec![], elapsed_ms: 1, fuel_used: 0 })
 }
 
 /// Waits for the ack of `lease`; returns the leases that arrived meanwhile.
@@ -40,7 +40,10 @@ fn leases_respect_slots_and_results_are_stored_once() {
     let b = w.next_lease().unwrap();
     assert_eq!(a.job, job);
     assert_eq!(a.args, vec!["x".to_string()]);
-    assert_eq!(hex_of(&a.module), hash);
+    // Workers run the sandboxed form of the module, served under its own hash.
+    assert_ne!(hex_of(&a.module), hash);
+    let served = reqwest::blocking::get(format!("{}/modules/{}", c.base_url(), hex_of(&a.module))).unwrap().bytes().unwrap();
+    assert!(served.windows(13).any(|w| w == b"idlecore_fuel"), "the served module is instrumented");
     assert_eq!(api.stats().unwrap()["leases"], 2, "two slots, two leases");
 
     w.send(&result(a.lease, b"out-a")).unwrap();

@@ -92,6 +92,8 @@ pub struct TaskLimits {
     pub max_output_bytes: u32,
     /// Largest linear memory, in 64 KiB pages.
     pub max_memory_pages: u32,
+    /// Instructions the run may execute (see `docs/protocol.md`); 0 means no limit.
+    pub fuel: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +133,8 @@ pub struct TaskResult {
     pub stderr: Vec<u8>,
     /// Wall-clock run time on the worker, in milliseconds.
     pub elapsed_ms: u32,
+    /// Instructions executed, as counted by the module's fuel meter.
+    pub fuel_used: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +163,8 @@ pub enum FailureKind {
     ExecutorCrashed,
     /// Anything else; `message` says what.
     Internal,
+    /// The run used up its fuel.
+    FuelExhausted,
 }
 
 impl FailureKind {
@@ -173,6 +179,7 @@ impl FailureKind {
             FailureKind::MemoryLimit => "memory_limit",
             FailureKind::ExecutorCrashed => "executor_crashed",
             FailureKind::Internal => "internal",
+            FailureKind::FuelExhausted => "fuel_exhausted",
         }
     }
 }

@@ -9,7 +9,7 @@ fn lease() -> Lease {
         stdin: b"0 0".to_vec(),
         args: vec!["--size".into(), "64".into()],
         env: vec![("K".into(), "V".into())],
-        limits: TaskLimits { timeout_ms: 1000, max_output_bytes: 4096, max_memory_pages: 16 },
+        limits: TaskLimits { timeout_ms: 1000, max_output_bytes: 4096, max_memory_pages: 16, fuel: 1 << 40 },
         seed: 99,
     }
 }
@@ -24,8 +24,10 @@ fn every_message_round_trips() {
             stdout: vec![0, 255, 7],
             stderr: vec![],
             elapsed_ms: 12,
+            fuel_used: 1234567,
         }),
         WorkerMessage::Failure(TaskFailure { lease: 2, kind: FailureKind::Timeout, message: "slow".into() }),
+        WorkerMessage::Failure(TaskFailure { lease: 3, kind: FailureKind::FuelExhausted, message: String::new() }),
         WorkerMessage::Heartbeat(Heartbeat { leases: vec![1, 2, u64::MAX] }),
     ];
     for m in worker {
@@ -73,6 +75,7 @@ fn garbage_is_refused_with_a_reason() {
         stdout: vec![1; 10],
         stderr: vec![],
         elapsed_ms: 0,
+        fuel_used: 0,
     }));
     r.truncate(r.len() - 5);
     assert!(matches!(decode_worker(&r), Err(DecodeError::Malformed(_))));

@@ -1,6 +1,6 @@
 //! The executor Worker's side: run each job it is sent and post the outcome.
 
-use crate::wasi::host::{self, RunError};
+use crate::wasi::host::{self, RunError, RunLimits};
 use crate::wasi::WasiCtx;
 use idlecore_protocol::{decode_coordinator, encode_worker, CoordinatorMessage, FailureKind, Lease, TaskFailure, TaskResult, WorkerMessage};
 use js_sys::{Array, Uint8Array, WebAssembly};
@@ -27,19 +27,25 @@ pub fn run_job(module: &WebAssembly::Module, job: &Lease) -> WorkerMessage {
     let ctx = WasiCtx::new("task.wasm", &job.args, &job.env, job.stdin.clone(), job.seed, job.limits.max_output_bytes);
     let started = now_ms();
     let failure = |kind, message: String| WorkerMessage::Failure(TaskFailure { lease: job.lease, kind, message });
-    match host::run(module, ctx) {
+    let limits = RunLimits { fuel: job.limits.fuel, max_memory_pages: job.limits.max_memory_pages };
+    match host::run(module, ctx, limits) {
         Ok(out) => WorkerMessage::Result(TaskResult {
             lease: job.lease,
             exit_code: out.exit_code,
             stdout: out.stdout,
             stderr: out.stderr,
             elapsed_ms: (now_ms() - started).max(0.0) as u32,
+            fuel_used: out.fuel_used,
         }),
         Err(RunError::Invalid(m)) => failure(FailureKind::ModuleInvalid, m),
         Err(RunError::Trap(m)) => failure(FailureKind::Trap, m),
         Err(RunError::OutputLimit(max)) => {
             failure(FailureKind::OutputLimit, format!("stdout and stderr exceeded {max} bytes"))
         }
+        Err(RunError::FuelExhausted(used)) => {
+            failure(FailureKind::FuelExhausted, format!("ran out of fuel after {used} instructions"))
+        }
+        Err(RunError::MemoryLimit(m)) => failure(FailureKind::MemoryLimit, m),
     }
 }
 

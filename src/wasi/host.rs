@@ -23,6 +23,13 @@ const PREVIEW1: &[&str] = &[
     "sock_recv", "sock_send", "sock_shutdown",
 ];
 
+/// Exports the coordinator's sandboxing adds to every module (see
+/// `coordinator/src/sandbox.rs`). A module without them runs unmetered.
+const FUEL: &str = "idlecore_fuel";
+const MEMORY_CAP: &str = "idlecore_memory_cap";
+const MEMORY_DENIED: &str = "idlecore_memory_denied";
+const PAGE: f64 = 65536.0;
+
 /// Why a run produced no exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunError {
@@ -32,6 +39,19 @@ pub enum RunError {
     Trap(String),
     /// Wrote more than the output limit.
     OutputLimit(u32),
+    /// Ran out of fuel after executing this many instructions.
+    FuelExhausted(u64),
+    /// Needed more memory than the cap.
+    MemoryLimit(String),
+}
+
+/// Limits of one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunLimits {
+    /// Instructions; 0 means no limit.
+    pub fuel: u64,
+    /// Largest linear memory, in 64 KiB pages.
+    pub max_memory_pages: u32,
 }
 
 /// A finished run.
@@ -39,6 +59,8 @@ pub struct RunOutput {
     pub exit_code: i32,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// Instructions executed (0 for a module without a fuel meter).
+    pub fuel_used: u64,
 }
 
 struct JsMemory(WebAssembly::Memory);
@@ -87,6 +109,7 @@ pub fn check_module(module: &WebAssembly::Module) -> Result<(), String> {
         let get = |k: &str| Reflect::get(&import, &k.into()).ok().and_then(|v| v.as_string()).unwrap_or_default();
         let (m, name, kind) = (get("module"), get("name"), get("kind"));
         if m != WASI || kind != "function" || !PREVIEW1.contains(&name.as_str()) {
+            // The sandbox's own exports are checked by name below; imports never are.
             return Err(format!("imports {kind} `{m}.{name}`, which the idlecore WASI host does not provide"));
         }
     }
@@ -171,27 +194,97 @@ fn error_text(e: &JsValue) -> String {
         .unwrap_or_else(|| format!("{e:?}"))
 }
 
+fn global(exports: &Object, name: &str) -> Option<WebAssembly::Global> {
+    Reflect::get(exports, &name.into()).ok().and_then(|g| g.dyn_into::<WebAssembly::Global>().ok())
+}
+
+/// The fuel meter of an instrumented module.
+struct Meter {
+    global: WebAssembly::Global,
+    budget: i64,
+}
+
+impl Meter {
+    fn start(exports: &Object, fuel: u64) -> Option<Meter> {
+        let global = global(exports, FUEL)?;
+        let budget = if fuel == 0 { i64::MAX } else { fuel.min(i64::MAX as u64) as i64 };
+        global.set_value(&js_sys::BigInt::from(budget).into());
+        Some(Meter { global, budget })
+    }
+
+    /// Fuel left; negative once exhausted.
+    fn left(&self) -> i64 {
+        let v = self.global.value();
+        v.dyn_ref::<js_sys::BigInt>()
+            .and_then(|b| b.to_string(10).ok())
+            .and_then(|s| String::from(s).parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn used(&self) -> u64 {
+        (self.budget as i128 - self.left().max(0) as i128).max(0) as u64
+    }
+}
+
 /// Runs `_start` to completion in this thread.
-pub fn run(module: &WebAssembly::Module, ctx: WasiCtx) -> Result<RunOutput, RunError> {
+pub fn run(module: &WebAssembly::Module, ctx: WasiCtx, limits: RunLimits) -> Result<RunOutput, RunError> {
     check_module(module).map_err(RunError::Invalid)?;
     let shared = Shared { ctx: Rc::new(RefCell::new(ctx)), mem: Rc::new(RefCell::new(None)) };
     let mut keep = Vec::new();
     let imports = imports(&shared, &mut keep);
-    let instance = WebAssembly::Instance::new(module, &imports).map_err(|e| RunError::Trap(error_text(&e)))?;
+    let instance = WebAssembly::Instance::new(module, &imports).map_err(|e| {
+        let text = error_text(&e);
+        // The engine could not allocate the module's initial memory.
+        if e.is_instance_of::<js_sys::RangeError>() && text.to_lowercase().contains("memory") {
+            RunError::MemoryLimit(text)
+        } else {
+            RunError::Trap(text)
+        }
+    })?;
     let exports = instance.exports();
     let memory: WebAssembly::Memory =
         Reflect::get(&exports, &"memory".into()).map_err(|e| RunError::Invalid(error_text(&e)))?.unchecked_into();
+    let pages = memory.buffer().unchecked_into::<js_sys::ArrayBuffer>().byte_length() as f64 / PAGE;
+    if pages > limits.max_memory_pages as f64 {
+        return Err(RunError::MemoryLimit(format!(
+            "the module starts with {pages} pages of memory; the cap is {} pages",
+            limits.max_memory_pages
+        )));
+    }
+    if let Some(cap) = global(&exports, MEMORY_CAP) {
+        cap.set_value(&JsValue::from(limits.max_memory_pages as f64));
+    }
+    let meter = Meter::start(&exports, limits.fuel);
     *shared.mem.borrow_mut() = Some(JsMemory(memory));
     let start: Function =
         Reflect::get(&exports, &"_start".into()).map_err(|e| RunError::Invalid(error_text(&e)))?.unchecked_into();
     let outcome = start.call0(&JsValue::UNDEFINED);
     drop(keep);
+    let fuel_used = meter.as_ref().map(Meter::used).unwrap_or(0);
     let mut ctx = shared.ctx.borrow_mut();
     let exit_code = match (outcome, ctx.abort.take()) {
         (_, Some(Abort::Exit(code))) => code,
         (_, Some(Abort::OutputLimit(max))) => return Err(RunError::OutputLimit(max)),
         (Ok(_), None) => 0,
-        (Err(e), None) => return Err(RunError::Trap(error_text(&e))),
+        (Err(e), None) => {
+            if meter.as_ref().is_some_and(|m| m.left() < 0) {
+                return Err(RunError::FuelExhausted(fuel_used));
+            }
+            let denied = global(&exports, MEMORY_DENIED).and_then(|g| g.value().as_f64()).unwrap_or(0.0);
+            if denied != 0.0 {
+                return Err(RunError::MemoryLimit(format!(
+                    "memory.grow past the cap of {} pages was refused, then the task trapped ({})",
+                    limits.max_memory_pages,
+                    error_text(&e)
+                )));
+            }
+            return Err(RunError::Trap(error_text(&e)));
+        }
     };
-    Ok(RunOutput { exit_code, stdout: std::mem::take(&mut ctx.stdout), stderr: std::mem::take(&mut ctx.stderr) })
+    Ok(RunOutput {
+        exit_code,
+        stdout: std::mem::take(&mut ctx.stdout),
+        stderr: std::mem::take(&mut ctx.stderr),
+        fuel_used,
+    })
 }

@@ -89,6 +89,18 @@ fn memory_grow_fails_past_the_cap() {
           i32.const 5 memory.grow global.set 0))"#);
     assert_eq!(run(&m, 1000, 2).2, Some(-1), "1 + 1 + 5 pages is over a cap of 2");
     assert_eq!(run(&m, 1000, 7).2, Some(2), "within the cap, grow returns the old size");
+    let denied = |cap| {
+        let sandboxed = instrument(&m).unwrap();
+        let engine = Engine::default();
+        let module = WModule::new(&engine, &sandboxed[..]).unwrap();
+        let mut store = Store::new(&engine, ());
+        let instance = Linker::<()>::new(&engine).instantiate_and_start(&mut store, &module).unwrap();
+        instance.get_global(&store, MEMORY_CAP_EXPORT).unwrap().set(&mut store, Val::I32(cap)).unwrap();
+        instance.get_typed_func::<(), ()>(&store, "_start").unwrap().call(&mut store, ()).unwrap();
+        instance.get_global(&store, MEMORY_DENIED_EXPORT).unwrap().get(&store)
+    };
+    assert!(matches!(denied(2), Val::I32(1)));
+    assert!(matches!(denied(7), Val::I32(0)));
 }
 
 #[test]

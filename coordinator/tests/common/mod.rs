@@ -19,12 +19,12 @@ pub fn start_with(data: &Path, token: Option<&str>, addr: Option<std::net::Socke
     Coordinator::start(&CoordinatorConfig { bin: bin(), data, token, addr, site: None, heartbeat_ms }).expect("coordinator starts")
 }
 
-/// The smallest valid module: `(module)`.
+/// The smallest valid module header: `(module)`.
 pub const EMPTY_MODULE: &[u8] = b"\0asm\x01\0\0\0";
 
-/// A valid module distinct per `n` (a custom section carries `n`).
+/// A minimal WASI command, distinct per `n` (a custom section carries `n`).
 pub fn module(n: u8) -> Vec<u8> {
-    let mut m = EMPTY_MODULE.to_vec();
+    let mut m = wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start")))"#).unwrap();
     m.extend_from_slice(&[0, 3, 1, b'n', n]);
     m
 }

@@ -84,6 +84,12 @@ impl Api {
         Ok(out)
     }
 
+    /// Every final record of a job as the API returns it.
+    pub fn results_json(&self, job: u64) -> anyhow::Result<Vec<Value>> {
+        let page = self.ok("GET", &format!("/api/jobs/{job}/results?limit=10000"), vec![])?;
+        Ok(page.as_array().context("results array")?.clone())
+    }
+
     pub fn stats(&self) -> anyhow::Result<Value> {
         self.ok("GET", "/api/stats", vec![])
     }

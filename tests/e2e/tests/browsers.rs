@@ -131,18 +131,26 @@ fn hostile_tasks_fail_with_their_kind_and_browsers_go_on() {
     let _v = visitors(&c, 1);
     let api = c.api();
     let hash = api.upload(&std::fs::read(paths.tasks.join("wasi-probe.wasm")).unwrap()).unwrap();
-    // One job per behaviour, so each can have its own arguments.
-    let limits = json!({ "timeout_ms": 2000, "max_output_bytes": 10000, "max_attempts": 1 });
+    // One job per behaviour, so each can have its own arguments and limits.
+    let limits = |extra: serde_json::Value| {
+        let mut l = json!({ "timeout_ms": 4000, "max_output_bytes": 10000, "max_attempts": 1 });
+        l.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        l
+    };
     let cases = [
-        (args(&["spin"]), Some("timeout")),
-        (args(&["trap"]), Some("trap")),
-        (args(&["flood", "20000"]), Some("output_limit")),
-        (args(&["recurse"]), Some("trap")),
-        (args(&["report", "ok"]), None),
+        (args(&["spin"]), json!({}), Some("timeout")),
+        (args(&["spin"]), json!({ "fuel": 20_000_000, "timeout_ms": 60_000 }), Some("fuel_exhausted")),
+        (args(&["trap"]), json!({}), Some("trap")),
+        (args(&["flood", "20000"]), json!({}), Some("output_limit")),
+        (args(&["recurse"]), json!({}), Some("trap")),
+        (args(&["hog", "64"]), json!({ "max_memory_mib": 16 }), Some("memory_limit")),
+        (args(&["hog", "8"]), json!({ "max_memory_mib": 16 }), None),
+        (args(&["report", "ok"]), json!({}), None),
     ];
-    let jobs: Vec<u64> = cases.iter().map(|(a, _)| api.create_job(&hash, &[b"in".to_vec()], a, limits.clone()).unwrap()).collect();
-    for (job, (a, want)) in jobs.iter().zip(&cases) {
-        wait_for(&format!("job {a:?} to end"), Duration::from_secs(60), || {
+    let jobs: Vec<u64> =
+        cases.iter().map(|(a, l, _)| api.create_job(&hash, &[b"in".to_vec()], a, limits(l.clone())).unwrap()).collect();
+    for (job, (a, _, want)) in jobs.iter().zip(&cases) {
+        wait_for(&format!("job {a:?} to end"), Duration::from_secs(90), || {
             (api.status(*job).ok()?["state"] == "completed").then_some(())
         })
         .unwrap();
@@ -153,11 +161,30 @@ fn hostile_tasks_fail_with_their_kind_and_browsers_go_on() {
                 let error = r.3.clone().unwrap_or_default();
                 assert!(error.starts_with(&format!("{kind}: ")), "{a:?}: {error}");
             }
-            None => {
-                assert_eq!(r.1, "done");
-                assert!(String::from_utf8_lossy(&r.2).contains("args: ok"));
-            }
+            None => assert_eq!(r.1, "done", "{a:?}: {:?}", r.3),
         }
     }
+    let report = &api.results(*jobs.last().unwrap()).unwrap()[0];
+    assert!(String::from_utf8_lossy(&report.2).contains("args: ok"));
     assert_eq!(workers(&api), 1, "the browser stayed connected throughout");
+}
+
+#[test]
+fn fuel_used_is_the_same_on_every_run_of_a_task() {
+    let paths = Paths::workspace();
+    paths.check_built().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let c = start(&dir.path().join("data"), &paths, None);
+    let _v = visitors(&c, 2);
+    let api = c.api();
+    let hash = api.upload(&std::fs::read(paths.tasks.join("mandelbrot.wasm")).unwrap()).unwrap();
+    // The same tile eight times, spread over two browsers.
+    let stdins = vec![b"3 4\n".to_vec(); 8];
+    let job = api.create_job(&hash, &stdins, &args(&["--tiles", "8", "--size", "32", "--iter", "300"]), json!({})).unwrap();
+    wait_for("the job", Duration::from_secs(60), || (api.status(job).ok()?["state"] == "completed").then_some(())).unwrap();
+    let results = api.results_json(job).unwrap();
+    let fuel: Vec<u64> = results.iter().map(|r| r["fuel_used"].as_u64().unwrap()).collect();
+    assert_eq!(fuel.len(), 8);
+    assert!(fuel[0] > 100_000, "a tile takes many instructions: {}", fuel[0]);
+    assert!(fuel.iter().all(|&f| f == fuel[0]), "{fuel:?}");
 }

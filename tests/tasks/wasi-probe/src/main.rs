@@ -5,6 +5,7 @@
 //! - `trap`: executes `unreachable`.
 //! - `flood N`: writes N bytes to stdout.
 //! - `spin`: loops forever.
+//! - `hog N`: allocates and touches N MiB, then prints their sum.
 //! - `recurse`: recurses without end.
 
 use std::io::{Read, Write};
@@ -73,9 +74,13 @@ fn main() {
                 x = std::hint::black_box(x.wrapping_mul(3));
             }
         }
+        Some("hog") => {
+            let bytes = vec![1u8; (number(1) as usize) << 20];
+            println!("{}", bytes.iter().map(|&b| b as u64).sum::<u64>());
+        }
         Some("recurse") => println!("{}", recurse(0, u64::MAX)),
         _ => {
-            eprintln!("usage: wasi-probe report|exit N|trap|flood N|spin|recurse");
+            eprintln!("usage: wasi-probe report|exit N|trap|flood N|spin|hog N|recurse");
             std::process::exit(2);
         }
     }
