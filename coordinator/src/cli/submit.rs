@@ -30,6 +30,9 @@ pub struct SubmitArgs {
     /// Memory limit per task, in MiB.
     #[arg(long, default_value_t = 256)]
     pub memory: u32,
+    /// Instructions one run may execute (0: no limit). The same on every machine.
+    #[arg(long, default_value_t = 0)]
+    pub fuel: u64,
     /// Attempts per task before it is marked failed.
     #[arg(long, default_value_t = 3)]
     pub max_attempts: u32,
@@ -88,6 +91,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
         timeout_ms: args.timeout.saturating_mul(1000),
         max_memory_mib: args.memory,
         max_attempts: args.max_attempts,
+        fuel: args.fuel,
         ..JobLimits::default()
     };
     let total = tasks.len() as u64;
