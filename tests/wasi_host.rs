@@ -57,6 +57,17 @@ fn runs_with_the_same_seed_are_identical() {
 }
 
 #[wasm_bindgen_test]
+fn jobs_may_opt_into_real_clocks_and_entropy() {
+    use idlecore_wasm::wasi::host::HostClocks;
+    let real = || run(&probe(), ctx(&["report"], b"", 7, 1 << 20).with_clocks(Box::new(HostClocks::new()))).unwrap().stdout;
+    let (a, b) = (real(), real());
+    let random = |out: &[u8]| String::from_utf8_lossy(out).lines().find(|l| l.starts_with("random:")).unwrap().to_string();
+    assert_ne!(random(&a), random(&b), "crypto.getRandomValues differs run to run");
+    let seeded = run(&probe(), ctx(&["report"], b"", 7, 1 << 20)).unwrap().stdout;
+    assert_ne!(random(&a), random(&seeded));
+}
+
+#[wasm_bindgen_test]
 fn exit_codes_are_reported() {
     assert_eq!(run(&probe(), ctx(&["exit", "7"], b"", 1, 1024)).unwrap().exit_code, 7);
     assert_eq!(run(&probe(), ctx(&["bogus"], b"", 1, 1024)).unwrap().exit_code, 2);
@@ -129,6 +140,7 @@ fn the_executor_reports_results_and_failures_as_protocol_messages() {
         args: args.iter().map(|s| s.to_string()).collect(),
         env: vec![],
         seed: 3,
+        deterministic: true,
         limits,
     };
     match run_job(&probe(), &job(11, &["report"])) {

@@ -32,6 +32,10 @@ pub struct JobLimits {
     /// Instructions one run may execute; 0 means no limit.
     #[serde(default)]
     pub fuel: u64,
+    /// Clocks and random numbers from the task's seed (true, the default), so
+    /// honest runs agree byte for byte; false gives tasks real time and entropy.
+    #[serde(default = "defaults::deterministic")]
+    pub deterministic: bool,
 }
 
 mod defaults {
@@ -47,6 +51,9 @@ mod defaults {
     pub fn max_attempts() -> u32 {
         3
     }
+    pub fn deterministic() -> bool {
+        true
+    }
 }
 
 impl Default for JobLimits {
@@ -57,6 +64,7 @@ impl Default for JobLimits {
             max_memory_mib: defaults::max_memory_mib(),
             max_attempts: defaults::max_attempts(),
             fuel: 0,
+            deterministic: true,
         }
     }
 }

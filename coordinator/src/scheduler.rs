@@ -236,6 +236,7 @@ impl Scheduler {
                 env: input.env.clone(),
                 limits: job.limits.task_limits(),
                 seed: task_seed(job_id, task),
+                deterministic: job.limits.deterministic,
             });
             job.state[task as usize] = TaskState::Leased(lease);
             job.in_flight += 1;

@@ -111,6 +111,8 @@ pub struct Lease {
     pub limits: TaskLimits,
     /// Seeds the task's clocks and random numbers so honest runs agree.
     pub seed: u64,
+    /// False when the job opted into the host's real clocks and entropy.
+    pub deterministic: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

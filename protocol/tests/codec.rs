@@ -11,6 +11,7 @@ fn lease() -> Lease {
         env: vec![("K".into(), "V".into())],
         limits: TaskLimits { timeout_ms: 1000, max_output_bytes: 4096, max_memory_pages: 16, fuel: 1 << 40 },
         seed: 99,
+        deterministic: true,
     }
 }
 

@@ -24,7 +24,10 @@ fn now_ms() -> f64 {
 
 /// Runs one job and returns the protocol message to report.
 pub fn run_job(module: &WebAssembly::Module, job: &Lease) -> WorkerMessage {
-    let ctx = WasiCtx::new("task.wasm", &job.args, &job.env, job.stdin.clone(), job.seed, job.limits.max_output_bytes);
+    let mut ctx = WasiCtx::new("task.wasm", &job.args, &job.env, job.stdin.clone(), job.seed, job.limits.max_output_bytes);
+    if !job.deterministic {
+        ctx = ctx.with_clocks(Box::new(host::HostClocks::new()));
+    }
     let started = now_ms();
     let failure = |kind, message: String| WorkerMessage::Failure(TaskFailure { lease: job.lease, kind, message });
     let limits = RunLimits { fuel: job.limits.fuel, max_memory_pages: job.limits.max_memory_pages };

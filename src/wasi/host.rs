@@ -63,6 +63,41 @@ pub struct RunOutput {
     pub fuel_used: u64,
 }
 
+/// The browser's real clocks and `crypto.getRandomValues`, for jobs that opt
+/// out of determinism.
+pub struct HostClocks {
+    scope: web_sys::WorkerGlobalScope,
+}
+
+impl HostClocks {
+    pub fn new() -> HostClocks {
+        HostClocks { scope: js_sys::global().unchecked_into() }
+    }
+}
+
+impl Default for HostClocks {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl super::Clocks for HostClocks {
+    fn realtime_ns(&mut self) -> u64 {
+        (js_sys::Date::now() * 1e6) as u64
+    }
+    fn monotonic_ns(&mut self) -> u64 {
+        self.scope.performance().map(|p| (p.now() * 1e6) as u64).unwrap_or(0)
+    }
+    fn fill_random(&mut self, buf: &mut [u8]) {
+        if let Ok(crypto) = self.scope.crypto() {
+            // getRandomValues takes at most 65536 bytes at a time.
+            for chunk in buf.chunks_mut(65536) {
+                let _ = crypto.get_random_values_with_u8_array(chunk);
+            }
+        }
+    }
+}
+
 struct JsMemory(WebAssembly::Memory);
 
 impl JsMemory {

@@ -7,10 +7,12 @@
 //! task produce the same bytes. Calls for which this host has no resource
 //! (files, sockets) return the preview1 errno that says so; none throws.
 
+mod clocks;
 mod memory;
 #[cfg(target_arch = "wasm32")]
 pub mod host;
 
+pub use clocks::{Clocks, Seeded, CLOCK_STEP_NS};
 pub use memory::{in_bounds, GuestMemory, VecMemory};
 
 /// preview1 errno values used by this host.
@@ -34,12 +36,6 @@ pub enum Abort {
     OutputLimit(u32),
 }
 
-/// Virtual clock start for `CLOCK_REALTIME`: 2024-01-01T00:00:00Z.
-const REALTIME_BASE_NS: u64 = 1_704_067_200 * 1_000_000_000;
-/// Each clock read advances virtual time by this much, so loops that wait
-/// for time to pass still terminate.
-const CLOCK_STEP_NS: u64 = 1_000;
-
 /// One task run's WASI state.
 pub struct WasiCtx {
     args: Vec<Vec<u8>>,
@@ -49,8 +45,7 @@ pub struct WasiCtx {
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
     max_output: u32,
-    rng: u64,
-    clock_ns: u64,
+    clocks: Box<dyn Clocks>,
     /// Set when the run is being stopped; the host reads it after the guest unwinds.
     pub abort: Option<Abort>,
 }
@@ -69,19 +64,15 @@ impl WasiCtx {
             stdout: Vec::new(),
             stderr: Vec::new(),
             max_output,
-            rng: seed ^ 0x6a09_e667_f3bc_c908,
-            clock_ns: 0,
+            clocks: Box::new(Seeded::new(seed)),
             abort: None,
         }
     }
 
-    fn next_random(&mut self) -> u64 {
-        // splitmix64: fast, and the same on every machine.
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+    /// Replaces the seeded clocks and random numbers (for jobs that opt out of determinism).
+    pub fn with_clocks(mut self, clocks: Box<dyn Clocks>) -> WasiCtx {
+        self.clocks = clocks;
+        self
     }
 
     fn sizes(list: &[Vec<u8>], mem: &impl GuestMemory, count_ptr: u32, size_ptr: u32) -> Result<(), Errno> {
@@ -121,21 +112,27 @@ impl WasiCtx {
 
     pub fn clock_time_get(&mut self, mem: &impl GuestMemory, id: u32, out: u32) -> Errno {
         let now = match id {
-            0 => REALTIME_BASE_NS + self.clock_ns,
-            1..=3 => self.clock_ns,
+            0 => self.clocks.realtime_ns(),
+            1..=3 => self.clocks.monotonic_ns(),
             _ => return Errno::Inval,
         };
-        self.clock_ns += CLOCK_STEP_NS;
         errno(mem.write_u64(out, now))
     }
 
     pub fn random_get(&mut self, mem: &impl GuestMemory, buf: u32, len: u32) -> Errno {
-        let mut bytes = Vec::with_capacity(len as usize + 8);
-        while bytes.len() < len as usize {
-            bytes.extend_from_slice(&self.next_random().to_le_bytes());
+        // In chunks, so a huge `len` costs no huge host buffer before the bounds check.
+        let mut chunk = [0u8; 4096];
+        let mut at = 0u32;
+        while at < len {
+            let n = (len - at).min(chunk.len() as u32);
+            self.clocks.fill_random(&mut chunk[..n as usize]);
+            let Some(ptr) = buf.checked_add(at) else { return Errno::Fault };
+            if let Err(e) = mem.write(ptr, &chunk[..n as usize]) {
+                return e;
+            }
+            at += n;
         }
-        bytes.truncate(len as usize);
-        errno(mem.write(buf, &bytes))
+        Errno::Success
     }
 
     pub fn fd_write(&mut self, mem: &impl GuestMemory, fd: u32, iovs: u32, count: u32, written: u32) -> Result<Errno, Abort> {

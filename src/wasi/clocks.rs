@@ -1,0 +1,59 @@
+//! Where a task's time and random numbers come from.
+
+/// Time and entropy for one run.
+pub trait Clocks {
+    /// Nanoseconds since the Unix epoch.
+    fn realtime_ns(&mut self) -> u64;
+    /// Nanoseconds since some fixed point; never decreases.
+    fn monotonic_ns(&mut self) -> u64;
+    fn fill_random(&mut self, buf: &mut [u8]);
+}
+
+/// Virtual clock start for `CLOCK_REALTIME`: 2024-01-01T00:00:00Z.
+const REALTIME_BASE_NS: u64 = 1_704_067_200 * 1_000_000_000;
+/// Each clock read advances virtual time by this much, so loops that wait
+/// for time to pass still end.
+pub const CLOCK_STEP_NS: u64 = 1_000;
+
+/// The default: everything derived from the task's seed, so two honest runs
+/// of one task produce the same bytes on any machine.
+pub struct Seeded {
+    rng: u64,
+    clock_ns: u64,
+}
+
+impl Seeded {
+    pub fn new(seed: u64) -> Seeded {
+        Seeded { rng: seed ^ 0x6a09_e667_f3bc_c908, clock_ns: 0 }
+    }
+
+    fn next(&mut self) -> u64 {
+        // splitmix64: fast, and the same on every machine.
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn tick(&mut self) -> u64 {
+        let now = self.clock_ns;
+        self.clock_ns += CLOCK_STEP_NS;
+        now
+    }
+}
+
+impl Clocks for Seeded {
+    fn realtime_ns(&mut self) -> u64 {
+        REALTIME_BASE_NS + self.tick()
+    }
+    fn monotonic_ns(&mut self) -> u64 {
+        self.tick()
+    }
+    fn fill_random(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let n = self.next().to_le_bytes();
+            chunk.copy_from_slice(&n[..chunk.len()]);
+        }
+    }
+}
