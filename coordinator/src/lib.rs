@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod browser;
 pub mod cli;
 pub mod client;
 pub mod error;

@@ -18,26 +18,37 @@ enum Command {
     Submit(cli::submit::SubmitArgs),
     /// Show a job's progress and failures.
     Status(cli::status::StatusArgs),
+    /// Run one task in the browser sandbox (headless Chromium), like `wasmtime run`.
+    Run(cli::run::RunArgs),
 }
 
 fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // `run` prints only what the task prints; its coordinator stays quiet.
+    let default_filter = if matches!(cli.command, Command::Run(_)) { "warn" } else { "info,tower_http=warn" };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tower_http=warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()))
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(a) => server::serve(a).await,
             Command::Submit(a) => cli::submit::run(a).await,
             Command::Status(a) => cli::status::run(a).await,
+            Command::Run(a) => match cli::run::run(a).await {
+                Ok(cli::run::RunOutcome::Exited(code)) => return Ok(std::process::ExitCode::from(code.clamp(0, 255) as u8)),
+                Ok(cli::run::RunOutcome::Failed(why)) => {
+                    eprintln!("idlecore run: the task failed: {why}");
+                    return Ok(std::process::ExitCode::from(cli::run::FAILED_RUN_STATUS));
+                }
+                Err(e) => Err(e),
+            },
         }
+        .map(|()| std::process::ExitCode::SUCCESS)
     });
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("idlecore: {e:#}");
             std::process::ExitCode::FAILURE

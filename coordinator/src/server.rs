@@ -40,18 +40,28 @@ pub struct ServeArgs {
     pub max_job_mib: usize,
 }
 
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// A coordinator bound to its address, not yet serving.
+pub struct Bound {
+    pub addr: std::net::SocketAddr,
+    /// Set when this start generated the job-owner token.
+    pub generated_token: Option<String>,
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    stop: watch::Sender<bool>,
+}
+
+/// Opens the store, settles the token, restores unfinished jobs and binds.
+pub async fn bind(args: &ServeArgs) -> anyhow::Result<Bound> {
     let store = Store::open(&args.data).with_context(|| format!("opening the store in {}", args.data.display()))?;
     let (token_hash, source) = auth::init(&store, args.token.clone()).await?;
-    match source {
-        auth::TokenSource::Generated(token) => {
-            println!("job-owner token (shown once; only its hash is stored): {token}");
-        }
+    let generated_token = match source {
+        auth::TokenSource::Generated(token) => Some(token),
         auth::TokenSource::Stored => {
-            tracing::info!("using the job-owner token set on an earlier start (pass --token to replace it)")
+            tracing::info!("using the job-owner token set on an earlier start (pass --token to replace it)");
+            None
         }
-        auth::TokenSource::Configured => {}
-    }
+        auth::TokenSource::Configured => None,
+    };
     let mut epoch = [0u8; 4];
     getrandom::fill(&mut epoch).context("no randomness for the lease epoch")?;
     let heartbeat = Duration::from_millis(args.heartbeat_ms as u64);
@@ -63,42 +73,57 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         www: args.www.clone(),
         pkg: args.pkg.clone(),
     };
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop, stop_rx) = watch::channel(false);
     let state = Arc::new(AppState::new(store, scheduler, token_hash, config, stop_rx));
     let restored = jobs::restore(&state).context("restoring unfinished jobs")?;
     if restored > 0 {
         tracing::info!(jobs = restored, "restored unfinished jobs");
     }
-
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
-    println!("listening on http://{addr}");
-    tracing::info!(%addr, data = %args.data.display(), "coordinator started");
+    Ok(Bound { addr, generated_token, listener, state, stop })
+}
 
-    let ticker_state = state.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        loop {
-            tick.tick().await;
-            let n = ticker_state.scheduler().expire(Instant::now());
-            if n > 0 {
-                tracing::info!(leases = n, "leases expired without heartbeats; tasks requeued");
+impl Bound {
+    /// Serves until `shutdown` completes, then closes worker sessions gracefully.
+    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Bound { listener, state, stop, addr, .. } = self;
+        tracing::info!(%addr, "coordinator started");
+        let ticker_state = state.clone();
+        let ticker = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let n = ticker_state.scheduler().expire(Instant::now());
+                if n > 0 {
+                    tracing::info!(leases = n, "leases expired without heartbeats; tasks requeued");
+                }
             }
-        }
-    });
+        });
+        let app = api::router(state.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down");
+                let _ = stop.send(true);
+            })
+            .await?;
+        ticker.abort();
+        // Upgraded WebSockets outlive the HTTP server: let each send its goodbye.
+        state.sessions_closed(Duration::from_secs(5)).await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
 
-    let app = api::router(state.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            let _ = stop_tx.send(true);
-        })
-        .await?;
-    // Upgraded WebSockets outlive the HTTP server: let each send its goodbye.
-    state.sessions_closed(Duration::from_secs(5)).await;
-    tracing::info!("stopped");
-    Ok(())
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let bound = bind(&args).await?;
+    if let Some(token) = &bound.generated_token {
+        println!("job-owner token (shown once; only its hash is stored): {token}");
+    }
+    println!("listening on http://{}", bound.addr);
+    tracing::info!(data = %args.data.display(), "data directory");
+    bound.serve(shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

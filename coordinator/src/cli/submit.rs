@@ -43,7 +43,7 @@ pub struct SubmitArgs {
     pub client: ClientArgs,
 }
 
-fn parse_env(s: &str) -> Result<(String, String), String> {
+pub fn parse_env(s: &str) -> Result<(String, String), String> {
     let (k, v) = s.split_once('=').ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))?;
     Ok((k.to_string(), v.to_string()))
 }

@@ -184,30 +184,7 @@ fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The Chromium flags that work offline on these machines.
-pub fn chromium_flags(profile: &Path) -> Vec<String> {
-    [
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        // Keeps the headless browser alive with the page open.
-        "--remote-debugging-port=0",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([format!("--user-data-dir={}", profile.display())])
-    .collect()
-}
-
-pub fn chromium_path() -> PathBuf {
-    std::env::var_os("IDLECORE_CHROMIUM").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
+pub use idlecore_coordinator::browser::{chromium_flags, chromium_path};
 
 /// A headless Chromium with one page open. Killed when dropped.
 pub struct Visitor {
@@ -218,13 +195,7 @@ pub struct Visitor {
 impl Visitor {
     pub fn open(url: &str) -> anyhow::Result<Visitor> {
         let profile = tempfile::tempdir()?;
-        let child = Command::new(chromium_path())
-            .args(chromium_flags(profile.path()))
-            .arg(url)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+        let child = idlecore_coordinator::browser::open(url, profile.path())
             .with_context(|| format!("starting {}", chromium_path().display()))?;
         Ok(Visitor { child, _profile: profile })
     }

@@ -1,0 +1,159 @@
+//! `idlecore run`: the task author's check. Runs one task in the real browser
+//! sandbox — a private coordinator on loopback and one headless Chromium page
+//! loading the worker through its script tag — and behaves like `wasmtime run`:
+//! stdin in, stdout and stderr out, the task's exit code as its own.
+
+use crate::cli::submit::parse_env;
+use crate::client::{Client, ClientArgs};
+use crate::model::{JobLimits, JobRequest, TaskInput, TaskStatus};
+use crate::server::{self, ServeArgs};
+use anyhow::{bail, Context};
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Exit status for a run that ended without an exit code (trap, limit), as a
+/// process killed by SIGABRT would report.
+pub const FAILED_RUN_STATUS: u8 = 134;
+
+#[derive(Debug, Clone, clap::Args)]
+#[command(trailing_var_arg = true)]
+pub struct RunArgs {
+    /// Environment variable for the task, `KEY=VALUE` (repeatable).
+    #[arg(long = "env", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Host directory to give the task, `HOST[::GUEST]` (repeatable).
+    #[arg(long = "dir")]
+    pub dirs: Vec<String>,
+    /// Instructions the run may execute (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub fuel: u64,
+    /// Wall-clock limit, in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    pub timeout: f64,
+    /// Memory limit, in MiB.
+    #[arg(long, default_value_t = 4096)]
+    pub memory: u32,
+    /// Give the task real clocks and entropy instead of ones seeded from the task.
+    #[arg(long)]
+    pub real_clocks: bool,
+    /// The built browser package (default: `$IDLECORE_PKG`, else `pkg/` of the workspace this binary was built in).
+    #[arg(long, env = "IDLECORE_PKG")]
+    pub pkg: Option<PathBuf>,
+    /// The module (WASI preview1 command).
+    pub module: PathBuf,
+    /// Arguments for the task.
+    #[arg(allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+/// What a run ended with.
+pub enum RunOutcome {
+    Exited(i32),
+    Failed(String),
+}
+
+fn find_pkg(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let mut candidates: Vec<PathBuf> = given.into_iter().collect();
+    if let Ok(exe) = std::env::current_exe() {
+        // target/{debug,release}/idlecore → the workspace's pkg/
+        if let Some(root) = exe.parent().and_then(|p| p.parent()).and_then(|p| p.parent()) {
+            candidates.push(root.join("pkg"));
+        }
+    }
+    candidates.push(PathBuf::from("pkg"));
+    candidates
+        .into_iter()
+        .find(|p| p.join("idlecore.js").is_file())
+        .context("the browser package was not found: build it with `cargo xtask build` or pass --pkg DIR")
+}
+
+fn random_hex(bytes: usize) -> anyhow::Result<String> {
+    let mut raw = vec![0u8; bytes];
+    getrandom::fill(&mut raw).context("no randomness")?;
+    Ok(hex::encode(raw))
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<RunOutcome> {
+    if !args.dirs.is_empty() {
+        bail!("--dir is not supported yet: the browser sandbox has no task filesystem, so nothing would be read or written");
+    }
+    if !(args.timeout > 0.0 && args.timeout <= 86_400.0) {
+        bail!("--timeout must be between 0 and 86400 seconds");
+    }
+    let module = std::fs::read(&args.module).with_context(|| format!("reading {}", args.module.display()))?;
+    let mut stdin = Vec::new();
+    if !std::io::stdin().is_terminal() {
+        std::io::stdin().read_to_end(&mut stdin).context("reading stdin")?;
+    }
+    let pkg = find_pkg(args.pkg.clone())?;
+
+    let scratch = std::env::temp_dir().join(format!("idlecore-run-{}", random_hex(8)?));
+    let www = scratch.join("www");
+    std::fs::create_dir_all(&www)?;
+    std::fs::write(
+        www.join("index.html"),
+        "<!doctype html><title>idlecore run</title>\
+         <script src=\"/pkg/idlecore.js\" data-coordinator=\"/ws\" data-slots=\"1\"></script>\n",
+    )?;
+    let token = random_hex(16)?;
+    let serve_args = ServeArgs {
+        listen: ([127, 0, 0, 1], 0).into(),
+        data: scratch.join("data"),
+        token: Some(token.clone()),
+        www: Some(www),
+        pkg: Some(pkg),
+        heartbeat_ms: 2000,
+        max_module_mib: 256,
+        max_job_mib: 512,
+    };
+    let bound = server::bind(&serve_args).await?;
+    let base = format!("http://{}", bound.addr);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(bound.serve(async move {
+        let _ = stopped.await;
+    }));
+    let profile = scratch.join("chromium");
+    let mut browser = crate::browser::open(&format!("{base}/"), &profile)
+        .with_context(|| format!("starting {}", crate::browser::chromium_path().display()))?;
+
+    let outcome = run_task(&base, &token, module, stdin, &args).await;
+    let _ = browser.kill();
+    let _ = browser.wait();
+    let _ = stop.send(());
+    let _ = server.await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    outcome
+}
+
+async fn run_task(base: &str, token: &str, module: Vec<u8>, stdin: Vec<u8>, args: &RunArgs) -> anyhow::Result<RunOutcome> {
+    let client = Client::new(&ClientArgs { coordinator: base.to_string(), token: Some(token.to_string()) })?;
+    let hash = client.upload_module(module).await?;
+    let limits = JobLimits {
+        timeout_ms: (args.timeout * 1000.0).ceil() as u32,
+        max_memory_mib: args.memory,
+        max_attempts: 1,
+        fuel: args.fuel,
+        deterministic: !args.real_clocks,
+        ..JobLimits::default()
+    };
+    let task = TaskInput { stdin, args: args.args.clone(), env: args.env.clone() };
+    let job = client.create_job(&JobRequest { module: hash, tasks: vec![task], limits }).await?;
+    let mut record = None;
+    // The page needs a moment to start; a generous bound on top of the task's own.
+    let limit = Duration::from_secs_f64(args.timeout + 60.0);
+    tokio::time::timeout(limit, client.stream_results(job, |r| {
+        record = Some(r);
+        Ok(())
+    }))
+    .await
+    .context("no result in time: did headless Chromium start? (set IDLECORE_CHROMIUM to its path)")??;
+    let r = record.context("the job ended without a result")?;
+    std::io::stdout().write_all(&r.stdout)?;
+    std::io::stdout().flush()?;
+    std::io::stderr().write_all(&r.stderr)?;
+    Ok(match r.status {
+        TaskStatus::Done => RunOutcome::Exited(r.exit_code.unwrap_or(0)),
+        TaskStatus::Failed => RunOutcome::Failed(r.error.unwrap_or_default()),
+    })
+}
