@@ -141,6 +141,7 @@ fn the_executor_reports_results_and_failures_as_protocol_messages() {
         env: vec![],
         seed: 3,
         deterministic: true,
+        dirs: vec![],
         limits,
     };
     match run_job(&probe(), &job(11, &["report"])) {

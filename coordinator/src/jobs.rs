@@ -40,7 +40,7 @@ pub async fn create(state: &AppState, req: JobRequest) -> Result<u64, ApiError> 
     }
     req.limits.validate().map_err(ApiError::BadRequest)?;
     for (i, t) in req.tasks.iter().enumerate() {
-        check_task(&t.stdin, &t.args, &t.env).map_err(|e| ApiError::BadRequest(format!("task {i}: {e}")))?;
+        check_task(t).map_err(|e| ApiError::BadRequest(format!("task {i}: {e}")))?;
     }
     let Some(runnable_hex) = state.store.runnable(&module_hex).await? else {
         return Err(ApiError::NotFound(format!("module {module_hex} (upload it first)")));
@@ -58,8 +58,36 @@ pub async fn create(state: &AppState, req: JobRequest) -> Result<u64, ApiError> 
 }
 
 /// A task's input must fit in one lease frame with the protocol's field limits.
-fn check_task(stdin: &[u8], args: &[String], env: &[(String, String)]) -> Result<(), String> {
+fn check_task(t: &crate::model::TaskInput) -> Result<(), String> {
     use idlecore_protocol::limits::*;
+    let (stdin, args, env) = (&t.stdin, &t.args, &t.env);
+    let all_files = || std::iter::once(&t.files).chain(t.dirs.iter().map(|d| &d.files));
+    let file_bytes: usize = all_files().flat_map(|m| m.0.values()).map(Vec::len).sum();
+    if stdin.len() + file_bytes > MAX_FRAME_BYTES - 256 * 1024 {
+        return Err(format!("stdin and files together are larger than {} bytes", MAX_FRAME_BYTES - 256 * 1024));
+    }
+    if all_files().map(|m| m.0.len()).sum::<usize>() > MAX_FILES {
+        return Err(format!("at most {MAX_FILES} files"));
+    }
+    all_files().flat_map(|m| m.0.keys()).try_for_each(|p| check_relative(p))?;
+    if t.dirs.len() + 2 > MAX_DIRS {
+        return Err(format!("at most {} extra dirs", MAX_DIRS - 2));
+    }
+    let mut guests = vec![crate::scheduler::INPUT_DIR, crate::scheduler::OUTPUT_DIR];
+    for d in &t.dirs {
+        // `.` is the task's working directory, as in `wasmtime run --dir .`.
+        if d.guest != "." {
+            let inner = d.guest.strip_prefix('/').ok_or_else(|| format!("dir {:?} must be `.` or an absolute guest path", d.guest))?;
+            if inner.is_empty() {
+                return Err("dir `/` is not allowed; name a directory such as `/data`".into());
+            }
+            check_relative(inner)?;
+        }
+        if guests.contains(&d.guest.as_str()) {
+            return Err(format!("dir {:?} is given twice", d.guest));
+        }
+        guests.push(&d.guest);
+    }
     if stdin.len() > MAX_FRAME_BYTES - 256 * 1024 {
         return Err(format!("stdin is larger than {} bytes", MAX_FRAME_BYTES - 256 * 1024));
     }
@@ -72,6 +100,22 @@ fn check_task(stdin: &[u8], args: &[String], env: &[(String, String)]) -> Result
     }
     if env.iter().any(|(k, _)| k.is_empty() || k.contains('=')) {
         return Err("env names must be non-empty and contain no '='".into());
+    }
+    Ok(())
+}
+
+/// A result's files, by guest path.
+fn output_files(files: Vec<idlecore_protocol::TaskFile>) -> crate::model::FileMap {
+    crate::model::FileMap(files.into_iter().map(|f| (f.path, f.data)).collect())
+}
+
+fn check_relative(path: &str) -> Result<(), String> {
+    let bad = path.is_empty()
+        || path.len() > idlecore_protocol::limits::MAX_PATH_BYTES
+        || path.starts_with('/')
+        || path.split('/').any(|p| p.is_empty() || p == "." || p == "..");
+    if bad {
+        return Err(format!("file path {path:?} must be relative, like `dir/name.txt`, without `.` or `..`"));
     }
     Ok(())
 }
@@ -89,11 +133,12 @@ pub fn claim(state: &AppState, worker: WorkerId, lease: u64) -> Option<Finishing
 /// Stores the result of a claimed lease; the task is finished once it is on disk.
 pub async fn record_result(state: &AppState, f: Finishing, r: TaskResult) -> Result<(), StoreError> {
     let limit = state.scheduler().limits(f.job).map(|l| l.max_output_bytes as usize);
-    if limit.is_some_and(|max| r.stdout.len() + r.stderr.len() > max) {
+    let size = r.stdout.len() + r.stderr.len() + r.files.iter().map(|f| f.data.len()).sum::<usize>();
+    if limit.is_some_and(|max| size > max) {
         let failure = TaskFailure {
             lease: r.lease,
             kind: FailureKind::OutputLimit,
-            message: format!("result of {} bytes exceeds the job's output limit", r.stdout.len() + r.stderr.len()),
+            message: format!("result of {size} bytes exceeds the job's output limit"),
         };
         return record_failure(state, f, failure).await;
     }
@@ -105,6 +150,7 @@ pub async fn record_result(state: &AppState, f: Finishing, r: TaskResult) -> Res
         stderr: r.stderr,
         elapsed_ms: r.elapsed_ms,
         fuel_used: r.fuel_used,
+        files: output_files(r.files),
         error: None,
     };
     if let Err(e) = state.store.write(Write::PutResult { job: f.job, record }).await {
@@ -143,6 +189,7 @@ pub async fn record_failure(state: &AppState, f: Finishing, failure: TaskFailure
         stderr: vec![],
         elapsed_ms: 0,
         fuel_used: 0,
+        files: Default::default(),
         error: Some(error),
     };
     if let Err(e) = state.store.write(Write::PutResult { job: f.job, record }).await {

@@ -6,7 +6,8 @@ use idlecore_protocol::TaskLimits;
 use serde::{Deserialize, Serialize};
 
 /// One task's input.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TaskInput {
     #[serde(default, with = "b64")]
     pub stdin: Vec<u8>,
@@ -14,6 +15,58 @@ pub struct TaskInput {
     pub args: Vec<String>,
     #[serde(default)]
     pub env: Vec<(String, String)>,
+    /// Read-only files under `/input` (`a/b.txt` → `/input/a/b.txt`).
+    #[serde(default, skip_serializing_if = "FileMap::is_empty")]
+    pub files: FileMap,
+    /// More preopened directories, beside `/input` and `/output`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dirs: Vec<DirSpec>,
+}
+
+/// A preopened directory of a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirSpec {
+    /// Absolute guest path, e.g. `/data`.
+    pub guest: String,
+    #[serde(default)]
+    pub writable: bool,
+    #[serde(default)]
+    pub files: FileMap,
+}
+
+/// Files by relative path, with base64 contents in JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileMap(pub std::collections::BTreeMap<String, Vec<u8>>);
+
+impl FileMap {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for FileMap {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, &B64.encode(v))?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for FileMap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<FileMap, D::Error> {
+        let raw = std::collections::BTreeMap::<String, String>::deserialize(d)?;
+        raw.into_iter()
+            .map(|(k, v)| {
+                let bytes = B64.decode(v.as_bytes()).map_err(|e| serde::de::Error::custom(format!("file {k:?}: invalid base64: {e}")))?;
+                Ok((k, bytes))
+            })
+            .collect::<Result<_, _>>()
+            .map(FileMap)
+    }
 }
 
 /// Limits a job owner sets for every task of a job.
@@ -160,6 +213,9 @@ pub struct ResultRecord {
     /// Instructions the accepted run executed.
     #[serde(default)]
     pub fuel_used: u64,
+    /// Files the run left in its writable directories, by guest path (`/output/a.txt`).
+    #[serde(default, skip_serializing_if = "FileMap::is_empty")]
+    pub files: FileMap,
     /// For failed tasks: every attempt's failure, `kind: message`, one per line.
     pub error: Option<String>,
 }

@@ -78,6 +78,23 @@ pub fn counts_against_task(kind: FailureKind) -> bool {
     !matches!(kind, FailureKind::ModuleFetch | FailureKind::ExecutorCrashed | FailureKind::Internal)
 }
 
+/// Guest path of a task's read-only input files and of its writable output directory.
+pub const INPUT_DIR: &str = "/input";
+pub const OUTPUT_DIR: &str = "/output";
+
+fn task_dirs(input: &TaskInput) -> Vec<idlecore_protocol::TaskDir> {
+    use idlecore_protocol::{TaskDir, TaskFile};
+    let files = |m: &crate::model::FileMap| {
+        m.0.iter().map(|(path, data)| TaskFile { path: path.clone(), data: data.clone() }).collect()
+    };
+    let mut dirs = vec![
+        TaskDir { guest: INPUT_DIR.into(), writable: false, files: files(&input.files) },
+        TaskDir { guest: OUTPUT_DIR.into(), writable: true, files: vec![] },
+    ];
+    dirs.extend(input.dirs.iter().map(|d| TaskDir { guest: d.guest.clone(), writable: d.writable, files: files(&d.files) }));
+    dirs
+}
+
 /// Derives a task's seed, the same on every attempt so honest runs agree.
 pub fn task_seed(job: u64, task: u32) -> u64 {
     let mut z = (job << 32 | task as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -237,6 +254,7 @@ impl Scheduler {
                 limits: job.limits.task_limits(),
                 seed: task_seed(job_id, task),
                 deterministic: job.limits.deterministic,
+                dirs: task_dirs(input),
             });
             job.state[task as usize] = TaskState::Leased(lease);
             job.in_flight += 1;

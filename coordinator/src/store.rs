@@ -67,11 +67,11 @@ CREATE TABLE IF NOT EXISTS jobs(
   task_count INTEGER NOT NULL, state TEXT NOT NULL, created_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS tasks(
   job INTEGER NOT NULL, idx INTEGER NOT NULL, stdin BLOB NOT NULL, args TEXT NOT NULL,
-  env TEXT NOT NULL, PRIMARY KEY(job, idx));
+  env TEXT NOT NULL, files TEXT NOT NULL, PRIMARY KEY(job, idx));
 CREATE TABLE IF NOT EXISTS results(
   job INTEGER NOT NULL, idx INTEGER NOT NULL, status TEXT NOT NULL, exit_code INTEGER,
   stdout BLOB NOT NULL, stderr BLOB NOT NULL, elapsed_ms INTEGER NOT NULL, fuel_used INTEGER NOT NULL,
-  error TEXT, PRIMARY KEY(job, idx));
+  files TEXT NOT NULL, error TEXT, PRIMARY KEY(job, idx));
 CREATE TABLE IF NOT EXISTS failures(
   job INTEGER NOT NULL, idx INTEGER NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS failures_by_task ON failures(job, idx);
@@ -112,7 +112,7 @@ fn apply(conn: &Connection, write: &Write) -> StoreResult<u64> {
             )?;
             let job = conn.last_insert_rowid();
             let mut insert = conn.prepare_cached(
-                "INSERT INTO tasks(job, idx, stdin, args, env) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO tasks(job, idx, stdin, args, env, files) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for (idx, t) in tasks.iter().enumerate() {
                 insert.execute(params![
@@ -121,13 +121,14 @@ fn apply(conn: &Connection, write: &Write) -> StoreResult<u64> {
                     t.stdin,
                     serde_json::to_string(&t.args).expect("args serialize"),
                     serde_json::to_string(&t.env).expect("env serialize"),
+                    serde_json::json!({ "files": t.files, "dirs": t.dirs }).to_string(),
                 ])?;
             }
             return Ok(job as u64);
         }
         Write::PutResult { job, record } => conn.execute(
-            "INSERT OR IGNORE INTO results(job, idx, status, exit_code, stdout, stderr, elapsed_ms, fuel_used, error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT OR IGNORE INTO results(job, idx, status, exit_code, stdout, stderr, elapsed_ms, fuel_used, error, files)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 *job as i64,
                 record.task,
@@ -138,6 +139,7 @@ fn apply(conn: &Connection, write: &Write) -> StoreResult<u64> {
                 record.elapsed_ms,
                 record.fuel_used as i64,
                 record.error,
+                serde_json::to_string(&record.files).expect("files serialize"),
             ],
         )?,
         Write::PutFailure { job, task, kind, message } => conn.execute(
@@ -251,7 +253,7 @@ impl Store {
     pub async fn results(&self, job: u64, after: Option<u32>, limit: u32) -> StoreResult<Vec<ResultRecord>> {
         self.read(move |c| {
             let mut q = c.prepare_cached(
-                "SELECT idx, status, exit_code, stdout, stderr, elapsed_ms, fuel_used, error FROM results
+                "SELECT idx, status, exit_code, stdout, stderr, elapsed_ms, fuel_used, error, files FROM results
                  WHERE job = ?1 AND idx > ?2 ORDER BY idx LIMIT ?3",
             )?;
             let after = after.map(i64::from).unwrap_or(-1);
@@ -264,7 +266,7 @@ impl Store {
     pub async fn result(&self, job: u64, task: u32) -> StoreResult<Option<ResultRecord>> {
         self.read(move |c| {
             Ok(c.query_row(
-                "SELECT idx, status, exit_code, stdout, stderr, elapsed_ms, fuel_used, error FROM results
+                "SELECT idx, status, exit_code, stdout, stderr, elapsed_ms, fuel_used, error, files FROM results
                  WHERE job = ?1 AND idx = ?2",
                 params![job as i64, task],
                 row_to_result,
@@ -290,15 +292,26 @@ impl Store {
             }
             let limits: JobLimits =
                 serde_json::from_str(&limits).map_err(|e| StoreError::Corrupt(format!("job {id} limits: {e}")))?;
-            let mut tq = c.prepare("SELECT stdin, args, env FROM tasks WHERE job = ?1 ORDER BY idx")?;
+            let mut tq = c.prepare("SELECT stdin, args, env, files FROM tasks WHERE job = ?1 ORDER BY idx")?;
+            let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
             let tasks = tq
-                .query_map([id], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
+                .query_map([id], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+                })?
                 .map(|row| {
-                    let (stdin, args, env) = row?;
+                    let (stdin, args, env, files) = row?;
+                    #[derive(serde::Deserialize)]
+                    struct Files {
+                        files: crate::model::FileMap,
+                        dirs: Vec<crate::model::DirSpec>,
+                    }
+                    let files: Files = serde_json::from_str(&files).map_err(corrupt)?;
                     Ok(TaskInput {
                         stdin,
-                        args: serde_json::from_str(&args).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                        env: serde_json::from_str(&env).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        args: serde_json::from_str(&args).map_err(corrupt)?,
+                        env: serde_json::from_str(&env).map_err(corrupt)?,
+                        files: files.files,
+                        dirs: files.dirs,
                     })
                 })
                 .collect::<StoreResult<Vec<_>>>()?;
@@ -370,5 +383,6 @@ fn row_to_result(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRecord> {
         elapsed_ms: r.get(5)?,
         fuel_used: r.get::<_, i64>(6)? as u64,
         error: r.get(7)?,
+        files: serde_json::from_str(&r.get::<_, String>(8)?).unwrap_or_default(),
     })
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 /// Reports a result and waits for its ack; leases that arrive meanwhile go to `pending`.
 fn complete(w: &mut ProtoWorker, lease: &Lease, pending: &mut Vec<Lease>) {
     let out = format!("out-{}", lease.task).into_bytes();
-    w.send(&WorkerMessage::Result(TaskResult { lease: lease.lease, exit_code: 0, stdout: out, stderr: vec![], elapsed_ms: 1, fuel_used: 0 }))
+    w.send(&WorkerMessage::Result(TaskResult { lease: lease.lease, exit_code: 0, stdout: out, stderr: vec![], elapsed_ms: 1, fuel_used: 0, files: vec![] }))
         .unwrap();
     loop {
         match w.recv().unwrap() {

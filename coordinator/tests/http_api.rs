@@ -116,7 +116,7 @@ fn results_stream_as_they_are_stored_and_cancel_stops_a_job() {
     let (mut w, _) = ProtoWorker::join(c.addr, 2).unwrap();
     let first = w.next_lease().unwrap();
     let _second = w.next_lease().unwrap();
-    let msg = WorkerMessage::Result(TaskResult { lease: first.lease, exit_code: 3, stdout: b"hi".to_vec(), stderr: b"e".to_vec(), elapsed_ms: 5, fuel_used: 0 });
+    let msg = WorkerMessage::Result(TaskResult { lease: first.lease, exit_code: 3, stdout: b"hi".to_vec(), stderr: b"e".to_vec(), elapsed_ms: 5, fuel_used: 0, files: vec![] });
     w.send(&msg).unwrap();
 
     let stream = reqwest::blocking::Client::new()

@@ -8,7 +8,7 @@ use idlecore_protocol::*;
 use serde_json::json;
 
 fn result(lease: u64, stdout: &[u8]) -> WorkerMessage {
-    WorkerMessage::Result(TaskResult { lease, exit_code: 0, stdout: stdout.to_vec(), stderr: vec![], elapsed_ms: 1, fuel_used: 0 })
+    WorkerMessage::Result(TaskResult { lease, exit_code: 0, stdout: stdout.to_vec(), stderr: vec![], elapsed_ms: 1, fuel_used: 0, files: vec![] })
 }
 
 /// Waits for the ack of `lease`; returns the leases that arrived meanwhile.

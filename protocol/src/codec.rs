@@ -61,6 +61,15 @@ fn check(ok: bool, field: &'static str, limit: usize) -> Result<(), DecodeError>
     }
 }
 
+fn check_files<'a>(files: impl Iterator<Item = &'a crate::TaskFile>) -> Result<(), DecodeError> {
+    let mut count = 0;
+    for f in files {
+        count += 1;
+        check(f.path.len() <= MAX_PATH_BYTES, "files.path", MAX_PATH_BYTES)?;
+    }
+    check(count <= MAX_FILES, "files", MAX_FILES)
+}
+
 /// Decodes a frame sent by a worker and checks every limit.
 pub fn decode_worker(frame: &[u8]) -> Result<WorkerMessage, DecodeError> {
     let msg: WorkerMessage = decode(frame, WORKER_TYPES)?;
@@ -75,7 +84,7 @@ pub fn decode_worker(frame: &[u8]) -> Result<WorkerMessage, DecodeError> {
         WorkerMessage::Heartbeat(h) => {
             check(h.leases.len() <= MAX_HEARTBEAT_LEASES, "leases", MAX_HEARTBEAT_LEASES)?;
         }
-        WorkerMessage::Result(_) => {}
+        WorkerMessage::Result(r) => check_files(r.files.iter())?,
     }
     Ok(msg)
 }
@@ -93,6 +102,9 @@ pub fn decode_coordinator(frame: &[u8]) -> Result<CoordinatorMessage, DecodeErro
                 .chain(l.env.iter().flat_map(|(k, v)| [k, v]))
                 .any(|s| s.len() > MAX_ARG_BYTES);
             check(!long, "args/env entry", MAX_ARG_BYTES)?;
+            check(l.dirs.len() <= MAX_DIRS, "dirs", MAX_DIRS)?;
+            check(l.dirs.iter().all(|d| d.guest.len() <= MAX_PATH_BYTES), "dirs.guest", MAX_PATH_BYTES)?;
+            check_files(l.dirs.iter().flat_map(|d| d.files.iter()))?;
         }
         CoordinatorMessage::Error(e) => {
             check(e.message.len() <= MAX_TEXT_BYTES, "message", MAX_TEXT_BYTES)?;

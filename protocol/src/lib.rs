@@ -113,6 +113,24 @@ pub struct Lease {
     pub seed: u64,
     /// False when the job opted into the host's real clocks and entropy.
     pub deterministic: bool,
+    /// Directories the task starts with (WASI preopens), with their files.
+    pub dirs: Vec<TaskDir>,
+}
+
+/// A preopened directory: its guest path, whether the task may change it, and
+/// its files as (`a/b` path relative to the directory, bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskDir {
+    pub guest: String,
+    pub writable: bool,
+    pub files: Vec<TaskFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskFile {
+    pub path: String,
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +155,9 @@ pub struct TaskResult {
     pub elapsed_ms: u32,
     /// Instructions executed, as counted by the module's fuel meter.
     pub fuel_used: u64,
+    /// Files of the writable directories after the run; `path` is the full
+    /// guest path (`/output/a.txt`).
+    pub files: Vec<TaskFile>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

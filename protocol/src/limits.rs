@@ -16,3 +16,9 @@ pub const MAX_ARG_BYTES: usize = 64 * 1024;
 pub const MAX_HEARTBEAT_LEASES: usize = 4096;
 /// Most slots a worker may advertise.
 pub const MAX_SLOTS: u32 = 256;
+/// Most preopened directories in a lease.
+pub const MAX_DIRS: usize = 16;
+/// Most files in a lease or result, over all directories.
+pub const MAX_FILES: usize = 4096;
+/// Longest file or directory path.
+pub const MAX_PATH_BYTES: usize = 4096;

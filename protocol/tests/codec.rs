@@ -12,6 +12,7 @@ fn lease() -> Lease {
         limits: TaskLimits { timeout_ms: 1000, max_output_bytes: 4096, max_memory_pages: 16, fuel: 1 << 40 },
         seed: 99,
         deterministic: true,
+        dirs: vec![TaskDir { guest: "/input".into(), writable: false, files: vec![TaskFile { path: "a/b.txt".into(), data: vec![1, 2] }] }],
     }
 }
 
@@ -26,6 +27,7 @@ fn every_message_round_trips() {
             stderr: vec![],
             elapsed_ms: 12,
             fuel_used: 1234567,
+            files: vec![TaskFile { path: "/output/x".into(), data: b"out".to_vec() }],
         }),
         WorkerMessage::Failure(TaskFailure { lease: 2, kind: FailureKind::Timeout, message: "slow".into() }),
         WorkerMessage::Failure(TaskFailure { lease: 3, kind: FailureKind::FuelExhausted, message: String::new() }),
@@ -77,6 +79,7 @@ fn garbage_is_refused_with_a_reason() {
         stderr: vec![],
         elapsed_ms: 0,
         fuel_used: 0,
+        files: vec![],
     }));
     r.truncate(r.len() - 5);
     assert!(matches!(decode_worker(&r), Err(DecodeError::Malformed(_))));

@@ -24,12 +24,19 @@ fn now_ms() -> f64 {
 
 /// Runs one job and returns the protocol message to report.
 pub fn run_job(module: &WebAssembly::Module, job: &Lease) -> WorkerMessage {
+    let failure = |kind, message: String| WorkerMessage::Failure(TaskFailure { lease: job.lease, kind, message });
     let mut ctx = WasiCtx::new("task.wasm", &job.args, &job.env, job.stdin.clone(), job.seed, job.limits.max_output_bytes);
     if !job.deterministic {
         ctx = ctx.with_clocks(Box::new(host::HostClocks::new()));
     }
+    for dir in &job.dirs {
+        let files: Vec<(String, Vec<u8>)> = dir.files.iter().map(|f| (f.path.clone(), f.data.clone())).collect();
+        ctx = match ctx.with_preopen(&dir.guest, dir.writable, &files) {
+            Ok(c) => c,
+            Err(e) => return failure(FailureKind::Internal, format!("preparing {}: {e}", dir.guest)),
+        };
+    }
     let started = now_ms();
-    let failure = |kind, message: String| WorkerMessage::Failure(TaskFailure { lease: job.lease, kind, message });
     let limits = RunLimits { fuel: job.limits.fuel, max_memory_pages: job.limits.max_memory_pages };
     match host::run(module, ctx, limits) {
         Ok(out) => WorkerMessage::Result(TaskResult {
@@ -39,6 +46,7 @@ pub fn run_job(module: &WebAssembly::Module, job: &Lease) -> WorkerMessage {
             stderr: out.stderr,
             elapsed_ms: (now_ms() - started).max(0.0) as u32,
             fuel_used: out.fuel_used,
+            files: out.files,
         }),
         Err(RunError::Invalid(m)) => failure(FailureKind::ModuleInvalid, m),
         Err(RunError::Trap(m)) => failure(FailureKind::Trap, m),

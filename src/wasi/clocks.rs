@@ -7,6 +7,8 @@ pub trait Clocks {
     /// Nanoseconds since some fixed point; never decreases.
     fn monotonic_ns(&mut self) -> u64;
     fn fill_random(&mut self, buf: &mut [u8]);
+    /// Lets `ns` nanoseconds pass (`poll_oneoff` on a clock).
+    fn sleep(&mut self, ns: u64);
 }
 
 /// Virtual clock start for `CLOCK_REALTIME`: 2024-01-01T00:00:00Z.
@@ -49,6 +51,10 @@ impl Clocks for Seeded {
     }
     fn monotonic_ns(&mut self) -> u64 {
         self.tick()
+    }
+    /// Virtual time: the clock jumps ahead, nothing waits.
+    fn sleep(&mut self, ns: u64) {
+        self.clock_ns = self.clock_ns.saturating_add(ns);
     }
     fn fill_random(&mut self, buf: &mut [u8]) {
         for chunk in buf.chunks_mut(8) {

@@ -61,6 +61,8 @@ pub struct RunOutput {
     pub stderr: Vec<u8>,
     /// Instructions executed (0 for a module without a fuel meter).
     pub fuel_used: u64,
+    /// Files of the writable preopens, by full guest path.
+    pub files: Vec<idlecore_protocol::TaskFile>,
 }
 
 /// The browser's real clocks and `crypto.getRandomValues`, for jobs that opt
@@ -87,6 +89,12 @@ impl super::Clocks for HostClocks {
     }
     fn monotonic_ns(&mut self) -> u64 {
         self.scope.performance().map(|p| (p.now() * 1e6) as u64).unwrap_or(0)
+    }
+    /// A worker cannot block without shared memory: spin until the time has passed
+    /// (bounded by the task's deadline like any other busy loop).
+    fn sleep(&mut self, ns: u64) {
+        let until = self.monotonic_ns().saturating_add(ns);
+        while self.monotonic_ns() < until {}
     }
     fn fill_random(&mut self, buf: &mut [u8]) {
         if let Ok(crypto) = self.scope.crypto() {
@@ -164,6 +172,27 @@ pub fn check_module(module: &WebAssembly::Module) -> Result<(), String> {
     Ok(())
 }
 
+#[wasm_bindgen(inline_js = "export function spread9(f) { return (a, b, c, d, e, g, h, i, j) => f([a, b, c, d, e, g, h, i, j]); }")]
+extern "C" {
+    /// Wraps a one-array-argument closure as a nine-argument function.
+    fn spread9(f: &Closure<dyn FnMut(js_sys::Array) -> Result<i32, JsValue>>) -> Function;
+}
+
+macro_rules! aborting {
+    ($obj:expr, $keep:expr, $shared:expr, $name:literal, |$ctx:ident, $mem:ident $(, $a:ident : $t:ty)*| $body:expr) => {{
+        let s = $shared.clone();
+        let c = Closure::<dyn FnMut($($t),*) -> Result<i32, JsValue>>::new(move |$($a: $t),*| {
+            let mem = s.mem.borrow();
+            let $mem = mem.as_ref().ok_or_else(|| JsValue::from_str(concat!($name, " before memory")))?;
+            let $ctx = &mut *s.ctx.borrow_mut();
+            let r: Result<Errno, Abort> = $body;
+            r.map(|e| e as i32).map_err(|_| JsValue::from_str("idlecore: output limit"))
+        });
+        Reflect::set(&$obj, &$name.into(), c.as_ref()).expect("set import");
+        $keep.push(Box::new(c) as Box<dyn Any>);
+    }};
+}
+
 macro_rules! import {
     ($obj:expr, $keep:expr, $shared:expr, $name:literal, |$ctx:ident, $mem:ident $(, $a:ident : $t:ty)*| $body:expr) => {{
         let s = $shared.clone();
@@ -192,23 +221,52 @@ fn imports(shared: &Shared, keep: &mut Vec<Box<dyn Any>>) -> Object {
     import!(wasi, keep, shared, "clock_res_get", |c, m, id: u32, out: u32| c.clock_res_get(m, id, out));
     import!(wasi, keep, shared, "clock_time_get", |c, m, id: u32, _p: i64, out: u32| c.clock_time_get(m, id, out));
     import!(wasi, keep, shared, "random_get", |c, m, buf: u32, len: u32| c.random_get(m, buf, len));
+    import!(wasi, keep, shared, "poll_oneoff", |c, m, i: u32, o: u32, n: u32, out: u32| c.poll_oneoff(m, i, o, n, out));
     import!(wasi, keep, shared, "fd_read", |c, m, fd: u32, iov: u32, n: u32, out: u32| c.fd_read(m, fd, iov, n, out));
-    import!(wasi, keep, shared, "fd_fdstat_get", |c, m, fd: u32, out: u32| c.fd_fdstat_get(m, fd, out));
-    import!(wasi, keep, shared, "fd_filestat_get", |c, m, fd: u32, out: u32| c.fd_filestat_get(m, fd, out));
+    import!(wasi, keep, shared, "fd_pread", |c, m, fd: u32, iov: u32, n: u32, off: i64, out: u32| c.fd_pread(m, fd, iov, n, off as u64, out));
+    import!(wasi, keep, shared, "fd_seek", |c, m, fd: u32, off: i64, wh: u32, out: u32| c.fd_seek(m, fd, off, wh, out));
+    import!(wasi, keep, shared, "fd_tell", |c, m, fd: u32, out: u32| c.fd_tell(m, fd, out));
     import!(wasi, keep, shared, "fd_close", |c, _m, fd: u32| c.fd_close(fd));
-    import!(wasi, keep, shared, "fd_prestat_get", |c, _m, fd: u32, _out: u32| c.fd_prestat_get(fd));
-    import!(wasi, keep, shared, "fd_seek", |c, _m, fd: u32, _off: i64, _wh: u32, _out: u32| c.fd_seek(fd));
+    import!(wasi, keep, shared, "fd_renumber", |c, _m, from: u32, to: u32| c.fd_renumber(from, to));
+    import!(wasi, keep, shared, "fd_sync", |c, _m, fd: u32| c.fd_check(fd));
+    import!(wasi, keep, shared, "fd_datasync", |c, _m, fd: u32| c.fd_check(fd));
+    import!(wasi, keep, shared, "fd_advise", |c, _m, fd: u32, _o: i64, _l: i64, _a: u32| c.fd_check(fd));
+    import!(wasi, keep, shared, "fd_fdstat_get", |c, m, fd: u32, out: u32| c.fd_fdstat_get(m, fd, out));
+    import!(wasi, keep, shared, "fd_fdstat_set_flags", |c, _m, fd: u32, flags: u32| c.fd_fdstat_set_flags(fd, flags));
+    import!(wasi, keep, shared, "fd_filestat_get", |c, m, fd: u32, out: u32| c.fd_filestat_get(m, fd, out));
+    import!(wasi, keep, shared, "fd_filestat_set_times", |c, _m, fd: u32, _a: i64, _b: i64, _f: u32| c.fd_check(fd));
+    import!(wasi, keep, shared, "fd_prestat_get", |c, m, fd: u32, out: u32| c.fd_prestat_get(m, fd, out));
+    import!(wasi, keep, shared, "fd_prestat_dir_name", |c, m, fd: u32, p: u32, l: u32| c.fd_prestat_dir_name(m, fd, p, l));
+    import!(wasi, keep, shared, "fd_readdir", |c, m, fd: u32, b: u32, l: u32, ck: i64, out: u32| c.fd_readdir(m, fd, b, l, ck as u64, out));
+    import!(wasi, keep, shared, "path_filestat_get", |c, m, fd: u32, _f: u32, p: u32, l: u32, out: u32| c.path_filestat_get(m, fd, p, l, out));
+    import!(wasi, keep, shared, "path_filestat_set_times", |c, m, fd: u32, _f: u32, p: u32, l: u32, _a: i64, _b: i64, _g: u32| c.path_filestat_set_times(m, fd, p, l));
+    import!(wasi, keep, shared, "path_create_directory", |c, m, fd: u32, p: u32, l: u32| c.path_create_directory(m, fd, p, l));
+    import!(wasi, keep, shared, "path_remove_directory", |c, m, fd: u32, p: u32, l: u32| c.path_remove_directory(m, fd, p, l));
+    import!(wasi, keep, shared, "path_unlink_file", |c, m, fd: u32, p: u32, l: u32| c.path_unlink_file(m, fd, p, l));
+    import!(wasi, keep, shared, "path_rename", |c, m, fd: u32, p: u32, l: u32, fd2: u32, p2: u32, l2: u32| c.path_rename(m, fd, p, l, fd2, p2, l2));
+    import!(wasi, keep, shared, "path_readlink", |c, m, fd: u32, p: u32, l: u32, _b: u32, _bl: u32, _out: u32| c.path_readlink(m, fd, p, l));
+    import!(wasi, keep, shared, "path_symlink", |_c, _m, _p: u32, _l: u32, _fd: u32, _p2: u32, _l2: u32| Errno::Notsup);
+    import!(wasi, keep, shared, "path_link", |_c, _m, _fd: u32, _f: u32, _p: u32, _l: u32, _fd2: u32, _p2: u32, _l2: u32| Errno::Notsup);
+    import!(wasi, keep, shared, "fd_allocate", |_c, _m, _fd: u32, _o: i64, _l: i64| Errno::Notsup);
 
-    // The two calls that can stop the run throw to unwind the guest.
+    // Calls that can stop the run (output limit) throw to unwind the guest.
+    aborting!(wasi, keep, shared, "fd_write", |c, m, fd: u32, iov: u32, n: u32, out: u32| c.fd_write(m, fd, iov, n, out));
+    aborting!(wasi, keep, shared, "fd_pwrite", |c, m, fd: u32, iov: u32, n: u32, off: i64, out: u32| c.fd_pwrite(m, fd, iov, n, off as u64, out));
+    aborting!(wasi, keep, shared, "fd_filestat_set_size", |c, _m, fd: u32, size: i64| c.fd_filestat_set_size(fd, size as u64));
+    // path_open has nine parameters, one more than a Rust closure can take:
+    // a one-line JS wrapper hands them over as an array.
     let s = shared.clone();
-    let fd_write = Closure::<dyn FnMut(u32, u32, u32, u32) -> Result<i32, JsValue>>::new(move |fd, iov, n, out| {
+    let path_open = Closure::<dyn FnMut(js_sys::Array) -> Result<i32, JsValue>>::new(move |a: js_sys::Array| {
+        let n = |i: u32| a.get(i).as_f64().unwrap_or(0.0) as u32;
+        let rights = a.get(5).dyn_into::<js_sys::BigInt>().ok().map(|b| js_sys::BigInt::as_uint_n(64.0, &b));
+        let rights = rights.and_then(|b| b.to_string(10).ok()).and_then(|t| String::from(t).parse::<u64>().ok()).unwrap_or(0);
         let mem = s.mem.borrow();
-        let mem = mem.as_ref().ok_or_else(|| JsValue::from_str("fd_write before memory"))?;
-        let r = s.ctx.borrow_mut().fd_write(mem, fd, iov, n, out);
+        let mem = mem.as_ref().ok_or_else(|| JsValue::from_str("path_open before memory"))?;
+        let r = s.ctx.borrow_mut().path_open(mem, n(0), n(2), n(3), n(4), rights, n(7), n(8));
         r.map(|e| e as i32).map_err(|_| JsValue::from_str("idlecore: output limit"))
     });
-    Reflect::set(&wasi, &"fd_write".into(), fd_write.as_ref()).expect("set import");
-    keep.push(Box::new(fd_write));
+    Reflect::set(&wasi, &"path_open".into(), &spread9(&path_open)).expect("set import");
+    keep.push(Box::new(path_open));
     let s = shared.clone();
     let proc_exit = Closure::<dyn FnMut(u32) -> Result<(), JsValue>>::new(move |code| {
         s.ctx.borrow_mut().proc_exit(code);
@@ -316,10 +374,16 @@ pub fn run(module: &WebAssembly::Module, ctx: WasiCtx, limits: RunLimits) -> Res
             return Err(RunError::Trap(error_text(&e)));
         }
     };
+    let files = ctx
+        .output_files()
+        .into_iter()
+        .map(|(dir, path, data)| idlecore_protocol::TaskFile { path: format!("{}/{path}", dir.trim_end_matches('/')), data })
+        .collect();
     Ok(RunOutput {
         exit_code,
         stdout: std::mem::take(&mut ctx.stdout),
         stderr: std::mem::take(&mut ctx.stderr),
         fuel_used,
+        files,
     })
 }

@@ -2,17 +2,21 @@
 //!
 //! This layer is plain Rust over a [`GuestMemory`], so it is tested natively;
 //! `host` wires it to a real `WebAssembly.Instance` in the browser. Tasks see
-//! stdin, stdout, stderr, args, environment, clocks and random numbers. Clocks
+//! stdin, stdout, stderr, args, environment, clocks, random numbers and
+//! preopened directories over an in-memory filesystem (`fs`, `fds`). Clocks
 //! and random numbers come from the task's seed, so two honest runs of the same
 //! task produce the same bytes. Calls for which this host has no resource
-//! (files, sockets) return the preview1 errno that says so; none throws.
+//! (sockets, links) return the preview1 errno that says so; none throws.
 
 mod clocks;
+mod fds;
+pub mod fs;
 mod memory;
 #[cfg(target_arch = "wasm32")]
 pub mod host;
 
 pub use clocks::{Clocks, Seeded, CLOCK_STEP_NS};
+pub use fds::{Fd, Preopen};
 pub use memory::{in_bounds, GuestMemory, VecMemory};
 
 /// preview1 errno values used by this host.
@@ -21,10 +25,24 @@ pub use memory::{in_bounds, GuestMemory, VecMemory};
 pub enum Errno {
     Success = 0,
     Badf = 8,
+    Busy = 10,
+    Exist = 20,
     Fault = 21,
+    Fbig = 22,
+    Ilseq = 25,
     Inval = 28,
+    Isdir = 31,
+    Mfile = 33,
+    Nametoolong = 37,
+    Noent = 44,
     Nosys = 52,
+    Notdir = 54,
+    Notempty = 55,
+    Notsup = 58,
+    Perm = 63,
+    Rofs = 69,
     Spipe = 70,
+    Xdev = 75,
 }
 
 /// Why a run must stop now (the host throws to unwind the guest).
@@ -46,6 +64,11 @@ pub struct WasiCtx {
     pub stderr: Vec<u8>,
     max_output: u32,
     clocks: Box<dyn Clocks>,
+    fs: fs::Fs,
+    preopens: Vec<Preopen>,
+    fds: Vec<Option<Fd>>,
+    /// Bytes of the files in writable preopens, counted against `max_output`.
+    file_output: i64,
     /// Set when the run is being stopped; the host reads it after the guest unwinds.
     pub abort: Option<Abort>,
 }
@@ -65,6 +88,10 @@ impl WasiCtx {
             stderr: Vec::new(),
             max_output,
             clocks: Box::new(Seeded::new(seed)),
+            fs: fs::Fs::default(),
+            preopens: Vec::new(),
+            fds: fds::stdio(),
+            file_output: 0,
             abort: None,
         }
     }
@@ -133,91 +160,6 @@ impl WasiCtx {
             at += n;
         }
         Errno::Success
-    }
-
-    pub fn fd_write(&mut self, mem: &impl GuestMemory, fd: u32, iovs: u32, count: u32, written: u32) -> Result<Errno, Abort> {
-        if fd != 1 && fd != 2 {
-            return Ok(Errno::Badf);
-        }
-        let mut data = Vec::new();
-        let gathered = mem.read_iovecs(iovs, count).and_then(|list| {
-            for (ptr, len) in list {
-                data.extend_from_slice(&mem.read(ptr, len)?);
-            }
-            Ok(())
-        });
-        if let Err(e) = gathered {
-            return Ok(e);
-        }
-        let total = self.stdout.len() + self.stderr.len() + data.len();
-        if total > self.max_output as usize {
-            self.abort = Some(Abort::OutputLimit(self.max_output));
-            return Err(Abort::OutputLimit(self.max_output));
-        }
-        let n = data.len() as u32;
-        if fd == 1 { &mut self.stdout } else { &mut self.stderr }.extend_from_slice(&data);
-        Ok(errno(mem.write_u32(written, n)))
-    }
-
-    pub fn fd_read(&mut self, mem: &impl GuestMemory, fd: u32, iovs: u32, count: u32, read: u32) -> Errno {
-        if fd != 0 {
-            return Errno::Badf;
-        }
-        let list = match mem.read_iovecs(iovs, count) {
-            Ok(l) => l,
-            Err(e) => return e,
-        };
-        let mut n = 0u32;
-        for (ptr, len) in list {
-            let rest = &self.stdin[self.stdin_pos..];
-            let take = rest.len().min(len as usize);
-            if let Err(e) = mem.write(ptr, &rest[..take]) {
-                return e;
-            }
-            self.stdin_pos += take;
-            n += take as u32;
-            if take < len as usize {
-                break;
-            }
-        }
-        errno(mem.write_u32(read, n))
-    }
-
-    /// fdstat of the three standard streams: character devices.
-    pub fn fd_fdstat_get(&self, mem: &impl GuestMemory, fd: u32, out: u32) -> Errno {
-        if fd > 2 {
-            return Errno::Badf;
-        }
-        // filetype u8 (2 = character_device), flags u16, rights_base u64, rights_inheriting u64.
-        let mut stat = [0u8; 24];
-        stat[0] = 2;
-        let rights: u64 = if fd == 0 { 1 << 1 } else { 1 << 6 }; // fd_read / fd_write
-        stat[8..16].copy_from_slice(&rights.to_le_bytes());
-        errno(mem.write(out, &stat))
-    }
-
-    pub fn fd_filestat_get(&self, mem: &impl GuestMemory, fd: u32, out: u32) -> Errno {
-        if fd > 2 {
-            return Errno::Badf;
-        }
-        // dev u64, ino u64, filetype u8 (+7 pad), nlink u64, size u64, atim, mtim, ctim.
-        let mut stat = [0u8; 64];
-        stat[16] = 2;
-        errno(mem.write(out, &stat))
-    }
-
-    pub fn fd_close(&self, fd: u32) -> Errno {
-        if fd <= 2 { Errno::Success } else { Errno::Badf }
-    }
-
-    /// No preopened directories in this host: the listing ends at fd 3.
-    pub fn fd_prestat_get(&self, _fd: u32) -> Errno {
-        Errno::Badf
-    }
-
-    /// Standard streams cannot seek; other fds do not exist.
-    pub fn fd_seek(&self, fd: u32) -> Errno {
-        if fd <= 2 { Errno::Spipe } else { Errno::Badf }
     }
 
     pub fn proc_exit(&mut self, code: u32) -> Abort {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// Example task crates (package, binary).
-pub const TASKS: &[(&str, &str)] = &[("mandelbrot-task", "mandelbrot"), ("wasi-probe-task", "wasi-probe")];
+pub const TASKS: &[(&str, &str)] = &[("mandelbrot-task", "mandelbrot"), ("wasi-probe-task", "wasi-probe"), ("wasi-conformance-task", "wasi-conformance")];
 
 pub fn all() -> anyhow::Result<idlecore_e2e::Paths> {
     package()?;

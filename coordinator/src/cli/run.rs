@@ -5,7 +5,7 @@
 
 use crate::cli::submit::parse_env;
 use crate::client::{Client, ClientArgs};
-use crate::model::{JobLimits, JobRequest, TaskInput, TaskStatus};
+use crate::model::{DirSpec, FileMap, JobLimits, JobRequest, TaskInput, TaskStatus};
 use crate::server::{self, ServeArgs};
 use anyhow::{bail, Context};
 use std::io::{IsTerminal, Read, Write};
@@ -22,7 +22,8 @@ pub struct RunArgs {
     /// Environment variable for the task, `KEY=VALUE` (repeatable).
     #[arg(long = "env", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
-    /// Host directory to give the task, `HOST[::GUEST]` (repeatable).
+    /// Host directory to give the task, `HOST[::GUEST]` (repeatable). Its files are
+    /// copied in; what the task leaves there is written back after the run.
     #[arg(long = "dir")]
     pub dirs: Vec<String>,
     /// Instructions the run may execute (0: no limit).
@@ -75,9 +76,7 @@ fn random_hex(bytes: usize) -> anyhow::Result<String> {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<RunOutcome> {
-    if !args.dirs.is_empty() {
-        bail!("--dir is not supported yet: the browser sandbox has no task filesystem, so nothing would be read or written");
-    }
+    let dirs = args.dirs.iter().map(|d| HostDir::parse(d)).collect::<anyhow::Result<Vec<_>>>()?;
     if !(args.timeout > 0.0 && args.timeout <= 86_400.0) {
         bail!("--timeout must be between 0 and 86400 seconds");
     }
@@ -117,7 +116,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunOutcome> {
     let mut browser = crate::browser::open(&format!("{base}/"), &profile)
         .with_context(|| format!("starting {}", crate::browser::chromium_path().display()))?;
 
-    let outcome = run_task(&base, &token, module, stdin, &args).await;
+    let outcome = run_task(&base, &token, module, stdin, &args, &dirs).await;
     let _ = browser.kill();
     let _ = browser.wait();
     let _ = stop.send(());
@@ -126,7 +125,75 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunOutcome> {
     outcome
 }
 
-async fn run_task(base: &str, token: &str, module: Vec<u8>, stdin: Vec<u8>, args: &RunArgs) -> anyhow::Result<RunOutcome> {
+/// A `--dir HOST[::GUEST]`: its files go in before the run, and what the task
+/// leaves there is written back after it.
+struct HostDir {
+    host: PathBuf,
+    guest: String,
+    before: FileMap,
+}
+
+impl HostDir {
+    fn parse(spec: &str) -> anyhow::Result<HostDir> {
+        let (host, guest) = spec.split_once("::").unwrap_or((spec, spec));
+        let host = PathBuf::from(host);
+        if !host.is_dir() {
+            bail!("--dir {spec}: {} is not a directory", host.display());
+        }
+        let guest = if guest == "." || guest.starts_with('/') { guest.to_string() } else { format!("/{guest}") };
+        let mut before = FileMap::default();
+        read_tree(&host, "", &mut before)?;
+        Ok(HostDir { host, guest: guest.trim_end_matches('/').to_string(), before })
+    }
+
+    /// Applies the task's writes: new and changed files are written, removed ones deleted.
+    fn write_back(&self, files: &FileMap) -> anyhow::Result<()> {
+        let prefix = format!("{}/", self.guest.trim_end_matches('/'));
+        let after: std::collections::BTreeMap<&str, &Vec<u8>> =
+            files.0.iter().filter_map(|(p, d)| p.strip_prefix(&prefix).map(|rel| (rel, d))).collect();
+        for (rel, data) in &after {
+            if self.before.0.get(*rel) != Some(*data) {
+                let path = self.host.join(rel);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::write(&path, data).with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+        for rel in self.before.0.keys() {
+            if !after.contains_key(rel.as_str()) {
+                let path = self.host.join(rel);
+                std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads every regular file under `dir` into `out` by relative path.
+fn read_tree(dir: &std::path::Path, prefix: &str, out: &mut FileMap) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            read_tree(&entry.path(), &rel, out)?;
+        } else if kind.is_file() {
+            out.0.insert(rel, std::fs::read(entry.path())?);
+        }
+    }
+    Ok(())
+}
+
+async fn run_task(
+    base: &str,
+    token: &str,
+    module: Vec<u8>,
+    stdin: Vec<u8>,
+    args: &RunArgs,
+    dirs: &[HostDir],
+) -> anyhow::Result<RunOutcome> {
     let client = Client::new(&ClientArgs { coordinator: base.to_string(), token: Some(token.to_string()) })?;
     let hash = client.upload_module(module).await?;
     let limits = JobLimits {
@@ -137,7 +204,13 @@ async fn run_task(base: &str, token: &str, module: Vec<u8>, stdin: Vec<u8>, args
         deterministic: !args.real_clocks,
         ..JobLimits::default()
     };
-    let task = TaskInput { stdin, args: args.args.clone(), env: args.env.clone() };
+    let task = TaskInput {
+        stdin,
+        args: args.args.clone(),
+        env: args.env.clone(),
+        dirs: dirs.iter().map(|d| DirSpec { guest: d.guest.clone(), writable: true, files: d.before.clone() }).collect(),
+        ..TaskInput::default()
+    };
     let job = client.create_job(&JobRequest { module: hash, tasks: vec![task], limits }).await?;
     let mut record = None;
     // The page needs a moment to start; a generous bound on top of the task's own.
@@ -152,6 +225,9 @@ async fn run_task(base: &str, token: &str, module: Vec<u8>, stdin: Vec<u8>, args
     std::io::stdout().write_all(&r.stdout)?;
     std::io::stdout().flush()?;
     std::io::stderr().write_all(&r.stderr)?;
+    for d in dirs {
+        d.write_back(&r.files)?;
+    }
     Ok(match r.status {
         TaskStatus::Done => RunOutcome::Exited(r.exit_code.unwrap_or(0)),
         TaskStatus::Failed => RunOutcome::Failed(r.error.unwrap_or_default()),

@@ -85,7 +85,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     let hash = client.upload_module(module).await?;
     let (names, tasks): (Vec<String>, Vec<TaskInput>) = inputs
         .into_iter()
-        .map(|(name, stdin)| (name, TaskInput { stdin, args: args.args.clone(), env: args.env.clone() }))
+        .map(|(name, stdin)| (name, TaskInput { stdin, args: args.args.clone(), env: args.env.clone(), ..TaskInput::default() }))
         .unzip();
     let limits = JobLimits {
         timeout_ms: args.timeout.saturating_mul(1000),

@@ -2,7 +2,7 @@ use super::*;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 fn tasks(n: usize) -> Vec<TaskInput> {
-    (0..n).map(|i| TaskInput { stdin: vec![i as u8], args: vec![], env: vec![] }).collect()
+    (0..n).map(|i| TaskInput { stdin: vec![i as u8], ..TaskInput::default() }).collect()
 }
 
 fn leases(rx: &mut UnboundedReceiver<CoordinatorMessage>) -> Vec<Lease> {
