@@ -70,10 +70,13 @@ fn check_task(t: &crate::model::TaskInput) -> Result<(), String> {
         return Err(format!("at most {MAX_FILES} files"));
     }
     all_files().flat_map(|m| m.0.keys()).try_for_each(|p| check_relative(p))?;
-    if t.dirs.len() + 2 > MAX_DIRS {
-        return Err(format!("at most {} extra dirs", MAX_DIRS - 2));
+    if t.dirs.len() > MAX_DIRS {
+        return Err(format!("at most {MAX_DIRS} dirs"));
     }
-    let mut guests = vec![crate::scheduler::INPUT_DIR, crate::scheduler::OUTPUT_DIR];
+    if !t.dirs.is_empty() && !t.files.is_empty() {
+        return Err("`files` fill the default `/input`; a task with its own `dirs` puts files in them".into());
+    }
+    let mut guests: Vec<&str> = vec![];
     for d in &t.dirs {
         // `.` is the task's working directory, as in `wasmtime run --dir .`.
         if d.guest != "." {

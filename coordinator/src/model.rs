@@ -18,7 +18,7 @@ pub struct TaskInput {
     /// Read-only files under `/input` (`a/b.txt` → `/input/a/b.txt`).
     #[serde(default, skip_serializing_if = "FileMap::is_empty")]
     pub files: FileMap,
-    /// More preopened directories, beside `/input` and `/output`.
+    /// The task's preopened directories, instead of `/input` and `/output`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dirs: Vec<DirSpec>,
 }

@@ -78,7 +78,8 @@ pub fn counts_against_task(kind: FailureKind) -> bool {
     !matches!(kind, FailureKind::ModuleFetch | FailureKind::ExecutorCrashed | FailureKind::Internal)
 }
 
-/// Guest path of a task's read-only input files and of its writable output directory.
+/// Guest path of a task's read-only input files and of its writable output
+/// directory: the layout of every task that does not list its own `dirs`.
 pub const INPUT_DIR: &str = "/input";
 pub const OUTPUT_DIR: &str = "/output";
 
@@ -87,12 +88,13 @@ fn task_dirs(input: &TaskInput) -> Vec<idlecore_protocol::TaskDir> {
     let files = |m: &crate::model::FileMap| {
         m.0.iter().map(|(path, data)| TaskFile { path: path.clone(), data: data.clone() }).collect()
     };
-    let mut dirs = vec![
+    if !input.dirs.is_empty() {
+        return input.dirs.iter().map(|d| TaskDir { guest: d.guest.clone(), writable: d.writable, files: files(&d.files) }).collect();
+    }
+    vec![
         TaskDir { guest: INPUT_DIR.into(), writable: false, files: files(&input.files) },
         TaskDir { guest: OUTPUT_DIR.into(), writable: true, files: vec![] },
-    ];
-    dirs.extend(input.dirs.iter().map(|d| TaskDir { guest: d.guest.clone(), writable: d.writable, files: files(&d.files) }));
-    dirs
+    ]
 }
 
 /// Derives a task's seed, the same on every attempt so honest runs agree.

@@ -358,6 +358,9 @@ pub fn run(module: &WebAssembly::Module, ctx: WasiCtx, limits: RunLimits) -> Res
     let exit_code = match (outcome, ctx.abort.take()) {
         (_, Some(Abort::Exit(code))) => code,
         (_, Some(Abort::OutputLimit(max))) => return Err(RunError::OutputLimit(max)),
+        (_, Some(Abort::InvalidExit(code))) => {
+            return Err(RunError::Trap(format!("exit with invalid exit status {code}, outside of [0..126)")))
+        }
         (Ok(_), None) => 0,
         (Err(e), None) => {
             if meter.as_ref().is_some_and(|m| m.left() < 0) {

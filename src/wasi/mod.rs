@@ -52,6 +52,8 @@ pub enum Abort {
     Exit(i32),
     /// stdout + stderr passed the task's output limit.
     OutputLimit(u32),
+    /// `proc_exit` with a status of 126 or more, which wasmtime also treats as an error.
+    InvalidExit(u32),
 }
 
 /// One task run's WASI state.
@@ -163,7 +165,7 @@ impl WasiCtx {
     }
 
     pub fn proc_exit(&mut self, code: u32) -> Abort {
-        let abort = Abort::Exit(code as i32);
+        let abort = if code < 126 { Abort::Exit(code as i32) } else { Abort::InvalidExit(code) };
         self.abort = Some(abort.clone());
         abort
     }

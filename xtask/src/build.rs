@@ -5,24 +5,28 @@ use anyhow::Context;
 use std::path::PathBuf;
 use std::process::Command;
 
-/// Example task crates (package, binary).
-pub const TASKS: &[(&str, &str)] = &[("mandelbrot-task", "mandelbrot"), ("wasi-probe-task", "wasi-probe"), ("wasi-conformance-task", "wasi-conformance")];
+/// Example and test task crates, built for wasm32-wasip1 and natively.
+pub const TASKS: &[&str] = &["mandelbrot-task", "wasi-probe-task", "wasi-conformance-task"];
 
 pub fn all() -> anyhow::Result<idlecore_e2e::Paths> {
     package()?;
     let mut cargo = Command::new("cargo");
     cargo.args(["build", "--release", "-p", "idlecore-coordinator"]);
-    for (p, _) in TASKS {
+    for p in TASKS {
         cargo.args(["-p", p]);
     }
     run(&mut cargo)?;
     let mut wasi = Command::new("cargo");
     wasi.args(["build", "--release", "--target", "wasm32-wasip1"]);
-    for (p, _) in TASKS {
+    for p in TASKS {
         wasi.args(["-p", p]);
     }
     run(&mut wasi)?;
     let paths = idlecore_e2e::Paths::workspace();
+    // The C conformance program, against Debian's wasi-libc.
+    run(Command::new("clang")
+        .args(["--target=wasm32-wasi", "-O2", "tests/tasks/c/conformance.c", "-o"])
+        .arg(paths.tasks.join("wasi-conformance-c.wasm")))?;
     paths.check_built()?;
     Ok(paths)
 }

@@ -1,6 +1,8 @@
 //! Installs what the build and tests need, only where it is missing:
 //! wasm targets, wasm-bindgen-cli at the Cargo.lock version, wasm-pack,
-//! Chromium with its matching ChromeDriver, and binaryen.
+//! Chromium with its matching ChromeDriver, binaryen, clang with wasi-libc
+//! (for the C test task), and the wasmtime Python package (the reference
+//! WASI runtime of the conformance tests).
 
 use crate::{root, run};
 use anyhow::{bail, Context};
@@ -24,6 +26,9 @@ pub fn wasm_bindgen_version() -> anyhow::Result<String> {
     }
     bail!("wasm-bindgen is not in Cargo.lock")
 }
+
+/// The wasmtime Python package the conformance tests compare against.
+const WASMTIME_PY: &str = "50.0.1";
 
 pub fn ensure() -> anyhow::Result<()> {
     let installed = output("rustup", &["target", "list", "--installed"]).unwrap_or_default();
@@ -53,6 +58,14 @@ pub fn ensure() -> anyhow::Result<()> {
     if output("wasm-opt", &["--version"]).is_none() {
         packages.push("binaryen");
     }
+    let builtins = output("sh", &["-c", "ls /usr/lib/llvm-14/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a"]);
+    if output("clang", &["--version"]).is_none()
+        || output("wasm-ld", &["--version"]).is_none()
+        || !Path::new("/usr/include/wasm32-wasi/stdio.h").exists()
+        || builtins.is_none()
+    {
+        packages.extend(["clang", "lld", "wasi-libc", "libclang-rt-14-dev-wasm32"]);
+    }
     if !packages.is_empty() {
         let sudo = if output("id", &["-u"]).as_deref().map(str::trim) == Some("0") { vec![] } else { vec!["sudo"] };
         let apt = |args: &[&str]| {
@@ -65,6 +78,9 @@ pub fn ensure() -> anyhow::Result<()> {
         let mut install = vec!["install", "-y", "-q"];
         install.extend(&packages);
         apt(&install)?;
+    }
+    if output("python3", &["-c", "import wasmtime"]).is_none() {
+        run(Command::new("python3").args(["-m", "pip", "install", "--quiet", &format!("wasmtime=={WASMTIME_PY}")]))?;
     }
     Ok(())
 }

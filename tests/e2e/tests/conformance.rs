@@ -101,8 +101,13 @@ fn stdio_args_env_and_exit_codes_match_wasmtime() {
     let first3 = |o: &Output| String::from_utf8_lossy(&o.stdout).lines().take(3).collect::<Vec<_>>().join("\n");
     assert_eq!(first3(&got), first3(&want));
     assert_eq!(got.stderr, want.stderr);
-    for code in ["0", "1", "42", "255"] {
+    for code in ["0", "1", "42", "125"] {
         let (w, g) = (wasmtime(&[p, "exit", code], b""), idlecore(&paths, &[p, "exit", code], b""));
         assert_eq!(g.status.code(), w.status.code(), "exit {code}");
     }
+    // Statuses of 126 and up are an error in both, not an exit code.
+    let (w, g) = (wasmtime(&[p, "exit", "255"], b""), idlecore(&paths, &[p, "exit", "255"], b""));
+    assert!(String::from_utf8_lossy(&w.stderr).contains("invalid exit status"));
+    assert!(String::from_utf8_lossy(&g.stderr).contains("invalid exit status 255"), "{}", String::from_utf8_lossy(&g.stderr));
+    assert_ne!(g.status.code(), Some(255));
 }
