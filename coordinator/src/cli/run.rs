@@ -151,6 +151,9 @@ impl HostDir {
         let prefix = format!("{}/", self.guest.trim_end_matches('/'));
         let after: std::collections::BTreeMap<&str, &Vec<u8>> =
             files.0.iter().filter_map(|(p, d)| p.strip_prefix(&prefix).map(|rel| (rel, d))).collect();
+        if let Some(bad) = after.keys().find(|rel| rel.split('/').any(|p| p.is_empty() || p == "." || p == "..")) {
+            bail!("the task returned a file with an unsafe path: {bad:?}");
+        }
         for (rel, data) in &after {
             if self.before.0.get(*rel) != Some(*data) {
                 let path = self.host.join(rel);

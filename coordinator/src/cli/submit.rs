@@ -75,6 +75,21 @@ fn read_inputs(path: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
         .collect())
 }
 
+/// Writes a result's `/output` files under `dir`, refusing paths that would leave it.
+fn write_files(dir: &Path, files: &crate::model::FileMap) -> anyhow::Result<()> {
+    let prefix = format!("{}/", crate::scheduler::OUTPUT_DIR);
+    for (path, data) in &files.0 {
+        let Some(rel) = path.strip_prefix(&prefix) else { continue };
+        if rel.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
+            bail!("result file {path:?} has an unsafe path");
+        }
+        let target = dir.join(rel);
+        std::fs::create_dir_all(target.parent().expect("joined path has a parent"))?;
+        std::fs::write(&target, data).with_context(|| format!("writing {}", target.display()))?;
+    }
+    Ok(())
+}
+
 pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     let client = Client::new(&args.client)?;
     let module = std::fs::read(&args.module).with_context(|| format!("reading {}", args.module.display()))?;
@@ -126,7 +141,10 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
         .stream_results(job, |r| {
             let name = names.get(r.task as usize).context("result for an unknown task")?;
             match r.status {
-                TaskStatus::Done => std::fs::write(out.join(name), &r.stdout)?,
+                TaskStatus::Done => {
+                    std::fs::write(out.join(name), &r.stdout)?;
+                    write_files(&out.join(format!("{name}.files")), &r.files)?;
+                }
                 TaskStatus::Failed => {
                     failed += 1;
                     std::fs::write(out.join(format!("{name}.error")), r.error.unwrap_or_default())?;

@@ -188,3 +188,27 @@ fn fuel_used_is_the_same_on_every_run_of_a_task() {
     assert!(fuel[0] > 100_000, "a tile takes many instructions: {}", fuel[0]);
     assert!(fuel.iter().all(|&f| f == fuel[0]), "{fuel:?}");
 }
+
+#[test]
+fn input_files_go_in_and_output_files_come_back() {
+    let paths = Paths::workspace();
+    paths.check_built().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let c = start(&dir.path().join("data"), &paths, None);
+    let _v = visitors(&c, 1);
+    let api = c.api();
+    let hash = api.upload(&std::fs::read(paths.tasks.join("wasi-probe.wasm")).unwrap()).unwrap();
+    let body = json!({
+        "module": hash,
+        "tasks": [{ "args": ["copy"], "files": { "in.txt": "aGVsbG8gZmlsZXM=" } }],
+    });
+    let auth = "Bearer e2e-token";
+    let created = api.request("POST", "/api/jobs", Some(auth), body.to_string().into_bytes()).unwrap();
+    assert_eq!(created.status, 201, "{}", created.body);
+    let job = created.body["id"].as_u64().unwrap();
+    wait_for("the job", Duration::from_secs(60), || (api.status(job).ok()?["state"] == "completed").then_some(())).unwrap();
+    let r = &api.results_json(job).unwrap()[0];
+    assert_eq!(r["status"], "done", "{r}");
+    // "HELLO FILES" in base64.
+    assert_eq!(r["files"]["/output/sub/out.txt"], "SEVMTE8gRklMRVM=", "{r}");
+}

@@ -6,6 +6,7 @@
 //! - `flood N`: writes N bytes to stdout.
 //! - `spin`: loops forever.
 //! - `hog N`: allocates and touches N MiB, then prints their sum.
+//! - `copy`: writes `/input/in.txt` upper-cased to `/output/sub/out.txt`.
 //! - `recurse`: recurses without end.
 
 use std::io::{Read, Write};
@@ -77,6 +78,12 @@ fn main() {
         Some("hog") => {
             let bytes = vec![1u8; (number(1) as usize) << 20];
             println!("{}", bytes.iter().map(|&b| b as u64).sum::<u64>());
+        }
+        Some("copy") => {
+            let text = std::fs::read_to_string("/input/in.txt").expect("read /input/in.txt");
+            std::fs::create_dir_all("/output/sub").expect("mkdir /output/sub");
+            std::fs::write("/output/sub/out.txt", text.to_uppercase()).expect("write /output/sub/out.txt");
+            println!("copied {} bytes", text.len());
         }
         Some("recurse") => println!("{}", recurse(0, u64::MAX)),
         _ => {
