@@ -36,6 +36,7 @@ export function start(options = {}) {
     slots: options.slots ?? defaultSlots(),
     agent: `idlecore-web/0.1 ${globalThis.navigator ? navigator.userAgent : ''}`.slice(0, 512),
   };
+  if (options.moduleCacheMib !== undefined) config.moduleCacheMib = options.moduleCacheMib;
   let worker = new Worker(new URL('./agent.js', import.meta.url), { type: 'module' });
   worker.onmessage = (event) => {
     const msg = event.data;

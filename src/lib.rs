@@ -7,10 +7,12 @@
 //! WASI host in [`wasi`].
 //!
 //! Modules by host concern: `transport` (WebSocket), `agent` (session,
-//! leases, module cache), `executor` (executor Workers and deadlines), `wasi`
+//! leases), `agent/modules` (download, verify, persistent and compiled
+//! module caches), `lru`, `executor` (executor Workers and deadlines), `wasi`
 //! (the preview1 host), `status` (events to the page), `api` (entry points).
 
 pub mod executor;
+pub mod lru;
 pub mod wasi;
 
 #[cfg(target_arch = "wasm32")]

@@ -17,6 +17,8 @@ pub struct Status {
     pub tasks_done: u64,
     pub tasks_failed: u64,
     pub connects: u64,
+    /// Modules loaded from the persistent cache instead of the network.
+    pub modules_from_cache: u64,
     pub last_error: Option<String>,
 }
 

@@ -73,6 +73,7 @@ async fn upload_module(State(state): State<Arc<AppState>>, headers: HeaderMap, b
 async fn get_module(State(state): State<Arc<AppState>>, Path(hash): Path<String>) -> AppResult<Response> {
     let hash = hex::encode(jobs::parse_hash(hash.trim_end_matches(".wasm"))?);
     let bytes = state.store.module(&hash).await?.ok_or_else(|| ApiError::NotFound(format!("module {hash}")))?;
+    state.module_downloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok((
         [
             (header::CONTENT_TYPE, "application/wasm".to_string()),
@@ -201,8 +202,11 @@ async fn catch_up(
     Ok(())
 }
 
-async fn stats(State(state): State<Arc<AppState>>) -> Json<crate::scheduler::Stats> {
-    Json(state.scheduler().stats())
+async fn stats(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let mut v = serde_json::to_value(state.scheduler().stats()).expect("stats serialize");
+    let downloads = state.module_downloads.load(std::sync::atomic::Ordering::Relaxed);
+    v["module_downloads"] = downloads.into();
+    Json(v)
 }
 
 async fn worker_socket(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {

@@ -39,6 +39,8 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Worker sessions still open; shutdown waits for them to say goodbye.
     sessions: AtomicUsize,
+    /// Module downloads served (`GET /modules/{hash}`), for egress accounting.
+    pub module_downloads: std::sync::atomic::AtomicU64,
     session_ended: Notify,
 }
 
@@ -69,6 +71,7 @@ impl AppState {
             config,
             shutdown,
             sessions: AtomicUsize::new(0),
+            module_downloads: Default::default(),
             session_ended: Notify::new(),
         }
     }

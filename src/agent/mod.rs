@@ -37,21 +37,22 @@ pub struct AgentOptions {
     /// Description sent in `Hello`.
     #[serde(default)]
     pub agent: String,
+    /// Byte budget of compiled modules kept in memory, in MiB.
+    #[serde(default)]
+    pub module_cache_mib: Option<u32>,
 }
 
 pub enum Event {
     /// Tagged with the socket generation, so events of an old socket are ignored.
     Socket(u32, SocketEvent),
     Pool(PoolEvent),
-    Module(ModuleHash, Result<WebAssembly::Module, modules::ModuleError>),
+    Module(ModuleHash, Result<(WebAssembly::Module, usize, modules::Source), modules::ModuleError>),
     Heartbeat,
     Reconnect,
 }
 
-enum ModuleState {
-    Loading,
-    Ready(WebAssembly::Module),
-}
+/// Default byte budget of compiled modules kept by one agent.
+const MODULE_CACHE_MIB: u32 = 256;
 
 struct Session {
     socket: Socket,
@@ -69,7 +70,10 @@ pub struct Agent {
     generation: u32,
     reconnect: Option<Timeout>,
     backoff_ms: u32,
-    modules: HashMap<ModuleHash, ModuleState>,
+    /// Compiled modules, least recently used evicted past the budget.
+    modules: crate::lru::Lru<ModuleHash, WebAssembly::Module>,
+    /// Modules being downloaded or compiled.
+    loading: std::collections::HashSet<ModuleHash>,
     waiting: VecDeque<Lease>,
     running: HashMap<u64, (u64, u32)>,
     crashes: Vec<u32>,
@@ -87,16 +91,17 @@ pub async fn run(opts: AgentOptions, spawn_executor: Function) -> Result<(), JsV
     let mut agent = Agent {
         status: Status { state: "connecting", coordinator: opts.coordinator.clone(), slots: opts.slots, ..Status::default() },
         crashes: vec![0; opts.slots as usize],
-        opts,
         notify,
         pool,
         session: None,
         generation: 0,
         reconnect: None,
         backoff_ms: BACKOFF_START_MS,
-        modules: HashMap::new(),
+        modules: crate::lru::Lru::new(opts.module_cache_mib.unwrap_or(MODULE_CACHE_MIB) as usize * 1024 * 1024),
+        loading: Default::default(),
         waiting: VecDeque::new(),
         running: HashMap::new(),
+        opts,
     };
     agent.connect();
     while let Some(event) = rx.next().await {
@@ -232,31 +237,39 @@ impl Agent {
     }
 
     fn load_module(&mut self, hash: ModuleHash) {
-        if self.modules.contains_key(&hash) {
+        if self.modules.contains(&hash) || self.loading.contains(&hash) {
             return;
         }
         let path = self.session.as_ref().and_then(|s| s.module_path.clone()).unwrap_or_else(|| "/modules/".into());
         let notify = self.notify.clone();
         match modules::module_url(&self.opts.coordinator, &path, &hash) {
             Ok(url) => {
-                self.modules.insert(hash, ModuleState::Loading);
+                self.loading.insert(hash);
                 wasm_bindgen_futures::spawn_local(async move {
-                    notify(Event::Module(hash, modules::fetch(url, hash).await));
+                    notify(Event::Module(hash, modules::load(url, hash).await));
                 });
             }
             Err(e) => notify(Event::Module(hash, Err((FailureKind::ModuleFetch, e)))),
         }
     }
 
-    fn on_module(&mut self, hash: ModuleHash, result: Result<WebAssembly::Module, modules::ModuleError>) {
+    fn on_module(&mut self, hash: ModuleHash, result: Result<(WebAssembly::Module, usize, modules::Source), modules::ModuleError>) {
+        self.loading.remove(&hash);
         match result {
-            Ok(module) => {
-                self.modules.insert(hash, ModuleState::Ready(module));
+            Ok((module, size, source)) => {
+                if source == modules::Source::Cache {
+                    self.status.modules_from_cache += 1;
+                }
+                self.modules.insert(hash, module, size);
+                // A lease may wait for a module evicted meanwhile: load it again.
+                let missing: Vec<ModuleHash> =
+                    self.waiting.iter().map(|l| l.module).filter(|m| !self.modules.contains(m)).collect();
+                for m in missing {
+                    self.load_module(m);
+                }
                 self.dispatch();
             }
             Err((kind, message)) => {
-                // Forget it so a later lease tries again.
-                self.modules.remove(&hash);
                 let failed: Vec<Lease> = self.waiting.iter().filter(|l| l.module == hash).cloned().collect();
                 self.waiting.retain(|l| l.module != hash);
                 for l in failed {
@@ -270,12 +283,11 @@ impl Agent {
     /// Starts waiting leases whose module is ready on idle executors.
     fn dispatch(&mut self) {
         while let Some(slot) = self.pool.idle_slot() {
-            let ready = |l: &Lease| matches!(self.modules.get(&l.module), Some(ModuleState::Ready(_)));
-            let Some(pos) = self.waiting.iter().position(ready) else { break };
+            let Some(pos) = self.waiting.iter().position(|l| self.modules.contains(&l.module)) else { break };
             let lease = self.waiting.remove(pos).expect("position is valid");
-            let Some(ModuleState::Ready(module)) = self.modules.get(&lease.module) else { unreachable!() };
+            let module = self.modules.get(&lease.module).expect("checked above").clone();
             let (id, ids) = (lease.lease, (lease.job, lease.task));
-            if let Err(e) = self.pool.start(slot, module, lease) {
+            if let Err(e) = self.pool.start(slot, &module, lease) {
                 self.fail(id, ids, FailureKind::ExecutorCrashed, format!("{e:?}"));
                 self.replace_slot(slot);
                 continue;

@@ -189,15 +189,23 @@ pub use idlecore_coordinator::browser::{chromium_flags, chromium_path};
 /// A headless Chromium with one page open. Killed when dropped.
 pub struct Visitor {
     child: Child,
-    _profile: tempfile::TempDir,
+    _profile: Option<tempfile::TempDir>,
 }
 
 impl Visitor {
+    /// A visitor with a fresh profile of its own.
     pub fn open(url: &str) -> anyhow::Result<Visitor> {
         let profile = tempfile::tempdir()?;
-        let child = idlecore_coordinator::browser::open(url, profile.path())
+        let mut v = Visitor::returning(url, profile.path())?;
+        v._profile = Some(profile);
+        Ok(v)
+    }
+
+    /// A visitor using `profile`, as a person coming back to a site does.
+    pub fn returning(url: &str, profile: &Path) -> anyhow::Result<Visitor> {
+        let child = idlecore_coordinator::browser::open(url, profile)
             .with_context(|| format!("starting {}", chromium_path().display()))?;
-        Ok(Visitor { child, _profile: profile })
+        Ok(Visitor { child, _profile: None })
     }
 
     pub fn is_running(&mut self) -> bool {

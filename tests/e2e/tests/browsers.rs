@@ -212,3 +212,27 @@ fn input_files_go_in_and_output_files_come_back() {
     // "HELLO FILES" in base64.
     assert_eq!(r["files"]["/output/sub/out.txt"], "SEVMTE8gRklMRVM=", "{r}");
 }
+
+/// Both the browser's HTTP cache (modules are immutable) and the agent's Cache
+/// API store can serve the second visit; `tests/module_cache.rs` checks the latter alone.
+#[test]
+fn a_returning_visitor_does_not_download_the_module_again() {
+    let paths = Paths::workspace();
+    paths.check_built().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let c = start(&dir.path().join("data"), &paths, None);
+    let api = c.api();
+    let hash = api.upload(&std::fs::read(paths.tasks.join("wasi-probe.wasm")).unwrap()).unwrap();
+    let profile = dir.path().join("profile");
+    let downloads = || api.stats().unwrap()["module_downloads"].as_u64().unwrap();
+    for visit in 0..2 {
+        let mut visitor = Visitor::returning(&format!("{}/", c.base_url()), &profile).unwrap();
+        wait_for("the visitor to join", Duration::from_secs(60), || (workers(&api) == 1).then_some(())).unwrap();
+        let job = api.create_job(&hash, &[vec![]], &args(&["exit", "0"]), json!({})).unwrap();
+        wait_for("the job", Duration::from_secs(60), || (api.status(job).ok()?["state"] == "completed").then_some(())).unwrap();
+        assert_eq!(downloads(), 1, "visit {visit}: the module was downloaded once in all");
+        assert!(visitor.is_running());
+        drop(visitor);
+        wait_for("the visitor to leave", Duration::from_secs(30), || (workers(&api) == 0).then_some(())).unwrap();
+    }
+}

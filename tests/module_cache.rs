@@ -1,0 +1,53 @@
+//! The persistent module cache, in a dedicated Worker (where the agent runs):
+//! a cached module loads without the network, a damaged entry is dropped.
+
+#![cfg(target_arch = "wasm32")]
+
+use idlecore_protocol::FailureKind;
+use idlecore_wasm::agent::modules::{cached_bytes, load, open_cache, store_bytes, Source};
+use sha2::{Digest, Sha256};
+use wasm_bindgen::JsCast;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_dedicated_worker);
+
+const PROBE: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/target/wasm32-wasip1/release/wasi-probe.wasm"));
+
+/// A URL on the test server's origin that the server does not serve.
+fn url(name: &str) -> String {
+    let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+    format!("{}/idlecore-module-cache-test/{name}", scope.location().origin())
+}
+
+#[wasm_bindgen_test]
+async fn a_cached_module_loads_without_the_network() {
+    let cache = open_cache().await.expect("the Cache API is available in a worker");
+    let hash: [u8; 32] = Sha256::digest(PROBE).into();
+    let u = url("cached");
+    store_bytes(&cache, &u, PROBE).await;
+    let (_module, size, source) = load(u, hash).await.expect("loads from the cache");
+    assert_eq!((size, source), (PROBE.len(), Source::Cache));
+}
+
+#[wasm_bindgen_test]
+async fn a_damaged_entry_is_dropped_and_the_network_tried() {
+    let cache = open_cache().await.unwrap();
+    let hash: [u8; 32] = Sha256::digest(PROBE).into();
+    let u = url("damaged");
+    store_bytes(&cache, &u, b"not the module").await;
+    let err = load(u.clone(), hash).await.err().expect("the network has no such module");
+    assert_eq!(err.0, FailureKind::ModuleFetch);
+    assert!(err.1.contains("HTTP 404"), "{}", err.1);
+    assert!(cached_bytes(&cache, &u).await.is_none(), "the damaged entry is gone");
+}
+
+#[wasm_bindgen_test]
+async fn invalid_module_bytes_fail_to_compile_even_with_a_matching_hash() {
+    let cache = open_cache().await.unwrap();
+    let bytes = b"\0asm\x01\0\0\0\x01\xff";
+    let hash: [u8; 32] = Sha256::digest(bytes).into();
+    let u = url("invalid");
+    store_bytes(&cache, &u, bytes).await;
+    let err = load(u, hash).await.err().expect("does not compile");
+    assert_eq!(err.0, FailureKind::ModuleInvalid);
+}
