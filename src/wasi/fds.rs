@@ -1,17 +1,17 @@
-//! File descriptors and the fd_* / path_* / poll_oneoff calls: standard
-//! streams, preopened directories over the in-memory [`Fs`], and open files.
+//! File descriptors and the fd_* calls: standard streams, preopened
+//! directories over the in-memory filesystem, and open files.
 
 use super::fs::{NodeId, Resolved, FILETYPE_DIRECTORY};
 use super::{Abort, Errno, GuestMemory, WasiCtx};
 
 const FILETYPE_CHARACTER_DEVICE: u8 = 2;
-const OFLAGS_CREAT: u32 = 1;
-const OFLAGS_DIRECTORY: u32 = 2;
-const OFLAGS_EXCL: u32 = 4;
-const OFLAGS_TRUNC: u32 = 8;
-const FDFLAGS_APPEND: u32 = 1;
-const RIGHT_FD_READ: u64 = 1 << 1;
-const RIGHT_FD_WRITE: u64 = 1 << 6;
+pub(super) const OFLAGS_CREAT: u32 = 1;
+pub(super) const OFLAGS_DIRECTORY: u32 = 2;
+pub(super) const OFLAGS_EXCL: u32 = 4;
+pub(super) const OFLAGS_TRUNC: u32 = 8;
+pub(super) const FDFLAGS_APPEND: u32 = 1;
+pub(super) const RIGHT_FD_READ: u64 = 1 << 1;
+pub(super) const RIGHT_FD_WRITE: u64 = 1 << 6;
 /// Every right preview1 defines; this host checks access by preopen, not by rights.
 const ALL_RIGHTS: u64 = (1 << 30) - 1;
 
@@ -32,7 +32,7 @@ pub enum Fd {
     File { node: NodeId, preopen: usize, pos: u64, read: bool, write: bool, append: bool },
 }
 
-fn errno(r: Result<(), Errno>) -> Errno {
+pub(super) fn errno(r: Result<(), Errno>) -> Errno {
     match r {
         Ok(()) => Errno::Success,
         Err(e) => e,
@@ -70,11 +70,11 @@ impl WasiCtx {
             .collect()
     }
 
-    fn fd(&self, fd: u32) -> Result<&Fd, Errno> {
+    pub(super) fn fd(&self, fd: u32) -> Result<&Fd, Errno> {
         self.fds.get(fd as usize).and_then(Option::as_ref).ok_or(Errno::Badf)
     }
 
-    fn fd_mut(&mut self, fd: u32) -> Result<&mut Fd, Errno> {
+    pub(super) fn fd_mut(&mut self, fd: u32) -> Result<&mut Fd, Errno> {
         self.fds.get_mut(fd as usize).and_then(Option::as_mut).ok_or(Errno::Badf)
     }
 
@@ -86,13 +86,13 @@ impl WasiCtx {
         }
     }
 
-    fn resolve_at(&self, fd: u32, mem: &impl GuestMemory, ptr: u32, len: u32) -> Result<(Resolved, usize), Errno> {
+    pub(super) fn resolve_at(&self, fd: u32, mem: &impl GuestMemory, ptr: u32, len: u32) -> Result<(Resolved, usize), Errno> {
         let (dir, preopen) = self.dir_fd(fd)?;
         let path = read_path(mem, ptr, len)?;
         Ok((self.fs.resolve(self.preopens[preopen].root, dir, &path)?, preopen))
     }
 
-    fn writable(&self, preopen: usize) -> Result<(), Errno> {
+    pub(super) fn writable(&self, preopen: usize) -> Result<(), Errno> {
         if self.preopens[preopen].writable {
             Ok(())
         } else {
@@ -112,7 +112,7 @@ impl WasiCtx {
     }
 
     /// Records a change in the size of a file in preopen `preopen`, checking growth.
-    fn resize_output(&mut self, preopen: usize, delta: i64) -> Result<(), Abort> {
+    pub(super) fn resize_output(&mut self, preopen: usize, delta: i64) -> Result<(), Abort> {
         if !self.preopens[preopen].writable {
             return Ok(());
         }
@@ -345,7 +345,7 @@ impl WasiCtx {
         }
     }
 
-    fn filestat(&self, node: Option<NodeId>) -> [u8; 64] {
+    pub(super) fn filestat(&self, node: Option<NodeId>) -> [u8; 64] {
         let mut stat = [0u8; 64];
         match node {
             Some(id) => {
@@ -415,258 +415,6 @@ impl WasiCtx {
         }
         bytes.truncate(len as usize);
         errno(mem.write(buf, &bytes).and_then(|_| mem.write_u32(out, bytes.len() as u32)))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub fn path_open(
-        &mut self,
-        mem: &impl GuestMemory,
-        fd: u32,
-        path_ptr: u32,
-        path_len: u32,
-        oflags: u32,
-        rights: u64,
-        fdflags: u32,
-        out: u32,
-    ) -> Result<Errno, Abort> {
-        let (resolved, preopen) = match self.resolve_at(fd, mem, path_ptr, path_len) {
-            Ok(r) => r,
-            Err(e) => return Ok(e),
-        };
-        let wants_write = rights & RIGHT_FD_WRITE != 0 || oflags & (OFLAGS_CREAT | OFLAGS_TRUNC) != 0 || fdflags & FDFLAGS_APPEND != 0;
-        let existing = match self.fs.target(&resolved) {
-            Ok(t) => t,
-            Err(e) => return Ok(e),
-        };
-        let node = match existing {
-            Some(_) if oflags & OFLAGS_CREAT != 0 && oflags & OFLAGS_EXCL != 0 => return Ok(Errno::Exist),
-            Some(id) => id,
-            None if oflags & OFLAGS_CREAT != 0 => {
-                if let Err(e) = self.writable(preopen) {
-                    return Ok(e);
-                }
-                let Some(name) = &resolved.name else { return Ok(Errno::Exist) };
-                match self.fs.create_file(resolved.parent, name, Vec::new()) {
-                    Ok(id) => id,
-                    Err(e) => return Ok(e),
-                }
-            }
-            None => return Ok(Errno::Noent),
-        };
-        let is_dir = self.fs.is_dir(node);
-        if oflags & OFLAGS_DIRECTORY != 0 && !is_dir {
-            return Ok(Errno::Notdir);
-        }
-        if is_dir && (rights & RIGHT_FD_WRITE != 0 && oflags & OFLAGS_DIRECTORY == 0 || oflags & OFLAGS_TRUNC != 0) {
-            return Ok(Errno::Isdir);
-        }
-        if wants_write && !is_dir {
-            if let Err(e) = self.writable(preopen) {
-                return Ok(e);
-            }
-        }
-        if oflags & OFLAGS_TRUNC != 0 {
-            let old = self.fs.size(node) as i64;
-            self.resize_output(preopen, -old)?;
-            if let Ok(d) = self.fs.data_mut(node) {
-                d.clear();
-            }
-        }
-        let entry = if is_dir {
-            Fd::Dir { node, preopen }
-        } else {
-            Fd::File {
-                node,
-                preopen,
-                pos: 0,
-                read: rights & RIGHT_FD_READ != 0 || rights == 0,
-                write: wants_write,
-                append: fdflags & FDFLAGS_APPEND != 0,
-            }
-        };
-        let slot = self.fds.iter().position(Option::is_none).unwrap_or(self.fds.len());
-        if slot == self.fds.len() {
-            if slot >= 4096 {
-                return Ok(Errno::Mfile);
-            }
-            self.fds.push(None);
-        }
-        self.fds[slot] = Some(entry);
-        Ok(errno(mem.write_u32(out, slot as u32)))
-    }
-
-    pub fn path_filestat_get(&self, mem: &impl GuestMemory, fd: u32, path_ptr: u32, path_len: u32, out: u32) -> Errno {
-        let node = self
-            .resolve_at(fd, mem, path_ptr, path_len)
-            .and_then(|(r, _)| self.fs.target(&r))
-            .and_then(|t| t.ok_or(Errno::Noent));
-        match node {
-            Ok(id) => errno(mem.write(out, &self.filestat(Some(id)))),
-            Err(e) => e,
-        }
-    }
-
-    /// Timestamps are constant in this filesystem; setting them succeeds on existing paths.
-    pub fn path_filestat_set_times(&self, mem: &impl GuestMemory, fd: u32, path_ptr: u32, path_len: u32) -> Errno {
-        match self.resolve_at(fd, mem, path_ptr, path_len).and_then(|(r, _)| self.fs.target(&r)) {
-            Ok(Some(_)) => Errno::Success,
-            Ok(None) => Errno::Noent,
-            Err(e) => e,
-        }
-    }
-
-    pub fn path_create_directory(&mut self, mem: &impl GuestMemory, fd: u32, path_ptr: u32, path_len: u32) -> Errno {
-        let (r, preopen) = match self.resolve_at(fd, mem, path_ptr, path_len) {
-            Ok(r) => r,
-            Err(e) => return e,
-        };
-        let Some(name) = r.name else { return Errno::Exist };
-        if self.fs.lookup(r.parent, &name).ok().flatten().is_some() {
-            return Errno::Exist;
-        }
-        if let Err(e) = self.writable(preopen) {
-            return e;
-        }
-        errno(self.fs.create_dir(r.parent, &name).map(|_| ()))
-    }
-
-    fn remove_path(&mut self, mem: &impl GuestMemory, fd: u32, path_ptr: u32, path_len: u32, dir: bool) -> Errno {
-        let (r, preopen) = match self.resolve_at(fd, mem, path_ptr, path_len) {
-            Ok(r) => r,
-            Err(e) => return e,
-        };
-        let Some(name) = r.name else { return if dir { Errno::Busy } else { Errno::Isdir } };
-        if let Err(e) = self.fs.lookup(r.parent, &name).and_then(|t| t.ok_or(Errno::Noent)) {
-            return e;
-        }
-        if let Err(e) = self.writable(preopen) {
-            return e;
-        }
-        match self.fs.remove(r.parent, &name, dir) {
-            Ok(id) => {
-                // Unlinked files take their bytes with them (no fd keeps them counted).
-                let freed = if dir { 0 } else { self.fs.size(id) as i64 };
-                let _ = self.resize_output(preopen, -freed);
-                Errno::Success
-            }
-            Err(e) => e,
-        }
-    }
-
-    pub fn path_remove_directory(&mut self, mem: &impl GuestMemory, fd: u32, path_ptr: u32, path_len: u32) -> Errno {
-        self.remove_path(mem, fd, path_ptr, path_len, true)
-    }
-
-    pub fn path_unlink_file(&mut self, mem: &impl GuestMemory, fd: u32, path_ptr: u32, path_len: u32) -> Errno {
-        self.remove_path(mem, fd, path_ptr, path_len, false)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub fn path_rename(&mut self, mem: &impl GuestMemory, fd: u32, old_ptr: u32, old_len: u32, new_fd: u32, new_ptr: u32, new_len: u32) -> Errno {
-        let from = self.resolve_at(fd, mem, old_ptr, old_len);
-        let to = self.resolve_at(new_fd, mem, new_ptr, new_len);
-        let ((from, p1), (to, p2)) = match (from, to) {
-            (Ok(a), Ok(b)) => (a, b),
-            (Err(e), _) | (_, Err(e)) => return e,
-        };
-        let (Some(from_name), Some(to_name)) = (from.name, to.name) else { return Errno::Busy };
-        if let Err(e) = self.fs.lookup(from.parent, &from_name).and_then(|t| t.ok_or(Errno::Noent)) {
-            return e;
-        }
-        if p1 != p2 {
-            return Errno::Xdev;
-        }
-        if let Err(e) = self.writable(p1) {
-            return e;
-        }
-        // A file replaced by the rename takes its bytes with it.
-        let replaced = match self.fs.lookup(to.parent, &to_name) {
-            Ok(Some(id)) if !self.fs.is_dir(id) && self.fs.lookup(from.parent, &from_name) != Ok(Some(id)) => self.fs.size(id) as i64,
-            _ => 0,
-        };
-        match self.fs.rename(from.parent, &from_name, to.parent, &to_name) {
-            Ok(()) => {
-                let _ = self.resize_output(p1, -replaced);
-                Errno::Success
-            }
-            Err(e) => e,
-        }
-    }
-
-    /// No symbolic links exist here.
-    pub fn path_readlink(&self, mem: &impl GuestMemory, fd: u32, path_ptr: u32, path_len: u32) -> Errno {
-        match self.resolve_at(fd, mem, path_ptr, path_len).and_then(|(r, _)| self.fs.target(&r)) {
-            Ok(Some(_)) => Errno::Inval,
-            Ok(None) => Errno::Noent,
-            Err(e) => e,
-        }
-    }
-
-    /// Waits on clocks (virtual or real, see [`super::Clocks::sleep`]); fd
-    /// subscriptions are always ready, as in-memory files never block.
-    pub fn poll_oneoff(&mut self, mem: &impl GuestMemory, subs: u32, events: u32, count: u32, out: u32) -> Errno {
-        if count == 0 {
-            return Errno::Inval;
-        }
-        if count > 4096 {
-            return Errno::Inval;
-        }
-        let raw = match mem.read(subs, count * 48) {
-            Ok(r) => r,
-            Err(e) => return e,
-        };
-        let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
-        let mut fired = Vec::new();
-        let mut soonest: Option<(u64, u64)> = None; // (wait ns, userdata)
-        for sub in raw.chunks_exact(48) {
-            let userdata = u64_at(sub, 0);
-            match sub[8] {
-                0 => {
-                    let id = u32::from_le_bytes(sub[16..20].try_into().expect("4 bytes"));
-                    let timeout = u64_at(sub, 24);
-                    let absolute = sub[40] & 1 != 0;
-                    let now = match id {
-                        0 => self.clocks.realtime_ns(),
-                        1..=3 => self.clocks.monotonic_ns(),
-                        _ => {
-                            fired.push((userdata, Errno::Inval as u16, 0u8, 0u64));
-                            continue;
-                        }
-                    };
-                    let wait = if absolute { timeout.saturating_sub(now) } else { timeout };
-                    if soonest.is_none_or(|(w, _)| wait < w) {
-                        soonest = Some((wait, userdata));
-                    }
-                }
-                tag @ (1 | 2) => {
-                    let fd = u32::from_le_bytes(sub[16..20].try_into().expect("4 bytes"));
-                    let (err, nbytes) = match self.fd(fd) {
-                        Ok(Fd::Stdin) => (0, (self.stdin.len() - self.stdin_pos) as u64),
-                        Ok(Fd::File { node, pos, .. }) => (0, self.fs.size(*node).saturating_sub(*pos)),
-                        Ok(_) => (0, 0),
-                        Err(e) => (e as u16, 0),
-                    };
-                    fired.push((userdata, err, tag, nbytes));
-                }
-                _ => fired.push((userdata, Errno::Inval as u16, sub[8], 0)),
-            }
-        }
-        if fired.is_empty() {
-            if let Some((wait, userdata)) = soonest {
-                self.clocks.sleep(wait);
-                fired.push((userdata, 0, 0, 0));
-            }
-        }
-        let mut bytes = Vec::with_capacity(fired.len() * 32);
-        for (userdata, err, tag, nbytes) in &fired {
-            let mut ev = [0u8; 32];
-            ev[0..8].copy_from_slice(&userdata.to_le_bytes());
-            ev[8..10].copy_from_slice(&err.to_le_bytes());
-            ev[10] = *tag;
-            ev[16..24].copy_from_slice(&nbytes.to_le_bytes());
-            bytes.extend_from_slice(&ev);
-        }
-        errno(mem.write(events, &bytes).and_then(|_| mem.write_u32(out, fired.len() as u32)))
     }
 }
 

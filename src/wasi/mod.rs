@@ -12,6 +12,8 @@ mod clocks;
 mod fds;
 pub mod fs;
 mod memory;
+mod paths;
+mod poll;
 #[cfg(target_arch = "wasm32")]
 pub mod host;
 

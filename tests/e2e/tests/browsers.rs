@@ -19,6 +19,30 @@ fn start(data: &std::path::Path, paths: &Paths, addr: Option<std::net::SocketAdd
     .expect("coordinator starts")
 }
 
+/// A coordinator serving the demo site, with `n` visitors joined.
+struct Setup {
+    paths: Paths,
+    dir: tempfile::TempDir,
+    c: Coordinator,
+    _visitors: Vec<Visitor>,
+}
+
+fn setup(n: usize) -> Setup {
+    let paths = Paths::workspace();
+    paths.check_built().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let c = start(&dir.path().join("data"), &paths, None);
+    let _visitors = visitors(&c, n);
+    Setup { paths, dir, c, _visitors }
+}
+
+impl Setup {
+    /// Uploads a task module built by the xtask.
+    fn upload(&self, task: &str) -> String {
+        self.c.api().upload(&std::fs::read(self.paths.tasks.join(task)).unwrap()).unwrap()
+    }
+}
+
 fn workers(api: &Api) -> u64 {
     api.stats().ok().and_then(|s| s["workers"].as_u64()).unwrap_or(0)
 }
@@ -41,12 +65,7 @@ fn args(list: &[&str]) -> Vec<String> {
 
 #[test]
 fn two_browsers_compute_a_job_submitted_with_the_cli() {
-    let paths = Paths::workspace();
-    paths.check_built().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let c = start(&dir.path().join("data"), &paths, None);
-    let _v = visitors(&c, 2);
-
+    let Setup { paths, dir, c, _visitors } = setup(2);
     let inputs = mandelbrot_inputs(8);
     let task_args = args(&["--tiles", "8", "--size", "48", "--iter", "600"]);
     let input_file = dir.path().join("tiles.txt");
@@ -124,13 +143,8 @@ fn a_coordinator_killed_mid_job_loses_nothing_and_browsers_come_back() {
 
 #[test]
 fn hostile_tasks_fail_with_their_kind_and_browsers_go_on() {
-    let paths = Paths::workspace();
-    paths.check_built().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let c = start(&dir.path().join("data"), &paths, None);
-    let _v = visitors(&c, 1);
-    let api = c.api();
-    let hash = api.upload(&std::fs::read(paths.tasks.join("wasi-probe.wasm")).unwrap()).unwrap();
+    let s = setup(1);
+    let (api, hash) = (s.c.api(), s.upload("wasi-probe.wasm"));
     // One job per behaviour, so each can have its own arguments and limits.
     let limits = |extra: serde_json::Value| {
         let mut l = json!({ "timeout_ms": 4000, "max_output_bytes": 10000, "max_attempts": 1 });
@@ -171,13 +185,8 @@ fn hostile_tasks_fail_with_their_kind_and_browsers_go_on() {
 
 #[test]
 fn fuel_used_is_the_same_on_every_run_of_a_task() {
-    let paths = Paths::workspace();
-    paths.check_built().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let c = start(&dir.path().join("data"), &paths, None);
-    let _v = visitors(&c, 2);
-    let api = c.api();
-    let hash = api.upload(&std::fs::read(paths.tasks.join("mandelbrot.wasm")).unwrap()).unwrap();
+    let s = setup(2);
+    let (api, hash) = (s.c.api(), s.upload("mandelbrot.wasm"));
     // The same tile eight times, spread over two browsers.
     let stdins = vec![b"3 4\n".to_vec(); 8];
     let job = api.create_job(&hash, &stdins, &args(&["--tiles", "8", "--size", "32", "--iter", "300"]), json!({})).unwrap();
@@ -191,13 +200,8 @@ fn fuel_used_is_the_same_on_every_run_of_a_task() {
 
 #[test]
 fn input_files_go_in_and_output_files_come_back() {
-    let paths = Paths::workspace();
-    paths.check_built().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let c = start(&dir.path().join("data"), &paths, None);
-    let _v = visitors(&c, 1);
-    let api = c.api();
-    let hash = api.upload(&std::fs::read(paths.tasks.join("wasi-probe.wasm")).unwrap()).unwrap();
+    let s = setup(1);
+    let (api, hash) = (s.c.api(), s.upload("wasi-probe.wasm"));
     let body = json!({
         "module": hash,
         "tasks": [{ "args": ["copy"], "files": { "in.txt": "aGVsbG8gZmlsZXM=" } }],
@@ -217,13 +221,9 @@ fn input_files_go_in_and_output_files_come_back() {
 /// API store can serve the second visit; `tests/module_cache.rs` checks the latter alone.
 #[test]
 fn a_returning_visitor_does_not_download_the_module_again() {
-    let paths = Paths::workspace();
-    paths.check_built().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let c = start(&dir.path().join("data"), &paths, None);
-    let api = c.api();
-    let hash = api.upload(&std::fs::read(paths.tasks.join("wasi-probe.wasm")).unwrap()).unwrap();
-    let profile = dir.path().join("profile");
+    let s = setup(0);
+    let (api, hash, c) = (s.c.api(), s.upload("wasi-probe.wasm"), &s.c);
+    let profile = s.dir.path().join("profile");
     let downloads = || api.stats().unwrap()["module_downloads"].as_u64().unwrap();
     for visit in 0..2 {
         let mut visitor = Visitor::returning(&format!("{}/", c.base_url()), &profile).unwrap();
