@@ -28,7 +28,6 @@ const PREVIEW1: &[&str] = &[
 const FUEL: &str = "idlecore_fuel";
 const MEMORY_CAP: &str = "idlecore_memory_cap";
 const MEMORY_DENIED: &str = "idlecore_memory_denied";
-const PAGE: f64 = 65536.0;
 
 /// Why a run produced no exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -337,8 +336,9 @@ pub fn run(module: &WebAssembly::Module, ctx: WasiCtx, limits: RunLimits) -> Res
     let exports = instance.exports();
     let memory: WebAssembly::Memory =
         Reflect::get(&exports, &"memory".into()).map_err(|e| RunError::Invalid(error_text(&e)))?.unchecked_into();
-    let pages = memory.buffer().unchecked_into::<js_sys::ArrayBuffer>().byte_length() as f64 / PAGE;
-    if pages > limits.max_memory_pages as f64 {
+    // grow(0) returns the size in pages; a byte length would not fit in 32 bits at 4 GiB.
+    let pages = memory.grow(0);
+    if pages > limits.max_memory_pages {
         return Err(RunError::MemoryLimit(format!(
             "the module starts with {pages} pages of memory; the cap is {} pages",
             limits.max_memory_pages

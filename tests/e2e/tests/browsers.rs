@@ -236,3 +236,49 @@ fn a_returning_visitor_does_not_download_the_module_again() {
         wait_for("the visitor to leave", Duration::from_secs(30), || (workers(&api) == 0).then_some(())).unwrap();
     }
 }
+
+/// A WASI command in WAT around `body` (which may define more functions).
+fn command(extra: &str, memory_pages: u32) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(module {extra} (memory (export "memory") {memory_pages}) (func (export "_start")))"#
+    ))
+    .unwrap()
+}
+
+#[test]
+fn enormous_modules_run_or_fail_cleanly_and_the_browser_goes_on() {
+    let s = setup(1);
+    let api = s.c.api();
+    let many_imports: String = (0..20_000)
+        .map(|i| format!(r#"(import "wasi_snapshot_preview1" "sched_yield" (func $y{i} (result i32)))"#))
+        .collect();
+    let many_functions: String = (0..50_000).map(|i| format!("(func $f{i} (result i32) i32.const {i})")).collect();
+    let big_data = format!(r#"(data (i32.const 0) "{}")"#, "\\00".repeat(24 * 1024 * 1024));
+    let cases: Vec<(&str, Vec<u8>, serde_json::Value, Option<&str>)> = vec![
+        ("20k imports", command(&many_imports, 1), json!({}), None),
+        ("50k functions", command(&many_functions, 1), json!({}), None),
+        ("24 MiB data over a 16 MiB cap", command(&big_data, 400), json!({ "max_memory_mib": 16 }), Some("memory_limit")),
+        ("4 GiB initial memory", command("", 65536), json!({}), Some("memory_limit")),
+    ];
+    for (what, module, limits, want) in cases {
+        let hash = api.upload(&module).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let mut l = json!({ "max_attempts": 1, "timeout_ms": 60_000 });
+        l.as_object_mut().unwrap().extend(limits.as_object().unwrap().clone());
+        let job = api.create_job(&hash, &[vec![]], &[], l).unwrap();
+        wait_for(what, Duration::from_secs(120), || (api.status(job).ok()?["state"] == "completed").then_some(())).unwrap();
+        let r = &api.results(job).unwrap()[0];
+        match want {
+            None => assert_eq!(r.1, "done", "{what}: {:?}", r.3),
+            Some(kind) => {
+                assert_eq!(r.1, "failed", "{what}");
+                assert!(r.3.as_deref().unwrap_or("").starts_with(&format!("{kind}: ")), "{what}: {:?}", r.3);
+            }
+        }
+    }
+    // The same browser still runs an ordinary task.
+    let probe = s.upload("wasi-probe.wasm");
+    let job = api.create_job(&probe, &[vec![]], &args(&["exit", "3"]), json!({})).unwrap();
+    wait_for("the ordinary task", Duration::from_secs(60), || (api.status(job).ok()?["state"] == "completed").then_some(())).unwrap();
+    assert_eq!(api.results_json(job).unwrap()[0]["exit_code"], 3);
+    assert_eq!(workers(&api), 1);
+}
