@@ -142,7 +142,8 @@ impl HostDir {
         }
         let guest = if guest == "." || guest.starts_with('/') { guest.to_string() } else { format!("/{guest}") };
         let mut before = FileMap::default();
-        read_tree(&host, "", &mut before)?;
+        let mut budget = idlecore_protocol::MAX_FRAME_BYTES - 256 * 1024;
+        read_tree(&host, "", &mut before, &mut budget).with_context(|| format!("--dir {spec}"))?;
         Ok(HostDir { host, guest: guest.trim_end_matches('/').to_string(), before })
     }
 
@@ -173,16 +174,22 @@ impl HostDir {
     }
 }
 
-/// Reads every regular file under `dir` into `out` by relative path.
-fn read_tree(dir: &std::path::Path, prefix: &str, out: &mut FileMap) -> anyhow::Result<()> {
+/// Reads every regular file under `dir` into `out` by relative path, within
+/// `budget` bytes (a task's inputs travel in one protocol frame).
+fn read_tree(dir: &std::path::Path, prefix: &str, out: &mut FileMap, budget: &mut usize) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
         let kind = entry.file_type()?;
         if kind.is_dir() {
-            read_tree(&entry.path(), &rel, out)?;
+            read_tree(&entry.path(), &rel, out, budget)?;
         } else if kind.is_file() {
+            let size = entry.metadata()?.len() as usize;
+            if size > *budget {
+                bail!("the directory holds more than the {} bytes a task's inputs may have", idlecore_protocol::MAX_FRAME_BYTES - 256 * 1024);
+            }
+            *budget -= size;
             out.0.insert(rel, std::fs::read(entry.path())?);
         }
     }

@@ -64,9 +64,14 @@ fn failures_and_limits_are_reported_with_their_kind() {
 #[test]
 fn bad_invocations_say_what_is_wrong() {
     let p = probe();
-    let dir = run(&["--dir", "/tmp", &p, "report"], b"");
+    let dir = run(&["--dir", "/nonexistent-dir::/data", &p, "report"], b"");
     assert_eq!(dir.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&dir.stderr).contains("--dir is not supported yet"));
+    assert!(String::from_utf8_lossy(&dir.stderr).contains("/nonexistent-dir is not a directory"));
+    let big = tempfile::tempdir().unwrap();
+    std::fs::write(big.path().join("huge.bin"), vec![0u8; 20 << 20]).unwrap();
+    let too_big = run(&["--dir", &format!("{}::/data", big.path().display()), &p, "report"], b"");
+    assert_eq!(too_big.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&too_big.stderr).contains("more than"), "{}", String::from_utf8_lossy(&too_big.stderr));
     let missing = run(&["/nonexistent/task.wasm"], b"");
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("reading /nonexistent/task.wasm"));
