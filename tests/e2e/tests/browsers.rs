@@ -218,7 +218,7 @@ fn input_files_go_in_and_output_files_come_back() {
 }
 
 /// Both the browser's HTTP cache (modules are immutable) and the agent's Cache
-/// API store can serve the second visit; `tests/module_cache.rs` checks the latter alone.
+/// API store can serve the second visit; `tests/agent_modules.rs` checks the latter alone.
 #[test]
 fn a_returning_visitor_does_not_download_the_module_again() {
     let s = setup(0);

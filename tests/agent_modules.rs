@@ -1,5 +1,6 @@
-//! The persistent module cache, in a dedicated Worker (where the agent runs):
-//! a cached module loads without the network, a damaged entry is dropped.
+//! Module loading, in a dedicated Worker (where the agent runs): a cached
+//! module loads without the network, a damaged entry is dropped, and module
+//! URLs follow the coordinator's origin.
 
 #![cfg(target_arch = "wasm32")]
 
@@ -50,4 +51,14 @@ async fn invalid_module_bytes_fail_to_compile_even_with_a_matching_hash() {
     store_bytes(&cache, &u, bytes).await;
     let err = load(u, hash).await.err().expect("does not compile");
     assert_eq!(err.0, FailureKind::ModuleInvalid);
+}
+
+#[wasm_bindgen_test]
+fn module_urls_follow_the_coordinator_origin() {
+    use idlecore_wasm::agent::modules::module_url;
+    let hash = [0xab; 32];
+    let hex = "ab".repeat(32);
+    assert_eq!(module_url("ws://127.0.0.1:8080/ws", "/modules/", &hash).unwrap(), format!("http://127.0.0.1:8080/modules/{hex}"));
+    assert_eq!(module_url("wss://example.org/idle/ws?x=1", "/modules/", &hash).unwrap(), format!("https://example.org/modules/{hex}"));
+    assert!(module_url("not a url", "/modules/", &hash).is_err());
 }
