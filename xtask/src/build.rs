@@ -28,6 +28,7 @@ pub fn all() -> anyhow::Result<idlecore_e2e::Paths> {
         .args(["--target=wasm32-wasi", "-O2", "tests/tasks/c/conformance.c", "-o"])
         .arg(paths.tasks.join("wasi-conformance-c.wasm")))?;
     paths.check_built()?;
+    bench_modules(&paths)?;
     Ok(paths)
 }
 
@@ -43,4 +44,24 @@ pub fn package() -> anyhow::Result<PathBuf> {
     // wasm-pack writes a .gitignore of `*` that would hide everything from npm pack.
     let _ = std::fs::remove_file(pkg.join(".gitignore"));
     Ok(pkg)
+}
+
+/// Where the execution benchmarks find their modules.
+pub fn bench_dir() -> PathBuf {
+    root().join("target/bench")
+}
+
+/// The modules the execution benchmarks run, each raw and sandboxed as the
+/// coordinator serves it: an empty command (fixed cost) and the Mandelbrot task.
+fn bench_modules(paths: &idlecore_e2e::Paths) -> anyhow::Result<()> {
+    let dir = bench_dir();
+    std::fs::create_dir_all(&dir)?;
+    let empty = wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start")))"#)?;
+    let mandelbrot = std::fs::read(paths.tasks.join("mandelbrot.wasm"))?;
+    for (name, raw) in [("empty", empty), ("mandelbrot", mandelbrot)] {
+        let sandboxed = idlecore_coordinator::sandbox::instrument(&raw).with_context(|| format!("sandboxing {name}"))?;
+        std::fs::write(dir.join(format!("{name}.wasm")), &raw)?;
+        std::fs::write(dir.join(format!("{name}.sandboxed.wasm")), sandboxed)?;
+    }
+    Ok(())
 }

@@ -1,6 +1,7 @@
-//! `cargo xtask build | demo | test`: the project's automation. Each command
+//! `cargo xtask build | demo | test | bench`: the project's automation. Each command
 //! first installs whatever it needs and is missing (see `tools`).
 
+mod bench;
 mod build;
 mod demo;
 mod picture;
@@ -17,7 +18,8 @@ const USAGE: &str = "usage:
                                        run the coordinator, K headless browser visitors (default 2; 0 to use
                                        your own browser), submit the example job and write its picture
   cargo xtask test [--only unit|browser|e2e]
-                                       run every test (or one group)";
+                                       run every test (or one group)
+  cargo xtask bench [--iters N]        measure execution overheads; writes docs/benchmarks.md";
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -25,6 +27,7 @@ fn main() -> std::process::ExitCode {
         Some("build") => tools::ensure().and_then(|_| build::all()).map(|_| ()),
         Some("demo") => demo::run(&args[1..]),
         Some("test") => test::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return std::process::ExitCode::from(2);
