@@ -318,13 +318,43 @@ impl Meter {
     }
 }
 
+/// The import object of this thread, built once: its closures reach each
+/// run's state through `shared`, which every run refills.
+struct Host {
+    shared: Shared,
+    imports: Object,
+    _keep: Vec<Box<dyn Any>>,
+}
+
+thread_local! {
+    static HOST: RefCell<Option<Rc<Host>>> = const { RefCell::new(None) };
+}
+
+fn host() -> Rc<Host> {
+    HOST.with(|h| {
+        h.borrow_mut()
+            .get_or_insert_with(|| {
+                let shared = Shared {
+                    ctx: Rc::new(RefCell::new(WasiCtx::new("", &[], &[], Vec::new(), 0, 0))),
+                    mem: Rc::new(RefCell::new(None)),
+                };
+                let mut keep = Vec::new();
+                let imports = imports(&shared, &mut keep);
+                Rc::new(Host { shared, imports, _keep: keep })
+            })
+            .clone()
+    })
+}
+
 /// Runs `_start` to completion in this thread.
 pub fn run(module: &WebAssembly::Module, ctx: WasiCtx, limits: RunLimits) -> Result<RunOutput, RunError> {
     check_module(module).map_err(RunError::Invalid)?;
-    let shared = Shared { ctx: Rc::new(RefCell::new(ctx)), mem: Rc::new(RefCell::new(None)) };
-    let mut keep = Vec::new();
-    let imports = imports(&shared, &mut keep);
-    let instance = WebAssembly::Instance::new(module, &imports).map_err(|e| {
+    let host = host();
+    let shared = &host.shared;
+    *shared.ctx.borrow_mut() = ctx;
+    *shared.mem.borrow_mut() = None;
+    let imports = &host.imports;
+    let instance = WebAssembly::Instance::new(module, imports).map_err(|e| {
         let text = error_text(&e);
         // The engine could not allocate the module's initial memory.
         if e.is_instance_of::<js_sys::RangeError>() && text.to_lowercase().contains("memory") {
@@ -352,9 +382,11 @@ pub fn run(module: &WebAssembly::Module, ctx: WasiCtx, limits: RunLimits) -> Res
     let start: Function =
         Reflect::get(&exports, &"_start".into()).map_err(|e| RunError::Invalid(error_text(&e)))?.unchecked_into();
     let outcome = start.call0(&JsValue::UNDEFINED);
-    drop(keep);
+    // The instance's memory is released with the instance, not kept by the host.
+    *shared.mem.borrow_mut() = None;
     let fuel_used = meter.as_ref().map(Meter::used).unwrap_or(0);
-    let mut ctx = shared.ctx.borrow_mut();
+    // Take this run's state out of the host, leaving an empty one.
+    let mut ctx = std::mem::replace(&mut *shared.ctx.borrow_mut(), WasiCtx::new("", &[], &[], Vec::new(), 0, 0));
     let exit_code = match (outcome, ctx.abort.take()) {
         (_, Some(Abort::Exit(code))) => code,
         (_, Some(Abort::OutputLimit(max))) => return Err(RunError::OutputLimit(max)),

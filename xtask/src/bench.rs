@@ -165,9 +165,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let mut misses = String::new();
     if fixed.value > 100.0 {
         misses.push_str(
-            "- Fixed cost: each run builds a fresh import object (about 50 Rust closures) and a fresh WASI state;\n  \
-             the bare baseline instantiates with no imports at all. Reusing one import object per executor, with the\n  \
-             per-task state swapped in, is the first thing to try. Not yet profiled.\n",
+            "- Fixed cost: the import object is built once per executor; what each run still pays is checking the\n  \
+             module's imports and exports through the JS API, instantiating against about 50 imports, and setting up\n  \
+             the WASI state and the sandbox's globals. The bare baseline instantiates with no imports at all. Not yet\n  \
+             profiled.\n",
         );
     }
     if tile.value / tile.baseline > 1.02 {
