@@ -276,9 +276,4 @@ impl Fs {
         out.sort();
         out
     }
-
-    /// Total bytes of the files under `root`.
-    pub fn bytes_under(&self, root: NodeId) -> u64 {
-        self.files(root).iter().map(|(_, d)| d.len() as u64).sum()
-    }
 }

@@ -5,6 +5,12 @@ use super::fds::{errno, Fd, FDFLAGS_APPEND, OFLAGS_CREAT, OFLAGS_DIRECTORY, OFLA
 use super::{Abort, Errno, GuestMemory, WasiCtx};
 
 impl WasiCtx {
+    /// The existing node a path names, or `ENOENT`.
+    fn node_at(&self, mem: &impl GuestMemory, fd: u32, path_ptr: u32, path_len: u32) -> Result<usize, Errno> {
+        let (r, _) = self.resolve_at(fd, mem, path_ptr, path_len)?;
+        self.fs.target(&r)?.ok_or(Errno::Noent)
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn path_open(
         &mut self,
@@ -84,11 +90,7 @@ impl WasiCtx {
     }
 
     pub fn path_filestat_get(&self, mem: &impl GuestMemory, fd: u32, path_ptr: u32, path_len: u32, out: u32) -> Errno {
-        let node = self
-            .resolve_at(fd, mem, path_ptr, path_len)
-            .and_then(|(r, _)| self.fs.target(&r))
-            .and_then(|t| t.ok_or(Errno::Noent));
-        match node {
+        match self.node_at(mem, fd, path_ptr, path_len) {
             Ok(id) => errno(mem.write(out, &self.filestat(Some(id)))),
             Err(e) => e,
         }
@@ -96,9 +98,8 @@ impl WasiCtx {
 
     /// Timestamps are constant in this filesystem; setting them succeeds on existing paths.
     pub fn path_filestat_set_times(&self, mem: &impl GuestMemory, fd: u32, path_ptr: u32, path_len: u32) -> Errno {
-        match self.resolve_at(fd, mem, path_ptr, path_len).and_then(|(r, _)| self.fs.target(&r)) {
-            Ok(Some(_)) => Errno::Success,
-            Ok(None) => Errno::Noent,
+        match self.node_at(mem, fd, path_ptr, path_len) {
+            Ok(_) => Errno::Success,
             Err(e) => e,
         }
     }
@@ -183,9 +184,8 @@ impl WasiCtx {
 
     /// No symbolic links exist here.
     pub fn path_readlink(&self, mem: &impl GuestMemory, fd: u32, path_ptr: u32, path_len: u32) -> Errno {
-        match self.resolve_at(fd, mem, path_ptr, path_len).and_then(|(r, _)| self.fs.target(&r)) {
-            Ok(Some(_)) => Errno::Inval,
-            Ok(None) => Errno::Noent,
+        match self.node_at(mem, fd, path_ptr, path_len) {
+            Ok(_) => Errno::Inval,
             Err(e) => e,
         }
     }
