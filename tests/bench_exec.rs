@@ -5,7 +5,7 @@
 
 #![cfg(target_arch = "wasm32")]
 
-use idlecore_wasm::wasi::host::{run, RunLimits};
+use idlecore_wasm::wasi::instance::{run, Prepared, RunLimits};
 use idlecore_wasm::wasi::WasiCtx;
 use js_sys::{Function, Object, Reflect, Uint8Array, WebAssembly};
 use wasm_bindgen::{JsCast, JsValue};
@@ -20,7 +20,7 @@ const ITERS: &str = match option_env!("IDLECORE_BENCH_ITERS") {
 
 macro_rules! bench_module {
     ($name:literal) => {
-        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench/", $name))
+        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/target/sandboxed/", $name))
     };
 }
 const EMPTY: &[u8] = bench_module!("empty.wasm");
@@ -67,12 +67,21 @@ fn tile_ctx() -> WasiCtx {
 
 const LIMITS: RunLimits = RunLimits { fuel: 0, max_memory_pages: 16384 };
 
+#[wasm_bindgen::prelude::wasm_bindgen(module = "/tests/js/bare_wasi.js")]
+extern "C" {
+    /// Runs a module with a minimal JS WASI shim; returns stdout's length.
+    fn bare_run(module: &WebAssembly::Module, args: js_sys::Array, stdin: &Uint8Array) -> u32;
+    fn count_calls(module: &WebAssembly::Module, args: js_sys::Array, stdin: &Uint8Array) -> String;
+}
+
 #[wasm_bindgen_test]
 fn fixed_cost_per_task_of_an_empty_module() {
     let (raw, sandboxed) = (compile(EMPTY), compile(EMPTY_SANDBOXED));
     let n = iters() * 100;
+    // As the executor runs it: checked once, one instance reset between runs.
+    let prepared = Prepared::new(sandboxed).expect("checks");
     let idlecore = mean_ms(n, || {
-        let out = run(&sandboxed, WasiCtx::new("empty.wasm", &[], &[], vec![], 1, 1024), LIMITS).expect("runs");
+        let out = prepared.run(WasiCtx::new("empty.wasm", &[], &[], vec![], 1, 1024), LIMITS).expect("runs");
         assert_eq!(out.exit_code, 0);
     });
     let imports = Object::new();
@@ -82,6 +91,45 @@ fn fixed_cost_per_task_of_an_empty_module() {
         start.call0(&JsValue::UNDEFINED).expect("runs");
     });
     report("fixed cost per task, empty module (WASI host + sandbox)", "µs", idlecore * 1000.0, "bare instantiate + _start, no imports", bare * 1000.0, n);
+}
+
+/// The fixed cost of a real program: the Mandelbrot task (80 KB, Rust std)
+/// asked for a 1-pixel tile, so nearly all of its run is start-up, argument
+/// and stdin parsing, and output.
+#[wasm_bindgen_test]
+fn fixed_cost_per_task_of_a_rust_command() {
+    let (raw, sandboxed) = (compile(MANDELBROT), compile(MANDELBROT_SANDBOXED));
+    let args = ["--size", "1", "--iter", "1"];
+    let ctx = || {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        WasiCtx::new("mandelbrot.wasm", &args, &[], b"0 0\n".to_vec(), 1, 1 << 20)
+    };
+    let prepared = Prepared::new(sandboxed).expect("checks");
+    let ours = prepared.run(ctx(), LIMITS).expect("runs").stdout;
+    let js_args: js_sys::Array = std::iter::once("mandelbrot.wasm").chain(args).map(wasm_bindgen::JsValue::from).collect();
+    let stdin = Uint8Array::from(&b"0 0\n"[..]);
+    assert_eq!(bare_run(&raw, js_args.clone(), &stdin) as usize, ours.len(), "both print the same tile");
+    assert!(ours.starts_with(b"P6\n1 1\n255\n"));
+    let n = iters() * 50;
+    let (mut idlecore, mut bare) = (0.0, 0.0);
+    // Alternate in blocks so that noise from other processes falls on both alike.
+    for _ in 0..5 {
+        idlecore += mean_ms(n / 5, || {
+            prepared.run(ctx(), LIMITS).expect("runs");
+        });
+        bare += mean_ms(n / 5, || {
+            bare_run(&raw, js_args.clone(), &stdin);
+        });
+    }
+    console_log!("CALLS {}", count_calls(&raw, js_args.clone(), &stdin));
+    report(
+        "fixed cost per task, Rust command printing a 1-pixel tile (executor runner, sandboxed)",
+        "µs",
+        idlecore / 5.0 * 1000.0,
+        "same module unsandboxed, new instance + minimal JS WASI shim",
+        bare / 5.0 * 1000.0,
+        n,
+    );
 }
 
 #[wasm_bindgen_test]
@@ -104,4 +152,96 @@ fn cpu_bound_mandelbrot_tile() {
     }
     let (metered, unmetered) = (metered / n as f64, unmetered / n as f64);
     report("Mandelbrot tile 64x64, 2000 iterations (sandboxed, fuel-metered)", "ms", metered, "same module unmetered, same host", unmetered, n);
+}
+
+
+#[wasm_bindgen::prelude::wasm_bindgen(module = "/tests/js/workers.js")]
+extern "C" {
+    fn spawn_test_executor() -> web_sys::Worker;
+    fn spawn_echo_worker() -> web_sys::Worker;
+}
+
+/// The whole cycle as the agent sees it: a lease for the empty module posted
+/// to a real executor Worker (through `ExecutorPool`, with the module and the
+/// encoded lease), run there, and the result frame back. The baseline is the
+/// same two messages with a Worker that only echoes.
+#[wasm_bindgen_test]
+async fn round_trip_to_an_executor() {
+    use futures_channel::mpsc;
+    use futures_util::StreamExt;
+    use idlecore_protocol::{decode_worker, Lease, TaskLimits, WorkerMessage};
+    use idlecore_wasm::executor::pool::{ExecutorPool, PoolEvent};
+    use std::rc::Rc;
+
+    let module = compile(EMPTY_SANDBOXED);
+    let n = iters() * 50;
+    let lease = |lease| Lease {
+        lease,
+        job: 1,
+        task: 0,
+        module: [7; 32],
+        stdin: vec![],
+        args: vec![],
+        env: vec![],
+        limits: TaskLimits { timeout_ms: 60_000, max_output_bytes: 1024, max_memory_pages: 16, fuel: 1_000_000 },
+        seed: 1,
+        deterministic: true,
+        dirs: vec![],
+    };
+
+    let (tx, mut rx) = mpsc::unbounded();
+    let spawn = wasm_bindgen::closure::Closure::<dyn FnMut() -> web_sys::Worker>::new(spawn_test_executor);
+    let notify: Rc<dyn Fn(PoolEvent)> = Rc::new(move |e| {
+        let _ = tx.unbounded_send(e);
+    });
+    let mut pool = ExecutorPool::new(spawn.as_ref().unchecked_ref::<Function>().clone(), 1, notify).expect("pool");
+    match rx.next().await {
+        Some(PoolEvent::Ready(0)) => pool.mark_ready(0),
+        Some(PoolEvent::Crashed(_, m)) => panic!("the executor did not start: {m}"),
+        _ => panic!("the executor did not start"),
+    }
+    // One warm-up cycle, then n timed ones.
+    let mut start = 0.0;
+    for id in 0..=n as u64 {
+        if id == 1 {
+            start = now_ms();
+        }
+        pool.start(0, &module, lease(id)).expect("posts");
+        match rx.next().await {
+            Some(PoolEvent::Done(0, frame)) => match decode_worker(&frame) {
+                Ok(WorkerMessage::Result(r)) => assert_eq!((r.lease, r.exit_code), (id, 0)),
+                other => panic!("expected a result, got {other:?}"),
+            },
+            _ => panic!("expected the run to end"),
+        }
+        pool.finish(0);
+    }
+    let executor = (now_ms() - start) / n as f64;
+
+    let echo = spawn_echo_worker();
+    let (etx, mut erx) = mpsc::unbounded::<()>();
+    let on_message = wasm_bindgen::closure::Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_| {
+        let _ = etx.unbounded_send(());
+    });
+    echo.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    erx.next().await.expect("echo worker starts");
+    let frame = idlecore_protocol::encode_coordinator(&idlecore_protocol::CoordinatorMessage::Lease(lease(1)));
+    for i in 0..=n {
+        if i == 1 {
+            start = now_ms();
+        }
+        let bytes = Uint8Array::from(frame.as_slice());
+        echo.post_message(&js_sys::Array::of2(&module, &bytes)).expect("posts");
+        erx.next().await.expect("echo");
+    }
+    let bare = (now_ms() - start) / n as f64;
+    echo.terminate();
+    report(
+        "round trip agent → executor Worker → agent, empty module (lease and result frames)",
+        "µs",
+        executor * 1000.0,
+        "same messages to a Worker that only echoes",
+        bare * 1000.0,
+        n,
+    );
 }

@@ -6,7 +6,7 @@
 
 use idlecore_protocol::{FailureKind, Lease, TaskLimits, WorkerMessage};
 use idlecore_wasm::executor::worker::run_job;
-use idlecore_wasm::wasi::host::{check_module, run as run_limited, RunError, RunLimits};
+use idlecore_wasm::wasi::instance::{check_module, run as run_limited, RunError, RunLimits};
 use idlecore_wasm::wasi::WasiCtx;
 use js_sys::{Uint8Array, WebAssembly};
 use wasm_bindgen_test::*;
@@ -16,7 +16,7 @@ wasm_bindgen_test_configure!(run_in_dedicated_worker);
 const PROBE: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/target/wasm32-wasip1/release/wasi-probe.wasm"));
 
 /// Runs without fuel and with a generous memory cap.
-fn run(module: &WebAssembly::Module, ctx: WasiCtx) -> Result<idlecore_wasm::wasi::host::RunOutput, RunError> {
+fn run(module: &WebAssembly::Module, ctx: WasiCtx) -> Result<idlecore_wasm::wasi::instance::RunOutput, RunError> {
     run_limited(module, ctx, RunLimits { fuel: 0, max_memory_pages: 16384 })
 }
 
@@ -144,14 +144,14 @@ fn the_executor_reports_results_and_failures_as_protocol_messages() {
         dirs: vec![],
         limits,
     };
-    match run_job(&probe(), &job(11, &["report"])) {
+    match run_job(probe(), &job(11, &["report"])) {
         WorkerMessage::Result(r) => {
             assert_eq!(r.lease, 11);
             assert!(String::from_utf8(r.stdout).unwrap().contains("stdin: abc"));
         }
         other => panic!("expected a result, got {other:?}"),
     }
-    match run_job(&probe(), &job(12, &["trap"])) {
+    match run_job(probe(), &job(12, &["trap"])) {
         WorkerMessage::Failure(f) => assert_eq!((f.lease, f.kind), (12, FailureKind::Trap)),
         other => panic!("expected a failure, got {other:?}"),
     }

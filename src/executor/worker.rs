@@ -1,17 +1,44 @@
 //! The executor Worker's side: run each job it is sent and post the outcome.
 
-use crate::wasi::host::{self, RunError, RunLimits};
+use crate::wasi::host::HostClocks;
+use crate::wasi::instance::{Prepared, RunError, RunLimits};
 use crate::wasi::WasiCtx;
-use idlecore_protocol::{decode_coordinator, encode_worker, CoordinatorMessage, FailureKind, Lease, TaskFailure, TaskResult, WorkerMessage};
+use idlecore_protocol::{
+    decode_coordinator, encode_worker, CoordinatorMessage, FailureKind, Lease, ModuleHash, TaskFailure, TaskResult,
+    WorkerMessage,
+};
 use js_sys::{Array, Uint8Array, WebAssembly};
 use std::cell::RefCell;
+use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
+/// Modules this executor keeps checked (each with its last instance), most
+/// recently used first. A kept instance holds up to 16 MiB of memory.
+const PREPARED_KEPT: usize = 4;
+
 thread_local! {
     /// The message handler lives as long as the executor Worker.
     static HANDLER: RefCell<Option<Closure<dyn FnMut(MessageEvent)>>> = const { RefCell::new(None) };
+    static PREPARED: RefCell<Vec<(ModuleHash, Rc<Prepared>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The prepared form of the lease's module. Every job brings a new `Module`
+/// object (postMessage clones it), so modules are known by hash; the agent
+/// has checked that the bytes it compiled have that hash.
+fn prepared(hash: ModuleHash, module: WebAssembly::Module) -> Result<Rc<Prepared>, String> {
+    PREPARED.with(|kept| {
+        let mut kept = kept.borrow_mut();
+        if let Some(at) = kept.iter().position(|(h, _)| *h == hash) {
+            let entry = kept.remove(at);
+            kept.insert(0, entry);
+        } else {
+            kept.insert(0, (hash, Rc::new(Prepared::new(module)?)));
+            kept.truncate(PREPARED_KEPT);
+        }
+        Ok(kept[0].1.clone())
+    })
 }
 
 fn now_ms() -> f64 {
@@ -23,11 +50,11 @@ fn now_ms() -> f64 {
 }
 
 /// Runs one job and returns the protocol message to report.
-pub fn run_job(module: &WebAssembly::Module, job: &Lease) -> WorkerMessage {
+pub fn run_job(module: WebAssembly::Module, job: &Lease) -> WorkerMessage {
     let failure = |kind, message: String| WorkerMessage::Failure(TaskFailure { lease: job.lease, kind, message });
     let mut ctx = WasiCtx::new("task.wasm", &job.args, &job.env, job.stdin.clone(), job.seed, job.limits.max_output_bytes);
     if !job.deterministic {
-        ctx = ctx.with_clocks(Box::new(host::HostClocks::new()));
+        ctx = ctx.with_clocks(Box::new(HostClocks::new()));
     }
     for dir in &job.dirs {
         let files: Vec<(String, Vec<u8>)> = dir.files.iter().map(|f| (f.path.clone(), f.data.clone())).collect();
@@ -38,7 +65,11 @@ pub fn run_job(module: &WebAssembly::Module, job: &Lease) -> WorkerMessage {
     }
     let started = now_ms();
     let limits = RunLimits { fuel: job.limits.fuel, max_memory_pages: job.limits.max_memory_pages };
-    match host::run(module, ctx, limits) {
+    let prepared = match prepared(job.module, module) {
+        Ok(p) => p,
+        Err(m) => return failure(FailureKind::ModuleInvalid, m),
+    };
+    match prepared.run(ctx, limits) {
         Ok(out) => WorkerMessage::Result(TaskResult {
             lease: job.lease,
             exit_code: out.exit_code,
@@ -65,7 +96,7 @@ fn handle(event: MessageEvent) -> WorkerMessage {
     let module: WebAssembly::Module = data.get(0).unchecked_into();
     let bytes = Uint8Array::new(&data.get(1)).to_vec();
     match decode_coordinator(&bytes) {
-        Ok(CoordinatorMessage::Lease(lease)) => run_job(&module, &lease),
+        Ok(CoordinatorMessage::Lease(lease)) => run_job(module, &lease),
         other => WorkerMessage::Failure(TaskFailure {
             lease: 0,
             kind: FailureKind::Internal,

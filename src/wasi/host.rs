@@ -1,5 +1,6 @@
-//! Runs a WASI command module in this browser thread, with [`WasiCtx`] as its
-//! `wasi_snapshot_preview1` imports.
+//! The browser side of the WASI host: one `wasi_snapshot_preview1` import
+//! object per thread whose functions call into the current run's [`WasiCtx`],
+//! the guest memory as seen through JS, and the browser's real clocks.
 
 use super::{Abort, Errno, GuestMemory, WasiCtx};
 use js_sys::{Function, Object, Reflect, Uint8Array, WebAssembly};
@@ -9,10 +10,10 @@ use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
-const WASI: &str = "wasi_snapshot_preview1";
+pub(super) const WASI: &str = "wasi_snapshot_preview1";
 
 /// Every preview1 function. Those this host does not implement return ENOSYS.
-const PREVIEW1: &[&str] = &[
+pub(super) const PREVIEW1: &[&str] = &[
     "args_get", "args_sizes_get", "environ_get", "environ_sizes_get", "clock_res_get", "clock_time_get",
     "fd_advise", "fd_allocate", "fd_close", "fd_datasync", "fd_fdstat_get", "fd_fdstat_set_flags",
     "fd_fdstat_set_rights", "fd_filestat_get", "fd_filestat_set_size", "fd_filestat_set_times", "fd_pread",
@@ -22,47 +23,6 @@ const PREVIEW1: &[&str] = &[
     "path_unlink_file", "poll_oneoff", "proc_exit", "proc_raise", "sched_yield", "random_get", "sock_accept",
     "sock_recv", "sock_send", "sock_shutdown",
 ];
-
-/// Exports the coordinator's sandboxing adds to every module (see
-/// `coordinator/src/sandbox.rs`). A module without them runs unmetered.
-const FUEL: &str = "idlecore_fuel";
-const MEMORY_CAP: &str = "idlecore_memory_cap";
-const MEMORY_DENIED: &str = "idlecore_memory_denied";
-
-/// Why a run produced no exit code.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RunError {
-    /// Imports something this host does not provide, or is not a command.
-    Invalid(String),
-    /// Trapped, or threw during instantiation.
-    Trap(String),
-    /// Wrote more than the output limit.
-    OutputLimit(u32),
-    /// Ran out of fuel after executing this many instructions.
-    FuelExhausted(u64),
-    /// Needed more memory than the cap.
-    MemoryLimit(String),
-}
-
-/// Limits of one run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RunLimits {
-    /// Instructions; 0 means no limit.
-    pub fuel: u64,
-    /// Largest linear memory, in 64 KiB pages.
-    pub max_memory_pages: u32,
-}
-
-/// A finished run.
-pub struct RunOutput {
-    pub exit_code: i32,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-    /// Instructions executed (0 for a module without a fuel meter).
-    pub fuel_used: u64,
-    /// Files of the writable preopens, by full guest path.
-    pub files: Vec<idlecore_protocol::TaskFile>,
-}
 
 /// The browser's real clocks and `crypto.getRandomValues`, for jobs that opt
 /// out of determinism.
@@ -105,24 +65,41 @@ impl super::Clocks for HostClocks {
     }
 }
 
-struct JsMemory(WebAssembly::Memory);
+/// The guest's memory as seen from JS. The view is kept between calls and
+/// made again only when the guest grew its memory (which detaches the old
+/// buffer, leaving the view empty).
+struct JsMemory {
+    memory: WebAssembly::Memory,
+    view: RefCell<Uint8Array>,
+}
 
 impl JsMemory {
-    /// A fresh view each time: growing memory detaches the old buffer.
-    fn view(&self) -> Uint8Array {
-        Uint8Array::new(&self.0.buffer())
+    fn new(memory: WebAssembly::Memory) -> JsMemory {
+        let view = Uint8Array::new(&memory.buffer());
+        JsMemory { memory, view: RefCell::new(view) }
+    }
+
+    /// The current view and its length.
+    fn view(&self) -> (Uint8Array, usize) {
+        let mut view = self.view.borrow_mut();
+        let mut len = view.length();
+        if len == 0 {
+            *view = Uint8Array::new(&self.memory.buffer());
+            len = view.length();
+        }
+        (view.clone(), len as usize)
     }
 }
 
 impl GuestMemory for JsMemory {
     fn read(&self, ptr: u32, len: u32) -> Result<Vec<u8>, Errno> {
-        let view = self.view();
-        let (s, e) = super::in_bounds(ptr, len, view.length() as usize)?;
+        let (view, size) = self.view();
+        let (s, e) = super::in_bounds(ptr, len, size)?;
         Ok(view.subarray(s as u32, e as u32).to_vec())
     }
     fn write(&self, ptr: u32, data: &[u8]) -> Result<(), Errno> {
-        let view = self.view();
-        let (s, e) = super::in_bounds(ptr, data.len() as u32, view.length() as usize)?;
+        let (view, size) = self.view();
+        let (s, e) = super::in_bounds(ptr, data.len() as u32, size)?;
         view.subarray(s as u32, e as u32).copy_from(data);
         Ok(())
     }
@@ -143,32 +120,6 @@ impl Shared {
             None => Errno::Fault as i32,
         }
     }
-}
-
-/// Checks that the module imports only preview1 functions and exports what a command needs.
-pub fn check_module(module: &WebAssembly::Module) -> Result<(), String> {
-    for import in WebAssembly::Module::imports(module).iter() {
-        let get = |k: &str| Reflect::get(&import, &k.into()).ok().and_then(|v| v.as_string()).unwrap_or_default();
-        let (m, name, kind) = (get("module"), get("name"), get("kind"));
-        if m != WASI || kind != "function" || !PREVIEW1.contains(&name.as_str()) {
-            // The sandbox's own exports are checked by name below; imports never are.
-            return Err(format!("imports {kind} `{m}.{name}`, which the idlecore WASI host does not provide"));
-        }
-    }
-    let exports = WebAssembly::Module::exports(module);
-    let has = |n: &str, k: &str| {
-        exports.iter().any(|e| {
-            Reflect::get(&e, &"name".into()).ok().and_then(|v| v.as_string()).as_deref() == Some(n)
-                && Reflect::get(&e, &"kind".into()).ok().and_then(|v| v.as_string()).as_deref() == Some(k)
-        })
-    };
-    if !has("_start", "function") {
-        return Err("exports no `_start` function; build the module as a WASI command".into());
-    }
-    if !has("memory", "memory") {
-        return Err("exports no memory".into());
-    }
-    Ok(())
 }
 
 #[wasm_bindgen(inline_js = "export function spread9(f) { return (a, b, c, d, e, g, h, i, j) => f([a, b, c, d, e, g, h, i, j]); }")]
@@ -279,63 +230,52 @@ fn imports(shared: &Shared, keep: &mut Vec<Box<dyn Any>>) -> Object {
     imports
 }
 
-fn error_text(e: &JsValue) -> String {
-    e.dyn_ref::<js_sys::Error>()
-        .map(|e| format!("{}: {}", e.name(), e.message()))
-        .or_else(|| e.as_string())
-        .unwrap_or_else(|| format!("{e:?}"))
-}
-
-fn global(exports: &Object, name: &str) -> Option<WebAssembly::Global> {
-    Reflect::get(exports, &name.into()).ok().and_then(|g| g.dyn_into::<WebAssembly::Global>().ok())
-}
-
-/// The fuel meter of an instrumented module.
-struct Meter {
-    global: WebAssembly::Global,
-    budget: i64,
-}
-
-impl Meter {
-    fn start(exports: &Object, fuel: u64) -> Option<Meter> {
-        let global = global(exports, FUEL)?;
-        let budget = if fuel == 0 { i64::MAX } else { fuel.min(i64::MAX as u64) as i64 };
-        global.set_value(&js_sys::BigInt::from(budget).into());
-        Some(Meter { global, budget })
-    }
-
-    /// Fuel left; negative once exhausted.
-    fn left(&self) -> i64 {
-        let v = self.global.value();
-        v.dyn_ref::<js_sys::BigInt>()
-            .and_then(|b| b.to_string(10).ok())
-            .and_then(|s| String::from(s).parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn used(&self) -> u64 {
-        (self.budget as i128 - self.left().max(0) as i128).max(0) as u64
-    }
-}
-
 /// The import object of this thread, built once: its closures reach each
 /// run's state through `shared`, which every run refills.
-struct Host {
+pub(super) struct Host {
     shared: Shared,
     imports: Object,
     _keep: Vec<Box<dyn Any>>,
+}
+
+impl Host {
+    pub(super) fn imports(&self) -> &Object {
+        &self.imports
+    }
+
+    /// Installs a run's state. Until [`Host::attach`], calls fail with EFAULT
+    /// (a start function runs before its instance's memory is known).
+    pub(super) fn begin(&self, ctx: WasiCtx) {
+        *self.shared.ctx.borrow_mut() = ctx;
+        *self.shared.mem.borrow_mut() = None;
+    }
+
+    pub(super) fn attach(&self, memory: WebAssembly::Memory) {
+        *self.shared.mem.borrow_mut() = Some(JsMemory::new(memory));
+    }
+
+    /// Takes the run's state out, leaving an empty one. The instance's memory
+    /// is let go too: the host keeps nothing of a run.
+    pub(super) fn finish(&self) -> WasiCtx {
+        *self.shared.mem.borrow_mut() = None;
+        std::mem::replace(&mut *self.shared.ctx.borrow_mut(), empty_ctx())
+    }
+}
+
+fn empty_ctx() -> WasiCtx {
+    WasiCtx::new("", &[], &[], Vec::new(), 0, 0)
 }
 
 thread_local! {
     static HOST: RefCell<Option<Rc<Host>>> = const { RefCell::new(None) };
 }
 
-fn host() -> Rc<Host> {
+pub(super) fn host() -> Rc<Host> {
     HOST.with(|h| {
         h.borrow_mut()
             .get_or_insert_with(|| {
                 let shared = Shared {
-                    ctx: Rc::new(RefCell::new(WasiCtx::new("", &[], &[], Vec::new(), 0, 0))),
+                    ctx: Rc::new(RefCell::new(empty_ctx())),
                     mem: Rc::new(RefCell::new(None)),
                 };
                 let mut keep = Vec::new();
@@ -346,79 +286,3 @@ fn host() -> Rc<Host> {
     })
 }
 
-/// Runs `_start` to completion in this thread.
-pub fn run(module: &WebAssembly::Module, ctx: WasiCtx, limits: RunLimits) -> Result<RunOutput, RunError> {
-    check_module(module).map_err(RunError::Invalid)?;
-    let host = host();
-    let shared = &host.shared;
-    *shared.ctx.borrow_mut() = ctx;
-    *shared.mem.borrow_mut() = None;
-    let imports = &host.imports;
-    let instance = WebAssembly::Instance::new(module, imports).map_err(|e| {
-        let text = error_text(&e);
-        // The engine could not allocate the module's initial memory.
-        if e.is_instance_of::<js_sys::RangeError>() && text.to_lowercase().contains("memory") {
-            RunError::MemoryLimit(text)
-        } else {
-            RunError::Trap(text)
-        }
-    })?;
-    let exports = instance.exports();
-    let memory: WebAssembly::Memory =
-        Reflect::get(&exports, &"memory".into()).map_err(|e| RunError::Invalid(error_text(&e)))?.unchecked_into();
-    // grow(0) returns the size in pages; a byte length would not fit in 32 bits at 4 GiB.
-    let pages = memory.grow(0);
-    if pages > limits.max_memory_pages {
-        return Err(RunError::MemoryLimit(format!(
-            "the module starts with {pages} pages of memory; the cap is {} pages",
-            limits.max_memory_pages
-        )));
-    }
-    if let Some(cap) = global(&exports, MEMORY_CAP) {
-        cap.set_value(&JsValue::from(limits.max_memory_pages as f64));
-    }
-    let meter = Meter::start(&exports, limits.fuel);
-    *shared.mem.borrow_mut() = Some(JsMemory(memory));
-    let start: Function =
-        Reflect::get(&exports, &"_start".into()).map_err(|e| RunError::Invalid(error_text(&e)))?.unchecked_into();
-    let outcome = start.call0(&JsValue::UNDEFINED);
-    // The instance's memory is released with the instance, not kept by the host.
-    *shared.mem.borrow_mut() = None;
-    let fuel_used = meter.as_ref().map(Meter::used).unwrap_or(0);
-    // Take this run's state out of the host, leaving an empty one.
-    let mut ctx = std::mem::replace(&mut *shared.ctx.borrow_mut(), WasiCtx::new("", &[], &[], Vec::new(), 0, 0));
-    let exit_code = match (outcome, ctx.abort.take()) {
-        (_, Some(Abort::Exit(code))) => code,
-        (_, Some(Abort::OutputLimit(max))) => return Err(RunError::OutputLimit(max)),
-        (_, Some(Abort::InvalidExit(code))) => {
-            return Err(RunError::Trap(format!("exit with invalid exit status {code}, outside of [0..126)")))
-        }
-        (Ok(_), None) => 0,
-        (Err(e), None) => {
-            if meter.as_ref().is_some_and(|m| m.left() < 0) {
-                return Err(RunError::FuelExhausted(fuel_used));
-            }
-            let denied = global(&exports, MEMORY_DENIED).and_then(|g| g.value().as_f64()).unwrap_or(0.0);
-            if denied != 0.0 {
-                return Err(RunError::MemoryLimit(format!(
-                    "memory.grow past the cap of {} pages was refused, then the task trapped ({})",
-                    limits.max_memory_pages,
-                    error_text(&e)
-                )));
-            }
-            return Err(RunError::Trap(error_text(&e)));
-        }
-    };
-    let files = ctx
-        .output_files()
-        .into_iter()
-        .map(|(dir, path, data)| idlecore_protocol::TaskFile { path: format!("{}/{path}", dir.trim_end_matches('/')), data })
-        .collect();
-    Ok(RunOutput {
-        exit_code,
-        stdout: std::mem::take(&mut ctx.stdout),
-        stderr: std::mem::take(&mut ctx.stderr),
-        fuel_used,
-        files,
-    })
-}

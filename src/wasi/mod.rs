@@ -16,6 +16,8 @@ mod paths;
 mod poll;
 #[cfg(target_arch = "wasm32")]
 pub mod host;
+#[cfg(target_arch = "wasm32")]
+pub mod instance;
 
 pub use clocks::{Clocks, Seeded, CLOCK_STEP_NS};
 pub use fds::{Fd, Preopen};

@@ -93,7 +93,7 @@ for _ in range(runs):
     once()
 print((time.perf_counter() - start) * 1000 / runs)
 "#;
-    let dir = build::bench_dir();
+    let dir = build::sandboxed_dir();
     let stdin = dir.join("tile.stdin");
     std::fs::write(&stdin, TILE_STDIN)?;
     let out = Command::new("python3")

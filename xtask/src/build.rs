@@ -28,7 +28,7 @@ pub fn all() -> anyhow::Result<idlecore_e2e::Paths> {
         .args(["--target=wasm32-wasi", "-O2", "tests/tasks/c/conformance.c", "-o"])
         .arg(paths.tasks.join("wasi-conformance-c.wasm")))?;
     paths.check_built()?;
-    bench_modules(&paths)?;
+    sandboxed_modules(&paths)?;
     Ok(paths)
 }
 
@@ -46,19 +46,21 @@ pub fn package() -> anyhow::Result<PathBuf> {
     Ok(pkg)
 }
 
-/// Where the execution benchmarks find their modules.
-pub fn bench_dir() -> PathBuf {
-    root().join("target/bench")
+/// Where browser tests and benchmarks find task modules, each raw
+/// (`NAME.wasm`) and sandboxed as the coordinator serves it (`NAME.sandboxed.wasm`).
+pub fn sandboxed_dir() -> PathBuf {
+    root().join("target/sandboxed")
 }
 
-/// The modules the execution benchmarks run, each raw and sandboxed as the
-/// coordinator serves it: an empty command (fixed cost) and the Mandelbrot task.
-fn bench_modules(paths: &idlecore_e2e::Paths) -> anyhow::Result<()> {
-    let dir = bench_dir();
+/// Writes every task module, and an empty command, raw and sandboxed.
+fn sandboxed_modules(paths: &idlecore_e2e::Paths) -> anyhow::Result<()> {
+    let dir = sandboxed_dir();
     std::fs::create_dir_all(&dir)?;
-    let empty = wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start")))"#)?;
-    let mandelbrot = std::fs::read(paths.tasks.join("mandelbrot.wasm"))?;
-    for (name, raw) in [("empty", empty), ("mandelbrot", mandelbrot)] {
+    let mut modules = vec![("empty".to_string(), wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start")))"#)?)];
+    for name in ["mandelbrot", "wasi-probe", "wasi-conformance", "wasi-conformance-c"] {
+        modules.push((name.to_string(), std::fs::read(paths.tasks.join(format!("{name}.wasm")))?));
+    }
+    for (name, raw) in modules {
         let sandboxed = idlecore_coordinator::sandbox::instrument(&raw).with_context(|| format!("sandboxing {name}"))?;
         std::fs::write(dir.join(format!("{name}.wasm")), &raw)?;
         std::fs::write(dir.join(format!("{name}.sandboxed.wasm")), sandboxed)?;

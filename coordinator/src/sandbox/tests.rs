@@ -134,3 +134,115 @@ fn unsupported_modules_are_refused_with_a_reason() {
         assert!(e.contains(want), "{src}: {e}");
     }
 }
+
+/// A module whose run leaves traces everywhere a reset must clean: it bumps
+/// a mutable global, overwrites its data segment, grows memory and writes to
+/// the new page, and records what it saw on entry in `result`.
+const STATEFUL: &str = r#"(module
+    (memory (export "memory") 1)
+    (global $counter (mut i32) (i32.const 5))
+    (global (export "result") (mut i32) (i32.const 0))
+    (data (i32.const 16) "abc")
+    (func (export "_start")
+      ;; result = counter * 1000000 + byte[16] * 1000 + memory.size * 10 + byte[65536 + 8]-if-present
+      global.get $counter i32.const 1000000 i32.mul
+      i32.const 16 i32.load8_u i32.const 1000 i32.mul i32.add
+      memory.size i32.const 10 i32.mul i32.add
+      global.set 1
+      global.get $counter i32.const 1 i32.add global.set $counter
+      i32.const 16 i32.const 122 i32.store8
+      i32.const 2 memory.grow drop
+      i32.const 65544 i32.const 7 i32.store8))"#;
+
+struct Instance {
+    store: Store<()>,
+    instance: wasmi::Instance,
+}
+
+impl Instance {
+    fn new(sandboxed: &[u8]) -> Instance {
+        let engine = Engine::default();
+        let module = WModule::new(&engine, sandboxed).expect("compiles");
+        let mut store = Store::new(&engine, ());
+        let instance = Linker::<()>::new(&engine).instantiate_and_start(&mut store, &module).expect("instantiates");
+        Instance { store, instance }
+    }
+    fn reset(&mut self, fresh: bool) {
+        let reset = self.instance.get_typed_func::<i32, ()>(&self.store, RESET_EXPORT).expect("exports reset");
+        reset.call(&mut self.store, fresh as i32).expect("reset runs");
+    }
+    /// Runs `_start` with plenty of fuel; returns (fuel used, `result`).
+    fn start(&mut self) -> (i64, i32) {
+        let fuel = self.instance.get_global(&self.store, FUEL_EXPORT).unwrap();
+        fuel.set(&mut self.store, Val::I64(1_000_000)).unwrap();
+        self.instance.get_typed_func::<(), ()>(&self.store, "_start").unwrap().call(&mut self.store, ()).expect("runs");
+        let Val::I64(left) = fuel.get(&self.store) else { panic!("fuel is i64") };
+        let Val::I32(result) = self.instance.get_global(&self.store, "result").unwrap().get(&self.store) else {
+            panic!("result is i32")
+        };
+        (1_000_000 - left, result)
+    }
+    fn memory(&self) -> Vec<u8> {
+        self.instance.get_memory(&self.store, "memory").unwrap().data(&self.store).to_vec()
+    }
+}
+
+#[test]
+fn a_reset_instance_runs_exactly_like_a_new_one() {
+    let sandboxed = instrument(&wat(STATEFUL)).unwrap();
+    let mut fresh = Instance::new(&sandboxed);
+    fresh.reset(true);
+    let before = fresh.memory();
+    assert_eq!(&before[16..19], b"abc", "the reset of a new instance copies the data in");
+    let first = fresh.start();
+    assert_eq!(first.1, 5_000_000 + 97_000 + 10, "counter 5, byte 'a', 1 page");
+    assert_eq!(fresh.memory().len(), 3 * 65536);
+
+    for _ in 0..3 {
+        fresh.reset(false);
+        let memory = fresh.memory();
+        assert_eq!(memory.len(), 3 * 65536, "real memory never shrinks");
+        assert_eq!(&memory[..65536], &before[..], "the first page is as new");
+        assert!(memory[65536..].iter().all(|b| *b == 0), "grown pages are zeroed");
+        assert_eq!(fresh.start(), first, "same view of memory, globals and size; same fuel");
+    }
+}
+
+#[test]
+fn growth_within_the_real_memory_does_not_grow_it_again() {
+    let m = wat(r#"(module (memory (export "memory") 1)
+        (global (export "result") (mut i32) (i32.const 0))
+        (func (export "_start")
+          i32.const 3 memory.grow drop
+          memory.size global.set 0))"#);
+    let sandboxed = instrument(&m).unwrap();
+    let mut i = Instance::new(&sandboxed);
+    i.reset(true);
+    assert_eq!(i.start().1, 4);
+    for _ in 0..3 {
+        i.reset(false);
+        assert_eq!(i.start().1, 4, "the task sees 1 + 3 pages each time");
+        assert_eq!(i.memory().len(), 4 * 65536, "and the real memory stays at 4");
+    }
+}
+
+#[test]
+fn modules_whose_state_cannot_be_restored_are_not_resettable() {
+    let cases = [
+        r#"(module (memory (export "memory") 1) (func $s) (start $s) (func (export "_start")))"#,
+        r#"(module (memory (export "memory") 1) (table 1 funcref)
+            (func (export "_start") i32.const 0 ref.null func table.set 0))"#,
+        r#"(module (memory (export "memory") 1) (data "xy")
+            (func (export "_start") i32.const 0 i32.const 0 i32.const 2 memory.init 0))"#,
+    ];
+    for src in cases {
+        let sandboxed = instrument(&wat(src)).unwrap();
+        let i = Instance::new(&sandboxed);
+        assert!(i.instance.get_export(&i.store, RESET_EXPORT).is_none(), "{src}");
+    }
+    // Their data segments stay active.
+    let m = wat(r#"(module (memory (export "memory") 1) (func $s) (start $s) (data (i32.const 4) "hi")
+        (func (export "_start")))"#);
+    let i = Instance::new(&instrument(&m).unwrap());
+    assert_eq!(&i.memory()[4..6], b"hi");
+}

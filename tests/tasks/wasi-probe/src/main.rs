@@ -8,6 +8,9 @@
 //! - `hog N`: allocates and touches N MiB, then prints their sum.
 //! - `copy`: writes `/input/in.txt` upper-cased to `/output/sub/out.txt`.
 //! - `recurse`: recurses without end.
+//! - `state`: prints how many times this instance has run `main` and the
+//!   memory size before and after allocating 3 MiB: always 1 and the same
+//!   sizes in a new instance, so also in a reused one.
 
 use std::io::{Read, Write};
 
@@ -52,6 +55,14 @@ fn recurse(n: u64, limit: u64) -> u64 {
     std::hint::black_box(&frame)[(n % 16) as usize] ^ deeper
 }
 
+/// Linear memory pages (0 where there is no linear memory: native builds).
+fn memory_pages() -> usize {
+    #[cfg(target_family = "wasm")]
+    return core::arch::wasm32::memory_size(0);
+    #[cfg(not(target_family = "wasm"))]
+    return 0;
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let number = |i: usize| args.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
@@ -86,8 +97,16 @@ fn main() {
             println!("copied {} bytes", text.len());
         }
         Some("recurse") => println!("{}", recurse(0, u64::MAX)),
+        Some("state") => {
+            static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let runs = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            let before = memory_pages();
+            let bytes = std::hint::black_box(vec![7u8; 3 << 20]);
+            let after = memory_pages();
+            println!("runs {runs} pages {before} -> {after} sum {}", bytes.iter().map(|&b| b as u64).sum::<u64>());
+        }
         _ => {
-            eprintln!("usage: wasi-probe report|exit N|trap|flood N|spin|hog N|recurse");
+            eprintln!("usage: wasi-probe report|exit N|trap|flood N|spin|hog N|copy|recurse|state");
             std::process::exit(2);
         }
     }
