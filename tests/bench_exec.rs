@@ -5,9 +5,9 @@
 
 #![cfg(target_arch = "wasm32")]
 
-use idlecore_wasm::wasi::instance::{run, Prepared, RunLimits};
+use idlecore_wasm::wasi::instance::{Prepared, RunLimits};
 use idlecore_wasm::wasi::WasiCtx;
-use js_sys::{Function, Object, Reflect, Uint8Array, WebAssembly};
+use js_sys::{Array, Function, Object, Reflect, Uint8Array, WebAssembly};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_test::*;
 
@@ -27,10 +27,15 @@ const EMPTY: &[u8] = bench_module!("empty.wasm");
 const EMPTY_SANDBOXED: &[u8] = bench_module!("empty.sandboxed.wasm");
 const MANDELBROT: &[u8] = bench_module!("mandelbrot.wasm");
 const MANDELBROT_SANDBOXED: &[u8] = bench_module!("mandelbrot.sandboxed.wasm");
+const HASHCHAIN: &[u8] = bench_module!("hashchain.wasm");
+const HASHCHAIN_SANDBOXED: &[u8] = bench_module!("hashchain.sandboxed.wasm");
 
-/// The tile `cargo xtask bench` also runs natively and in wasmtime.
-pub const TILE_ARGS: [&str; 6] = ["--tiles", "8", "--size", "64", "--iter", "2000"];
+/// The workloads `cargo xtask bench` also runs natively and in wasmtime
+/// (`xtask/src/bench.rs` has the same arguments).
+const TILE_ARGS: [&str; 6] = ["--tiles", "8", "--size", "64", "--iter", "2000"];
 const TILE_STDIN: &[u8] = b"3 4\n";
+const CHAIN_ARGS: [&str; 2] = ["--rounds", "20000"];
+const CHAIN_STDIN: &[u8] = b"idlecore\n";
 
 fn iters() -> u32 {
     ITERS.parse().unwrap_or(3).max(1)
@@ -54,43 +59,83 @@ fn mean_ms(n: u32, mut f: impl FnMut()) -> f64 {
     (now_ms() - start) / n as f64
 }
 
-fn report(name: &str, unit: &str, value: f64, baseline_name: &str, baseline: f64, runs: u32) {
-    console_log!(
-        "BENCH {{\"name\":\"{name}\",\"unit\":\"{unit}\",\"value\":{value},\"baseline_name\":\"{baseline_name}\",\"baseline\":{baseline},\"runs\":{runs}}}"
-    );
+/// Means of `a` and `b` over `n` calls each, alternating in `blocks` so that
+/// noise from other processes falls on both alike.
+fn paired_ms(n: u32, blocks: u32, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
+    let per = (n / blocks).max(1);
+    let (mut ta, mut tb) = (0.0, 0.0);
+    for _ in 0..blocks {
+        ta += mean_ms(per, &mut a);
+        tb += mean_ms(per, &mut b);
+    }
+    (ta / blocks as f64, tb / blocks as f64)
 }
 
-fn tile_ctx() -> WasiCtx {
-    let args: Vec<String> = TILE_ARGS.iter().map(|s| s.to_string()).collect();
-    WasiCtx::new("mandelbrot.wasm", &args, &[], TILE_STDIN.to_vec(), 1, 1 << 20)
+/// One `BENCH` line; `key` is how `cargo xtask bench` finds the row.
+fn report(key: &str, name: &str, unit: &str, value: f64, baseline_name: &str, baseline: f64, runs: u32) {
+    console_log!(
+        "BENCH {{\"key\":\"{key}\",\"name\":\"{name}\",\"unit\":\"{unit}\",\"value\":{value},\"baseline_name\":\"{baseline_name}\",\"baseline\":{baseline},\"runs\":{runs}}}"
+    );
 }
 
 const LIMITS: RunLimits = RunLimits { fuel: 0, max_memory_pages: 16384 };
 
 #[wasm_bindgen::prelude::wasm_bindgen(module = "/tests/js/bare_wasi.js")]
 extern "C" {
-    /// Runs a module with a minimal JS WASI shim; returns stdout's length.
-    fn bare_run(module: &WebAssembly::Module, args: js_sys::Array, stdin: &Uint8Array) -> u32;
-    fn count_calls(module: &WebAssembly::Module, args: js_sys::Array, stdin: &Uint8Array) -> String;
+    /// Runs a module in a new instance with a minimal JS WASI shim; returns stdout.
+    fn bare_run(module: &WebAssembly::Module, args: Array, stdin: &Uint8Array) -> Vec<u8>;
+}
+
+/// A task as both hosts take it.
+struct Workload {
+    program: &'static str,
+    args: &'static [&'static str],
+    stdin: &'static [u8],
+}
+
+impl Workload {
+    fn ctx(&self) -> WasiCtx {
+        let args: Vec<String> = self.args.iter().map(|s| s.to_string()).collect();
+        WasiCtx::new(self.program, &args, &[], self.stdin.to_vec(), 1, 1 << 20)
+    }
+    fn js_args(&self) -> Array {
+        std::iter::once(self.program).chain(self.args.iter().copied()).map(JsValue::from).collect()
+    }
+    fn run(&self, prepared: &Prepared) -> Vec<u8> {
+        let out = prepared.run(self.ctx(), LIMITS).expect("runs");
+        assert_eq!(out.exit_code, 0);
+        out.stdout
+    }
 }
 
 #[wasm_bindgen_test]
 fn fixed_cost_per_task_of_an_empty_module() {
     let (raw, sandboxed) = (compile(EMPTY), compile(EMPTY_SANDBOXED));
-    let n = iters() * 100;
     // As the executor runs it: checked once, one instance reset between runs.
     let prepared = Prepared::new(sandboxed).expect("checks");
-    let idlecore = mean_ms(n, || {
-        let out = prepared.run(WasiCtx::new("empty.wasm", &[], &[], vec![], 1, 1024), LIMITS).expect("runs");
-        assert_eq!(out.exit_code, 0);
-    });
     let imports = Object::new();
-    let bare = mean_ms(n, || {
-        let instance = WebAssembly::Instance::new(&raw, &imports).expect("instantiates");
-        let start: Function = Reflect::get(&instance.exports(), &JsValue::from_str("_start")).unwrap().unchecked_into();
-        start.call0(&JsValue::UNDEFINED).expect("runs");
-    });
-    report("fixed cost per task, empty module (WASI host + sandbox)", "µs", idlecore * 1000.0, "bare instantiate + _start, no imports", bare * 1000.0, n);
+    let (idlecore, bare) = paired_ms(
+        iters() * 100,
+        5,
+        || {
+            let out = prepared.run(WasiCtx::new("empty.wasm", &[], &[], vec![], 1, 1024), LIMITS).expect("runs");
+            assert_eq!(out.exit_code, 0);
+        },
+        || {
+            let instance = WebAssembly::Instance::new(&raw, &imports).expect("instantiates");
+            let start: Function = Reflect::get(&instance.exports(), &JsValue::from_str("_start")).unwrap().unchecked_into();
+            start.call0(&JsValue::UNDEFINED).expect("runs");
+        },
+    );
+    report(
+        "fixed_empty",
+        "fixed cost per task, empty module (executor runner: reset, WASI setup, limits, result)",
+        "µs",
+        idlecore * 1000.0,
+        "bare new instance + _start, no imports",
+        bare * 1000.0,
+        iters() * 100,
+    );
 }
 
 /// The fixed cost of a real program: the Mandelbrot task (80 KB, Rust std)
@@ -98,62 +143,63 @@ fn fixed_cost_per_task_of_an_empty_module() {
 /// and stdin parsing, and output.
 #[wasm_bindgen_test]
 fn fixed_cost_per_task_of_a_rust_command() {
+    let tiny = Workload { program: "mandelbrot.wasm", args: &["--size", "1", "--iter", "1"], stdin: b"0 0\n" };
     let (raw, sandboxed) = (compile(MANDELBROT), compile(MANDELBROT_SANDBOXED));
-    let args = ["--size", "1", "--iter", "1"];
-    let ctx = || {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        WasiCtx::new("mandelbrot.wasm", &args, &[], b"0 0\n".to_vec(), 1, 1 << 20)
-    };
     let prepared = Prepared::new(sandboxed).expect("checks");
-    let ours = prepared.run(ctx(), LIMITS).expect("runs").stdout;
-    let js_args: js_sys::Array = std::iter::once("mandelbrot.wasm").chain(args).map(wasm_bindgen::JsValue::from).collect();
-    let stdin = Uint8Array::from(&b"0 0\n"[..]);
-    assert_eq!(bare_run(&raw, js_args.clone(), &stdin) as usize, ours.len(), "both print the same tile");
+    let (args, stdin) = (tiny.js_args(), Uint8Array::from(tiny.stdin));
+    let ours = tiny.run(&prepared);
+    assert_eq!(bare_run(&raw, args.clone(), &stdin), ours, "both hosts print the same tile");
     assert!(ours.starts_with(b"P6\n1 1\n255\n"));
     let n = iters() * 50;
-    let (mut idlecore, mut bare) = (0.0, 0.0);
-    // Alternate in blocks so that noise from other processes falls on both alike.
-    for _ in 0..5 {
-        idlecore += mean_ms(n / 5, || {
-            prepared.run(ctx(), LIMITS).expect("runs");
-        });
-        bare += mean_ms(n / 5, || {
-            bare_run(&raw, js_args.clone(), &stdin);
-        });
-    }
-    console_log!("CALLS {}", count_calls(&raw, js_args.clone(), &stdin));
+    let (idlecore, bare) = paired_ms(
+        n,
+        5,
+        || {
+            tiny.run(&prepared);
+        },
+        || {
+            bare_run(&raw, args.clone(), &stdin);
+        },
+    );
     report(
+        "fixed_rust",
         "fixed cost per task, Rust command printing a 1-pixel tile (executor runner, sandboxed)",
         "µs",
-        idlecore / 5.0 * 1000.0,
+        idlecore * 1000.0,
         "same module unsandboxed, new instance + minimal JS WASI shim",
-        bare / 5.0 * 1000.0,
+        bare * 1000.0,
         n,
     );
 }
 
-#[wasm_bindgen_test]
-fn cpu_bound_mandelbrot_tile() {
-    let (raw, sandboxed) = (compile(MANDELBROT), compile(MANDELBROT_SANDBOXED));
-    let metered_out = run(&sandboxed, tile_ctx(), LIMITS).expect("runs").stdout;
-    let raw_out = run(&raw, tile_ctx(), LIMITS).expect("runs").stdout;
-    assert_eq!(metered_out, raw_out, "the fuel meter changes nothing but the count");
-    assert!(metered_out.starts_with(b"P6\n64 64\n255\n"));
-    // Alternate the two so that noise from other processes falls on both alike.
+/// A CPU-bound workload three ways: sandboxed in idlecore's runner, the
+/// same runner without the fuel meter, and bare (unsandboxed module, new
+/// instance, minimal JS shim). Outputs must agree.
+fn cpu_bound(key: &str, what: &str, w: &Workload, raw: &[u8], sandboxed: &[u8]) {
+    let (raw, sandboxed) = (compile(raw), compile(sandboxed));
+    let (metered, unmetered) = (Prepared::new(sandboxed).unwrap(), Prepared::new(raw.clone()).unwrap());
+    let (args, stdin) = (w.js_args(), Uint8Array::from(w.stdin));
+    let out = w.run(&metered);
+    assert_eq!(w.run(&unmetered), out, "the fuel meter changes nothing but the count");
+    assert_eq!(bare_run(&raw, args.clone(), &stdin), out, "the bare shim gives the same output");
     let n = iters();
-    let (mut metered, mut unmetered) = (0.0, 0.0);
-    for _ in 0..n {
-        metered += mean_ms(1, || {
-            run(&sandboxed, tile_ctx(), LIMITS).expect("runs");
-        });
-        unmetered += mean_ms(1, || {
-            run(&raw, tile_ctx(), LIMITS).expect("runs");
-        });
-    }
-    let (metered, unmetered) = (metered / n as f64, unmetered / n as f64);
-    report("Mandelbrot tile 64x64, 2000 iterations (sandboxed, fuel-metered)", "ms", metered, "same module unmetered, same host", unmetered, n);
+    let (ours, plain) = paired_ms(n, n, || drop(w.run(&metered)), || drop(w.run(&unmetered)));
+    report(&format!("{key}_meter"), &format!("{what} (sandboxed, fuel-metered)"), "ms", ours, "same module unmetered, same runner", plain, n);
+    let (ours, bare) = paired_ms(n, n, || drop(w.run(&metered)), || drop(bare_run(&raw, args.clone(), &stdin)));
+    report(&format!("{key}_bare"), &format!("{what} (sandboxed, fuel-metered)"), "ms", ours, "same module bare: new instance + minimal JS WASI shim", bare, n);
 }
 
+#[wasm_bindgen_test]
+fn cpu_bound_mandelbrot_tile() {
+    let w = Workload { program: "mandelbrot.wasm", args: &TILE_ARGS, stdin: TILE_STDIN };
+    cpu_bound("tile", "Mandelbrot tile 64x64, 2000 iterations (floating point)", &w, MANDELBROT, MANDELBROT_SANDBOXED);
+}
+
+#[wasm_bindgen_test]
+fn cpu_bound_hash_chain() {
+    let w = Workload { program: "hashchain.wasm", args: &CHAIN_ARGS, stdin: CHAIN_STDIN };
+    cpu_bound("chain", "SHA-256 chain, 20000 rounds (integer)", &w, HASHCHAIN, HASHCHAIN_SANDBOXED);
+}
 
 #[wasm_bindgen::prelude::wasm_bindgen(module = "/tests/js/workers.js")]
 extern "C" {
@@ -237,6 +283,7 @@ async fn round_trip_to_an_executor() {
     let bare = (now_ms() - start) / n as f64;
     echo.terminate();
     report(
+        "round_trip",
         "round trip agent → executor Worker → agent, empty module (lease and result frames)",
         "µs",
         executor * 1000.0,

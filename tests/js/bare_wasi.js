@@ -66,7 +66,7 @@ function shim(args, stdin) {
   return { imports, setMemory: (m) => { memory = m; }, out };
 }
 
-/// Instantiates `module` against the shim, runs `_start`, returns stdout's length.
+// Instantiates `module` against the shim, runs `_start`, returns stdout.
 export function bare_run(module, args, stdin) {
   const s = shim(args, stdin);
   // WebAssembly.Instance reads each import it needs from the object it is given.
@@ -79,52 +79,12 @@ export function bare_run(module, args, stdin) {
   } catch (e) {
     if (!(e instanceof Exit)) throw e;
   }
-  return s.out.reduce((n, c) => n + c.length, 0);
+  const out = new Uint8Array(s.out.reduce((n, c) => n + c.length, 0));
+  let at = 0;
+  for (const c of s.out) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
 }
 
-export function bare_profile(module, args, stdin, n) {
-  let tInst = 0, tStart = 0, tImports = 0;
-  for (let i = 0; i < n; i++) {
-    const t0 = performance.now();
-    const s = shim(args, stdin);
-    const wasi = {};
-    for (const imp of WebAssembly.Module.imports(module)) wasi[imp.name] = s.imports[imp.name];
-    const t1 = performance.now();
-    const instance = new WebAssembly.Instance(module, { wasi_snapshot_preview1: wasi });
-    const t2 = performance.now();
-    s.setMemory(instance.exports.memory);
-    try { instance.exports._start(); } catch (e) { if (!(e instanceof Exit)) throw e; }
-    const t3 = performance.now();
-    tImports += t1 - t0; tInst += t2 - t1; tStart += t3 - t2;
-  }
-  return `imports ${(tImports / n * 1000).toFixed(1)} inst ${(tInst / n * 1000).toFixed(1)} start ${(tStart / n * 1000).toFixed(1)} pages ${new WebAssembly.Instance(module, {wasi_snapshot_preview1: new Proxy({}, {get: () => () => 52})}).exports.memory.buffer.byteLength / 65536}`;
-}
-
-export function micro_profile(empty, module, n) {
-  const t = (f) => { f(); const a = performance.now(); for (let i = 0; i < n; i++) f(); return ((performance.now() - a) / n * 1000).toFixed(1); };
-  const mem17 = t(() => new WebAssembly.Memory({ initial: 17 }));
-  const mem17touch = t(() => { const m = new WebAssembly.Memory({ initial: 17 }); new Uint8Array(m.buffer).fill(1); });
-  const instEmpty = t(() => new WebAssembly.Instance(empty, {}));
-  const imports = t(() => WebAssembly.Module.imports(module));
-  const exports = t(() => WebAssembly.Module.exports(module));
-  const inst = new WebAssembly.Instance(module, { wasi_snapshot_preview1: new Proxy({}, { get: () => () => 52 }) });
-  const buf = new Uint8Array(inst.exports.memory.buffer);
-  const snap = buf.slice();
-  const copy = t(() => new Uint8Array(inst.exports.memory.buffer).set(snap));
-  const fill = t(() => new Uint8Array(inst.exports.memory.buffer).fill(0));
-  let nz = 0; for (let p = 0; p < buf.length; p += 65536) { if (buf.subarray(p, p + 65536).some((x) => x)) nz++; }
-  return `mem17 ${mem17} mem17touch ${mem17touch} instEmpty ${instEmpty} imports ${imports} exports ${exports} copy1.1MB ${copy} fill ${fill} nonzero-pages ${nz}`;
-}
-export function count_calls(module, args, stdin) {
-  const s = shim(args, stdin);
-  const counts = {};
-  const wasi = {};
-  for (const imp of WebAssembly.Module.imports(module)) {
-    const f = s.imports[imp.name];
-    wasi[imp.name] = (...a) => { counts[imp.name] = (counts[imp.name] || 0) + 1; return f(...a); };
-  }
-  const instance = new WebAssembly.Instance(module, { wasi_snapshot_preview1: wasi });
-  s.setMemory(instance.exports.memory);
-  try { instance.exports._start(); } catch (e) { if (!(e instanceof Exit)) throw e; }
-  return JSON.stringify(counts);
-}

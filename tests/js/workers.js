@@ -15,11 +15,12 @@ await init({ module_or_path: ${at('/wasm-bindgen-test_bg.wasm')} });
 executor_main();`);
 }
 
-/// The floor under any executor's round trip: a Worker that answers each
-/// message with a small transferred buffer, as an executor does.
+// The floor under any executor's round trip: a Worker that reads each
+// message and answers with a small transferred buffer, as an executor does.
 export function spawn_echo_worker() {
   return moduleWorker(`self.postMessage('ready');
 self.onmessage = (e) => {
+  if (!Array.isArray(e.data)) throw new Error('expected [module, frame]');
   const reply = new Uint8Array(32);
   self.postMessage(reply, [reply.buffer]);
 };`);

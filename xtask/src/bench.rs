@@ -1,20 +1,39 @@
 //! `cargo xtask bench`: measures, side by side in one run, and writes
 //! `docs/benchmarks.md`. Nothing here is a test: no figure fails anything.
 //!
-//! Execution (issue: sandbox overhead): the fixed cost per task and a CPU-bound
-//! Mandelbrot tile in headless Chromium (`tests/bench_exec.rs`, release build),
-//! and the same tile as a native binary and in wasmtime (the engine gap).
+//! Execution: the fixed cost per task, the round trip to an executor Worker,
+//! and two CPU-bound workloads (a floating-point Mandelbrot tile and an
+//! integer SHA-256 chain) in headless Chromium (`tests/bench_exec.rs`, release
+//! build); the same workloads as native binaries and in wasmtime (the engine gap).
 
 use crate::{build, flag_value, root, tools};
 use anyhow::{bail, Context};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-/// The tile every engine runs (also `TILE_ARGS` in tests/bench_exec.rs).
-const TILE_ARGS: [&str; 6] = ["--tiles", "8", "--size", "64", "--iter", "2000"];
-const TILE_STDIN: &[u8] = b"3 4\n";
+/// A CPU-bound workload every engine runs (the same as in tests/bench_exec.rs).
+struct Workload {
+    key: &'static str,
+    /// Task binary (native) and module (`NAME.wasm`) name.
+    name: &'static str,
+    what: &'static str,
+    args: &'static [&'static str],
+    stdin: &'static [u8],
+}
+
+const WORKLOADS: [Workload; 2] = [
+    Workload {
+        key: "tile",
+        name: "mandelbrot",
+        what: "Mandelbrot tile (floating point)",
+        args: &["--tiles", "8", "--size", "64", "--iter", "2000"],
+        stdin: b"3 4\n",
+    },
+    Workload { key: "chain", name: "hashchain", what: "SHA-256 chain (integer)", args: &["--rounds", "20000"], stdin: b"idlecore\n" },
+];
 
 struct Row {
+    key: String,
     name: String,
     unit: String,
     value: f64,
@@ -42,6 +61,7 @@ fn browser_rows(iters: u32) -> anyhow::Result<Vec<Row>> {
         .map(|json| {
             let v: serde_json::Value = serde_json::from_str(json)?;
             Ok(Row {
+                key: v["key"].as_str().unwrap_or_default().into(),
                 name: v["name"].as_str().unwrap_or_default().into(),
                 unit: v["unit"].as_str().unwrap_or_default().into(),
                 value: v["value"].as_f64().unwrap_or(f64::NAN),
@@ -57,20 +77,20 @@ fn browser_rows(iters: u32) -> anyhow::Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// Mean milliseconds of the natively built tile (process start included).
-fn native_ms(runs: u32) -> anyhow::Result<f64> {
-    let bin = idlecore_e2e::Paths::workspace().native_tasks.join("mandelbrot");
-    let args: Vec<String> = TILE_ARGS.iter().map(|s| s.to_string()).collect();
-    idlecore_e2e::run_native(&bin, &args, TILE_STDIN)?;
+/// Mean milliseconds of the natively built workload (process start included).
+fn native_ms(w: &Workload, runs: u32) -> anyhow::Result<f64> {
+    let bin = idlecore_e2e::Paths::workspace().native_tasks.join(w.name);
+    let args: Vec<String> = w.args.iter().map(|s| s.to_string()).collect();
+    idlecore_e2e::run_native(&bin, &args, w.stdin)?;
     let start = Instant::now();
     for _ in 0..runs {
-        idlecore_e2e::run_native(&bin, &args, TILE_STDIN)?;
+        idlecore_e2e::run_native(&bin, &args, w.stdin)?;
     }
     Ok(start.elapsed().as_secs_f64() * 1000.0 / runs as f64)
 }
 
-/// Mean milliseconds of instantiate + `_start` of the tile in wasmtime (compiled once).
-fn wasmtime_ms(runs: u32) -> anyhow::Result<f64> {
+/// Mean milliseconds of instantiate + `_start` of the workload in wasmtime (compiled once).
+fn wasmtime_ms(w: &Workload, runs: u32) -> anyhow::Result<f64> {
     const SCRIPT: &str = r#"
 import sys, time, wasmtime
 module_path, runs, stdin_path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
@@ -79,7 +99,7 @@ engine = wasmtime.Engine()
 module = wasmtime.Module.from_file(engine, module_path)
 def once():
     config = wasmtime.WasiConfig()
-    config.argv = ["mandelbrot.wasm"] + args
+    config.argv = ["task.wasm"] + args
     config.stdin_file = stdin_path
     config.stdout_file = "/dev/null"
     store = wasmtime.Store(engine)
@@ -94,14 +114,14 @@ for _ in range(runs):
 print((time.perf_counter() - start) * 1000 / runs)
 "#;
     let dir = build::sandboxed_dir();
-    let stdin = dir.join("tile.stdin");
-    std::fs::write(&stdin, TILE_STDIN)?;
+    let stdin = dir.join(format!("{}.stdin", w.key));
+    std::fs::write(&stdin, w.stdin)?;
     let out = Command::new("python3")
         .args(["-c", SCRIPT])
-        .arg(dir.join("mandelbrot.wasm"))
+        .arg(dir.join(format!("{}.wasm", w.name)))
         .arg(runs.to_string())
         .arg(&stdin)
-        .args(TILE_ARGS)
+        .args(w.args)
         .output()
         .context("running wasmtime")?;
     if !out.status.success() {
@@ -120,13 +140,15 @@ fn machine() -> String {
     format!("{cpu}, {cores} cores; {chromium}")
 }
 
+fn row<'a>(rows: &'a [Row], key: &str) -> anyhow::Result<&'a Row> {
+    rows.iter().find(|r| r.key == key).with_context(|| format!("the browser benchmarks printed no `{key}` row"))
+}
+
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let iters: u32 = flag_value(args, "--iters")?.map(str::parse).transpose().context("--iters")?.unwrap_or(20);
     tools::ensure()?;
     build::all()?;
     let rows = browser_rows(iters)?;
-    let tile = rows.iter().find(|r| r.name.starts_with("Mandelbrot")).context("no Mandelbrot row")?;
-    let (native, wasmtime) = (native_ms(iters)?, wasmtime_ms(iters)?);
     let date = Command::new("date").arg("-u").arg("+%Y-%m-%d").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())?;
     let mut md = format!(
         "# Benchmarks\n\nWritten by `cargo xtask bench --iters {iters}` on {date}; machine: {}.\n\
@@ -142,51 +164,39 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             r.name, r.value, r.unit, r.baseline, r.unit, r.baseline_name, r.value / r.baseline, r.runs
         ));
     }
-    md.push_str(&format!(
-        "\n## The engine gap, same tile\n\n| engine | ms per tile | vs native |\n| --- | --- | --- |\n\
-         | native build (process start included) | {native:.1} | 1.00x |\n\
-         | wasmtime (Python package, compiled once; instantiate + run) | {wasmtime:.1} | {:.2}x |\n\
-         | Chromium, idlecore executor host (sandboxed) | {:.1} | {:.2}x |\n",
-        wasmtime / native,
-        tile.value,
-        tile.value / native
-    ));
-    let fixed = rows.iter().find(|r| r.name.starts_with("fixed cost")).context("no fixed-cost row")?;
+    md.push_str("\n## The engine gap\n\n| workload | native (process start included) | wasmtime (compiled once; instantiate + run) | Chromium, idlecore executor runner (sandboxed) |\n| --- | --- | --- | --- |\n");
+    for w in &WORKLOADS {
+        let (native, wasmtime) = (native_ms(w, iters)?, wasmtime_ms(w, iters)?);
+        let ours = row(&rows, &format!("{}_meter", w.key))?.value;
+        md.push_str(&format!(
+            "| {} | {native:.1} ms (1.00x) | {wasmtime:.1} ms ({:.2}x) | {ours:.1} ms ({:.2}x) |\n",
+            w.what,
+            wasmtime / native,
+            ours / native
+        ));
+    }
+    let (empty, trip) = (row(&rows, "fixed_empty")?, row(&rows, "round_trip")?);
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     md.push_str(&format!(
         "\n## Targets\n\n| target | measured | |\n| --- | --- | --- |\n\
-         | fixed cost per task ≤ 100 µs | {:.0} µs | {} |\n\
-         | idlecore's own cost on a CPU-bound module ≤ 1.02x (the sandbox's fuel meter vs the same module unmetered) | {:.2}x | {} |\n",
-        fixed.value,
-        verdict(fixed.value <= 100.0),
-        tile.value / tile.baseline,
-        verdict(tile.value / tile.baseline <= 1.02),
+         | fixed cost per task ≤ 100 µs: what the executor adds to a run (reset, WASI setup, limits, result) | {:.0} µs | {} |\n\
+         | fixed cost per task ≤ 100 µs, with the agent ↔ executor messages | {:.0} µs (of which the browser's own message round trip: {:.0} µs) | {} |\n",
+        empty.value,
+        verdict(empty.value <= 100.0),
+        trip.value,
+        trip.baseline,
+        verdict(trip.value <= 100.0),
     ));
-    let mut misses = String::new();
-    if fixed.value > 100.0 {
-        misses.push_str(
-            "- Fixed cost: the import object is built once per executor; what each run still pays is checking the\n  \
-             module's imports and exports through the JS API, instantiating against about 50 imports, and setting up\n  \
-             the WASI state and the sandbox's globals. The bare baseline instantiates with no imports at all. Not yet\n  \
-             profiled.\n",
-        );
+    for w in &WORKLOADS {
+        let bare = row(&rows, &format!("{}_bare", w.key))?;
+        let ratio = bare.value / bare.baseline;
+        md.push_str(&format!(
+            "| idlecore's own cost on a CPU-bound module ≤ 1.02x vs the same module bare in the same browser: {} | {ratio:.2}x | {} |\n",
+            w.what,
+            verdict(ratio <= 1.02)
+        ));
     }
-    if tile.value / tile.baseline > 1.02 {
-        misses.push_str(
-            "- CPU-bound: the fuel meter charges a global at every straight-line segment and checks it at loop headers;\n  \
-             tight loops pay for it. Options: cheaper metering, or serving the unmetered module to jobs that set no\n  \
-             fuel limit. Not yet profiled.\n",
-        );
-    }
-    if !misses.is_empty() {
-        md.push_str(&format!("\n## Reading the misses\n\n{misses}"));
-    }
-    md.push_str(
-        "\n## Not measured yet\n\n\
-         The Mandelbrot tile is floating-point latency bound, which hides the fuel meter's integer work; an\n\
-         integer-bound module (SHA-256, a sort) will show its real cost. Also to come: the postMessage round trip to\n\
-         an executor, coordinator dispatch, end to end with K browsers, growth, and start-up.\n",
-    );
+    md.push_str(&std::fs::read_to_string(root().join("xtask/src/benchmarks-notes.md"))?);
     std::fs::write(root().join("docs/benchmarks.md"), &md)?;
     print!("{md}");
     Ok(())

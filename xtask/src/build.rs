@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// Example and test task crates, built for wasm32-wasip1 and natively.
-pub const TASKS: &[&str] = &["mandelbrot-task", "wasi-probe-task", "wasi-conformance-task"];
+pub const TASKS: &[&str] = &["mandelbrot-task", "wasi-probe-task", "wasi-conformance-task", "hashchain-task"];
 
 pub fn all() -> anyhow::Result<idlecore_e2e::Paths> {
     package()?;
@@ -57,7 +57,7 @@ fn sandboxed_modules(paths: &idlecore_e2e::Paths) -> anyhow::Result<()> {
     let dir = sandboxed_dir();
     std::fs::create_dir_all(&dir)?;
     let mut modules = vec![("empty".to_string(), wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start")))"#)?)];
-    for name in ["mandelbrot", "wasi-probe", "wasi-conformance", "wasi-conformance-c"] {
+    for name in ["mandelbrot", "hashchain", "wasi-probe", "wasi-conformance", "wasi-conformance-c"] {
         modules.push((name.to_string(), std::fs::read(paths.tasks.join(format!("{name}.wasm")))?));
     }
     for (name, raw) in modules {

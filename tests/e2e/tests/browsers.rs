@@ -127,7 +127,7 @@ fn a_coordinator_killed_mid_job_loses_nothing_and_browsers_come_back() {
     wait_for("the job to complete after the restart", Duration::from_secs(300), || {
         (api.status(job).ok()?["state"] == "completed").then_some(())
     })
-    .unwrap();
+    .unwrap_or_else(|e| panic!("{e}; status {:?}; coordinator log:\n{}", api.status(job).ok(), c.log()));
 
     let after = api.results(job).unwrap();
     assert_eq!(after.len(), inputs.len());
