@@ -1,0 +1,227 @@
+//! Property tests of the scheduler as a state machine: random sequences of
+//! jobs, workers coming and going, results, failures (counted and free),
+//! duplicates, stale and foreign reports, heartbeats, expiry and cancels.
+//! After every step the scheduler's books must balance, and at the end a
+//! fresh worker must be able to finish every job that was not cancelled.
+
+use super::*;
+use proptest::prelude::*;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+#[derive(Debug, Clone)]
+enum Op {
+    AddJob { tasks: u8, max_attempts: u8 },
+    AddWorker { slots: u8 },
+    RemoveWorker(u8),
+    Complete(u8),
+    Fail { pick: u8, counted: bool },
+    Duplicate(u8),
+    ReportFromOtherWorker(u8),
+    Heartbeat(u8),
+    ExpireAll,
+    Cancel(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        1 => (1u8..12, 1u8..4).prop_map(|(tasks, max_attempts)| Op::AddJob { tasks, max_attempts }),
+        1 => (1u8..4).prop_map(|slots| Op::AddWorker { slots }),
+        1 => any::<u8>().prop_map(Op::RemoveWorker),
+        4 => any::<u8>().prop_map(Op::Complete),
+        2 => (any::<u8>(), any::<bool>()).prop_map(|(pick, counted)| Op::Fail { pick, counted }),
+        1 => any::<u8>().prop_map(Op::Duplicate),
+        1 => any::<u8>().prop_map(Op::ReportFromOtherWorker),
+        1 => any::<u8>().prop_map(Op::Heartbeat),
+        1 => Just(Op::ExpireAll),
+        1 => any::<u8>().prop_map(Op::Cancel),
+    ]
+}
+
+struct TestWorker {
+    id: WorkerId,
+    rx: UnboundedReceiver<CoordinatorMessage>,
+    /// Leases this worker was sent and has not reported or been cancelled from.
+    holding: Vec<Lease>,
+}
+
+/// The test's view: what workers hold, and which tasks were finished how.
+struct World {
+    s: Scheduler,
+    workers: Vec<TestWorker>,
+    next_job: u64,
+    jobs: Vec<(u64, u32, bool)>,
+    /// (job, task) -> times the scheduler let a report finish it.
+    finished: HashMap<(u64, u32), u32>,
+}
+
+impl World {
+    fn new() -> World {
+        World { s: Scheduler::new(3, Duration::from_secs(60)), workers: vec![], next_job: 1, jobs: vec![], finished: HashMap::new() }
+    }
+
+    /// Moves messages the scheduler sent into each worker's holdings.
+    fn deliver(&mut self) {
+        for w in &mut self.workers {
+            while let Ok(m) = w.rx.try_recv() {
+                match m {
+                    CoordinatorMessage::Lease(l) => w.holding.push(l),
+                    CoordinatorMessage::Cancel(c) => w.holding.retain(|l| l.lease != c.lease),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn pick(&self, n: u8) -> Option<(usize, usize)> {
+        let all: Vec<(usize, usize)> =
+            self.workers.iter().enumerate().flat_map(|(wi, w)| (0..w.holding.len()).map(move |li| (wi, li))).collect();
+        (!all.is_empty()).then(|| all[n as usize % all.len()])
+    }
+
+    fn add_worker(&mut self, slots: u32) {
+        let (tx, rx) = unbounded_channel();
+        let id = self.s.register_worker(slots, tx);
+        self.workers.push(TestWorker { id, rx, holding: vec![] });
+    }
+
+    /// A worker reports on the lease; the store side is what `jobs.rs` does.
+    fn report(&mut self, wi: usize, li: usize, failure: Option<bool>) {
+        let lease = self.workers[wi].holding.remove(li);
+        let Some(f) = self.s.begin_finish(self.workers[wi].id, lease.lease) else { return };
+        assert_eq!((f.job, f.task), (lease.job, lease.task), "a claim names the leased task");
+        match failure {
+            Some(counted) if !(counted && f.failures + 1 >= f.max_attempts) => self.s.retry(f.lease, counted),
+            _ => {
+                *self.finished.entry((f.job, f.task)).or_default() += 1;
+                self.s.finish(f.lease);
+            }
+        }
+    }
+
+    fn apply(&mut self, op: Op) {
+        match op {
+            Op::AddJob { tasks, max_attempts } => {
+                let id = self.next_job;
+                self.next_job += 1;
+                let limits = JobLimits { max_attempts: max_attempts as u32, ..JobLimits::default() };
+                let inputs = (0..tasks).map(|i| TaskInput { stdin: vec![i], ..TaskInput::default() }).collect();
+                self.s.add_job(id, [0; 32], limits, inputs, vec![], vec![]);
+                self.jobs.push((id, tasks as u32, false));
+            }
+            Op::AddWorker { slots } => self.add_worker(slots as u32),
+            Op::RemoveWorker(n) if !self.workers.is_empty() => {
+                let w = self.workers.remove(n as usize % self.workers.len());
+                self.s.remove_worker(w.id);
+            }
+            Op::Complete(n) => {
+                if let Some((wi, li)) = self.pick(n) {
+                    self.report(wi, li, None);
+                }
+            }
+            Op::Fail { pick, counted } => {
+                if let Some((wi, li)) = self.pick(pick) {
+                    self.report(wi, li, Some(counted));
+                }
+            }
+            Op::Duplicate(n) => {
+                if let Some((wi, li)) = self.pick(n) {
+                    let (id, lease) = (self.workers[wi].id, self.workers[wi].holding[li].lease);
+                    self.report(wi, li, None);
+                    assert!(self.s.begin_finish(id, lease).is_none(), "a second report of one lease is refused");
+                }
+            }
+            Op::ReportFromOtherWorker(n) => {
+                if let Some((wi, li)) = self.pick(n) {
+                    let lease = self.workers[wi].holding[li].lease;
+                    for (i, w) in self.workers.iter().enumerate() {
+                        if i != wi {
+                            assert!(self.s.begin_finish(w.id, lease).is_none(), "only the holder may report a lease");
+                        }
+                    }
+                }
+            }
+            Op::Heartbeat(n) if !self.workers.is_empty() => {
+                let w = &self.workers[n as usize % self.workers.len()];
+                let leases: Vec<LeaseId> = w.holding.iter().map(|l| l.lease).collect();
+                self.s.heartbeat(w.id, &leases);
+            }
+            Op::ExpireAll => {
+                self.s.expire(Instant::now() + Duration::from_secs(3600));
+            }
+            Op::Cancel(n) if !self.jobs.is_empty() => {
+                let i = n as usize % self.jobs.len();
+                self.jobs[i].2 = true;
+                self.s.cancel_job(self.jobs[i].0);
+            }
+            _ => {}
+        }
+        self.deliver();
+    }
+
+    /// The scheduler's books balance, and agree with what workers hold.
+    fn check(&self) {
+        let s = &self.s;
+        for w in &self.workers {
+            let sw = &s.workers[&w.id];
+            assert!(sw.leases.len() as u32 <= sw.slots, "a worker holds no more leases than its slots");
+            let mut held: Vec<LeaseId> = w.holding.iter().map(|l| l.lease).collect();
+            let mut known: Vec<LeaseId> = sw.leases.iter().copied().collect();
+            held.sort();
+            known.sort();
+            assert_eq!(held, known, "the worker holds exactly the leases the scheduler gave it");
+        }
+        for (lease, info) in &s.leases {
+            assert!(s.workers[&info.worker].leases.contains(lease), "every lease belongs to a live worker");
+            let job = &s.jobs[&info.job];
+            assert_eq!(job.state[info.task as usize], TaskState::Leased(*lease), "a lease is its task's only attempt");
+        }
+        for (id, job) in &s.jobs {
+            let leased = s.leases.values().filter(|l| l.job == *id).count() as u32;
+            assert_eq!(job.in_flight, leased, "in_flight counts the job's leases");
+            let finished = job.state.iter().filter(|t| **t == TaskState::Finished).count() as u32;
+            assert_eq!(job.finished, finished);
+            for (task, state) in job.state.iter().enumerate() {
+                if *state == TaskState::Ready {
+                    assert!(s.ready.contains(&(*id, task as u32)), "a ready task is queued");
+                }
+            }
+        }
+        for (&(job, task), &n) in &self.finished {
+            assert_eq!(n, 1, "job {job} task {task} was finished {n} times");
+        }
+    }
+
+    /// A fresh worker with spare slots finishes every job not cancelled.
+    fn drain(&mut self) {
+        self.add_worker(3);
+        self.deliver();
+        for _ in 0..10_000 {
+            let Some((wi, li)) = self.pick(0) else { break };
+            self.report(wi, li, None);
+            self.deliver();
+            self.check();
+        }
+        for (id, tasks, cancelled) in &self.jobs {
+            if *cancelled {
+                continue;
+            }
+            assert!(!self.s.jobs.contains_key(id), "job {id} did not finish");
+            let done = (0..*tasks).filter(|t| self.finished.contains_key(&(*id, *t))).count() as u32;
+            assert_eq!(done, *tasks, "every task of job {id} finished exactly once");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn books_balance_and_every_job_finishes(ops in proptest::collection::vec(op(), 1..80)) {
+        let mut world = World::new();
+        for op in ops {
+            world.apply(op);
+            world.check();
+        }
+        world.drain();
+    }
+}
