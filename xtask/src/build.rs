@@ -11,7 +11,7 @@ pub const TASKS: &[&str] = &["mandelbrot-task", "wasi-probe-task", "wasi-conform
 pub fn all() -> anyhow::Result<idlecore_e2e::Paths> {
     package()?;
     let mut cargo = Command::new("cargo");
-    cargo.args(["build", "--release", "-p", "idlecore-coordinator"]);
+    cargo.args(["build", "--release", "-p", "idlecore-coordinator", "-p", "idlecore-e2e", "--bin", "loadgen"]);
     for p in TASKS {
         cargo.args(["-p", p]);
     }

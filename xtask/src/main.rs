@@ -1,8 +1,9 @@
-//! `cargo xtask build | demo | test | bench`: the project's automation. Each command
+//! `cargo xtask build | demo | test | bench | chaos`: the project's automation. Each command
 //! first installs whatever it needs and is missing (see `tools`).
 
 mod bench;
 mod build;
+mod chaos;
 mod demo;
 mod picture;
 mod test;
@@ -17,9 +18,12 @@ const USAGE: &str = "usage:
   cargo xtask demo [--visitors K] [--once] [--port P]
                                        run the coordinator, K headless browser visitors (default 2; 0 to use
                                        your own browser), submit the example job and write its picture
-  cargo xtask test [--only unit|browser|e2e]
+  cargo xtask test [--only unit|browser|e2e|chaos]
                                        run every test (or one group)
-  cargo xtask bench [--iters N]        measure execution overheads; writes docs/benchmarks.md";
+  cargo xtask bench [--iters N]        measure execution overheads; writes docs/benchmarks.md
+  cargo xtask chaos [--tasks N] [--kill-workers FRACTION] [--kill-coordinator K]
+                    [--browsers B] [--loadgens L] [--loadgen-workers W] [--seed S]
+                                       run a job while killing workers and the coordinator; check every result";
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,6 +32,7 @@ fn main() -> std::process::ExitCode {
         Some("demo") => demo::run(&args[1..]),
         Some("test") => test::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("chaos") => chaos::run(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return std::process::ExitCode::from(2);

@@ -1,6 +1,6 @@
 //! `cargo xtask test`: every test. Native unit and integration tests, browser
-//! tests in headless Chromium (wasm-pack test), then end-to-end tests against
-//! the release build.
+//! tests in headless Chromium (wasm-pack test), end-to-end tests against the
+//! release build, then a small chaos run (see `chaos.rs`).
 
 use crate::{build, flag_value, tools};
 use anyhow::bail;
@@ -16,7 +16,17 @@ pub fn run_group(group: &str) -> anyhow::Result<()> {
         ),
         // Browsers are heavy on two cores: one end-to-end test at a time.
         "e2e" => crate::run(Command::new("cargo").args(["test", "-p", "idlecore-e2e", "--", "--test-threads=1"])),
-        other => bail!("unknown test group {other:?} (unit, browser, e2e)"),
+        // A small chaos run: every result checked after worker and coordinator kills.
+        "chaos" => crate::chaos::check(&crate::chaos::Config {
+            tasks: 150,
+            kill_workers: 0.3,
+            kill_coordinator: 2,
+            browsers: 1,
+            loadgens: 2,
+            loadgen_workers: 4,
+            seed: 7,
+        }),
+        other => bail!("unknown test group {other:?} (unit, browser, e2e, chaos)"),
     }
 }
 
@@ -27,7 +37,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     match only {
         Some(group) => run_group(group),
         None => {
-            for group in ["unit", "browser", "e2e"] {
+            for group in ["unit", "browser", "e2e", "chaos"] {
                 run_group(group)?;
             }
             eprintln!("xtask: all test groups passed");
