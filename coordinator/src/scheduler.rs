@@ -70,6 +70,8 @@ pub struct Stats {
     pub leases: usize,
     pub ready: usize,
     pub running_jobs: usize,
+    /// Reports taken from attempts orphaned by a disconnect or expiry.
+    pub adopted: u64,
 }
 
 /// Whether a failure is the task's fault (counts against its attempts) or the
@@ -118,7 +120,17 @@ pub struct Scheduler {
     workers: HashMap<WorkerId, Worker>,
     /// Workers that may have free slots, in the order they get tasks.
     hungry: VecDeque<WorkerId>,
+    /// Attempts whose worker disconnected or stopped heartbeating: their task
+    /// went back to the queue, but a result for them is still welcome (from
+    /// any session) until the task is finished. Oldest first, bounded.
+    orphans: HashMap<LeaseId, (u64, u32)>,
+    orphan_order: VecDeque<LeaseId>,
+    adopted: u64,
 }
+
+/// Most orphaned attempts remembered; older ones are forgotten (their
+/// results are then refused, and the task simply runs again).
+const MAX_ORPHANS: usize = 65_536;
 
 impl Scheduler {
     pub fn new(epoch: u32, lease_ttl: Duration) -> Scheduler {
@@ -132,6 +144,9 @@ impl Scheduler {
             leases: HashMap::new(),
             workers: HashMap::new(),
             hungry: VecDeque::new(),
+            orphans: HashMap::new(),
+            orphan_order: VecDeque::new(),
+            adopted: 0,
         }
     }
 
@@ -192,12 +207,55 @@ impl Scheduler {
         let mut requeued = 0;
         for lease in w.leases {
             if self.leases.get(&lease).is_some_and(|l| !l.finishing) {
+                self.orphan(lease);
                 self.requeue(lease);
                 requeued += 1;
             }
         }
         self.pump();
         requeued
+    }
+
+    /// Remembers a lease about to be requeued because its worker went quiet.
+    fn orphan(&mut self, lease: LeaseId) {
+        let Some(info) = self.leases.get(&lease) else { return };
+        self.orphans.insert(lease, (info.job, info.task));
+        self.orphan_order.push_back(lease);
+        while self.orphan_order.len() > MAX_ORPHANS {
+            if let Some(old) = self.orphan_order.pop_front() {
+                self.orphans.remove(&old);
+            }
+        }
+    }
+
+    /// Claims an orphaned attempt for a report arriving on `worker`'s session:
+    /// the task's current attempt, if any, is cancelled, and the orphan becomes
+    /// the task's lease, already finishing.
+    fn adopt(&mut self, worker: WorkerId, lease: LeaseId) -> Option<Finishing> {
+        let (job_id, task) = self.orphans.remove(&lease)?;
+        let job = self.jobs.get(&job_id)?;
+        if job.cancelled || job.state[task as usize] == TaskState::Finished {
+            return None;
+        }
+        if let TaskState::Leased(current) = job.state[task as usize] {
+            if self.leases.get(&current).is_some_and(|l| l.finishing) {
+                // Another attempt's report is being stored: it wins.
+                return None;
+            }
+            if let Some(w) = self.leases.get(&current).and_then(|l| self.workers.get(&l.worker)) {
+                let _ = w.tx.send(CoordinatorMessage::Cancel(Cancel { lease: current }));
+            }
+            self.requeue(current);
+        }
+        // Requeueing put the task back in the ready queue; `pump` skips it
+        // once it is no longer `Ready`.
+        let job = self.jobs.get_mut(&job_id).expect("checked above");
+        job.state[task as usize] = TaskState::Leased(lease);
+        job.in_flight += 1;
+        self.leases.insert(lease, LeaseInfo { job: job_id, task, worker, deadline: Instant::now() + self.lease_ttl, finishing: true });
+        self.adopted += 1;
+        let job = &self.jobs[&job_id];
+        Some(Finishing { lease, job: job_id, task, failures: job.failures[task as usize], max_attempts: job.limits.max_attempts })
     }
 
     fn requeue(&mut self, lease: LeaseId) {
@@ -276,8 +334,13 @@ impl Scheduler {
     }
 
     /// Claims a lease for a report from `worker`. `None` if the lease is not
-    /// current for this worker (stale attempt, expired, cancelled, or a duplicate).
+    /// current for this worker (stale attempt, cancelled, or a duplicate). An
+    /// attempt orphaned by a disconnect or expiry is still current until its
+    /// task finishes, whichever session reports it.
     pub fn begin_finish(&mut self, worker: WorkerId, lease: LeaseId) -> Option<Finishing> {
+        if !self.leases.contains_key(&lease) {
+            return self.adopt(worker, lease);
+        }
         let info = self.leases.get_mut(&lease)?;
         if info.worker != worker || info.finishing {
             return None;
@@ -311,6 +374,7 @@ impl Scheduler {
             job_done = job.finished as usize == job.tasks.len();
             if job_done {
                 self.jobs.remove(&info.job);
+                self.forget_orphans(info.job);
             }
         }
         self.pump();
@@ -343,6 +407,7 @@ impl Scheduler {
     }
 
     /// Requeues leases whose heartbeats stopped, telling their workers to stop.
+    /// A report already on its way is still welcome (the attempt is orphaned).
     pub fn expire(&mut self, now: Instant) -> usize {
         let expired: Vec<LeaseId> = self
             .leases
@@ -354,6 +419,7 @@ impl Scheduler {
             if let Some(w) = self.leases.get(lease).and_then(|l| self.workers.get(&l.worker)) {
                 let _ = w.tx.send(CoordinatorMessage::Cancel(Cancel { lease: *lease }));
             }
+            self.orphan(*lease);
             self.requeue(*lease);
         }
         self.pump();
@@ -378,8 +444,15 @@ impl Scheduler {
         }
         self.ready.retain(|(j, _)| *j != job_id);
         self.jobs.remove(&job_id);
+        self.forget_orphans(job_id);
         self.pump();
         true
+    }
+
+    fn forget_orphans(&mut self, job_id: u64) {
+        self.orphans.retain(|_, (j, _)| *j != job_id);
+        let orphans = &self.orphans;
+        self.orphan_order.retain(|l| orphans.contains_key(l));
     }
 
     /// Tasks of a running job that are leased right now.
@@ -399,6 +472,7 @@ impl Scheduler {
             leases: self.leases.len(),
             ready: self.ready.len(),
             running_jobs: self.jobs.len(),
+            adopted: self.adopted,
         }
     }
 }

@@ -91,6 +91,39 @@ fn a_disconnected_workers_lease_goes_to_another_worker() {
 }
 
 #[test]
+fn a_result_reported_after_reconnecting_counts_and_cancels_the_newer_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = common::start(dir.path());
+    let api = c.api();
+    let hash = api.upload(&common::module(4)).unwrap();
+    let job = api.create_job(&hash, &[b"only".to_vec()], &[], json!({})).unwrap();
+    let (mut w1, _) = ProtoWorker::join(c.addr, 1).unwrap();
+    let first = w1.next_lease().unwrap();
+    drop(w1); // the network drops; the run goes on in the worker
+    let (mut w2, _) = ProtoWorker::join(c.addr, 1).unwrap();
+    let second = w2.next_lease().unwrap();
+    assert_eq!((first.job, first.task), (second.job, second.task));
+
+    // The first worker reconnects and reports the run it finished meanwhile.
+    let (mut back, _) = ProtoWorker::join(c.addr, 1).unwrap();
+    back.send(&result(first.lease, b"from the first attempt")).unwrap();
+    wait_ack(&mut back, first.lease);
+    match w2.recv().unwrap() {
+        Received::Msg(CoordinatorMessage::Cancel(cancel)) => assert_eq!(cancel.lease, second.lease),
+        other => panic!("expected the newer attempt to be cancelled, got {other:?}"),
+    }
+    w2.send(&result(second.lease, b"from the cancelled attempt")).unwrap();
+    wait_ack(&mut w2, second.lease);
+    idlecore_e2e::wait_for("job completion", std::time::Duration::from_secs(10), || {
+        (api.status(job).unwrap()["state"] == "completed").then_some(())
+    })
+    .unwrap();
+    let results = api.results(job).unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].2, b"from the first attempt");
+}
+
+#[test]
 fn task_failures_are_retried_then_recorded_with_every_reason() {
     let dir = tempfile::tempdir().unwrap();
     let c = common::start(dir.path());

@@ -25,6 +25,8 @@ const BACKOFF_START_MS: u32 = 250;
 const BACKOFF_MAX_MS: u32 = 30_000;
 /// An executor that dies this many times in a row without loading is not replaced again.
 const MAX_CRASHES: u32 = 3;
+/// Reports kept while disconnected, at most (two of the largest frames).
+const MAX_UNSENT_BYTES: usize = 2 * idlecore_protocol::limits::MAX_FRAME_BYTES;
 
 /// Options from `start(options)`, validated by serde.
 #[derive(Debug, Clone, Deserialize)]
@@ -76,6 +78,10 @@ pub struct Agent {
     loading: std::collections::HashSet<ModuleHash>,
     waiting: VecDeque<Lease>,
     running: HashMap<u64, (u64, u32)>,
+    /// Reports of runs that ended while disconnected, sent after the next
+    /// Welcome: the coordinator takes them if their task is not done yet.
+    unsent: VecDeque<Vec<u8>>,
+    unsent_bytes: usize,
     crashes: Vec<u32>,
     status: Status,
 }
@@ -101,6 +107,8 @@ pub async fn run(opts: AgentOptions, spawn_executor: Function) -> Result<(), JsV
         loading: Default::default(),
         waiting: VecDeque::new(),
         running: HashMap::new(),
+        unsent: VecDeque::new(),
+        unsent_bytes: 0,
         opts,
     };
     agent.connect();
@@ -123,16 +131,11 @@ impl Agent {
         }
     }
 
-    /// The session ended: give back its work and try again after a backoff.
+    /// The session ended: try again after a backoff. Leases not started are
+    /// given back (the coordinator re-queues them); running ones run on, and
+    /// their reports wait for the next session.
     fn lost(&mut self, why: String) {
         self.session = None;
-        // The coordinator re-leases these; running them on would waste the visitor's CPU.
-        for lease in self.running.keys().copied().collect::<Vec<_>>() {
-            if let Some(i) = self.pool.slot_of(lease) {
-                self.replace_slot(i);
-            }
-        }
-        self.running.clear();
         self.waiting.clear();
         let jitter = 0.5 + js_sys::Math::random() / 2.0;
         let delay = (self.backoff_ms as f64 * jitter) as u32;
@@ -163,6 +166,23 @@ impl Agent {
         };
         if failed {
             self.lost("send failed".into());
+        }
+    }
+
+    /// Sends a run's report now, or keeps it for the next session. Kept
+    /// reports are bounded; the oldest go first (their tasks simply run again).
+    fn report(&mut self, frame: Vec<u8>) {
+        if self.session.as_ref().is_some_and(|s| s.module_path.is_some()) {
+            self.send(&frame);
+            return;
+        }
+        self.unsent_bytes += frame.len();
+        self.unsent.push_back(frame);
+        while self.unsent_bytes > MAX_UNSENT_BYTES {
+            match self.unsent.pop_front() {
+                Some(old) => self.unsent_bytes -= old.len(),
+                None => break,
+            }
         }
     }
 
@@ -214,6 +234,10 @@ impl Agent {
                 self.backoff_ms = BACKOFF_START_MS;
                 self.status.connects += 1;
                 self.set_state("connected", None);
+                while let Some(frame) = self.unsent.pop_front() {
+                    self.unsent_bytes -= frame.len();
+                    self.send(&frame);
+                }
             }
             CoordinatorMessage::Lease(lease) => {
                 self.load_module(lease.module);
@@ -300,7 +324,7 @@ impl Agent {
     fn fail(&mut self, lease: u64, (job, task): (u64, u32), kind: FailureKind, message: String) {
         self.status.tasks_failed += 1;
         report_task(&TaskEvent { job, task, ok: false, elapsed_ms: 0 });
-        self.send_msg(&WorkerMessage::Failure(TaskFailure { lease, kind, message }));
+        self.report(encode_worker(&WorkerMessage::Failure(TaskFailure { lease, kind, message })));
     }
 
     fn replace_slot(&mut self, slot: usize) {
@@ -339,7 +363,7 @@ impl Agent {
                 if ok {
                     self.status.tasks_done += 1;
                 }
-                self.send(&frame);
+                self.report(frame);
                 self.dispatch();
             }
             PoolEvent::TimedOut(i, lease) => {

@@ -11,11 +11,13 @@ pub const TASKS: &[&str] = &["mandelbrot-task", "wasi-probe-task", "wasi-conform
 pub fn all() -> anyhow::Result<idlecore_e2e::Paths> {
     package()?;
     let mut cargo = Command::new("cargo");
-    cargo.args(["build", "--release", "-p", "idlecore-coordinator", "-p", "idlecore-e2e", "--bin", "loadgen"]);
+    cargo.args(["build", "--release", "-p", "idlecore-coordinator"]);
     for p in TASKS {
         cargo.args(["-p", p]);
     }
     run(&mut cargo)?;
+    // Alone: `--bin` would restrict every package in the same command.
+    run(Command::new("cargo").args(["build", "--release", "-p", "idlecore-e2e", "--bin", "loadgen"]))?;
     let mut wasi = Command::new("cargo");
     wasi.args(["build", "--release", "--target", "wasm32-wasip1"]);
     for p in TASKS {

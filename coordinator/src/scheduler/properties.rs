@@ -17,6 +17,8 @@ enum Op {
     Fail { pick: u8, counted: bool },
     Duplicate(u8),
     ReportFromOtherWorker(u8),
+    /// A worker that disconnected comes back and reports one of its attempts.
+    ReportOrphan { pick: u8, fail: bool },
     Heartbeat(u8),
     ExpireAll,
     Cancel(u8),
@@ -31,6 +33,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (any::<u8>(), any::<bool>()).prop_map(|(pick, counted)| Op::Fail { pick, counted }),
         1 => any::<u8>().prop_map(Op::Duplicate),
         1 => any::<u8>().prop_map(Op::ReportFromOtherWorker),
+        2 => (any::<u8>(), any::<bool>()).prop_map(|(pick, fail)| Op::ReportOrphan { pick, fail }),
         1 => any::<u8>().prop_map(Op::Heartbeat),
         1 => Just(Op::ExpireAll),
         1 => any::<u8>().prop_map(Op::Cancel),
@@ -52,11 +55,13 @@ struct World {
     jobs: Vec<(u64, u32, bool)>,
     /// (job, task) -> times the scheduler let a report finish it.
     finished: HashMap<(u64, u32), u32>,
+    /// Attempts held by workers that were removed, not yet reported.
+    orphans: Vec<Lease>,
 }
 
 impl World {
     fn new() -> World {
-        World { s: Scheduler::new(3, Duration::from_secs(60)), workers: vec![], next_job: 1, jobs: vec![], finished: HashMap::new() }
+        World { s: Scheduler::new(3, Duration::from_secs(60)), workers: vec![], next_job: 1, jobs: vec![], finished: HashMap::new(), orphans: vec![] }
     }
 
     /// Moves messages the scheduler sent into each worker's holdings.
@@ -112,6 +117,7 @@ impl World {
             Op::RemoveWorker(n) if !self.workers.is_empty() => {
                 let w = self.workers.remove(n as usize % self.workers.len());
                 self.s.remove_worker(w.id);
+                self.orphans.extend(w.holding);
             }
             Op::Complete(n) => {
                 if let Some((wi, li)) = self.pick(n) {
@@ -137,6 +143,22 @@ impl World {
                         if i != wi {
                             assert!(self.s.begin_finish(w.id, lease).is_none(), "only the holder may report a lease");
                         }
+                    }
+                }
+            }
+            Op::ReportOrphan { pick, fail } if !self.orphans.is_empty() && !self.workers.is_empty() => {
+                let lease = self.orphans.remove(pick as usize % self.orphans.len());
+                let reporter = self.workers[pick as usize % self.workers.len()].id;
+                let cancelled = self.jobs.iter().any(|(id, _, c)| *id == lease.job && *c);
+                let done = self.finished.contains_key(&(lease.job, lease.task));
+                let claimed = self.s.begin_finish(reporter, lease.lease);
+                assert_eq!(claimed.is_some(), !cancelled && !done, "an orphaned attempt counts until its task is done");
+                if let Some(f) = claimed {
+                    if fail && f.failures + 1 < f.max_attempts {
+                        self.s.retry(f.lease, true);
+                    } else {
+                        *self.finished.entry((f.job, f.task)).or_default() += 1;
+                        self.s.finish(f.lease);
                     }
                 }
             }

@@ -60,12 +60,57 @@ fn disconnect_requeues_and_stale_results_are_refused() {
     let new = leases(&mut rx2).pop().unwrap();
     assert_eq!((new.job, new.task), (old.job, old.task));
     assert_ne!(new.lease, old.lease);
-    assert!(s.begin_finish(w1, old.lease).is_none(), "old attempt is fenced off");
     assert!(s.begin_finish(w1, new.lease).is_none(), "another worker's lease");
+    assert!(s.begin_finish(w2, 12345).is_none(), "a lease never issued");
     let f = s.begin_finish(w2, new.lease).unwrap();
     assert!(s.begin_finish(w2, new.lease).is_none(), "a duplicate report is refused");
     assert!(s.finish(f.lease), "the only task finished the job");
+    assert!(s.begin_finish(w2, old.lease).is_none(), "the old attempt is fenced off once its task is done");
     assert_eq!(s.stats().running_jobs, 0);
+}
+
+#[test]
+fn a_result_that_finished_while_disconnected_still_counts() {
+    let mut s = sched();
+    s.add_job(1, [0; 32], JobLimits::default(), tasks(1), vec![], vec![]);
+    let (tx1, mut rx1) = unbounded_channel();
+    let w1 = s.register_worker(1, tx1);
+    let old = leases(&mut rx1).pop().unwrap();
+    s.remove_worker(w1);
+    // The task went to another worker meanwhile.
+    let (tx2, mut rx2) = unbounded_channel();
+    let w2 = s.register_worker(1, tx2);
+    let new = leases(&mut rx2).pop().unwrap();
+    // The first worker reconnects and reports its old attempt.
+    let (tx3, _rx3) = unbounded_channel();
+    let w3 = s.register_worker(1, tx3);
+    let f = s.begin_finish(w3, old.lease).expect("the orphaned attempt is still current");
+    assert_eq!((f.job, f.task), (old.job, old.task));
+    let cancelled: Vec<_> = std::iter::from_fn(|| rx2.try_recv().ok()).collect();
+    assert!(
+        cancelled.iter().any(|m| matches!(m, CoordinatorMessage::Cancel(c) if c.lease == new.lease)),
+        "the newer attempt is cancelled: {cancelled:?}"
+    );
+    assert!(s.begin_finish(w3, old.lease).is_none(), "reported once");
+    assert!(s.begin_finish(w2, new.lease).is_none(), "the cancelled attempt's report is refused");
+    assert!(s.finish(f.lease));
+    assert_eq!(s.stats().leases, 0);
+}
+
+#[test]
+fn an_orphan_loses_to_a_report_already_being_stored() {
+    let mut s = sched();
+    s.add_job(1, [0; 32], JobLimits::default(), tasks(1), vec![], vec![]);
+    let (tx1, mut rx1) = unbounded_channel();
+    let w1 = s.register_worker(1, tx1);
+    let old = leases(&mut rx1).pop().unwrap();
+    s.remove_worker(w1);
+    let (tx2, mut rx2) = unbounded_channel();
+    let w2 = s.register_worker(1, tx2);
+    let new = leases(&mut rx2).pop().unwrap();
+    let f = s.begin_finish(w2, new.lease).unwrap();
+    assert!(s.begin_finish(w2, old.lease).is_none());
+    assert!(s.finish(f.lease));
 }
 
 #[test]

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod proto_worker;
+pub mod proxy;
 
 use anyhow::{bail, Context};
 use std::io::{BufRead, BufReader};

@@ -282,3 +282,36 @@ fn enormous_modules_run_or_fail_cleanly_and_the_browser_goes_on() {
     assert_eq!(api.results_json(job).unwrap()[0]["exit_code"], 3);
     assert_eq!(workers(&api), 1);
 }
+
+#[test]
+fn a_run_that_ends_while_the_network_is_down_is_reported_after_reconnecting() {
+    let paths = Paths::workspace();
+    paths.check_built().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let c = start(&dir.path().join("data"), &paths, None);
+    let proxy = idlecore_e2e::proxy::Proxy::start(c.addr).unwrap();
+    let _v = Visitor::open(&format!("http://{}/", proxy.addr)).unwrap();
+    let api = c.api();
+    wait_for("the visitor to join", Duration::from_secs(60), || (workers(&api) >= 1).then_some(())).unwrap();
+    let hash = api.upload(&std::fs::read(paths.tasks.join("hashchain.wasm")).unwrap()).unwrap();
+    // A first job loads the module, so the next run starts as soon as it is leased.
+    let warm = api.create_job(&hash, &[b"warm\n".to_vec()], &args(&["--rounds", "1"]), json!({})).unwrap();
+    wait_for("the warm-up job", Duration::from_secs(60), || (api.status(warm).ok()?["state"] == "completed").then_some(()))
+        .unwrap();
+
+    let task_args = args(&["--rounds", "8000000"]);
+    let job = api.create_job(&hash, &[b"through a drop\n".to_vec()], &task_args, json!({ "timeout_ms": 120000 })).unwrap();
+    wait_for("the task to be leased", Duration::from_secs(30), || (api.stats().ok()?["leases"].as_u64()? >= 1).then_some(()))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    proxy.cut();
+    wait_for("the job to complete", Duration::from_secs(120), || (api.status(job).ok()?["state"] == "completed").then_some(()))
+        .unwrap_or_else(|e| panic!("{e}; coordinator log:\n{}", c.log()));
+    let results = api.results(job).unwrap();
+    let expected = run_native(&paths.native_tasks.join("hashchain"), &task_args, b"through a drop\n").unwrap();
+    assert_eq!((results[0].1.as_str(), &results[0].2), ("done", &expected));
+    assert!(
+        api.stats().unwrap()["adopted"].as_u64().unwrap() >= 1,
+        "the result came from the attempt that ran on through the drop"
+    );
+}
