@@ -50,10 +50,25 @@ impl Client {
         Ok(v["hash"].as_str().context("no hash in the answer")?.to_string())
     }
 
+    /// Creates the job; while the coordinator is full (503), waits as long as
+    /// its Retry-After says and tries again.
     pub async fn create_job(&self, req: &JobRequest) -> anyhow::Result<u64> {
-        let resp = self.http.post(self.url("/api/jobs")).bearer_auth(&self.token).json(req).send().await?;
-        let v: serde_json::Value = Self::check(resp).await?.json().await?;
-        v["id"].as_u64().context("no id in the answer")
+        loop {
+            let resp = self.http.post(self.url("/api/jobs")).bearer_auth(&self.token).json(req).send().await?;
+            if resp.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+                let wait = resp
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                    .unwrap_or(10)
+                    .clamp(1, 300);
+                eprintln!("the coordinator is full; retrying in {wait} s");
+                tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+                continue;
+            }
+            let v: serde_json::Value = Self::check(resp).await?.json().await?;
+            return v["id"].as_u64().context("no id in the answer");
+        }
     }
 
     pub async fn status(&self, job: u64) -> anyhow::Result<JobStatus> {

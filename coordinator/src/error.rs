@@ -16,6 +16,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     TooLarge(String),
+    /// Full for now: the client should retry after this many seconds.
+    #[error("{0}")]
+    Busy(String, u32),
     #[error("storage failure: {0}")]
     Store(#[from] crate::store::StoreError),
 }
@@ -27,6 +30,7 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Busy(..) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -35,6 +39,10 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let retry_after = match &self {
+            ApiError::Busy(_, seconds) => Some(*seconds),
+            _ => None,
+        };
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
@@ -42,6 +50,9 @@ impl IntoResponse for ApiError {
         let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static header"));
+        }
+        if let Some(seconds) = retry_after {
+            resp.headers_mut().insert(header::RETRY_AFTER, seconds.into());
         }
         resp
     }

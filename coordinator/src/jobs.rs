@@ -42,6 +42,7 @@ pub async fn create(state: &AppState, req: JobRequest) -> Result<u64, ApiError> 
     for (i, t) in req.tasks.iter().enumerate() {
         check_task(t).map_err(|e| ApiError::BadRequest(format!("task {i}: {e}")))?;
     }
+    admit(state, &req.tasks)?;
     let Some(runnable_hex) = state.store.runnable(&module_hex).await? else {
         return Err(ApiError::NotFound(format!("module {module_hex} (upload it first)")));
     };
@@ -55,6 +56,38 @@ pub async fn create(state: &AppState, req: JobRequest) -> Result<u64, ApiError> 
     state.scheduler().add_job(id, runnable, req.limits, tasks, vec![], vec![]);
     tracing::info!(job = id, tasks = n, "job accepted");
     Ok(id)
+}
+
+/// Seconds a job owner is told to wait when the coordinator is full.
+const RETRY_AFTER_S: u32 = 10;
+
+/// Admission control: a job is taken only if the coordinator can hold it in
+/// memory next to the jobs it already has. (Concurrent requests may each pass
+/// before either is added, so the bound is exceeded by at most their sizes.)
+fn admit(state: &AppState, tasks: &[crate::model::TaskInput]) -> Result<(), ApiError> {
+    let cfg = &state.config;
+    let bytes: usize = tasks.iter().map(crate::model::TaskInput::size).sum();
+    if tasks.len() > cfg.max_pending_tasks || bytes > cfg.max_pending_bytes {
+        return Err(ApiError::TooLarge(format!(
+            "a job of {} tasks and {bytes} input bytes is more than this coordinator holds at once \
+             ({} tasks, {} bytes); split it",
+            tasks.len(),
+            cfg.max_pending_tasks,
+            cfg.max_pending_bytes
+        )));
+    }
+    let (pending, held) = state.scheduler().load();
+    if pending + tasks.len() > cfg.max_pending_tasks || held + bytes > cfg.max_pending_bytes {
+        return Err(ApiError::Busy(
+            format!(
+                "the coordinator is full ({pending} unfinished tasks, {held} input bytes held; limits {} and {}); \
+                 retry in {RETRY_AFTER_S} s",
+                cfg.max_pending_tasks, cfg.max_pending_bytes
+            ),
+            RETRY_AFTER_S,
+        ));
+    }
+    Ok(())
 }
 
 /// A task's input must fit in one lease frame with the protocol's field limits.

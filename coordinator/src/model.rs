@@ -23,6 +23,18 @@ pub struct TaskInput {
     pub dirs: Vec<DirSpec>,
 }
 
+impl TaskInput {
+    /// Bytes this input holds in memory, roughly: what admission control counts.
+    pub fn size(&self) -> usize {
+        let files = |m: &FileMap| m.0.iter().map(|(p, d)| p.len() + d.len()).sum::<usize>();
+        self.stdin.len()
+            + self.args.iter().map(String::len).sum::<usize>()
+            + self.env.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            + files(&self.files)
+            + self.dirs.iter().map(|d| d.guest.len() + files(&d.files)).sum::<usize>()
+    }
+}
+
 /// A preopened directory of a task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -32,6 +32,8 @@ struct Job {
     finished: u32,
     in_flight: u32,
     cancelled: bool,
+    /// Bytes of task inputs held, counted until the job leaves.
+    bytes: usize,
 }
 
 struct LeaseInfo {
@@ -126,6 +128,9 @@ pub struct Scheduler {
     orphans: HashMap<LeaseId, (u64, u32)>,
     orphan_order: VecDeque<LeaseId>,
     adopted: u64,
+    /// Unfinished tasks and input bytes of the jobs held here.
+    pending_tasks: usize,
+    held_bytes: usize,
 }
 
 /// Most orphaned attempts remembered; older ones are forgotten (their
@@ -147,6 +152,8 @@ impl Scheduler {
             orphans: HashMap::new(),
             orphan_order: VecDeque::new(),
             adopted: 0,
+            pending_tasks: 0,
+            held_bytes: 0,
         }
     }
 
@@ -176,6 +183,9 @@ impl Scheduler {
         }
         let mut failures = failures;
         failures.resize(n, 0);
+        let bytes = tasks.iter().map(TaskInput::size).sum();
+        self.pending_tasks += n - done as usize;
+        self.held_bytes += bytes;
         self.jobs.insert(
             id,
             Job {
@@ -187,6 +197,7 @@ impl Scheduler {
                 finished: done,
                 in_flight: 0,
                 cancelled: false,
+                bytes,
             },
         );
         self.pump();
@@ -370,9 +381,11 @@ impl Scheduler {
             if job.state[info.task as usize] != TaskState::Finished {
                 job.state[info.task as usize] = TaskState::Finished;
                 job.finished += 1;
+                self.pending_tasks -= 1;
             }
             job_done = job.finished as usize == job.tasks.len();
             if job_done {
+                self.held_bytes -= job.bytes;
                 self.jobs.remove(&info.job);
                 self.forget_orphans(info.job);
             }
@@ -443,7 +456,10 @@ impl Scheduler {
             self.requeue(lease);
         }
         self.ready.retain(|(j, _)| *j != job_id);
-        self.jobs.remove(&job_id);
+        if let Some(job) = self.jobs.remove(&job_id) {
+            self.pending_tasks -= job.tasks.len() - job.finished as usize;
+            self.held_bytes -= job.bytes;
+        }
         self.forget_orphans(job_id);
         self.pump();
         true
@@ -453,6 +469,11 @@ impl Scheduler {
         self.orphans.retain(|_, (j, _)| *j != job_id);
         let orphans = &self.orphans;
         self.orphan_order.retain(|l| orphans.contains_key(l));
+    }
+
+    /// Unfinished tasks, and bytes of task inputs, of the jobs held in memory.
+    pub fn load(&self) -> (usize, usize) {
+        (self.pending_tasks, self.held_bytes)
     }
 
     /// Tasks of a running job that are leased right now.

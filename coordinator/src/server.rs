@@ -38,6 +38,12 @@ pub struct ServeArgs {
     /// Largest job request body, in MiB.
     #[arg(long, default_value_t = 512)]
     pub max_job_mib: usize,
+    /// Unfinished tasks held in memory at most; new jobs past it get 503 with Retry-After.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub max_pending_tasks: usize,
+    /// Task input bytes held in memory at most, in MiB; new jobs past it get 503 with Retry-After.
+    #[arg(long, default_value_t = 2048)]
+    pub max_pending_mib: usize,
 }
 
 /// A coordinator bound to its address, not yet serving.
@@ -70,6 +76,8 @@ pub async fn bind(args: &ServeArgs) -> anyhow::Result<Bound> {
         heartbeat_ms: args.heartbeat_ms,
         max_module_bytes: args.max_module_mib * 1024 * 1024,
         max_job_bytes: args.max_job_mib * 1024 * 1024,
+        max_pending_tasks: args.max_pending_tasks,
+        max_pending_bytes: args.max_pending_mib * 1024 * 1024,
         www: args.www.clone(),
         pkg: args.pkg.clone(),
     };

@@ -14,6 +14,10 @@ pub struct Config {
     pub heartbeat_ms: u32,
     pub max_module_bytes: usize,
     pub max_job_bytes: usize,
+    /// Admission control: unfinished tasks and bytes of task inputs the
+    /// coordinator holds in memory at most. Past them, new jobs get 503.
+    pub max_pending_tasks: usize,
+    pub max_pending_bytes: usize,
     /// Demo site served at `/`.
     pub www: Option<PathBuf>,
     /// Built browser package served at `/pkg/`.

@@ -185,3 +185,53 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn a_full_coordinator_answers_503_with_retry_after_and_takes_the_job_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = common::start_extra(dir.path(), &["--max-pending-tasks", "10"]);
+    let api = c.api();
+    let hash = api.upload(&common::module(9)).unwrap();
+    let tasks = |n: usize| json!({ "module": hash, "tasks": vec![json!({ "stdin": "" }); n] }).to_string();
+    let post = |body: String| {
+        reqwest::blocking::Client::new()
+            .post(format!("{}/api/jobs", c.base_url()))
+            .bearer_auth(common::TOKEN)
+            .body(body)
+            .send()
+            .unwrap()
+    };
+    let first = post(tasks(8));
+    assert_eq!(first.status(), 201);
+    let first: serde_json::Value = first.json().unwrap();
+
+    let busy = post(tasks(5));
+    assert_eq!(busy.status(), 503, "8 + 5 tasks exceed the 10 held at most");
+    assert_eq!(busy.headers()["retry-after"], "10");
+    let error = busy.json::<serde_json::Value>().unwrap()["error"].as_str().unwrap().to_string();
+    assert!(error.contains("full") && error.contains("retry"), "{error}");
+
+    let too_big = post(tasks(11));
+    assert_eq!(too_big.status(), 413, "a job that can never fit is not worth retrying");
+
+    // Once the first job is done, there is room again.
+    let (mut w, _) = ProtoWorker::join(c.addr, 4).unwrap();
+    for _ in 0..8 {
+        let l = w.next_lease().unwrap();
+        w.send(&WorkerMessage::Result(TaskResult {
+            lease: l.lease,
+            exit_code: 0,
+            stdout: vec![],
+            stderr: vec![],
+            elapsed_ms: 1,
+            fuel_used: 0,
+            files: vec![],
+        }))
+        .unwrap();
+    }
+    idlecore_e2e::wait_for("the first job", std::time::Duration::from_secs(10), || {
+        (api.status(first["id"].as_u64().unwrap()).unwrap()["state"] == "completed").then_some(())
+    })
+    .unwrap();
+    assert_eq!(post(tasks(5)).status(), 201);
+}

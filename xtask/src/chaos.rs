@@ -101,6 +101,7 @@ fn start_coordinator(paths: &Paths, data: &Path, addr: Option<std::net::SocketAd
         addr,
         site: Some((&paths.www, &paths.pkg)),
         heartbeat_ms: 500,
+        extra: &[],
     })
 }
 

@@ -30,6 +30,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         addr: Some(([127, 0, 0, 1], port).into()),
         site: Some((&paths.www, &paths.pkg)),
         heartbeat_ms: 5000,
+        extra: &[],
     })?;
     let url = coordinator.base_url();
     println!("demo site:       {url}/   (open it in a browser to join as a worker)");

@@ -105,6 +105,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunOutcome> {
         heartbeat_ms: 2000,
         max_module_mib: 256,
         max_job_mib: 512,
+        max_pending_tasks: 1,
+        max_pending_mib: 1024,
     };
     let bound = server::bind(&serve_args).await?;
     let base = format!("http://{}", bound.addr);

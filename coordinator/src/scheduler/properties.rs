@@ -208,6 +208,9 @@ impl World {
                 }
             }
         }
+        let pending: usize = s.jobs.values().map(|j| j.tasks.len() - j.finished as usize).sum();
+        let bytes: usize = s.jobs.values().map(|j| j.bytes).sum();
+        assert_eq!(s.load(), (pending, bytes), "the admission counters match the jobs held");
         for (&(job, task), &n) in &self.finished {
             assert_eq!(n, 1, "job {job} task {task} was finished {n} times");
         }

@@ -15,8 +15,14 @@ pub fn start(data: &Path) -> Coordinator {
     start_with(data, Some(TOKEN), None, 1000)
 }
 
+/// A coordinator started with more `serve` flags.
+pub fn start_extra(data: &Path, extra: &[&str]) -> Coordinator {
+    Coordinator::start(&CoordinatorConfig { bin: bin(), data, token: Some(TOKEN), addr: None, site: None, heartbeat_ms: 1000, extra })
+        .expect("coordinator starts")
+}
+
 pub fn start_with(data: &Path, token: Option<&str>, addr: Option<std::net::SocketAddr>, heartbeat_ms: u32) -> Coordinator {
-    Coordinator::start(&CoordinatorConfig { bin: bin(), data, token, addr, site: None, heartbeat_ms }).expect("coordinator starts")
+    Coordinator::start(&CoordinatorConfig { bin: bin(), data, token, addr, site: None, heartbeat_ms, extra: &[] }).expect("coordinator starts")
 }
 
 /// The smallest valid module header: `(module)`.

@@ -80,6 +80,8 @@ pub struct CoordinatorConfig<'a> {
     /// Serve the demo site and the package.
     pub site: Option<(&'a Path, &'a Path)>,
     pub heartbeat_ms: u32,
+    /// More `idlecore serve` flags.
+    pub extra: &'a [&'a str],
 }
 
 impl Coordinator {
@@ -101,6 +103,7 @@ impl Coordinator {
         if let Some(t) = cfg.token {
             cmd.arg("--token").arg(t);
         }
+        cmd.args(cfg.extra);
         if let Some((www, pkg)) = cfg.site {
             cmd.arg("--www").arg(www).arg("--pkg").arg(pkg);
         }

@@ -15,6 +15,7 @@ fn start(data: &std::path::Path, paths: &Paths, addr: Option<std::net::SocketAdd
         addr,
         site: Some((&paths.www, &paths.pkg)),
         heartbeat_ms: 2000,
+        extra: &[],
     })
     .expect("coordinator starts")
 }
