@@ -6,10 +6,12 @@
   if (!script || !script.src) return;
   var coordinator = script.getAttribute('data-coordinator');
   var slots = script.getAttribute('data-slots');
+  var prefetch = script.getAttribute('data-prefetch');
   import(new URL('./index.js', script.src).href)
     .then(function (mod) {
       var options = { coordinator: coordinator };
       if (slots) options.slots = Number(slots);
+      if (prefetch) options.prefetch = Number(prefetch);
       var handle = mod.start(options);
       window.idlecore = handle;
       ['status', 'task', 'error'].forEach(function (type) {

@@ -22,7 +22,7 @@ function defaultSlots() {
 
 /**
  * Starts a worker agent in a dedicated module Worker.
- * @param {{coordinator: string, slots?: number}} options
+ * @param {{coordinator: string, slots?: number, prefetch?: number, moduleCacheMib?: number}} options
  */
 export function start(options = {}) {
   const listeners = Object.fromEntries(EVENTS.map((e) => [e, new Set()]));
@@ -37,6 +37,7 @@ export function start(options = {}) {
     agent: `idlecore-web/0.1 ${globalThis.navigator ? navigator.userAgent : ''}`.slice(0, 512),
   };
   if (options.moduleCacheMib !== undefined) config.moduleCacheMib = options.moduleCacheMib;
+  if (options.prefetch !== undefined) config.prefetch = options.prefetch;
   let worker = new Worker(new URL('./agent.js', import.meta.url), { type: 'module' });
   worker.onmessage = (event) => {
     const msg = event.data;

@@ -42,6 +42,18 @@ pub struct AgentOptions {
     /// Byte budget of compiled modules kept in memory, in MiB.
     #[serde(default)]
     pub module_cache_mib: Option<u32>,
+    /// Leases to hold queued beyond the running ones, so an executor that
+    /// finishes starts its next task without waiting a round trip to the
+    /// coordinator. Default: one per executor.
+    #[serde(default)]
+    pub prefetch: Option<u32>,
+}
+
+impl AgentOptions {
+    /// The capacity advertised in `Hello`: executors plus prefetched leases.
+    pub fn capacity(&self) -> u32 {
+        self.slots.saturating_add(self.prefetch.unwrap_or(self.slots)).min(idlecore_protocol::limits::MAX_SLOTS)
+    }
 }
 
 pub enum Event {
@@ -210,7 +222,7 @@ impl Agent {
     fn on_socket(&mut self, event: SocketEvent) {
         match event {
             SocketEvent::Open => {
-                let hello = Hello { version: PROTOCOL_VERSION, slots: self.opts.slots, agent: self.opts.agent.clone() };
+                let hello = Hello { version: PROTOCOL_VERSION, slots: self.opts.capacity(), agent: self.opts.agent.clone() };
                 self.send_msg(&WorkerMessage::Hello(hello));
             }
             SocketEvent::Closed { code, reason } => {

@@ -316,3 +316,31 @@ fn a_run_that_ends_while_the_network_is_down_is_reported_after_reconnecting() {
         "the result came from the attempt that ran on through the drop"
     );
 }
+
+#[test]
+fn a_visitor_advertises_its_executors_plus_prefetched_leases() {
+    let paths = Paths::workspace();
+    paths.check_built().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let www = dir.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(
+        www.join("index.html"),
+        r#"<!doctype html><script src="/pkg/idlecore.js" data-coordinator="/ws" data-slots="2" data-prefetch="3"></script>"#,
+    )
+    .unwrap();
+    let c = Coordinator::start(&CoordinatorConfig {
+        bin: &paths.bin,
+        data: &dir.path().join("data"),
+        token: Some("e2e-token"),
+        addr: None,
+        site: Some((&www, &paths.pkg)),
+        heartbeat_ms: 2000,
+        extra: &[],
+    })
+    .unwrap();
+    let _v = Visitor::open(&format!("{}/", c.base_url())).unwrap();
+    let api = c.api();
+    wait_for("the visitor to join", Duration::from_secs(60), || (workers(&api) >= 1).then_some(())).unwrap();
+    assert_eq!(api.stats().unwrap()["slots"], 5, "2 executors and 3 prefetched leases");
+}
