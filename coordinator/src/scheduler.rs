@@ -34,6 +34,11 @@ struct Job {
     cancelled: bool,
     /// Bytes of task inputs held, counted until the job leaves.
     bytes: usize,
+    /// Speculative second attempts of leased tasks (see `speculation.rs`).
+    second: HashMap<u32, LeaseId>,
+    /// Lease-to-report time of finished attempts, for spotting stragglers.
+    done_time: Duration,
+    done_count: u32,
 }
 
 struct LeaseInfo {
@@ -41,6 +46,7 @@ struct LeaseInfo {
     task: u32,
     worker: WorkerId,
     deadline: Instant,
+    started: Instant,
     /// A result or failure for it is being written; it can no longer expire.
     finishing: bool,
 }
@@ -74,6 +80,8 @@ pub struct Stats {
     pub running_jobs: usize,
     /// Reports taken from attempts orphaned by a disconnect or expiry.
     pub adopted: u64,
+    /// Speculative second attempts given to stragglers.
+    pub speculated: u64,
 }
 
 /// Whether a failure is the task's fault (counts against its attempts) or the
@@ -128,14 +136,13 @@ pub struct Scheduler {
     orphans: HashMap<LeaseId, (u64, u32)>,
     orphan_order: VecDeque<LeaseId>,
     adopted: u64,
+    speculated: u64,
     /// Unfinished tasks and input bytes of the jobs held here.
     pending_tasks: usize,
     held_bytes: usize,
 }
 
-/// Most orphaned attempts remembered; older ones are forgotten (their
-/// results are then refused, and the task simply runs again).
-const MAX_ORPHANS: usize = 65_536;
+
 
 impl Scheduler {
     pub fn new(epoch: u32, lease_ttl: Duration) -> Scheduler {
@@ -152,6 +159,7 @@ impl Scheduler {
             orphans: HashMap::new(),
             orphan_order: VecDeque::new(),
             adopted: 0,
+            speculated: 0,
             pending_tasks: 0,
             held_bytes: 0,
         }
@@ -198,6 +206,9 @@ impl Scheduler {
                 in_flight: 0,
                 cancelled: false,
                 bytes,
+                second: HashMap::new(),
+                done_time: Duration::ZERO,
+                done_count: 0,
             },
         );
         self.pump();
@@ -227,48 +238,6 @@ impl Scheduler {
         requeued
     }
 
-    /// Remembers a lease about to be requeued because its worker went quiet.
-    fn orphan(&mut self, lease: LeaseId) {
-        let Some(info) = self.leases.get(&lease) else { return };
-        self.orphans.insert(lease, (info.job, info.task));
-        self.orphan_order.push_back(lease);
-        while self.orphan_order.len() > MAX_ORPHANS {
-            if let Some(old) = self.orphan_order.pop_front() {
-                self.orphans.remove(&old);
-            }
-        }
-    }
-
-    /// Claims an orphaned attempt for a report arriving on `worker`'s session:
-    /// the task's current attempt, if any, is cancelled, and the orphan becomes
-    /// the task's lease, already finishing.
-    fn adopt(&mut self, worker: WorkerId, lease: LeaseId) -> Option<Finishing> {
-        let (job_id, task) = self.orphans.remove(&lease)?;
-        let job = self.jobs.get(&job_id)?;
-        if job.cancelled || job.state[task as usize] == TaskState::Finished {
-            return None;
-        }
-        if let TaskState::Leased(current) = job.state[task as usize] {
-            if self.leases.get(&current).is_some_and(|l| l.finishing) {
-                // Another attempt's report is being stored: it wins.
-                return None;
-            }
-            if let Some(w) = self.leases.get(&current).and_then(|l| self.workers.get(&l.worker)) {
-                let _ = w.tx.send(CoordinatorMessage::Cancel(Cancel { lease: current }));
-            }
-            self.requeue(current);
-        }
-        // Requeueing put the task back in the ready queue; `pump` skips it
-        // once it is no longer `Ready`.
-        let job = self.jobs.get_mut(&job_id).expect("checked above");
-        job.state[task as usize] = TaskState::Leased(lease);
-        job.in_flight += 1;
-        self.leases.insert(lease, LeaseInfo { job: job_id, task, worker, deadline: Instant::now() + self.lease_ttl, finishing: true });
-        self.adopted += 1;
-        let job = &self.jobs[&job_id];
-        Some(Finishing { lease, job: job_id, task, failures: job.failures[task as usize], max_attempts: job.limits.max_attempts })
-    }
-
     fn requeue(&mut self, lease: LeaseId) {
         let Some(info) = self.leases.remove(&lease) else { return };
         if let Some(w) = self.workers.get_mut(&info.worker) {
@@ -277,9 +246,18 @@ impl Scheduler {
         self.mark_hungry(info.worker);
         if let Some(job) = self.jobs.get_mut(&info.job) {
             job.in_flight -= 1;
-            if job.state[info.task as usize] == TaskState::Leased(lease) && !job.cancelled {
-                job.state[info.task as usize] = TaskState::Ready;
-                self.ready.push_front((info.job, info.task));
+            let task = info.task as usize;
+            if job.second.get(&info.task) == Some(&lease) {
+                // A speculative attempt ends; the first one runs on.
+                job.second.remove(&info.task);
+            } else if job.state[task] == TaskState::Leased(lease) {
+                if let Some(second) = job.second.remove(&info.task) {
+                    // The speculative attempt carries on as the task's lease.
+                    job.state[task] = TaskState::Leased(second);
+                } else if !job.cancelled {
+                    job.state[task] = TaskState::Ready;
+                    self.ready.push_front((info.job, info.task));
+                }
             }
         }
     }
@@ -291,6 +269,40 @@ impl Scheduler {
                 self.hungry.push_back(id);
             }
         }
+    }
+
+    /// Sends a new lease for the task to the worker and books it (the caller
+    /// records it in the task's state).
+    fn grant(&mut self, wid: WorkerId, job_id: u64, task: u32) -> LeaseId {
+        let lease = self.epoch | self.next_lease;
+        self.next_lease += 1;
+        let job = self.jobs.get_mut(&job_id).expect("a granted task's job exists");
+        let input = &job.tasks[task as usize];
+        let msg = CoordinatorMessage::Lease(Lease {
+            lease,
+            job: job_id,
+            task,
+            module: job.module,
+            stdin: input.stdin.clone(),
+            args: input.args.clone(),
+            env: input.env.clone(),
+            limits: job.limits.task_limits(),
+            seed: task_seed(job_id, task),
+            deterministic: job.limits.deterministic,
+            dirs: task_dirs(input),
+        });
+        job.in_flight += 1;
+        let now = Instant::now();
+        self.leases.insert(
+            lease,
+            LeaseInfo { job: job_id, task, worker: wid, deadline: now + self.lease_ttl, started: now, finishing: false },
+        );
+        if let Some(w) = self.workers.get_mut(&wid) {
+            w.leases.insert(lease);
+            // A closed channel means the session is ending; remove_worker requeues.
+            let _ = w.tx.send(msg);
+        }
+        lease
     }
 
     /// Hands ready tasks to workers with free slots, round robin.
@@ -311,32 +323,10 @@ impl Scheduler {
             if job.cancelled || job.state[task as usize] != TaskState::Ready {
                 continue;
             }
-            let lease = self.epoch | self.next_lease;
-            self.next_lease += 1;
-            let input = &job.tasks[task as usize];
-            let msg = CoordinatorMessage::Lease(Lease {
-                lease,
-                job: job_id,
-                task,
-                module: job.module,
-                stdin: input.stdin.clone(),
-                args: input.args.clone(),
-                env: input.env.clone(),
-                limits: job.limits.task_limits(),
-                seed: task_seed(job_id, task),
-                deterministic: job.limits.deterministic,
-                dirs: task_dirs(input),
-            });
+            let lease = self.grant(wid, job_id, task);
+            let job = self.jobs.get_mut(&job_id).expect("granted above");
             job.state[task as usize] = TaskState::Leased(lease);
-            job.in_flight += 1;
             let w = self.workers.get_mut(&wid).expect("checked above");
-            w.leases.insert(lease);
-            self.leases.insert(
-                lease,
-                LeaseInfo { job: job_id, task, worker: wid, deadline: Instant::now() + self.lease_ttl, finishing: false },
-            );
-            // A closed channel means the session is ending; remove_worker requeues.
-            let _ = w.tx.send(msg);
             // Rotate so the next task goes to the next hungry worker.
             self.hungry.pop_front();
             w.queued = false;
@@ -352,10 +342,15 @@ impl Scheduler {
         if !self.leases.contains_key(&lease) {
             return self.adopt(worker, lease);
         }
-        let info = self.leases.get_mut(&lease)?;
+        let info = self.leases.get(&lease)?;
         if info.worker != worker || info.finishing {
             return None;
         }
+        if self.sibling(lease).is_some_and(|s| self.leases.get(&s).is_some_and(|l| l.finishing)) {
+            // The task's other attempt is being stored: that one counts.
+            return None;
+        }
+        let info = self.leases.get_mut(&lease).expect("checked above");
         info.finishing = true;
         let job = &self.jobs[&info.job];
         Some(Finishing {
@@ -370,6 +365,9 @@ impl Scheduler {
     /// The task's final record is stored: mark it finished and free the slot.
     /// Returns true when this finished the whole job.
     pub fn finish(&mut self, lease: LeaseId) -> bool {
+        if let Some(other) = self.sibling(lease) {
+            self.cancel_attempt(other);
+        }
         let Some(info) = self.leases.remove(&lease) else { return false };
         if let Some(w) = self.workers.get_mut(&info.worker) {
             w.leases.remove(&lease);
@@ -382,6 +380,8 @@ impl Scheduler {
                 job.state[info.task as usize] = TaskState::Finished;
                 job.finished += 1;
                 self.pending_tasks -= 1;
+                job.done_time += info.started.elapsed();
+                job.done_count += 1;
             }
             job_done = job.finished as usize == job.tasks.len();
             if job_done {
@@ -465,11 +465,6 @@ impl Scheduler {
         true
     }
 
-    fn forget_orphans(&mut self, job_id: u64) {
-        self.orphans.retain(|_, (j, _)| *j != job_id);
-        let orphans = &self.orphans;
-        self.orphan_order.retain(|l| orphans.contains_key(l));
-    }
 
     /// Unfinished tasks, and bytes of task inputs, of the jobs held in memory.
     pub fn load(&self) -> (usize, usize) {
@@ -494,9 +489,12 @@ impl Scheduler {
             ready: self.ready.len(),
             running_jobs: self.jobs.len(),
             adopted: self.adopted,
+            speculated: self.speculated,
         }
     }
 }
+
+mod attempts;
 
 #[cfg(test)]
 mod tests;

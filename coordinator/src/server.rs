@@ -102,9 +102,16 @@ impl Bound {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             loop {
                 tick.tick().await;
-                let n = ticker_state.scheduler().expire(Instant::now());
-                if n > 0 {
-                    tracing::info!(leases = n, "leases expired without heartbeats; tasks requeued");
+                let now = Instant::now();
+                let (expired, speculated) = {
+                    let mut s = ticker_state.scheduler();
+                    (s.expire(now), s.speculate(now))
+                };
+                if expired > 0 {
+                    tracing::info!(leases = expired, "leases expired without heartbeats; tasks requeued");
+                }
+                if speculated > 0 {
+                    tracing::info!(leases = speculated, "second attempts of stragglers sent to idle workers");
                 }
             }
         });

@@ -1,6 +1,7 @@
 //! Property tests of the scheduler as a state machine: random sequences of
 //! jobs, workers coming and going, results, failures (counted and free),
-//! duplicates, stale and foreign reports, heartbeats, expiry and cancels.
+//! duplicates, stale and foreign reports, orphaned attempts, heartbeats,
+//! expiry, speculative second attempts and cancels.
 //! After every step the scheduler's books must balance, and at the end a
 //! fresh worker must be able to finish every job that was not cancelled.
 
@@ -21,6 +22,8 @@ enum Op {
     ReportOrphan { pick: u8, fail: bool },
     Heartbeat(u8),
     ExpireAll,
+    /// Much later: stragglers get second attempts on idle workers.
+    SpeculateAll,
     Cancel(u8),
 }
 
@@ -36,6 +39,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (any::<u8>(), any::<bool>()).prop_map(|(pick, fail)| Op::ReportOrphan { pick, fail }),
         1 => any::<u8>().prop_map(Op::Heartbeat),
         1 => Just(Op::ExpireAll),
+        1 => Just(Op::SpeculateAll),
         1 => any::<u8>().prop_map(Op::Cancel),
     ]
 }
@@ -170,6 +174,9 @@ impl World {
             Op::ExpireAll => {
                 self.s.expire(Instant::now() + Duration::from_secs(3600));
             }
+            Op::SpeculateAll => {
+                self.s.speculate(Instant::now() + Duration::from_secs(3600));
+            }
             Op::Cancel(n) if !self.jobs.is_empty() => {
                 let i = n as usize % self.jobs.len();
                 self.jobs[i].2 = true;
@@ -195,7 +202,15 @@ impl World {
         for (lease, info) in &s.leases {
             assert!(s.workers[&info.worker].leases.contains(lease), "every lease belongs to a live worker");
             let job = &s.jobs[&info.job];
-            assert_eq!(job.state[info.task as usize], TaskState::Leased(*lease), "a lease is its task's only attempt");
+            let second = job.second.get(&info.task);
+            let first = match job.state[info.task as usize] {
+                TaskState::Leased(l) => l,
+                other => panic!("lease {lease} for a task in state {other:?}"),
+            };
+            assert!(first == *lease || second == Some(lease), "a lease is its task's lease or its second attempt");
+            if let Some(second) = second {
+                assert_ne!(s.leases[second].worker, s.leases[&first].worker, "a second attempt runs elsewhere");
+            }
         }
         for (id, job) in &s.jobs {
             let leased = s.leases.values().filter(|l| l.job == *id).count() as u32;

@@ -207,3 +207,51 @@ fn idle_workers_do_not_grow_the_hungry_queue() {
     }
     assert!(s.hungry.len() <= 1);
 }
+
+#[test]
+fn a_straggler_gets_a_second_attempt_and_the_first_report_wins() {
+    let mut s = Scheduler::new(1, Duration::from_millis(10));
+    s.add_job(1, [0; 32], JobLimits::default(), tasks(2), vec![], vec![]);
+    let (tx1, mut rx1) = unbounded_channel();
+    let w1 = s.register_worker(1, tx1);
+    let (tx2, mut rx2) = unbounded_channel();
+    let w2 = s.register_worker(1, tx2);
+    let slow = leases(&mut rx1).pop().unwrap();
+    let quick = leases(&mut rx2).pop().unwrap();
+    assert_eq!(s.speculate(Instant::now() + Duration::from_secs(60)), 0, "no task of the job has finished yet");
+    let f = s.begin_finish(w2, quick.lease).unwrap();
+    s.finish(f.lease);
+    assert_eq!(s.speculate(Instant::now()), 0, "not a straggler yet");
+    assert_eq!(s.speculate(Instant::now() + Duration::from_secs(60)), 1);
+    let second = leases(&mut rx2).pop().expect("the idle worker gets a second attempt");
+    assert_eq!((second.job, second.task), (slow.job, slow.task));
+    assert_ne!(second.lease, slow.lease);
+    assert_eq!(s.speculate(Instant::now() + Duration::from_secs(60)), 0, "at most two attempts");
+    let f = s.begin_finish(w2, second.lease).unwrap();
+    assert!(s.begin_finish(w1, slow.lease).is_none(), "the other attempt's report loses");
+    assert!(s.finish(f.lease), "the job is done");
+    let cancels: Vec<_> = std::iter::from_fn(|| rx1.try_recv().ok()).collect();
+    assert!(cancels.iter().any(|m| matches!(m, CoordinatorMessage::Cancel(c) if c.lease == slow.lease)));
+    assert_eq!(s.stats().leases, 0);
+}
+
+#[test]
+fn when_one_of_two_attempts_leaves_the_other_carries_on() {
+    let mut s = Scheduler::new(1, Duration::from_millis(10));
+    s.add_job(1, [0; 32], JobLimits::default(), tasks(2), vec![], vec![]);
+    let (tx1, mut rx1) = unbounded_channel();
+    let w1 = s.register_worker(1, tx1);
+    let (tx2, mut rx2) = unbounded_channel();
+    let w2 = s.register_worker(1, tx2);
+    let slow = leases(&mut rx1).pop().unwrap();
+    let quick = leases(&mut rx2).pop().unwrap();
+    let f = s.begin_finish(w2, quick.lease).unwrap();
+    s.finish(f.lease);
+    s.speculate(Instant::now() + Duration::from_secs(60));
+    let second = leases(&mut rx2).pop().unwrap();
+    s.remove_worker(w1);
+    assert_eq!(s.stats().ready, 0, "the task is not queued again: its second attempt runs");
+    let f = s.begin_finish(w2, second.lease).unwrap();
+    assert!(s.finish(f.lease));
+    let _ = slow;
+}

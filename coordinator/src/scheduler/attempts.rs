@@ -1,0 +1,127 @@
+//! Attempts beyond the plain one-lease-per-task path: orphaned attempts
+//! (whose worker disconnected or went quiet, still welcome to report), and
+//! speculative second attempts of stragglers once nothing is left to queue.
+//!
+//! A task has at most two live attempts: its lease (`TaskState::Leased`) and
+//! a speculative one (`Job::second`). The first report claimed wins; the
+//! other attempt is cancelled. If one attempt ends without a result (its
+//! worker left, or it failed and the task gets another try), the other one
+//! carries on as the task's lease.
+
+use super::*;
+
+/// Most orphaned attempts remembered; older ones are forgotten (their
+/// results are then refused, and the task simply runs again).
+const MAX_ORPHANS: usize = 65_536;
+
+impl Scheduler {
+    /// Remembers a lease about to be requeued because its worker went quiet.
+    pub(super) fn orphan(&mut self, lease: LeaseId) {
+        let Some(info) = self.leases.get(&lease) else { return };
+        self.orphans.insert(lease, (info.job, info.task));
+        self.orphan_order.push_back(lease);
+        while self.orphan_order.len() > MAX_ORPHANS {
+            if let Some(old) = self.orphan_order.pop_front() {
+                self.orphans.remove(&old);
+            }
+        }
+    }
+
+    pub(super) fn forget_orphans(&mut self, job_id: u64) {
+        self.orphans.retain(|_, (j, _)| *j != job_id);
+        let orphans = &self.orphans;
+        self.orphan_order.retain(|l| orphans.contains_key(l));
+    }
+
+    /// The task's other live attempt, if it has two.
+    pub(super) fn sibling(&self, lease: LeaseId) -> Option<LeaseId> {
+        let info = self.leases.get(&lease)?;
+        let job = self.jobs.get(&info.job)?;
+        let second = job.second.get(&info.task).copied();
+        match job.state[info.task as usize] {
+            TaskState::Leased(first) if first == lease => second,
+            TaskState::Leased(first) if second == Some(lease) => Some(first),
+            _ => None,
+        }
+    }
+
+    /// Tells the attempt's worker to stop, and drops the attempt.
+    pub(super) fn cancel_attempt(&mut self, lease: LeaseId) {
+        if let Some(w) = self.leases.get(&lease).and_then(|l| self.workers.get(&l.worker)) {
+            let _ = w.tx.send(CoordinatorMessage::Cancel(Cancel { lease }));
+        }
+        self.requeue(lease);
+    }
+
+    /// Claims an orphaned attempt for a report arriving on `worker`'s session:
+    /// the task's live attempts, if any, are cancelled, and the orphan becomes
+    /// the task's lease, already finishing.
+    pub(super) fn adopt(&mut self, worker: WorkerId, lease: LeaseId) -> Option<Finishing> {
+        let (job_id, task) = self.orphans.remove(&lease)?;
+        let job = self.jobs.get(&job_id)?;
+        if job.cancelled || job.state[task as usize] == TaskState::Finished {
+            return None;
+        }
+        let live: Vec<LeaseId> = match job.state[task as usize] {
+            // The speculative attempt first, so that dropping the lease does
+            // not promote it.
+            TaskState::Leased(current) => job.second.get(&task).copied().into_iter().chain([current]).collect(),
+            _ => vec![],
+        };
+        if live.iter().any(|l| self.leases.get(l).is_some_and(|l| l.finishing)) {
+            // Another attempt's report is being stored: it wins.
+            return None;
+        }
+        for l in live {
+            self.cancel_attempt(l);
+        }
+        // Requeueing put the task back in the ready queue; `pump` skips it
+        // once it is no longer `Ready`.
+        let job = self.jobs.get_mut(&job_id).expect("checked above");
+        job.state[task as usize] = TaskState::Leased(lease);
+        job.in_flight += 1;
+        let now = Instant::now();
+        self.leases.insert(lease, LeaseInfo { job: job_id, task, worker, deadline: now + self.lease_ttl, started: now, finishing: true });
+        self.adopted += 1;
+        let job = &self.jobs[&job_id];
+        Some(Finishing { lease, job: job_id, task, failures: job.failures[task as usize], max_attempts: job.limits.max_attempts })
+    }
+
+    /// Once nothing is queued, gives workers with free slots a second attempt
+    /// of the oldest stragglers: tasks whose only attempt has run longer than
+    /// the lease lifetime and twice its job's mean so far (after at least one
+    /// task of the job finished). Called from the periodic tick.
+    pub fn speculate(&mut self, now: Instant) -> usize {
+        if !self.ready.is_empty() {
+            return 0;
+        }
+        let mut stragglers: Vec<(Instant, LeaseId)> = self
+            .leases
+            .iter()
+            .filter(|(id, l)| {
+                let Some(job) = self.jobs.get(&l.job) else { return false };
+                let mean = job.done_time.checked_div(job.done_count).unwrap_or(Duration::MAX);
+                !l.finishing
+                    && !job.cancelled
+                    && job.done_count > 0
+                    && job.state[l.task as usize] == TaskState::Leased(**id)
+                    && !job.second.contains_key(&l.task)
+                    && now.saturating_duration_since(l.started) > self.lease_ttl.max(mean.saturating_mul(2))
+            })
+            .map(|(id, l)| (l.started, *id))
+            .collect();
+        stragglers.sort();
+        let mut granted = 0;
+        for (_, first) in stragglers {
+            let info = &self.leases[&first];
+            let (job_id, task, holder) = (info.job, info.task, info.worker);
+            let free = self.workers.iter().find(|(id, w)| **id != holder && (w.leases.len() as u32) < w.slots).map(|(id, _)| *id);
+            let Some(wid) = free else { break };
+            let second = self.grant(wid, job_id, task);
+            self.jobs.get_mut(&job_id).expect("straggler's job").second.insert(task, second);
+            granted += 1;
+        }
+        self.speculated += granted as u64;
+        granted
+    }
+}
