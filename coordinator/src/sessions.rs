@@ -116,12 +116,51 @@ async fn session_loop(
                 let Some(frame) = frame? else { return Ok(()) };
                 handle(state, worker, decode_worker(&frame)?, &reply_tx)?;
             }
-            Some(msg) = rx.recv() => send(socket, &msg).await?,
+            Some(msg) = rx.recv() => send_batched(socket, msg, rx).await?,
             Some(msg) = reply_rx.recv() => send(socket, &msg).await?,
             _ = shutdown.changed() => {
                 return Err(Refusal(ErrorCode::ShuttingDown, "the coordinator is shutting down; reconnect later".into()));
             }
         }
+    }
+}
+
+/// Largest lease batch, in encoded bytes: big leases travel alone.
+const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// Sends `first` and whatever else is already queued, with leases that are
+/// ready together in one `Leases` frame (in order; other messages after them).
+async fn send_batched(
+    socket: &mut WebSocket,
+    first: CoordinatorMessage,
+    rx: &mut mpsc::UnboundedReceiver<CoordinatorMessage>,
+) -> Result<(), Refusal> {
+    let CoordinatorMessage::Lease(lease) = first else { return send(socket, &first).await };
+    let mut batch = vec![lease];
+    let mut bytes = 0;
+    let mut after = None;
+    while batch.len() < idlecore_protocol::limits::MAX_SLOTS as usize && bytes < MAX_BATCH_BYTES {
+        match rx.try_recv() {
+            Ok(CoordinatorMessage::Lease(l)) => {
+                bytes += l.stdin.len() + l.dirs.iter().flat_map(|d| &d.files).map(|f| f.data.len()).sum::<usize>();
+                batch.push(l);
+            }
+            Ok(other) => {
+                after = Some(other);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    let msg = if batch.len() == 1 {
+        CoordinatorMessage::Lease(batch.pop().expect("one lease"))
+    } else {
+        CoordinatorMessage::Leases(batch)
+    };
+    send(socket, &msg).await?;
+    match after {
+        Some(m) => send(socket, &m).await,
+        None => Ok(()),
     }
 }
 

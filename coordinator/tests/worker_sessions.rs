@@ -124,6 +124,29 @@ fn a_result_reported_after_reconnecting_counts_and_cancels_the_newer_attempt() {
 }
 
 #[test]
+fn leases_ready_together_travel_in_one_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = common::start(dir.path());
+    let api = c.api();
+    let hash = api.upload(&common::module(5)).unwrap();
+    let stdins: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i]).collect();
+    api.create_job(&hash, &stdins, &[], json!({})).unwrap();
+    let (mut w, _) = ProtoWorker::join(c.addr, 4).unwrap();
+    let batch = match w.recv_frame().unwrap() {
+        Received::Msg(CoordinatorMessage::Leases(batch)) => batch,
+        other => panic!("expected one batch of the four leases granted at once, got {other:?}"),
+    };
+    assert_eq!(batch.len(), 4);
+    let tasks: std::collections::BTreeSet<u32> = batch.iter().map(|l| l.task).collect();
+    assert_eq!(tasks.len(), 4, "four different tasks");
+    // One result frees one slot: the next lease comes alone.
+    w.send(&result(batch[0].lease, b"x")).unwrap();
+    let next = wait_ack(&mut w, batch[0].lease);
+    let next = if next.is_empty() { vec![w.next_lease().unwrap()] } else { next };
+    assert_eq!(next.len(), 1);
+}
+
+#[test]
 fn task_failures_are_retried_then_recorded_with_every_reason() {
     let dir = tempfile::tempdir().unwrap();
     let c = common::start(dir.path());

@@ -24,7 +24,7 @@ pub enum DecodeError {
 
 /// Variant counts, so an unknown first byte gets its own error.
 const WORKER_TYPES: u8 = 4;
-const COORDINATOR_TYPES: u8 = 5;
+const COORDINATOR_TYPES: u8 = 6;
 
 pub fn encode_worker(msg: &WorkerMessage) -> Vec<u8> {
     postcard::to_allocvec(msg).expect("worker messages always serialize")
@@ -89,22 +89,26 @@ pub fn decode_worker(frame: &[u8]) -> Result<WorkerMessage, DecodeError> {
     Ok(msg)
 }
 
+fn check_lease(l: &crate::Lease) -> Result<(), DecodeError> {
+    check(l.args.len() <= MAX_ARGS, "args", MAX_ARGS)?;
+    check(l.env.len() <= MAX_ENV, "env", MAX_ENV)?;
+    let long = l.args.iter().chain(l.env.iter().flat_map(|(k, v)| [k, v])).any(|s| s.len() > MAX_ARG_BYTES);
+    check(!long, "args/env entry", MAX_ARG_BYTES)?;
+    check(l.dirs.len() <= MAX_DIRS, "dirs", MAX_DIRS)?;
+    check(l.dirs.iter().all(|d| d.guest.len() <= MAX_PATH_BYTES), "dirs.guest", MAX_PATH_BYTES)?;
+    check_files(l.dirs.iter().flat_map(|d| d.files.iter()))
+}
+
 /// Decodes a frame sent by a coordinator and checks every limit.
 pub fn decode_coordinator(frame: &[u8]) -> Result<CoordinatorMessage, DecodeError> {
     let msg: CoordinatorMessage = decode(frame, COORDINATOR_TYPES)?;
     match &msg {
-        CoordinatorMessage::Lease(l) => {
-            check(l.args.len() <= MAX_ARGS, "args", MAX_ARGS)?;
-            check(l.env.len() <= MAX_ENV, "env", MAX_ENV)?;
-            let long = l
-                .args
-                .iter()
-                .chain(l.env.iter().flat_map(|(k, v)| [k, v]))
-                .any(|s| s.len() > MAX_ARG_BYTES);
-            check(!long, "args/env entry", MAX_ARG_BYTES)?;
-            check(l.dirs.len() <= MAX_DIRS, "dirs", MAX_DIRS)?;
-            check(l.dirs.iter().all(|d| d.guest.len() <= MAX_PATH_BYTES), "dirs.guest", MAX_PATH_BYTES)?;
-            check_files(l.dirs.iter().flat_map(|d| d.files.iter()))?;
+        CoordinatorMessage::Lease(l) => check_lease(l)?,
+        CoordinatorMessage::Leases(ls) => {
+            check(!ls.is_empty() && ls.len() <= MAX_SLOTS as usize, "leases", MAX_SLOTS as usize)?;
+            for l in ls {
+                check_lease(l)?;
+            }
         }
         CoordinatorMessage::Error(e) => {
             check(e.message.len() <= MAX_TEXT_BYTES, "message", MAX_TEXT_BYTES)?;

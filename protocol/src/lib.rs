@@ -57,6 +57,8 @@ pub enum CoordinatorMessage {
     Ack(Ack),
     /// The session is over because of this error; the coordinator closes the socket next.
     Error(ProtocolError),
+    /// Several tasks at once (each exactly as in `Lease`): leases ready together travel in one frame.
+    Leases(Vec<Lease>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,3 +1,4 @@
+use idlecore_protocol::limits::{MAX_ARGS, MAX_SLOTS};
 use idlecore_protocol::*;
 
 fn lease() -> Lease {
@@ -48,6 +49,7 @@ fn every_message_round_trips() {
         CoordinatorMessage::Cancel(Cancel { lease: 3 }),
         CoordinatorMessage::Ack(Ack { lease: 4 }),
         CoordinatorMessage::Error(ProtocolError { code: ErrorCode::Malformed, message: "bad".into() }),
+        CoordinatorMessage::Leases(vec![lease(), Lease { lease: 99, ..lease() }]),
     ];
     for m in coordinator {
         assert_eq!(decode_coordinator(&encode_coordinator(&m)).unwrap(), m);
@@ -62,6 +64,17 @@ fn hello_bytes_match_the_specification() {
     assert_eq!(encode_worker(&m), [0x00, 0x01, 0xac, 0x02, 0x02, b'a', b'b']);
     let ack = CoordinatorMessage::Ack(Ack { lease: 128 });
     assert_eq!(encode_coordinator(&ack), [0x03, 0x80, 0x01]);
+}
+
+#[test]
+fn lease_batches_are_checked_like_single_leases() {
+    assert!(decode_coordinator(&encode_coordinator(&CoordinatorMessage::Leases(vec![]))).is_err(), "an empty batch");
+    let too_many = CoordinatorMessage::Leases(vec![lease(); MAX_SLOTS as usize + 1]);
+    assert!(decode_coordinator(&encode_coordinator(&too_many)).is_err(), "more than any capacity");
+    let mut bad = lease();
+    bad.args = vec!["x".into(); MAX_ARGS + 1];
+    let batch = CoordinatorMessage::Leases(vec![lease(), bad]);
+    assert!(decode_coordinator(&encode_coordinator(&batch)).is_err(), "one bad lease spoils the batch");
 }
 
 #[test]

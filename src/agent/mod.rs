@@ -256,6 +256,13 @@ impl Agent {
                 self.waiting.push_back(lease);
                 self.dispatch();
             }
+            CoordinatorMessage::Leases(batch) => {
+                for lease in batch {
+                    self.load_module(lease.module);
+                    self.waiting.push_back(lease);
+                }
+                self.dispatch();
+            }
             CoordinatorMessage::Cancel(c) => {
                 self.waiting.retain(|l| l.lease != c.lease);
                 if let Some(i) = self.pool.slot_of(c.lease) {

@@ -10,6 +10,8 @@ use tungstenite::{Message, WebSocket};
 
 pub struct ProtoWorker {
     ws: WebSocket<MaybeTlsStream<TcpStream>>,
+    /// Leases of a `Leases` batch not handed out yet.
+    queued: std::collections::VecDeque<Lease>,
 }
 
 /// What the coordinator did with the connection.
@@ -26,7 +28,7 @@ impl ProtoWorker {
         if let MaybeTlsStream::Plain(s) = ws.get_ref() {
             s.set_read_timeout(Some(Duration::from_secs(20)))?;
         }
-        Ok(ProtoWorker { ws })
+        Ok(ProtoWorker { ws, queued: Default::default() })
     }
 
     /// Connects and completes the handshake.
@@ -53,8 +55,24 @@ impl ProtoWorker {
         Ok(())
     }
 
-    /// Next protocol message, or `Closed`.
+    /// Next protocol message, or `Closed`. The leases of a `Leases` batch come
+    /// one by one, as `Lease` messages.
     pub fn recv(&mut self) -> anyhow::Result<Received> {
+        if let Some(l) = self.queued.pop_front() {
+            return Ok(Received::Msg(CoordinatorMessage::Lease(l)));
+        }
+        match self.recv_frame()? {
+            Received::Msg(CoordinatorMessage::Leases(batch)) => {
+                self.queued.extend(batch);
+                let first = self.queued.pop_front().context("an empty batch")?;
+                Ok(Received::Msg(CoordinatorMessage::Lease(first)))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// The next frame's message exactly as sent (batches whole).
+    pub fn recv_frame(&mut self) -> anyhow::Result<Received> {
         loop {
             match self.ws.read() {
                 Ok(Message::Binary(b)) => return Ok(Received::Msg(decode_coordinator(&b).context("decoding")?)),
