@@ -1,8 +1,9 @@
 //! `cargo xtask chaos`: one job across headless Chromium visitors and
 //! simulated workers (`loadgen`), while workers are killed at random (browser
-//! closed, process killed, connections dropped by `loadgen --drop`) and the
-//! coordinator is killed with SIGKILL and restarted on the same address and
-//! data. Then every result is checked against the natively built task.
+//! closed, loadgen process killed), connections dropped (the browsers reach
+//! the coordinator through a proxy that cuts them; loadgen workers drop their
+//! own), and the coordinator is killed with SIGKILL and restarted on the same
+//! address and data. Then every result is checked against the natively built task.
 //!
 //! Prints one line `tasks N, completed C, lost L, duplicates D, wrong W` and
 //! fails unless L, D and W are all 0.
@@ -124,14 +125,16 @@ pub fn chaos(cfg: &Config) -> anyhow::Result<Summary> {
     let hash = api.upload(&module)?;
     let job = api.create_job(&hash, &stdins, &args, json!({ "max_attempts": 3 }))?;
 
-    let url = format!("{}/", c.base_url());
+    // Browsers go through a proxy whose connections get cut now and then.
+    let proxy = idlecore_e2e::proxy::Proxy::start(addr)?;
+    let url = format!("http://{}/", proxy.addr);
     let mut browsers: Vec<Option<Visitor>> = (0..cfg.browsers).map(|_| Visitor::open(&url).map(Some)).collect::<anyhow::Result<_>>()?;
     let mut loadgens: Vec<Option<Loadgen>> = (0..cfg.loadgens)
         .map(|i| Loadgen::start(&paths, &c, cfg.loadgen_workers, cfg.seed + i as u64).map(Some))
         .collect::<anyhow::Result<_>>()?;
 
     let deadline = Instant::now() + Duration::from_secs(600);
-    let (mut coordinator_kills, mut worker_kills) = (0, 0);
+    let (mut coordinator_kills, mut worker_kills, mut drops) = (0, 0, 0);
     let done = |api: &idlecore_e2e::Api| -> Option<(u64, String)> {
         let s = api.status(job).ok()?;
         Some((s["done"].as_u64()? + s["failed"].as_u64().unwrap_or(0), s["state"].as_str()?.to_string()))
@@ -156,6 +159,10 @@ pub fn chaos(cfg: &Config) -> anyhow::Result<Summary> {
             std::thread::sleep(Duration::from_millis(300));
             c = start_coordinator(&paths, &data, Some(addr))?;
             continue;
+        }
+        if rng.chance(cfg.kill_workers / 2.0) {
+            proxy.cut();
+            drops += 1;
         }
         // Kill workers at random; a killed one comes back a round later.
         for b in browsers.iter_mut() {
@@ -202,7 +209,7 @@ pub fn chaos(cfg: &Config) -> anyhow::Result<Summary> {
     let duplicates = per_task.values().map(|n| n - 1).sum();
     drop(browsers);
     drop(loadgens);
-    eprintln!("chaos: {worker_kills} browser or loadgen kills, {coordinator_kills} coordinator kills");
+    eprintln!("chaos: {worker_kills} browser or loadgen kills, {drops} browser network drops, {coordinator_kills} coordinator kills");
     if coordinator_kills < cfg.kill_coordinator {
         eprintln!("chaos: the job finished before the last {} coordinator kills", cfg.kill_coordinator - coordinator_kills);
     }
