@@ -18,14 +18,19 @@ pub fn parse_hash(hex_hash: &str) -> Result<ModuleHash, ApiError> {
         .map_err(|_| ApiError::BadRequest(format!("module hash {hex_hash:?} is not 32 bytes of SHA-256")))
 }
 
-/// Loads every unfinished job into the scheduler (at start-up).
-pub fn restore(state: &AppState) -> Result<usize, StoreError> {
+/// Loads every unfinished job into the scheduler (at start-up). A job whose
+/// every task has its record (the coordinator stopped between storing the
+/// last one and marking the job) is marked completed instead.
+pub async fn restore(state: &AppState) -> Result<usize, StoreError> {
     let jobs = state.store.load_open_jobs()?;
     let n = jobs.len();
-    let mut sched = state.scheduler();
     for job in jobs {
+        if job.finished.len() == job.tasks.len() && job.finished.iter().all(|f| *f) {
+            end_job(state, job.id, JobState::Completed).await;
+            continue;
+        }
         let module = parse_hash(&job.runnable).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sched.add_job(job.id, module, job.limits, job.tasks, job.finished, job.failures);
+        state.scheduler().add_job(job.id, module, job.limits, job.tasks, job.finished, job.failures);
     }
     Ok(n)
 }
@@ -215,7 +220,13 @@ pub async fn record_failure(state: &AppState, f: Finishing, failure: TaskFailure
         state.scheduler().retry(f.lease, counted);
         return Ok(());
     }
-    let reasons = state.store.failures(f.job, f.task).await?;
+    let reasons = match state.store.failures(f.job, f.task).await {
+        Ok(r) => r,
+        Err(e) => {
+            state.scheduler().retry(f.lease, false);
+            return Err(e);
+        }
+    };
     let error = reasons.iter().map(|(k, m)| format!("{k}: {m}")).collect::<Vec<_>>().join("\n");
     let record = ResultRecord {
         task: f.task,

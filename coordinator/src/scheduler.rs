@@ -87,8 +87,11 @@ pub struct Stats {
 /// Whether a failure is the task's fault (counts against its attempts) or the
 /// infrastructure's (retried elsewhere for free).
 pub fn counts_against_task(kind: FailureKind) -> bool {
-    !matches!(kind, FailureKind::ModuleFetch | FailureKind::ExecutorCrashed | FailureKind::Internal)
+    !FREE_FAILURES.contains(&kind)
 }
+
+/// The infrastructure's failures: retried elsewhere without counting.
+pub const FREE_FAILURES: [FailureKind; 3] = [FailureKind::ModuleFetch, FailureKind::ExecutorCrashed, FailureKind::Internal];
 
 /// Guest path of a task's read-only input files and of its writable output
 /// directory: the layout of every task that does not list its own `dirs`.
@@ -109,6 +112,17 @@ fn task_dirs(input: &TaskInput) -> Vec<idlecore_protocol::TaskDir> {
     ]
 }
 
+/// A keyed permutation of 32-bit counters (a four-round Feistel network):
+/// lease ids never repeat within an epoch, and cannot be guessed from others.
+fn permute(key: u64, counter: u32) -> u32 {
+    let (mut l, mut r) = ((counter >> 16) as u16, counter as u16);
+    for round in 0..4u64 {
+        let f = task_seed(key ^ round, r as u32) as u16;
+        (l, r) = (r, l ^ f);
+    }
+    (l as u32) << 16 | r as u32
+}
+
 /// Derives a task's seed, the same on every attempt so honest runs agree.
 pub fn task_seed(job: u64, task: u32) -> u64 {
     let mut z = (job << 32 | task as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -121,6 +135,8 @@ pub struct Scheduler {
     /// High bits of every lease id: differs per coordinator start, so a result
     /// for a lease from before a restart never matches a new lease.
     epoch: u64,
+    /// Keys the permutation that makes the low bits unguessable.
+    key: u64,
     next_lease: u64,
     next_worker: WorkerId,
     lease_ttl: Duration,
@@ -133,7 +149,7 @@ pub struct Scheduler {
     /// Attempts whose worker disconnected or stopped heartbeating: their task
     /// went back to the queue, but a result for them is still welcome (from
     /// any session) until the task is finished. Oldest first, bounded.
-    orphans: HashMap<LeaseId, (u64, u32)>,
+    orphans: HashMap<LeaseId, Orphan>,
     orphan_order: VecDeque<LeaseId>,
     adopted: u64,
     speculated: u64,
@@ -148,6 +164,7 @@ impl Scheduler {
     pub fn new(epoch: u32, lease_ttl: Duration) -> Scheduler {
         Scheduler {
             epoch: (epoch as u64) << 32,
+            key: task_seed(epoch as u64, 0x5eed),
             next_lease: 1,
             next_worker: 1,
             lease_ttl,
@@ -163,6 +180,12 @@ impl Scheduler {
             pending_tasks: 0,
             held_bytes: 0,
         }
+    }
+
+    /// Keys lease ids with a secret (the coordinator passes random bytes).
+    pub fn with_key(mut self, key: u64) -> Scheduler {
+        self.key = key;
+        self
     }
 
     /// Adds a job; tasks marked in `finished` are not run again.
@@ -274,7 +297,7 @@ impl Scheduler {
     /// Sends a new lease for the task to the worker and books it (the caller
     /// records it in the task's state).
     fn grant(&mut self, wid: WorkerId, job_id: u64, task: u32) -> LeaseId {
-        let lease = self.epoch | self.next_lease;
+        let lease = self.epoch | permute(self.key, self.next_lease as u32) as u64;
         self.next_lease += 1;
         let job = self.jobs.get_mut(&job_id).expect("a granted task's job exists");
         let input = &job.tasks[task as usize];
@@ -334,21 +357,34 @@ impl Scheduler {
         }
     }
 
-    /// Claims a lease for a report from `worker`. `None` if the lease is not
-    /// current for this worker (stale attempt, cancelled, or a duplicate). An
-    /// attempt orphaned by a disconnect or expiry is still current until its
-    /// task finishes, whichever session reports it.
+    /// Claims a lease for a report from `worker`. `None` if the attempt is
+    /// not current (stale, cancelled, superseded, or a duplicate). A live or
+    /// orphaned attempt is current until its task finishes, whichever session
+    /// reports it: lease ids are unguessable, so knowing one means having been
+    /// sent it.
     pub fn begin_finish(&mut self, worker: WorkerId, lease: LeaseId) -> Option<Finishing> {
         if !self.leases.contains_key(&lease) {
             return self.adopt(worker, lease);
         }
         let info = self.leases.get(&lease)?;
-        if info.worker != worker || info.finishing {
+        if info.finishing {
             return None;
         }
         if self.sibling(lease).is_some_and(|s| self.leases.get(&s).is_some_and(|l| l.finishing)) {
-            // The task's other attempt is being stored: that one counts.
+            // The task's other attempt is being stored: that one counts, and
+            // this one is over.
+            self.requeue(lease);
+            self.pump();
             return None;
+        }
+        if info.worker != worker && !self.workers.contains_key(&worker) {
+            return None;
+        }
+        if info.worker != worker {
+            // The holder's session has not ended yet, but the lease's report
+            // arrives on another one (a worker that reconnected before the
+            // coordinator noticed): the attempt moves to the reporting session.
+            self.move_lease(lease, worker);
         }
         let info = self.leases.get_mut(&lease).expect("checked above");
         info.finishing = true;
@@ -408,15 +444,22 @@ impl Scheduler {
     }
 
     /// Renews the leases a worker says are still running.
-    pub fn heartbeat(&mut self, worker: WorkerId, leases: &[LeaseId]) {
+    /// Returns the leases named that are no longer wanted (finished elsewhere,
+    /// cancelled, superseded): the worker should stop them. Runs it carried
+    /// over from an earlier session are left alone while still current.
+    pub fn heartbeat(&mut self, worker: WorkerId, leases: &[LeaseId]) -> Vec<LeaseId> {
         let deadline = Instant::now() + self.lease_ttl;
+        let mut unwanted = vec![];
         for l in leases {
             if let Some(info) = self.leases.get_mut(l) {
                 if info.worker == worker {
                     info.deadline = deadline;
                 }
+            } else if !self.orphan_is_current(*l) {
+                unwanted.push(*l);
             }
         }
+        unwanted
     }
 
     /// Requeues leases whose heartbeats stopped, telling their workers to stop.
@@ -495,6 +538,7 @@ impl Scheduler {
 }
 
 mod attempts;
+use attempts::Orphan;
 
 #[cfg(test)]
 mod tests;

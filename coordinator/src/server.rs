@@ -71,7 +71,9 @@ pub async fn bind(args: &ServeArgs) -> anyhow::Result<Bound> {
     let mut epoch = [0u8; 4];
     getrandom::fill(&mut epoch).context("no randomness for the lease epoch")?;
     let heartbeat = Duration::from_millis(args.heartbeat_ms as u64);
-    let scheduler = Scheduler::new(u32::from_le_bytes(epoch), heartbeat * 3);
+    let mut key = [0u8; 8];
+    getrandom::fill(&mut key).context("no randomness for lease ids")?;
+    let scheduler = Scheduler::new(u32::from_le_bytes(epoch), heartbeat * 3).with_key(u64::from_le_bytes(key));
     let config = Config {
         heartbeat_ms: args.heartbeat_ms,
         max_module_bytes: args.max_module_mib * 1024 * 1024,
@@ -83,7 +85,7 @@ pub async fn bind(args: &ServeArgs) -> anyhow::Result<Bound> {
     };
     let (stop, stop_rx) = watch::channel(false);
     let state = Arc::new(AppState::new(store, scheduler, token_hash, config, stop_rx));
-    let restored = jobs::restore(&state).context("restoring unfinished jobs")?;
+    let restored = jobs::restore(&state).await.context("restoring unfinished jobs")?;
     if restored > 0 {
         tracing::info!(jobs = restored, "restored unfinished jobs");
     }

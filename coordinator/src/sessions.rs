@@ -125,8 +125,17 @@ async fn session_loop(
     }
 }
 
-/// Largest lease batch, in encoded bytes: big leases travel alone.
+/// Largest lease batch, in encoded bytes (far below the frame limit); a
+/// lease that would take a batch past it travels on its own.
 const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// Encoded size of a lease as a frame of its own.
+fn encoded_size(lease: idlecore_protocol::Lease) -> (idlecore_protocol::Lease, usize) {
+    let msg = CoordinatorMessage::Lease(lease);
+    let size = encode_coordinator(&msg).len();
+    let CoordinatorMessage::Lease(lease) = msg else { unreachable!("built above") };
+    (lease, size)
+}
 
 /// Sends `first` and whatever else is already queued, with leases that are
 /// ready together in one `Leases` frame (in order; other messages after them).
@@ -136,13 +145,18 @@ async fn send_batched(
     rx: &mut mpsc::UnboundedReceiver<CoordinatorMessage>,
 ) -> Result<(), Refusal> {
     let CoordinatorMessage::Lease(lease) = first else { return send(socket, &first).await };
+    let (lease, mut bytes) = encoded_size(lease);
     let mut batch = vec![lease];
-    let mut bytes = 0;
     let mut after = None;
-    while batch.len() < idlecore_protocol::limits::MAX_SLOTS as usize && bytes < MAX_BATCH_BYTES {
+    while batch.len() < idlecore_protocol::limits::MAX_SLOTS as usize {
         match rx.try_recv() {
             Ok(CoordinatorMessage::Lease(l)) => {
-                bytes += l.stdin.len() + l.dirs.iter().flat_map(|d| &d.files).map(|f| f.data.len()).sum::<usize>();
+                let (l, size) = encoded_size(l);
+                if bytes + size > MAX_BATCH_BYTES {
+                    after = Some(CoordinatorMessage::Lease(l));
+                    break;
+                }
+                bytes += size;
                 batch.push(l);
             }
             Ok(other) => {
@@ -176,7 +190,11 @@ fn handle(
         WorkerMessage::Hello(_) => {
             return Err(Refusal(ErrorCode::UnexpectedMessage, "Hello was already received".into()));
         }
-        WorkerMessage::Heartbeat(h) => state.scheduler().heartbeat(worker, &h.leases),
+        WorkerMessage::Heartbeat(h) => {
+            for lease in state.scheduler().heartbeat(worker, &h.leases) {
+                let _ = reply.send(CoordinatorMessage::Cancel(idlecore_protocol::Cancel { lease }));
+            }
+        }
         // Claims happen here, in arrival order; only the durable writes run apart.
         WorkerMessage::Result(r) => {
             let (s, lease) = (state.clone(), r.lease);

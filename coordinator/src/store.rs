@@ -323,7 +323,13 @@ impl Store {
                 }
             }
             let mut failures = vec![0u32; tasks.len()];
-            let mut cq = c.prepare("SELECT idx, COUNT(*) FROM failures WHERE job = ?1 GROUP BY idx")?;
+            // Only failures that count against the task.
+            let free: Vec<String> =
+                crate::scheduler::FREE_FAILURES.iter().map(|k| format!("'{}'", k.as_str())).collect();
+            let mut cq = c.prepare(&format!(
+                "SELECT idx, COUNT(*) FROM failures WHERE job = ?1 AND kind NOT IN ({}) GROUP BY idx",
+                free.join(", ")
+            ))?;
             for row in cq.query_map([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))? {
                 let (idx, n) = row?;
                 if let Some(f) = failures.get_mut(idx as usize) {

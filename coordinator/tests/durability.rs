@@ -95,3 +95,72 @@ fn sigterm_closes_sessions_and_exits_cleanly() {
         other => panic!("expected a ShuttingDown error, got {other:?}"),
     }
 }
+
+/// Reports a failure and waits for its ack; returns a lease that came meanwhile.
+fn fail(w: &mut ProtoWorker, lease: u64, kind: FailureKind) -> Option<Lease> {
+    w.send(&WorkerMessage::Failure(TaskFailure { lease, kind, message: kind.as_str().into() })).unwrap();
+    let mut next = None;
+    loop {
+        match w.recv().unwrap() {
+            Received::Msg(CoordinatorMessage::Ack(a)) if a.lease == lease => return next,
+            Received::Msg(CoordinatorMessage::Lease(l)) => next = Some(l),
+            Received::Msg(_) => continue,
+            Received::Closed => panic!("closed before the ack"),
+        }
+    }
+}
+
+#[test]
+fn free_failures_still_do_not_count_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = common::start(dir.path());
+    let api = c.api();
+    let hash = api.upload(&common::module(20)).unwrap();
+    let job = api.create_job(&hash, &[vec![]], &[], json!({ "max_attempts": 2 })).unwrap();
+    let (mut w, _) = ProtoWorker::join(c.addr, 1).unwrap();
+    let mut l = w.next_lease().unwrap();
+    for _ in 0..2 {
+        l = fail(&mut w, l.lease, FailureKind::ExecutorCrashed).map_or_else(|| w.next_lease().unwrap(), |l| l);
+    }
+    drop(w);
+    c.kill();
+    let c = common::start_with(dir.path(), Some(common::TOKEN), Some(c.addr), 1000);
+    let api = c.api();
+    let (mut w, _) = ProtoWorker::join(c.addr, 1).unwrap();
+    let l = w.next_lease().unwrap();
+    let next = fail(&mut w, l.lease, FailureKind::Trap);
+    assert_eq!(api.status(job).unwrap()["state"], "running", "one counted failure of two allowed");
+    let l = next.map_or_else(|| w.next_lease().unwrap(), |l| l);
+    fail(&mut w, l.lease, FailureKind::Trap);
+    idlecore_e2e::wait_for("the task to fail", Duration::from_secs(10), || {
+        (api.status(job).unwrap()["state"] == "completed").then_some(())
+    })
+    .unwrap();
+    assert_eq!(api.status(job).unwrap()["failed"], 1);
+}
+
+#[test]
+fn a_job_whose_last_result_was_stored_before_a_crash_completes_on_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = common::start(dir.path());
+    let api = c.api();
+    let hash = api.upload(&common::module(21)).unwrap();
+    let job = api.create_job(&hash, &[vec![1], vec![2]], &[], json!({})).unwrap();
+    let (mut w, _) = ProtoWorker::join(c.addr, 2).unwrap();
+    let (a, b) = (w.next_lease().unwrap(), w.next_lease().unwrap());
+    let mut pending = vec![];
+    complete(&mut w, &a, &mut pending);
+    complete(&mut w, &b, &mut pending);
+    idlecore_e2e::wait_for("the job", Duration::from_secs(10), || (api.status(job).unwrap()["state"] == "completed").then_some(()))
+        .unwrap();
+    drop(w);
+    c.kill();
+    // As if the coordinator had died between storing the last result and marking the job.
+    let db = rusqlite::Connection::open(dir.path().join("idlecore.sqlite3")).unwrap();
+    db.execute("UPDATE jobs SET state = 'running' WHERE id = ?1", [job as i64]).unwrap();
+    drop(db);
+    let c = common::start_with(dir.path(), Some(common::TOKEN), Some(c.addr), 1000);
+    let api = c.api();
+    assert_eq!(api.status(job).unwrap()["state"], "completed");
+    assert_eq!(api.stats().unwrap()["running_jobs"], 0, "nothing of it is held in memory");
+}

@@ -147,6 +147,23 @@ fn leases_ready_together_travel_in_one_frame() {
 }
 
 #[test]
+fn big_leases_are_not_batched_past_a_megabyte() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = common::start(dir.path());
+    let api = c.api();
+    let hash = api.upload(&common::module(6)).unwrap();
+    let stdins: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 600 * 1024]).collect();
+    api.create_job(&hash, &stdins, &[], json!({})).unwrap();
+    let (mut w, _) = ProtoWorker::join(c.addr, 3).unwrap();
+    for _ in 0..3 {
+        match w.recv_frame().unwrap() {
+            Received::Msg(CoordinatorMessage::Lease(l)) => assert_eq!(l.stdin.len(), 600 * 1024),
+            other => panic!("expected each 600 KiB lease alone, got {:?}", std::mem::discriminant(&other)),
+        }
+    }
+}
+
+#[test]
 fn task_failures_are_retried_then_recorded_with_every_reason() {
     let dir = tempfile::tempdir().unwrap();
     let c = common::start(dir.path());

@@ -25,8 +25,8 @@ const BACKOFF_START_MS: u32 = 250;
 const BACKOFF_MAX_MS: u32 = 30_000;
 /// An executor that dies this many times in a row without loading is not replaced again.
 const MAX_CRASHES: u32 = 3;
-/// Reports kept while disconnected, at most (two of the largest frames).
-const MAX_UNSENT_BYTES: usize = 2 * idlecore_protocol::limits::MAX_FRAME_BYTES;
+/// Unacknowledged reports kept, at most (two of the largest frames).
+const MAX_UNACKED_BYTES: usize = 2 * idlecore_protocol::limits::MAX_FRAME_BYTES;
 
 /// Options from `start(options)`, validated by serde.
 #[derive(Debug, Clone, Deserialize)]
@@ -90,10 +90,11 @@ pub struct Agent {
     loading: std::collections::HashSet<ModuleHash>,
     waiting: VecDeque<Lease>,
     running: HashMap<u64, (u64, u32)>,
-    /// Reports of runs that ended while disconnected, sent after the next
-    /// Welcome: the coordinator takes them if their task is not done yet.
-    unsent: VecDeque<Vec<u8>>,
-    unsent_bytes: usize,
+    /// Reports not yet acknowledged, by lease: sent again after the next
+    /// Welcome if the connection drops first (the coordinator takes a report
+    /// once and acknowledges repeats). Bounded; the oldest go first.
+    unacked: VecDeque<(u64, Vec<u8>)>,
+    unacked_bytes: usize,
     crashes: Vec<u32>,
     status: Status,
 }
@@ -119,8 +120,8 @@ pub async fn run(opts: AgentOptions, spawn_executor: Function) -> Result<(), JsV
         loading: Default::default(),
         waiting: VecDeque::new(),
         running: HashMap::new(),
-        unsent: VecDeque::new(),
-        unsent_bytes: 0,
+        unacked: VecDeque::new(),
+        unacked_bytes: 0,
         opts,
     };
     agent.connect();
@@ -181,20 +182,19 @@ impl Agent {
         }
     }
 
-    /// Sends a run's report now, or keeps it for the next session. Kept
-    /// reports are bounded; the oldest go first (their tasks simply run again).
-    fn report(&mut self, frame: Vec<u8>) {
-        if self.session.as_ref().is_some_and(|s| s.module_path.is_some()) {
-            self.send(&frame);
-            return;
-        }
-        self.unsent_bytes += frame.len();
-        self.unsent.push_back(frame);
-        while self.unsent_bytes > MAX_UNSENT_BYTES {
-            match self.unsent.pop_front() {
-                Some(old) => self.unsent_bytes -= old.len(),
+    /// Sends a run's report now if connected, and keeps it until acknowledged
+    /// (see `unacked`). Dropped reports' tasks simply run again.
+    fn report(&mut self, lease: u64, frame: Vec<u8>) {
+        self.unacked_bytes += frame.len();
+        self.unacked.push_back((lease, frame.clone()));
+        while self.unacked_bytes > MAX_UNACKED_BYTES {
+            match self.unacked.pop_front() {
+                Some((_, old)) => self.unacked_bytes -= old.len(),
                 None => break,
             }
+        }
+        if self.session.as_ref().is_some_and(|s| s.module_path.is_some()) {
+            self.send(&frame);
         }
     }
 
@@ -246,8 +246,8 @@ impl Agent {
                 self.backoff_ms = BACKOFF_START_MS;
                 self.status.connects += 1;
                 self.set_state("connected", None);
-                while let Some(frame) = self.unsent.pop_front() {
-                    self.unsent_bytes -= frame.len();
+                let again: Vec<Vec<u8>> = self.unacked.iter().map(|(_, f)| f.clone()).collect();
+                for frame in again {
                     self.send(&frame);
                 }
             }
@@ -271,7 +271,12 @@ impl Agent {
                 self.running.remove(&c.lease);
                 self.dispatch();
             }
-            CoordinatorMessage::Ack(_) => {}
+            CoordinatorMessage::Ack(a) => {
+                if let Some(at) = self.unacked.iter().position(|(l, _)| *l == a.lease) {
+                    let (_, frame) = self.unacked.remove(at).expect("position is valid");
+                    self.unacked_bytes -= frame.len();
+                }
+            }
             CoordinatorMessage::Error(e) => {
                 self.status.last_error = Some(format!("coordinator: {:?}: {}", e.code, e.message));
                 self.publish();
@@ -343,7 +348,7 @@ impl Agent {
     fn fail(&mut self, lease: u64, (job, task): (u64, u32), kind: FailureKind, message: String) {
         self.status.tasks_failed += 1;
         report_task(&TaskEvent { job, task, ok: false, elapsed_ms: 0 });
-        self.report(encode_worker(&WorkerMessage::Failure(TaskFailure { lease, kind, message })));
+        self.report(lease, encode_worker(&WorkerMessage::Failure(TaskFailure { lease, kind, message })));
     }
 
     fn replace_slot(&mut self, slot: usize) {
@@ -382,7 +387,7 @@ impl Agent {
                 if ok {
                     self.status.tasks_done += 1;
                 }
-                self.report(frame);
+                self.report(lease, frame);
                 self.dispatch();
             }
             PoolEvent::TimedOut(i, lease) => {

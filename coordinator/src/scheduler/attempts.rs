@@ -14,11 +14,19 @@ use super::*;
 /// results are then refused, and the task simply runs again).
 const MAX_ORPHANS: usize = 65_536;
 
+/// An attempt whose worker went quiet: its task, and when it was leased.
+#[derive(Clone, Copy)]
+pub(super) struct Orphan {
+    job: u64,
+    task: u32,
+    started: Instant,
+}
+
 impl Scheduler {
     /// Remembers a lease about to be requeued because its worker went quiet.
     pub(super) fn orphan(&mut self, lease: LeaseId) {
         let Some(info) = self.leases.get(&lease) else { return };
-        self.orphans.insert(lease, (info.job, info.task));
+        self.orphans.insert(lease, Orphan { job: info.job, task: info.task, started: info.started });
         self.orphan_order.push_back(lease);
         while self.orphan_order.len() > MAX_ORPHANS {
             if let Some(old) = self.orphan_order.pop_front() {
@@ -28,9 +36,26 @@ impl Scheduler {
     }
 
     pub(super) fn forget_orphans(&mut self, job_id: u64) {
-        self.orphans.retain(|_, (j, _)| *j != job_id);
+        self.orphans.retain(|_, o| o.job != job_id);
         let orphans = &self.orphans;
         self.orphan_order.retain(|l| orphans.contains_key(l));
+    }
+
+    /// Whether a report for this orphaned attempt would still be taken.
+    pub(super) fn orphan_is_current(&self, lease: LeaseId) -> bool {
+        self.orphans.get(&lease).is_some_and(|o| {
+            self.jobs.get(&o.job).is_some_and(|j| !j.cancelled && j.state[o.task as usize] != TaskState::Finished)
+        })
+    }
+
+    /// Hands a live lease over to another worker's session.
+    pub(super) fn move_lease(&mut self, lease: LeaseId, to: WorkerId) {
+        let Some(info) = self.leases.get_mut(&lease) else { return };
+        let from = std::mem::replace(&mut info.worker, to);
+        if let Some(w) = self.workers.get_mut(&from) {
+            w.leases.remove(&lease);
+        }
+        self.mark_hungry(from);
     }
 
     /// The task's other live attempt, if it has two.
@@ -57,7 +82,11 @@ impl Scheduler {
     /// the task's live attempts, if any, are cancelled, and the orphan becomes
     /// the task's lease, already finishing.
     pub(super) fn adopt(&mut self, worker: WorkerId, lease: LeaseId) -> Option<Finishing> {
-        let (job_id, task) = self.orphans.remove(&lease)?;
+        if !self.orphan_is_current(lease) {
+            self.orphans.remove(&lease);
+            return None;
+        }
+        let Orphan { job: job_id, task, started } = *self.orphans.get(&lease)?;
         let job = self.jobs.get(&job_id)?;
         if job.cancelled || job.state[task as usize] == TaskState::Finished {
             return None;
@@ -69,9 +98,11 @@ impl Scheduler {
             _ => vec![],
         };
         if live.iter().any(|l| self.leases.get(l).is_some_and(|l| l.finishing)) {
-            // Another attempt's report is being stored: it wins.
+            // Another attempt's report is being stored: it wins, unless it
+            // ends in a retry; the orphan stays, for that case.
             return None;
         }
+        self.orphans.remove(&lease);
         for l in live {
             self.cancel_attempt(l);
         }
@@ -80,8 +111,8 @@ impl Scheduler {
         let job = self.jobs.get_mut(&job_id).expect("checked above");
         job.state[task as usize] = TaskState::Leased(lease);
         job.in_flight += 1;
-        let now = Instant::now();
-        self.leases.insert(lease, LeaseInfo { job: job_id, task, worker, deadline: now + self.lease_ttl, started: now, finishing: true });
+        let deadline = Instant::now() + self.lease_ttl;
+        self.leases.insert(lease, LeaseInfo { job: job_id, task, worker, deadline, started, finishing: true });
         self.adopted += 1;
         let job = &self.jobs[&job_id];
         Some(Finishing { lease, job: job_id, task, failures: job.failures[task as usize], max_attempts: job.limits.max_attempts })
@@ -115,7 +146,9 @@ impl Scheduler {
         for (_, first) in stragglers {
             let info = &self.leases[&first];
             let (job_id, task, holder) = (info.job, info.task, info.worker);
-            let free = self.workers.iter().find(|(id, w)| **id != holder && (w.leases.len() as u32) < w.slots).map(|(id, _)| *id);
+            // Only a worker with nothing at all: `slots` counts prefetched
+            // leases too, so a worker with any lease may have no idle executor.
+            let free = self.workers.iter().find(|(id, w)| **id != holder && w.leases.is_empty()).map(|(id, _)| *id);
             let Some(wid) = free else { break };
             let second = self.grant(wid, job_id, task);
             self.jobs.get_mut(&job_id).expect("straggler's job").second.insert(task, second);

@@ -60,7 +60,7 @@ fn disconnect_requeues_and_stale_results_are_refused() {
     let new = leases(&mut rx2).pop().unwrap();
     assert_eq!((new.job, new.task), (old.job, old.task));
     assert_ne!(new.lease, old.lease);
-    assert!(s.begin_finish(w1, new.lease).is_none(), "another worker's lease");
+    assert!(s.begin_finish(w1, new.lease).is_none(), "a session that has ended reports nothing");
     assert!(s.begin_finish(w2, 12345).is_none(), "a lease never issued");
     let f = s.begin_finish(w2, new.lease).unwrap();
     assert!(s.begin_finish(w2, new.lease).is_none(), "a duplicate report is refused");
@@ -228,11 +228,70 @@ fn a_straggler_gets_a_second_attempt_and_the_first_report_wins() {
     assert_ne!(second.lease, slow.lease);
     assert_eq!(s.speculate(Instant::now() + Duration::from_secs(60)), 0, "at most two attempts");
     let f = s.begin_finish(w2, second.lease).unwrap();
-    assert!(s.begin_finish(w1, slow.lease).is_none(), "the other attempt's report loses");
     assert!(s.finish(f.lease), "the job is done");
     let cancels: Vec<_> = std::iter::from_fn(|| rx1.try_recv().ok()).collect();
-    assert!(cancels.iter().any(|m| matches!(m, CoordinatorMessage::Cancel(c) if c.lease == slow.lease)));
+    assert!(
+        cancels.iter().any(|m| matches!(m, CoordinatorMessage::Cancel(c) if c.lease == slow.lease)),
+        "the slower attempt is stopped"
+    );
+    assert!(s.begin_finish(w1, slow.lease).is_none(), "and its late report refused");
     assert_eq!(s.stats().leases, 0);
+    assert_eq!(s.heartbeat(w1, &[slow.lease]), vec![slow.lease], "a heartbeat naming it is told to stop");
+}
+
+#[test]
+fn a_report_arriving_while_the_other_attempt_is_stored_ends_its_own_attempt() {
+    let mut s = Scheduler::new(1, Duration::from_millis(10));
+    s.add_job(1, [0; 32], JobLimits::default(), tasks(2), vec![], vec![]);
+    let (tx1, mut rx1) = unbounded_channel();
+    let w1 = s.register_worker(1, tx1);
+    let (tx2, mut rx2) = unbounded_channel();
+    let w2 = s.register_worker(1, tx2);
+    let slow = leases(&mut rx1).pop().unwrap();
+    let quick = leases(&mut rx2).pop().unwrap();
+    let f = s.begin_finish(w2, quick.lease).unwrap();
+    s.finish(f.lease);
+    s.speculate(Instant::now() + Duration::from_secs(60));
+    let second = leases(&mut rx2).pop().unwrap();
+    let f = s.begin_finish(w2, second.lease).unwrap();
+    assert!(s.begin_finish(w1, slow.lease).is_none());
+    assert_eq!(s.stats().leases, 1, "the refused attempt is over; its slot is free");
+    // The stored attempt turns out to be a retry: the task runs again.
+    s.retry(f.lease, true);
+    assert_eq!(s.stats().leases, 1, "leased again at once");
+}
+
+#[test]
+fn a_report_on_a_new_session_takes_the_lease_from_the_old_one() {
+    let mut s = sched();
+    s.add_job(1, [0; 32], JobLimits::default(), tasks(1), vec![], vec![]);
+    let (tx1, mut rx1) = unbounded_channel();
+    let old_session = s.register_worker(1, tx1);
+    let l = leases(&mut rx1).pop().unwrap();
+    // The worker reconnected before the coordinator noticed the old session die.
+    let (tx2, _rx2) = unbounded_channel();
+    let new_session = s.register_worker(1, tx2);
+    let f = s.begin_finish(new_session, l.lease).expect("the lease moves to the reporting session");
+    assert!(s.finish(f.lease));
+    assert_eq!(s.remove_worker(old_session), 0, "nothing left to requeue");
+}
+
+#[test]
+fn lease_ids_are_unique_and_keyed() {
+    let ids = |key| {
+        let mut s = Scheduler::new(9, Duration::from_secs(30)).with_key(key);
+        s.add_job(1, [0; 32], JobLimits::default(), tasks(200), vec![], vec![]);
+        let (tx, mut rx) = unbounded_channel();
+        s.register_worker(200, tx);
+        leases(&mut rx).into_iter().map(|l| l.lease).collect::<Vec<_>>()
+    };
+    let a = ids(1);
+    assert_eq!(a.iter().collect::<std::collections::HashSet<_>>().len(), 200);
+    assert!(a.iter().all(|l| l >> 32 == 9), "the epoch stays in the high bits");
+    let b = ids(2);
+    assert_ne!(a, b, "another key, other ids");
+    let consecutive = a.windows(2).filter(|w| w[1] == w[0] + 1).count();
+    assert!(consecutive < 5, "ids do not count up ({consecutive} consecutive pairs)");
 }
 
 #[test]
