@@ -249,6 +249,10 @@ impl Scheduler {
     /// Forgets a worker; its unfinished leases go back to the front of the queue.
     pub fn remove_worker(&mut self, id: WorkerId) -> usize {
         let Some(w) = self.workers.remove(&id) else { return 0 };
+        if w.queued {
+            // Idle workers that come and go would otherwise pile up here.
+            self.hungry.retain(|h| *h != id);
+        }
         let mut requeued = 0;
         for lease in w.leases {
             if self.leases.get(&lease).is_some_and(|l| !l.finishing) {

@@ -226,6 +226,11 @@ impl World {
                 }
             }
         }
+        for h in &s.hungry {
+            assert!(s.workers.get(h).is_some_and(|w| w.queued), "the hungry queue holds live, queued workers only");
+        }
+        let queued = s.workers.values().filter(|w| w.queued).count();
+        assert_eq!(queued, s.hungry.len(), "each queued worker is in the hungry queue once");
         let pending: usize = s.jobs.values().map(|j| j.tasks.len() - j.finished as usize).sum();
         let bytes: usize = s.jobs.values().map(|j| j.bytes).sum();
         assert_eq!(s.load(), (pending, bytes), "the admission counters match the jobs held");
