@@ -10,7 +10,7 @@
 
 use crate::{build, flag_value, tools};
 use anyhow::{bail, Context};
-use idlecore_e2e::{run_native, wait_for, Coordinator, CoordinatorConfig, Paths, Visitor};
+use idlecore_e2e::{run_native, wait_for, Coordinator, CoordinatorConfig, Paths, Rng, Visitor};
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::Path;
@@ -52,21 +52,6 @@ const ROUNDS: &str = "3000";
 
 fn stdin_of(task: u32) -> Vec<u8> {
     format!("chaos task {task}\n").into_bytes()
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
-    }
 }
 
 /// A `loadgen` process with misbehaving workers. Killed (SIGKILL) when dropped.

@@ -208,8 +208,19 @@ fn idle_workers_do_not_grow_the_hungry_queue() {
     assert!(s.hungry.len() <= 1);
 }
 
-#[test]
-fn a_straggler_gets_a_second_attempt_and_the_first_report_wins() {
+/// Two one-slot workers and a two-task job: the first worker's task is still
+/// running (`slow`) when the second worker has finished its own and asks for
+/// more, so a speculative second attempt of `slow` (`second`) goes to it.
+struct Straggler {
+    s: Scheduler,
+    w1: WorkerId,
+    w2: WorkerId,
+    rx1: UnboundedReceiver<CoordinatorMessage>,
+    slow: Lease,
+    second: Lease,
+}
+
+fn straggler() -> Straggler {
     let mut s = Scheduler::new(1, Duration::from_millis(10));
     s.add_job(1, [0; 32], JobLimits::default(), tasks(2), vec![], vec![]);
     let (tx1, mut rx1) = unbounded_channel();
@@ -227,6 +238,12 @@ fn a_straggler_gets_a_second_attempt_and_the_first_report_wins() {
     assert_eq!((second.job, second.task), (slow.job, slow.task));
     assert_ne!(second.lease, slow.lease);
     assert_eq!(s.speculate(Instant::now() + Duration::from_secs(60)), 0, "at most two attempts");
+    Straggler { s, w1, w2, rx1, slow, second }
+}
+
+#[test]
+fn a_straggler_gets_a_second_attempt_and_the_first_report_wins() {
+    let Straggler { mut s, w1, w2, mut rx1, slow, second } = straggler();
     let f = s.begin_finish(w2, second.lease).unwrap();
     assert!(s.finish(f.lease), "the job is done");
     let cancels: Vec<_> = std::iter::from_fn(|| rx1.try_recv().ok()).collect();
@@ -241,18 +258,7 @@ fn a_straggler_gets_a_second_attempt_and_the_first_report_wins() {
 
 #[test]
 fn a_report_arriving_while_the_other_attempt_is_stored_ends_its_own_attempt() {
-    let mut s = Scheduler::new(1, Duration::from_millis(10));
-    s.add_job(1, [0; 32], JobLimits::default(), tasks(2), vec![], vec![]);
-    let (tx1, mut rx1) = unbounded_channel();
-    let w1 = s.register_worker(1, tx1);
-    let (tx2, mut rx2) = unbounded_channel();
-    let w2 = s.register_worker(1, tx2);
-    let slow = leases(&mut rx1).pop().unwrap();
-    let quick = leases(&mut rx2).pop().unwrap();
-    let f = s.begin_finish(w2, quick.lease).unwrap();
-    s.finish(f.lease);
-    s.speculate(Instant::now() + Duration::from_secs(60));
-    let second = leases(&mut rx2).pop().unwrap();
+    let Straggler { mut s, w1, w2, slow, second, .. } = straggler();
     let f = s.begin_finish(w2, second.lease).unwrap();
     assert!(s.begin_finish(w1, slow.lease).is_none());
     assert_eq!(s.stats().leases, 1, "the refused attempt is over; its slot is free");
@@ -296,21 +302,9 @@ fn lease_ids_are_unique_and_keyed() {
 
 #[test]
 fn when_one_of_two_attempts_leaves_the_other_carries_on() {
-    let mut s = Scheduler::new(1, Duration::from_millis(10));
-    s.add_job(1, [0; 32], JobLimits::default(), tasks(2), vec![], vec![]);
-    let (tx1, mut rx1) = unbounded_channel();
-    let w1 = s.register_worker(1, tx1);
-    let (tx2, mut rx2) = unbounded_channel();
-    let w2 = s.register_worker(1, tx2);
-    let slow = leases(&mut rx1).pop().unwrap();
-    let quick = leases(&mut rx2).pop().unwrap();
-    let f = s.begin_finish(w2, quick.lease).unwrap();
-    s.finish(f.lease);
-    s.speculate(Instant::now() + Duration::from_secs(60));
-    let second = leases(&mut rx2).pop().unwrap();
+    let Straggler { mut s, w1, w2, second, .. } = straggler();
     s.remove_worker(w1);
     assert_eq!(s.stats().ready, 0, "the task is not queued again: its second attempt runs");
     let f = s.begin_finish(w2, second.lease).unwrap();
     assert!(s.finish(f.lease));
-    let _ = slow;
 }

@@ -16,6 +16,7 @@
 
 use anyhow::{bail, Context};
 use idlecore_e2e::proto_worker::{ProtoWorker, Received};
+use idlecore_e2e::Rng;
 use idlecore_protocol::*;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -79,22 +80,6 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         bail!("--coordinator HOST:PORT is required");
     }
     Ok(o)
-}
-
-/// splitmix64: enough randomness for choosing misbehaviour, reproducible by seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
-    }
 }
 
 /// Runs the task natively, as a browser would run its module.
