@@ -23,8 +23,12 @@ use wasm_bindgen::JsValue;
 
 const BACKOFF_START_MS: u32 = 250;
 const BACKOFF_MAX_MS: u32 = 30_000;
-/// An executor that dies this many times in a row without loading is not replaced again.
+/// An executor that dies this many times in a row without loading is replaced
+/// only after a pause, doubling each time (its script may be unreachable while
+/// the coordinator that serves it restarts).
 const MAX_CRASHES: u32 = 3;
+const REVIVE_START_MS: u32 = 1_000;
+const REVIVE_MAX_MS: u32 = 60_000;
 /// Unacknowledged reports kept, at most (two of the largest frames).
 const MAX_UNACKED_BYTES: usize = 2 * idlecore_protocol::limits::MAX_FRAME_BYTES;
 
@@ -63,6 +67,8 @@ pub enum Event {
     Module(ModuleHash, Result<(WebAssembly::Module, usize, modules::Source), modules::ModuleError>),
     Heartbeat,
     Reconnect,
+    /// Try again to start the executor of this slot.
+    Revive(usize),
 }
 
 /// Default byte budget of compiled modules kept by one agent.
@@ -83,6 +89,8 @@ pub struct Agent {
     session: Option<Session>,
     generation: u32,
     reconnect: Option<Timeout>,
+    /// Pending restarts of slots whose executor kept failing to start.
+    revivals: HashMap<usize, Timeout>,
     backoff_ms: u32,
     /// Compiled modules, least recently used evicted past the budget.
     modules: crate::lru::Lru<ModuleHash, WebAssembly::Module>,
@@ -115,6 +123,7 @@ pub async fn run(opts: AgentOptions, spawn_executor: Function) -> Result<(), JsV
         session: None,
         generation: 0,
         reconnect: None,
+        revivals: HashMap::new(),
         backoff_ms: BACKOFF_START_MS,
         modules: crate::lru::Lru::new(opts.module_cache_mib.unwrap_or(MODULE_CACHE_MIB) as usize * 1024 * 1024),
         loading: Default::default(),
@@ -216,6 +225,10 @@ impl Agent {
                 self.send_msg(&WorkerMessage::Heartbeat(Heartbeat { leases }));
             }
             Event::Reconnect => self.connect(),
+            Event::Revive(i) => {
+                self.revivals.remove(&i);
+                self.replace_slot(i);
+            }
         }
     }
 
@@ -406,11 +419,22 @@ impl Agent {
                 if self.crashes[i] <= MAX_CRASHES {
                     self.replace_slot(i);
                 } else {
-                    self.status.last_error = Some(format!("executor {i} keeps failing to start: {message}"));
+                    let wait = (REVIVE_START_MS << (self.crashes[i] - MAX_CRASHES - 1).min(6)).min(REVIVE_MAX_MS);
+                    self.status.last_error =
+                        Some(format!("executor {i} keeps failing to start ({message}); trying again in {wait} ms"));
+                    let notify = self.notify.clone();
+                    self.revivals.insert(i, Timeout::new(wait, move || notify(Event::Revive(i))));
                 }
                 if let Some(lease) = running {
                     if let Some(ids) = self.running.remove(&lease) {
-                        self.fail(lease, ids, FailureKind::ExecutorCrashed, message);
+                        self.fail(lease, ids, FailureKind::ExecutorCrashed, message.clone());
+                    }
+                }
+                if !self.revivals.is_empty() && self.revivals.len() == self.pool.size() {
+                    // No executor at all for now: give the queued leases back
+                    // (free retries elsewhere) rather than hold them.
+                    for l in std::mem::take(&mut self.waiting) {
+                        self.fail(l.lease, (l.job, l.task), FailureKind::ExecutorCrashed, format!("no executor could start: {message}"));
                     }
                 }
                 self.dispatch();
