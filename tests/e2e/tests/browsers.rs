@@ -344,3 +344,52 @@ fn a_visitor_advertises_its_executors_plus_prefetched_leases() {
     wait_for("the visitor to join", Duration::from_secs(60), || (workers(&api) >= 1).then_some(())).unwrap();
     assert_eq!(api.stats().unwrap()["slots"], 5, "2 executors and 3 prefetched leases");
 }
+
+#[test]
+fn executors_that_cannot_start_are_retried_until_they_can() {
+    let paths = Paths::workspace();
+    paths.check_built().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A copy of the package whose executor script fails to load, for now.
+    let pkg = dir.path().join("pkg");
+    std::fs::create_dir(&pkg).unwrap();
+    for entry in std::fs::read_dir(&paths.pkg).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), pkg.join(entry.file_name())).unwrap();
+        }
+    }
+    let snippets = paths.pkg.join("snippets");
+    if snippets.exists() {
+        let status = std::process::Command::new("cp").arg("-r").arg(&snippets).arg(&pkg).status().unwrap();
+        assert!(status.success());
+    }
+    let good = std::fs::read(pkg.join("executor.js")).unwrap();
+    std::fs::write(pkg.join("executor.js"), "throw new Error('this executor cannot start');\n").unwrap();
+    let c = Coordinator::start(&CoordinatorConfig {
+        bin: &paths.bin,
+        data: &dir.path().join("data"),
+        token: Some("e2e-token"),
+        addr: None,
+        site: Some((&paths.www, &pkg)),
+        heartbeat_ms: 2000,
+        extra: &[],
+    })
+    .unwrap();
+    let _v = Visitor::open(&format!("{}/", c.base_url())).unwrap();
+    let api = c.api();
+    wait_for("the visitor to join", Duration::from_secs(60), || (workers(&api) >= 1).then_some(())).unwrap();
+    let hash = api.upload(&std::fs::read(paths.tasks.join("hashchain.wasm")).unwrap()).unwrap();
+    let task_args = args(&["--rounds", "10"]);
+    let job = api.create_job(&hash, &[b"a\n".to_vec(), b"b\n".to_vec()], &task_args, json!({})).unwrap();
+    // Let the executors fail for a while (past the immediate retries).
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(api.status(job).unwrap()["state"], "running");
+    std::fs::write(pkg.join("executor.js"), good).unwrap();
+    wait_for("the job once executors can start", Duration::from_secs(120), || {
+        (api.status(job).ok()?["state"] == "completed").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}; coordinator log:\n{}", c.log()));
+    let results = api.results(job).unwrap();
+    assert!(results.iter().all(|r| r.1 == "done"), "free failures do not use up attempts: {results:?}");
+}
