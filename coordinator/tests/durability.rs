@@ -12,16 +12,8 @@ use std::time::Duration;
 /// Reports a result and waits for its ack; leases that arrive meanwhile go to `pending`.
 fn complete(w: &mut ProtoWorker, lease: &Lease, pending: &mut Vec<Lease>) {
     let out = format!("out-{}", lease.task).into_bytes();
-    w.send(&WorkerMessage::Result(TaskResult { lease: lease.lease, exit_code: 0, stdout: out, stderr: vec![], elapsed_ms: 1, fuel_used: 0, files: vec![] }))
-        .unwrap();
-    loop {
-        match w.recv().unwrap() {
-            Received::Msg(CoordinatorMessage::Ack(a)) if a.lease == lease.lease => return,
-            Received::Msg(CoordinatorMessage::Lease(l)) => pending.push(l),
-            Received::Msg(_) => continue,
-            Received::Closed => panic!("closed before the ack"),
-        }
-    }
+    let result = TaskResult { lease: lease.lease, exit_code: 0, stdout: out, stderr: vec![], elapsed_ms: 1, fuel_used: 0, files: vec![] };
+    pending.extend(w.report(&WorkerMessage::Result(result)).unwrap());
 }
 
 #[test]
@@ -98,16 +90,7 @@ fn sigterm_closes_sessions_and_exits_cleanly() {
 
 /// Reports a failure and waits for its ack; returns a lease that came meanwhile.
 fn fail(w: &mut ProtoWorker, lease: u64, kind: FailureKind) -> Option<Lease> {
-    w.send(&WorkerMessage::Failure(TaskFailure { lease, kind, message: kind.as_str().into() })).unwrap();
-    let mut next = None;
-    loop {
-        match w.recv().unwrap() {
-            Received::Msg(CoordinatorMessage::Ack(a)) if a.lease == lease => return next,
-            Received::Msg(CoordinatorMessage::Lease(l)) => next = Some(l),
-            Received::Msg(_) => continue,
-            Received::Closed => panic!("closed before the ack"),
-        }
-    }
+    w.report(&WorkerMessage::Failure(TaskFailure { lease, kind, message: kind.as_str().into() })).unwrap().pop()
 }
 
 #[test]

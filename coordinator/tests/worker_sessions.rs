@@ -11,18 +11,8 @@ fn result(lease: u64, stdout: &[u8]) -> WorkerMessage {
     WorkerMessage::Result(TaskResult { lease, exit_code: 0, stdout: stdout.to_vec(), stderr: vec![], elapsed_ms: 1, fuel_used: 0, files: vec![] })
 }
 
-/// Waits for the ack of `lease`; returns the leases that arrived meanwhile.
 fn wait_ack(w: &mut ProtoWorker, lease: u64) -> Vec<Lease> {
-    let mut leases = vec![];
-    loop {
-        match w.recv().unwrap() {
-            Received::Msg(CoordinatorMessage::Ack(a)) if a.lease == lease => return leases,
-            Received::Msg(CoordinatorMessage::Lease(l)) => leases.push(l),
-            // Acks of other reports (duplicates, stale ones) may come in any order.
-            Received::Msg(CoordinatorMessage::Ack(_)) => continue,
-            other => panic!("expected ack for {lease}, got {other:?}"),
-        }
-    }
+    w.wait_ack(lease).unwrap()
 }
 
 #[test]

@@ -91,6 +91,32 @@ impl ProtoWorker {
         }
     }
 
+    /// Sends a report and waits for the `Ack` of its lease (repeats and stale
+    /// reports are acknowledged too). Returns the leases that arrived meanwhile.
+    pub fn report(&mut self, msg: &WorkerMessage) -> anyhow::Result<Vec<Lease>> {
+        let lease = match msg {
+            WorkerMessage::Result(r) => r.lease,
+            WorkerMessage::Failure(f) => f.lease,
+            other => bail!("{other:?} is not a report"),
+        };
+        self.send(msg)?;
+        self.wait_ack(lease)
+    }
+
+    /// Waits for the `Ack` of `lease`; returns the leases that arrived meanwhile.
+    pub fn wait_ack(&mut self, lease: u64) -> anyhow::Result<Vec<Lease>> {
+        let mut leases = vec![];
+        loop {
+            match self.recv()? {
+                Received::Msg(CoordinatorMessage::Ack(a)) if a.lease == lease => return Ok(leases),
+                Received::Msg(CoordinatorMessage::Lease(l)) => leases.push(l),
+                // Acks of other reports and cancels may come in any order.
+                Received::Msg(CoordinatorMessage::Ack(_) | CoordinatorMessage::Cancel(_)) => continue,
+                other => bail!("expected the ack of {lease}, got {other:?}"),
+            }
+        }
+    }
+
     /// Waits for the next lease, skipping acks.
     pub fn next_lease(&mut self) -> anyhow::Result<Lease> {
         loop {
