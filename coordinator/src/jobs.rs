@@ -266,8 +266,8 @@ async fn end_job(state: &AppState, job: u64, to: JobState) {
 
 pub async fn cancel(state: &AppState, job: u64) -> Result<JobStatus, ApiError> {
     let current = status(state, job).await?;
-    if current.state == JobState::Running.as_str() {
-        state.scheduler().cancel_job(job);
+    // A job that finished meanwhile is no longer in the scheduler: it stays completed.
+    if current.state == JobState::Running.as_str() && state.scheduler().cancel_job(job) {
         end_job(state, job, JobState::Cancelled).await;
     }
     status(state, job).await
