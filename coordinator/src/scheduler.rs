@@ -34,7 +34,7 @@ struct Job {
     cancelled: bool,
     /// Bytes of task inputs held, counted until the job leaves.
     bytes: usize,
-    /// Speculative second attempts of leased tasks (see `speculation.rs`).
+    /// Speculative second attempts of leased tasks (see `attempts.rs`).
     second: HashMap<u32, LeaseId>,
     /// Lease-to-report time of finished attempts, for spotting stragglers.
     done_time: Duration,
@@ -153,12 +153,7 @@ pub struct Scheduler {
     orphan_order: VecDeque<LeaseId>,
     adopted: u64,
     speculated: u64,
-    /// Unfinished tasks and input bytes of the jobs held here.
-    pending_tasks: usize,
-    held_bytes: usize,
 }
-
-
 
 impl Scheduler {
     pub fn new(epoch: u32, lease_ttl: Duration) -> Scheduler {
@@ -177,8 +172,6 @@ impl Scheduler {
             orphan_order: VecDeque::new(),
             adopted: 0,
             speculated: 0,
-            pending_tasks: 0,
-            held_bytes: 0,
         }
     }
 
@@ -215,8 +208,6 @@ impl Scheduler {
         let mut failures = failures;
         failures.resize(n, 0);
         let bytes = tasks.iter().map(TaskInput::size).sum();
-        self.pending_tasks += n - done as usize;
-        self.held_bytes += bytes;
         self.jobs.insert(
             id,
             Job {
@@ -419,15 +410,12 @@ impl Scheduler {
             if job.state[info.task as usize] != TaskState::Finished {
                 job.state[info.task as usize] = TaskState::Finished;
                 job.finished += 1;
-                self.pending_tasks -= 1;
                 job.done_time += info.started.elapsed();
                 job.done_count += 1;
             }
             job_done = job.finished as usize == job.tasks.len();
             if job_done {
-                self.held_bytes -= job.bytes;
-                self.jobs.remove(&info.job);
-                self.forget_orphans(info.job);
+                self.drop_job(info.job);
             }
         }
         self.pump();
@@ -476,11 +464,8 @@ impl Scheduler {
             .map(|(id, _)| *id)
             .collect();
         for lease in &expired {
-            if let Some(w) = self.leases.get(lease).and_then(|l| self.workers.get(&l.worker)) {
-                let _ = w.tx.send(CoordinatorMessage::Cancel(Cancel { lease: *lease }));
-            }
             self.orphan(*lease);
-            self.requeue(*lease);
+            self.cancel_attempt(*lease);
         }
         self.pump();
         expired.len()
@@ -497,25 +482,24 @@ impl Scheduler {
             .map(|(id, _)| *id)
             .collect();
         for lease in running {
-            if let Some(w) = self.leases.get(&lease).and_then(|l| self.workers.get(&l.worker)) {
-                let _ = w.tx.send(CoordinatorMessage::Cancel(Cancel { lease }));
-            }
-            self.requeue(lease);
+            self.cancel_attempt(lease);
         }
         self.ready.retain(|(j, _)| *j != job_id);
-        if let Some(job) = self.jobs.remove(&job_id) {
-            self.pending_tasks -= job.tasks.len() - job.finished as usize;
-            self.held_bytes -= job.bytes;
-        }
-        self.forget_orphans(job_id);
+        self.drop_job(job_id);
         self.pump();
         true
     }
 
+    /// Forgets a job that finished or was cancelled, with its orphaned attempts.
+    fn drop_job(&mut self, job_id: u64) {
+        self.jobs.remove(&job_id);
+        self.forget_orphans(job_id);
+    }
 
     /// Unfinished tasks, and bytes of task inputs, of the jobs held in memory.
     pub fn load(&self) -> (usize, usize) {
-        (self.pending_tasks, self.held_bytes)
+        let tasks = self.jobs.values().map(|j| j.tasks.len() - j.finished as usize).sum();
+        (tasks, self.jobs.values().map(|j| j.bytes).sum())
     }
 
     /// Tasks of a running job that are leased right now.

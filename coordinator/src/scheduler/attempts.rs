@@ -88,9 +88,6 @@ impl Scheduler {
         }
         let Orphan { job: job_id, task, started } = *self.orphans.get(&lease)?;
         let job = self.jobs.get(&job_id)?;
-        if job.cancelled || job.state[task as usize] == TaskState::Finished {
-            return None;
-        }
         let live: Vec<LeaseId> = match job.state[task as usize] {
             // The speculative attempt first, so that dropping the lease does
             // not promote it.
@@ -118,8 +115,8 @@ impl Scheduler {
         Some(Finishing { lease, job: job_id, task, failures: job.failures[task as usize], max_attempts: job.limits.max_attempts })
     }
 
-    /// Once nothing is queued, gives workers with free slots a second attempt
-    /// of the oldest stragglers: tasks whose only attempt has run longer than
+    /// Once nothing is queued, gives workers with no lease at all a second
+    /// attempt of the oldest stragglers: tasks whose only attempt has run longer than
     /// the lease lifetime and twice its job's mean so far (after at least one
     /// task of the job finished). Called from the periodic tick.
     pub fn speculate(&mut self, now: Instant) -> usize {
