@@ -264,18 +264,8 @@ impl Agent {
                     self.send(&frame);
                 }
             }
-            CoordinatorMessage::Lease(lease) => {
-                self.load_module(lease.module);
-                self.waiting.push_back(lease);
-                self.dispatch();
-            }
-            CoordinatorMessage::Leases(batch) => {
-                for lease in batch {
-                    self.load_module(lease.module);
-                    self.waiting.push_back(lease);
-                }
-                self.dispatch();
-            }
+            CoordinatorMessage::Lease(lease) => self.take(vec![lease]),
+            CoordinatorMessage::Leases(batch) => self.take(batch),
             CoordinatorMessage::Cancel(c) => {
                 self.waiting.retain(|l| l.lease != c.lease);
                 if let Some(i) = self.pool.slot_of(c.lease) {
@@ -295,6 +285,15 @@ impl Agent {
                 self.publish();
             }
         }
+    }
+
+    /// Queues leases (loading their modules) and starts what can start.
+    fn take(&mut self, leases: Vec<Lease>) {
+        for lease in leases {
+            self.load_module(lease.module);
+            self.waiting.push_back(lease);
+        }
+        self.dispatch();
     }
 
     fn load_module(&mut self, hash: ModuleHash) {

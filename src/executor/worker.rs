@@ -1,5 +1,6 @@
 //! The executor Worker's side: run each job it is sent and post the outcome.
 
+use crate::lru::Lru;
 use crate::wasi::host::HostClocks;
 use crate::wasi::instance::{Prepared, RunError, RunLimits};
 use crate::wasi::WasiCtx;
@@ -14,14 +15,15 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
-/// Modules this executor keeps checked (each with its last instance), most
-/// recently used first. A kept instance holds up to 16 MiB of memory.
+/// Modules this executor keeps checked (each with its last instance); the
+/// least recently used goes first. A kept instance holds up to 16 MiB of memory.
 const PREPARED_KEPT: usize = 4;
 
 thread_local! {
     /// The message handler lives as long as the executor Worker.
     static HANDLER: RefCell<Option<Closure<dyn FnMut(MessageEvent)>>> = const { RefCell::new(None) };
-    static PREPARED: RefCell<Vec<(ModuleHash, Rc<Prepared>)>> = const { RefCell::new(Vec::new()) };
+    /// Budgeted in entries (each counts 1).
+    static PREPARED: RefCell<Lru<ModuleHash, Rc<Prepared>>> = RefCell::new(Lru::new(PREPARED_KEPT));
 }
 
 /// The prepared form of the lease's module. Every job brings a new `Module`
@@ -30,14 +32,12 @@ thread_local! {
 fn prepared(hash: ModuleHash, module: WebAssembly::Module) -> Result<Rc<Prepared>, String> {
     PREPARED.with(|kept| {
         let mut kept = kept.borrow_mut();
-        if let Some(at) = kept.iter().position(|(h, _)| *h == hash) {
-            let entry = kept.remove(at);
-            kept.insert(0, entry);
-        } else {
-            kept.insert(0, (hash, Rc::new(Prepared::new(module)?)));
-            kept.truncate(PREPARED_KEPT);
+        if let Some(p) = kept.get(&hash) {
+            return Ok(p.clone());
         }
-        Ok(kept[0].1.clone())
+        let p = Rc::new(Prepared::new(module)?);
+        kept.insert(hash, p.clone(), 1);
+        Ok(p)
     })
 }
 
