@@ -47,17 +47,33 @@ fn tasks_spread_across_workers() {
     assert!(!a.is_empty() && !b.is_empty());
 }
 
-#[test]
-fn disconnect_requeues_and_stale_results_are_refused() {
+/// A one-task job whose first worker (`w1`) left holding `old`: the task was
+/// leased again (`new`) to a second worker (`w2`).
+struct ReLeased {
+    s: Scheduler,
+    w1: WorkerId,
+    old: Lease,
+    w2: WorkerId,
+    rx2: UnboundedReceiver<CoordinatorMessage>,
+    new: Lease,
+}
+
+fn re_leased() -> ReLeased {
     let mut s = sched();
     s.add_job(1, [0; 32], JobLimits::default(), tasks(1), vec![], vec![]);
     let (tx1, mut rx1) = unbounded_channel();
     let w1 = s.register_worker(1, tx1);
     let old = leases(&mut rx1).pop().unwrap();
-    assert_eq!(s.remove_worker(w1), 1);
+    assert_eq!(s.remove_worker(w1), 1, "its lease is requeued");
     let (tx2, mut rx2) = unbounded_channel();
     let w2 = s.register_worker(1, tx2);
     let new = leases(&mut rx2).pop().unwrap();
+    ReLeased { s, w1, old, w2, rx2, new }
+}
+
+#[test]
+fn disconnect_requeues_and_stale_results_are_refused() {
+    let ReLeased { mut s, w1, old, w2, new, .. } = re_leased();
     assert_eq!((new.job, new.task), (old.job, old.task));
     assert_ne!(new.lease, old.lease);
     assert!(s.begin_finish(w1, new.lease).is_none(), "a session that has ended reports nothing");
@@ -71,16 +87,7 @@ fn disconnect_requeues_and_stale_results_are_refused() {
 
 #[test]
 fn a_result_that_finished_while_disconnected_still_counts() {
-    let mut s = sched();
-    s.add_job(1, [0; 32], JobLimits::default(), tasks(1), vec![], vec![]);
-    let (tx1, mut rx1) = unbounded_channel();
-    let w1 = s.register_worker(1, tx1);
-    let old = leases(&mut rx1).pop().unwrap();
-    s.remove_worker(w1);
-    // The task went to another worker meanwhile.
-    let (tx2, mut rx2) = unbounded_channel();
-    let w2 = s.register_worker(1, tx2);
-    let new = leases(&mut rx2).pop().unwrap();
+    let ReLeased { mut s, old, w2, mut rx2, new, .. } = re_leased();
     // The first worker reconnects and reports its old attempt.
     let (tx3, _rx3) = unbounded_channel();
     let w3 = s.register_worker(1, tx3);
@@ -99,15 +106,7 @@ fn a_result_that_finished_while_disconnected_still_counts() {
 
 #[test]
 fn an_orphan_loses_to_a_report_already_being_stored() {
-    let mut s = sched();
-    s.add_job(1, [0; 32], JobLimits::default(), tasks(1), vec![], vec![]);
-    let (tx1, mut rx1) = unbounded_channel();
-    let w1 = s.register_worker(1, tx1);
-    let old = leases(&mut rx1).pop().unwrap();
-    s.remove_worker(w1);
-    let (tx2, mut rx2) = unbounded_channel();
-    let w2 = s.register_worker(1, tx2);
-    let new = leases(&mut rx2).pop().unwrap();
+    let ReLeased { mut s, old, w2, new, .. } = re_leased();
     let f = s.begin_finish(w2, new.lease).unwrap();
     assert!(s.begin_finish(w2, old.lease).is_none());
     assert!(s.finish(f.lease));

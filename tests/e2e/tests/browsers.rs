@@ -8,12 +8,23 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 fn start(data: &std::path::Path, paths: &Paths, addr: Option<std::net::SocketAddr>) -> Coordinator {
+    start_site(data, paths, addr, &paths.www, &paths.pkg)
+}
+
+/// A coordinator serving `www` as its site and `pkg` as the package.
+fn start_site(
+    data: &std::path::Path,
+    paths: &Paths,
+    addr: Option<std::net::SocketAddr>,
+    www: &std::path::Path,
+    pkg: &std::path::Path,
+) -> Coordinator {
     Coordinator::start(&CoordinatorConfig {
         bin: &paths.bin,
         data,
         token: Some("e2e-token"),
         addr,
-        site: Some((&paths.www, &paths.pkg)),
+        site: Some((www, pkg)),
         heartbeat_ms: 2000,
         extra: &[],
     })
@@ -329,16 +340,7 @@ fn a_visitor_advertises_its_executors_plus_prefetched_leases() {
         r#"<!doctype html><script src="/pkg/idlecore.js" data-coordinator="/ws" data-slots="2" data-prefetch="3"></script>"#,
     )
     .unwrap();
-    let c = Coordinator::start(&CoordinatorConfig {
-        bin: &paths.bin,
-        data: &dir.path().join("data"),
-        token: Some("e2e-token"),
-        addr: None,
-        site: Some((&www, &paths.pkg)),
-        heartbeat_ms: 2000,
-        extra: &[],
-    })
-    .unwrap();
+    let c = start_site(&dir.path().join("data"), &paths, None, &www, &paths.pkg);
     let _v = Visitor::open(&format!("{}/", c.base_url())).unwrap();
     let api = c.api();
     wait_for("the visitor to join", Duration::from_secs(60), || (workers(&api) >= 1).then_some(())).unwrap();
@@ -366,16 +368,7 @@ fn executors_that_cannot_start_are_retried_until_they_can() {
     }
     let good = std::fs::read(pkg.join("executor.js")).unwrap();
     std::fs::write(pkg.join("executor.js"), "throw new Error('this executor cannot start');\n").unwrap();
-    let c = Coordinator::start(&CoordinatorConfig {
-        bin: &paths.bin,
-        data: &dir.path().join("data"),
-        token: Some("e2e-token"),
-        addr: None,
-        site: Some((&paths.www, &pkg)),
-        heartbeat_ms: 2000,
-        extra: &[],
-    })
-    .unwrap();
+    let c = start_site(&dir.path().join("data"), &paths, None, &paths.www, &pkg);
     let _v = Visitor::open(&format!("{}/", c.base_url())).unwrap();
     let api = c.api();
     wait_for("the visitor to join", Duration::from_secs(60), || (workers(&api) >= 1).then_some(())).unwrap();
