@@ -91,7 +91,8 @@ pub fn counts_against_task(kind: FailureKind) -> bool {
 }
 
 /// The infrastructure's failures: retried elsewhere without counting.
-pub const FREE_FAILURES: [FailureKind; 3] = [FailureKind::ModuleFetch, FailureKind::ExecutorCrashed, FailureKind::Internal];
+pub const FREE_FAILURES: [FailureKind; 4] =
+    [FailureKind::ModuleFetch, FailureKind::ExecutorCrashed, FailureKind::Internal, FailureKind::Withdrawn];
 
 /// Guest path of a task's read-only input files and of its writable output
 /// directory: the layout of every task that does not list its own `dirs`.
@@ -235,6 +236,15 @@ impl Scheduler {
         self.mark_hungry(id);
         self.pump();
         id
+    }
+
+    /// The worker now takes at most `slots` leases (0: paused). Leases it
+    /// holds stay; it gives back what it will not run.
+    pub fn set_capacity(&mut self, id: WorkerId, slots: u32) {
+        let Some(w) = self.workers.get_mut(&id) else { return };
+        w.slots = slots;
+        self.mark_hungry(id);
+        self.pump();
     }
 
     /// Forgets a worker; its unfinished leases go back to the front of the queue.

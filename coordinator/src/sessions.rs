@@ -195,6 +195,7 @@ fn handle(
                 let _ = reply.send(CoordinatorMessage::Cancel(idlecore_protocol::Cancel { lease }));
             }
         }
+        WorkerMessage::Capacity(c) => state.scheduler().set_capacity(worker, c.slots),
         // Claims happen here, in arrival order; only the durable writes run apart.
         WorkerMessage::Result(r) => {
             let (s, lease) = (state.clone(), r.lease);

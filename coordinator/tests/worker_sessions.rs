@@ -245,3 +245,43 @@ fn silent_workers_are_dropped_and_their_leases_requeued() {
     let again = next.next_lease().unwrap();
     assert_eq!(again.task, first.task);
 }
+
+#[test]
+fn a_paused_worker_gets_no_leases_and_its_withdrawn_ones_run_elsewhere_for_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = common::start(dir.path());
+    let api = c.api();
+    let hash = api.upload(&common::module(3)).unwrap();
+    let stdins: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i]).collect();
+    let job = api.create_job(&hash, &stdins, &[], json!({ "max_attempts": 1 })).unwrap();
+
+    let (mut w, _) = ProtoWorker::join(c.addr, 2).unwrap();
+    let a = w.next_lease().unwrap();
+    let b = w.next_lease().unwrap();
+    // Pause, then give both back: with capacity 0 nothing new comes.
+    w.send(&WorkerMessage::Capacity(Capacity { slots: 0 })).unwrap();
+    for l in [&a, &b] {
+        let failure = TaskFailure { lease: l.lease, kind: FailureKind::Withdrawn, message: "paused".into() };
+        w.send(&WorkerMessage::Failure(failure)).unwrap();
+        assert!(wait_ack(&mut w, l.lease).is_empty(), "no lease while paused");
+    }
+    w.set_read_timeout(std::time::Duration::from_millis(500)).unwrap();
+    assert!(w.recv().is_err(), "nothing is sent to a paused worker");
+    w.set_read_timeout(std::time::Duration::from_secs(20)).unwrap();
+    assert_eq!(api.stats().unwrap()["leases"], 0);
+
+    // Withdrawals do not count against max_attempts = 1: resuming runs all four.
+    w.send(&WorkerMessage::Capacity(Capacity { slots: 1 })).unwrap();
+    let mut pending = vec![];
+    for _ in 0..4 {
+        let l = if pending.is_empty() { w.next_lease().unwrap() } else { pending.remove(0) };
+        assert!(pending.is_empty(), "capacity 1 means one lease at a time");
+        w.send(&result(l.lease, b"ok")).unwrap();
+        pending.extend(wait_ack(&mut w, l.lease));
+    }
+    idlecore_e2e::wait_for("job completion", std::time::Duration::from_secs(10), || {
+        (api.status(job).unwrap()["state"] == "completed").then_some(())
+    })
+    .unwrap();
+    assert!(api.results(job).unwrap().iter().all(|r| r.1 == "done"));
+}

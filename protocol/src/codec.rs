@@ -23,7 +23,7 @@ pub enum DecodeError {
 }
 
 /// Variant counts, so an unknown first byte gets its own error.
-const WORKER_TYPES: u8 = 4;
+const WORKER_TYPES: u8 = 5;
 const COORDINATOR_TYPES: u8 = 6;
 
 pub fn encode_worker(msg: &WorkerMessage) -> Vec<u8> {
@@ -85,6 +85,7 @@ pub fn decode_worker(frame: &[u8]) -> Result<WorkerMessage, DecodeError> {
             check(h.leases.len() <= MAX_HEARTBEAT_LEASES, "leases", MAX_HEARTBEAT_LEASES)?;
         }
         WorkerMessage::Result(r) => check_files(r.files.iter())?,
+        WorkerMessage::Capacity(c) => check(c.slots <= MAX_SLOTS, "slots", MAX_SLOTS as usize)?,
     }
     Ok(msg)
 }

@@ -42,6 +42,9 @@ pub enum WorkerMessage {
     Failure(TaskFailure),
     /// Sent every `Welcome::heartbeat_ms`; lists the leases still running.
     Heartbeat(Heartbeat),
+    /// From now on hold at most this many leases (0: paused). Leases already
+    /// held are not revoked; the worker gives back what it will not run.
+    Capacity(Capacity),
 }
 
 /// Messages a coordinator sends.
@@ -190,6 +193,9 @@ pub enum FailureKind {
     Internal,
     /// The run used up its fuel.
     FuelExhausted,
+    /// The worker gave the lease back unrun or stopped it (paused, stopped,
+    /// or its CPU budget lowered); nothing is wrong with the task.
+    Withdrawn,
 }
 
 impl FailureKind {
@@ -205,8 +211,14 @@ impl FailureKind {
             FailureKind::ExecutorCrashed => "executor_crashed",
             FailureKind::Internal => "internal",
             FailureKind::FuelExhausted => "fuel_exhausted",
+            FailureKind::Withdrawn => "withdrawn",
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capacity {
+    pub slots: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

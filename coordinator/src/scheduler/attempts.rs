@@ -145,7 +145,7 @@ impl Scheduler {
             let (job_id, task, holder) = (info.job, info.task, info.worker);
             // Only a worker with nothing at all: `slots` counts prefetched
             // leases too, so a worker with any lease may have no idle executor.
-            let free = self.workers.iter().find(|(id, w)| **id != holder && w.leases.is_empty()).map(|(id, _)| *id);
+            let free = self.workers.iter().find(|(id, w)| **id != holder && w.leases.is_empty() && w.slots > 0).map(|(id, _)| *id);
             let Some(wid) = free else { break };
             let second = self.grant(wid, job_id, task);
             self.jobs.get_mut(&job_id).expect("straggler's job").second.insert(task, second);

@@ -13,6 +13,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 enum Op {
     AddJob { tasks: u8, max_attempts: u8 },
     AddWorker { slots: u8 },
+    SetCapacity { pick: u8, slots: u8 },
     RemoveWorker(u8),
     Complete(u8),
     Fail { pick: u8, counted: bool },
@@ -31,6 +32,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         1 => (1u8..12, 1u8..4).prop_map(|(tasks, max_attempts)| Op::AddJob { tasks, max_attempts }),
         1 => (1u8..4).prop_map(|slots| Op::AddWorker { slots }),
+        1 => (any::<u8>(), 0u8..4).prop_map(|(pick, slots)| Op::SetCapacity { pick, slots }),
         1 => any::<u8>().prop_map(Op::RemoveWorker),
         4 => any::<u8>().prop_map(Op::Complete),
         2 => (any::<u8>(), any::<bool>()).prop_map(|(pick, counted)| Op::Fail { pick, counted }),
@@ -49,6 +51,10 @@ struct TestWorker {
     rx: UnboundedReceiver<CoordinatorMessage>,
     /// Leases this worker was sent and has not reported or been cancelled from.
     holding: Vec<Lease>,
+    /// Capacity it asked for last.
+    slots: u32,
+    /// Leases held when its capacity was last set: lowering it revokes none.
+    held_at_capacity_change: usize,
 }
 
 /// The test's view: what workers hold, and which tasks were finished how.
@@ -90,7 +96,7 @@ impl World {
     fn add_worker(&mut self, slots: u32) {
         let (tx, rx) = unbounded_channel();
         let id = self.s.register_worker(slots, tx);
-        self.workers.push(TestWorker { id, rx, holding: vec![] });
+        self.workers.push(TestWorker { id, rx, holding: vec![], slots, held_at_capacity_change: 0 });
     }
 
     /// A worker reports on the lease; the store side is what `jobs.rs` does.
@@ -118,6 +124,13 @@ impl World {
                 self.jobs.push((id, tasks as u32, false));
             }
             Op::AddWorker { slots } => self.add_worker(slots as u32),
+            Op::SetCapacity { pick, slots } if !self.workers.is_empty() => {
+                let i = pick as usize % self.workers.len();
+                let w = &mut self.workers[i];
+                w.held_at_capacity_change = w.holding.len();
+                w.slots = slots as u32;
+                self.s.set_capacity(w.id, slots as u32);
+            }
             Op::RemoveWorker(n) if !self.workers.is_empty() => {
                 let w = self.workers.remove(n as usize % self.workers.len());
                 self.s.remove_worker(w.id);
@@ -195,7 +208,10 @@ impl World {
         let s = &self.s;
         for w in &self.workers {
             let sw = &s.workers[&w.id];
-            assert!(sw.leases.len() as u32 <= sw.slots, "a worker holds no more leases than its slots");
+            assert!(
+                sw.leases.len() <= (w.slots as usize).max(w.held_at_capacity_change),
+                "a worker is sent no lease beyond its slots"
+            );
             let mut held: Vec<LeaseId> = w.holding.iter().map(|l| l.lease).collect();
             let mut known: Vec<LeaseId> = sw.leases.iter().copied().collect();
             held.sort();

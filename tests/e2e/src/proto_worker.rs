@@ -41,6 +41,14 @@ impl ProtoWorker {
         }
     }
 
+    /// How long `recv` waits before it fails (20 s from `connect`).
+    pub fn set_read_timeout(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        if let MaybeTlsStream::Plain(s) = self.ws.get_ref() {
+            s.set_read_timeout(Some(timeout))?;
+        }
+        Ok(())
+    }
+
     pub fn send(&mut self, msg: &WorkerMessage) -> anyhow::Result<()> {
         self.send_raw(encode_worker(msg))
     }
