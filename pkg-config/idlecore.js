@@ -1,17 +1,45 @@
-// Script-tag entry: <script src=".../idlecore.js" data-coordinator="wss://HOST/ws"></script>
-// Starts one agent for the page and reports its status as `idlecore:status`
-// events on window; the handle is `window.idlecore`.
+// Script-tag entry:
+//   <script src="https://HOST/idlecore.js" data-coordinator="wss://HOST/ws"
+//           data-site-key="..." data-cpu="0.25" data-consent="ask|granted" defer></script>
+// Runs `start()` with the tag's data-* attributes. The handle is
+// `window.idlecore`; its events are dispatched on window as `idlecore:status`,
+// `idlecore:task` and `idlecore:error`. Never throws into the page.
 (function () {
   var script = document.currentScript;
   if (!script || !script.src) return;
-  var coordinator = script.getAttribute('data-coordinator');
-  var slots = script.getAttribute('data-slots');
-  var prefetch = script.getAttribute('data-prefetch');
-  import(new URL('./index.js', script.src).href)
+  var fail = function (message) {
+    window.dispatchEvent(new CustomEvent('idlecore:error', { detail: { type: 'error', message: message } }));
+    window.dispatchEvent(new CustomEvent('idlecore:status', { detail: { type: 'status', state: 'failed', lastError: message } }));
+  };
+  // data-* name → [option, parse]
+  var number = Number;
+  var bool = function (v) { return v !== 'false'; };
+  var text = function (v) { return v; };
+  var attrs = {
+    'coordinator': ['coordinator', text], 'site-key': ['siteKey', text], 'cpu': ['cpu', number],
+    'consent': ['consent', text], 'max-workers': ['maxWorkers', number], 'prefetch': ['prefetch', number],
+    'module-cache-mib': ['moduleCacheMib', number], 'pause-when-hidden': ['pauseWhenHidden', bool],
+    'pause-on-battery': ['pauseOnBattery', bool], 'indicator': ['indicator', bool],
+  };
+  var options = {};
+  var banner = {};
+  Object.keys(attrs).forEach(function (name) {
+    var v = script.getAttribute('data-' + name);
+    if (v !== null) options[attrs[name][0]] = attrs[name][1](v);
+  });
+  ['text', 'allow', 'decline'].forEach(function (k) {
+    var v = script.getAttribute('data-banner-' + k);
+    if (v !== null) banner[k] = v;
+  });
+  if (Object.keys(banner).length) options.banner = banner;
+  var entry;
+  try {
+    entry = new URL('./index.js', script.src).href;
+  } catch (e) {
+    return fail(String(e));
+  }
+  import(entry)
     .then(function (mod) {
-      var options = { coordinator: coordinator };
-      if (slots) options.slots = Number(slots);
-      if (prefetch) options.prefetch = Number(prefetch);
       var handle = mod.start(options);
       window.idlecore = handle;
       ['status', 'task', 'error'].forEach(function (type) {
@@ -21,6 +49,6 @@
       });
     })
     .catch(function (e) {
-      window.dispatchEvent(new CustomEvent('idlecore:error', { detail: { type: 'error', message: String(e) } }));
+      fail(String(e && e.message ? e.message : e));
     });
 })();

@@ -1,66 +1,283 @@
 // idlecore for pages and bundlers: `import { start } from 'idlecore'`.
+//
+// `start(options)` asks for consent (unless the site already has it), waits
+// for this origin's one agent lock (one agent across tabs), then runs the
+// agent in a module Worker. Nothing is fetched from the coordinator and no
+// WebAssembly is compiled before consent. Problems after `start` returns
+// (no WebAssembly, blocked by CSP, coordinator unreachable) become `status`
+// and `error` events, never exceptions in the page.
+
+import { sameOrigin, blobWorker } from './spawn.js';
+import { askConsent, bodyReady, remember, showIndicator, storedChoice } from './consent.js';
 
 const EVENTS = ['status', 'task', 'error'];
+const LOCK = 'idlecore-agent';
+const AGENT = 'agent.js';
+const TEXTS = {
+  text: 'May this site use some of your device\u2019s idle processing power for computations while this page is open? ' +
+    'It stops when you leave the page or press Stop.',
+  allow: 'Allow',
+  decline: 'No thanks',
+};
 
-function coordinatorUrl(value) {
-  if (typeof value !== 'string' || value === '') {
-    throw new TypeError('idlecore: `coordinator` must be a URL such as "wss://example.org/ws"');
+const isInt = (v, lo, hi) => Number.isInteger(v) && v >= lo && v <= hi;
+const isBool = (v) => typeof v === 'boolean';
+// Each option: a check and what a valid value is, for the error message.
+const OPTIONS = {
+  coordinator: [(v) => typeof v === 'string' && v !== '', 'a ws://, wss://, http:// or https:// URL'],
+  siteKey: [(v) => typeof v === 'string' && /^[A-Za-z0-9._-]{1,128}$/.test(v), 'up to 128 letters, digits, ".", "_" or "-"'],
+  cpu: [(v) => typeof v === 'number' && v >= 0 && v <= 1, 'a number from 0 to 1'],
+  consent: [(v) => v === 'ask' || v === 'granted', '"ask" or "granted"'],
+  maxWorkers: [(v) => isInt(v, 1, 256), 'an integer from 1 to 256'],
+  prefetch: [(v) => isInt(v, 0, 256), 'an integer from 0 to 256'],
+  moduleCacheMib: [(v) => isInt(v, 1, 65536), 'an integer from 1 to 65536'],
+  cores: [(v) => isInt(v, 1, 1024), 'an integer from 1 to 1024'],
+  pauseWhenHidden: [isBool, 'true or false'],
+  pauseOnBattery: [isBool, 'true or false'],
+  indicator: [isBool, 'true or false'],
+  banner: [(v) => v && typeof v === 'object' && Object.entries(v).every(([k, s]) => k in TEXTS && typeof s === 'string'),
+    'an object with string fields text, allow and decline'],
+};
+
+function validate(options) {
+  if (!options || typeof options !== 'object') throw new TypeError('idlecore: start(options) needs an options object');
+  for (const [name, value] of Object.entries(options)) {
+    const rule = OPTIONS[name];
+    if (!rule) throw new TypeError(`idlecore: unknown option \`${name}\` (known: ${Object.keys(OPTIONS).join(', ')})`);
+    if (value !== undefined && !rule[0](value)) throw new TypeError(`idlecore: option \`${name}\` must be ${rule[1]}`);
   }
-  const url = new URL(value, globalThis.location ? globalThis.location.href : undefined);
-  if (url.protocol === 'http:') url.protocol = 'ws:';
-  if (url.protocol === 'https:') url.protocol = 'wss:';
+  if (options.coordinator === undefined) throw new TypeError('idlecore: option `coordinator` is required');
+  const url = new URL(options.coordinator, globalThis.location ? location.href : undefined);
+  url.protocol = { 'http:': 'ws:', 'https:': 'wss:' }[url.protocol] || url.protocol;
   if (url.protocol !== 'ws:' && url.protocol !== 'wss:') {
-    throw new TypeError(`idlecore: unsupported coordinator URL ${value}`);
+    throw new TypeError(`idlecore: option \`coordinator\` must be ${OPTIONS.coordinator[1]}, not ${options.coordinator}`);
   }
-  return url.href;
+  if (options.siteKey) url.searchParams.set('site', options.siteKey);
+  return {
+    pauseWhenHidden: true,
+    pauseOnBattery: true,
+    indicator: true,
+    consent: 'ask',
+    cpu: 0.25,
+    ...options,
+    coordinator: url.href,
+    banner: { ...TEXTS, ...options.banner },
+  };
 }
 
-function defaultSlots() {
-  const cores = (globalThis.navigator && navigator.hardwareConcurrency) || 2;
-  return Math.max(1, cores - 1);
+function unsupported() {
+  if (typeof WebAssembly !== 'object' || typeof WebAssembly.instantiate !== 'function') return 'no WebAssembly';
+  if (typeof Worker !== 'function') return 'no Web Workers';
+  return null;
+}
+
+/** Records the visitor's choice for this origin, for sites with their own consent UI. */
+export function setConsent(choice) {
+  if (choice !== 'granted' && choice !== 'denied' && choice !== null) {
+    throw new TypeError('idlecore: setConsent takes "granted", "denied" or null');
+  }
+  remember(choice);
 }
 
 /**
- * Starts a worker agent in a dedicated module Worker.
- * @param {{coordinator: string, slots?: number, prefetch?: number, moduleCacheMib?: number}} options
+ * Starts giving this page's idle CPU to a coordinator. Throws only for invalid
+ * options; see index.d.ts for the options and the handle.
  */
-export function start(options = {}) {
+export function start(options) {
+  const opts = validate(options);
   const listeners = Object.fromEntries(EVENTS.map((e) => [e, new Set()]));
   const emit = (type, payload) => {
     for (const cb of listeners[type]) {
       try { cb(payload); } catch (e) { console.error('idlecore: listener failed', e); }
     }
   };
-  const config = {
-    coordinator: coordinatorUrl(options.coordinator),
-    slots: options.slots ?? defaultSlots(),
-    agent: `idlecore-web/0.1 ${globalThis.navigator ? navigator.userAgent : ''}`.slice(0, 512),
+  let last = { state: 'starting', tasksDone: 0, tasksFailed: 0, cpuSeconds: 0, bytesIn: 0, bytesOut: 0, workers: 0, cpu: 0 };
+  const status = (state, extra = {}) => {
+    last = { ...last, ...extra, state };
+    emit('status', { type: 'status', ...last });
   };
-  if (options.moduleCacheMib !== undefined) config.moduleCacheMib = options.moduleCacheMib;
-  if (options.prefetch !== undefined) config.prefetch = options.prefetch;
-  let worker = new Worker(new URL('./agent.js', import.meta.url), { type: 'module' });
-  worker.onmessage = (event) => {
-    const msg = event.data;
-    if (msg && EVENTS.includes(msg.type)) emit(msg.type, msg);
+  const fail = (message) => {
+    emit('error', { type: 'error', message });
+    status('failed', { lastError: message });
   };
-  worker.onerror = (event) => {
-    event.preventDefault();
-    emit('error', { type: 'error', message: event.message || 'agent worker failed to load' });
+
+  let worker = null;
+  let agentReady = false;
+  let stopped = false;
+  let indicator = null;
+  let releaseLock = null;
+  const abort = typeof AbortController === 'function' ? new AbortController() : null;
+  const reasons = { user: false, hidden: false, battery: false };
+  const paused = () => reasons.user || reasons.hidden || reasons.battery;
+  const cleanups = [];
+
+  const post = (msg) => {
+    if (worker && agentReady) worker.postMessage(msg);
   };
-  worker.postMessage(config);
-  return {
+  const sync = () => {
+    post({ cmd: paused() ? 'pause' : 'resume' });
+    if (indicator) indicator.update(paused() ? 'CPU sharing paused' : `Sharing idle CPU (${Math.round(opts.cpu * 100)}%)`);
+  };
+
+  function watchPage() {
+    if (opts.pauseWhenHidden && typeof document !== 'undefined') {
+      const onVisibility = () => {
+        reasons.hidden = document.visibilityState === 'hidden';
+        sync();
+      };
+      reasons.hidden = document.visibilityState === 'hidden';
+      document.addEventListener('visibilitychange', onVisibility);
+      cleanups.push(() => document.removeEventListener('visibilitychange', onVisibility));
+    }
+    if (opts.pauseOnBattery && globalThis.navigator && typeof navigator.getBattery === 'function') {
+      navigator.getBattery().then((battery) => {
+        if (stopped) return;
+        const onCharging = () => {
+          reasons.battery = !battery.charging;
+          sync();
+        };
+        onCharging();
+        battery.addEventListener('chargingchange', onCharging);
+        cleanups.push(() => battery.removeEventListener('chargingchange', onCharging));
+      }, () => {});
+    }
+  }
+
+  function launch() {
+    try {
+      worker = sameOrigin(import.meta.url)
+        ? new Worker(new URL('./agent.js', import.meta.url), { type: 'module' })
+        : blobWorker(new URL(AGENT, import.meta.url));
+    } catch (e) {
+      worker = null;
+      fail(`cannot start the agent Worker (blocked by the page's Content-Security-Policy?): ${e && e.message ? e.message : e}`);
+      return false;
+    }
+    worker.onmessage = (event) => {
+      const msg = event.data;
+      if (!msg || !EVENTS.includes(msg.type)) return;
+      if (msg.type === 'status') {
+        const first = !agentReady;
+        agentReady = true;
+        const { type, ...fields } = msg;
+        last = { ...last, ...fields };
+        if (first) {
+          post({ cmd: 'cpu', cpu: opts.cpu });
+          sync();
+        }
+      }
+      if (msg.type === 'error' && msg.fatal) {
+        teardown();
+        fail(msg.message);
+        return;
+      }
+      emit(msg.type, msg);
+    };
+    worker.onerror = (event) => {
+      event.preventDefault();
+      teardown();
+      fail(event.message || 'the agent Worker failed to load');
+    };
+    watchPage();
+    const config = {
+      coordinator: opts.coordinator,
+      cpu: opts.cpu,
+      cores: opts.cores ?? ((globalThis.navigator && navigator.hardwareConcurrency) || 2),
+      agent: `idlecore-web/0.1 ${globalThis.navigator ? navigator.userAgent : ''}`.slice(0, 512),
+      paused: paused(),
+    };
+    for (const k of ['maxWorkers', 'prefetch', 'moduleCacheMib']) if (opts[k] !== undefined) config[k] = opts[k];
+    worker.postMessage(config);
+    status('loading');
+    if (opts.indicator && typeof document !== 'undefined') {
+      indicator = showIndicator(() => {
+        remember('denied');
+        handle.stop();
+      });
+      sync();
+    }
+    return true;
+  }
+
+  // Ends the agent (if any) and gives the lock to the next tab.
+  function teardown() {
+    if (worker) worker.terminate();
+    worker = null;
+    agentReady = false;
+    if (indicator) indicator.remove();
+    indicator = null;
+    for (const c of cleanups.splice(0)) c();
+    if (releaseLock) releaseLock();
+    releaseLock = null;
+  }
+
+  async function run() {
+    const missing = unsupported();
+    if (missing) return status('unsupported', { lastError: missing });
+    if (storedChoice() === 'denied') return status('declined');
+    if (opts.consent === 'ask' && storedChoice() !== 'granted') {
+      status('waiting-consent');
+      await bodyReady();
+      const yes = await askConsent(opts.banner);
+      if (stopped) return;
+      remember(yes ? 'granted' : 'denied');
+      if (!yes) return status('declined');
+    }
+    await bodyReady();
+    if (stopped) return;
+    const locks = globalThis.navigator && navigator.locks;
+    if (!locks) return void launch();
+    // Another tab of this origin may hold the agent: wait for it to close.
+    status('standby');
+    try {
+      await locks.request(LOCK, abort ? { signal: abort.signal } : {}, () => {
+        if (stopped || !launch()) return undefined;
+        return new Promise((resolve) => { releaseLock = resolve; });
+      });
+    } catch (e) {
+      if (!stopped) fail(`cannot take the agent lock: ${e && e.message ? e.message : e}`);
+    }
+  }
+
+  const handle = {
     /** Listens for 'status' | 'task' | 'error'; returns a function that stops listening. */
     on(type, cb) {
       if (!EVENTS.includes(type)) throw new TypeError(`idlecore: unknown event ${type}`);
+      if (typeof cb !== 'function') throw new TypeError('idlecore: on(type, cb) needs a function');
       listeners[type].add(cb);
       return () => listeners[type].delete(cb);
     },
-    /** Stops the agent and every executor at once. */
+    /** Stops the agent and every executor at once; a stopped handle stays stopped. */
     stop() {
-      if (!worker) return;
-      worker.terminate();
-      worker = null;
-      emit('status', { type: 'status', state: 'stopped' });
+      if (stopped) return;
+      stopped = true;
+      if (abort) abort.abort();
+      teardown();
+      status('stopped', { workers: 0, cpu: 0 });
+    },
+    /** Stops computing within a second, keeping the connection; `resume()` goes on. */
+    pause() {
+      reasons.user = true;
+      sync();
+    },
+    resume() {
+      reasons.user = false;
+      sync();
+    },
+    /** A new share of the device's cores × time, 0 to 1. */
+    setCpu(fraction) {
+      if (!OPTIONS.cpu[0](fraction)) throw new TypeError(`idlecore: setCpu takes ${OPTIONS.cpu[1]}`);
+      opts.cpu = fraction;
+      post({ cmd: 'cpu', cpu: fraction });
+      sync();
+    },
+    /** The latest figures: tasks done, CPU-seconds given, bytes moved. */
+    stats() {
+      const { tasksDone, tasksFailed, cpuSeconds, bytesIn, bytesOut, workers, cpu, state } = last;
+      return { state, tasksDone, tasksFailed, cpuSeconds, bytesIn, bytesOut, bytesMoved: bytesIn + bytesOut, workers, cpu };
     },
   };
+  // Listeners added right after `start` returns still see the first status.
+  Promise.resolve().then(run).catch((e) => fail(String(e && e.message ? e.message : e)));
+  return handle;
 }

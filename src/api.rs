@@ -1,7 +1,6 @@
 //! The `#[wasm_bindgen]` surface: entry points of the agent and executor Workers.
 
 use crate::agent::{self, AgentOptions};
-use idlecore_protocol::limits::MAX_SLOTS;
 use js_sys::Function;
 use wasm_bindgen::prelude::*;
 
@@ -12,12 +11,7 @@ pub fn agent_main(options: JsValue, spawn_executor: Function) -> Result<(), JsVa
     console_error_panic_hook::set_once();
     let opts: AgentOptions = serde_wasm_bindgen::from_value(options)
         .map_err(|e| js_sys::Error::new(&format!("idlecore: invalid options: {e}")))?;
-    if !(opts.coordinator.starts_with("ws://") || opts.coordinator.starts_with("wss://")) {
-        return Err(js_sys::Error::new("idlecore: `coordinator` must be a ws:// or wss:// URL").into());
-    }
-    if opts.slots == 0 || opts.slots > MAX_SLOTS {
-        return Err(js_sys::Error::new(&format!("idlecore: `slots` must be between 1 and {MAX_SLOTS}")).into());
-    }
+    opts.validate().map_err(|e| js_sys::Error::new(&format!("idlecore: invalid options: {e}")))?;
     wasm_bindgen_futures::spawn_local(async move {
         if let Err(e) = agent::run(opts, spawn_executor).await {
             web_sys::console::error_2(&"idlecore: agent stopped:".into(), &e);

@@ -11,6 +11,7 @@
 //! module caches), `lru`, `executor` (executor Workers and deadlines), `wasi`
 //! (the preview1 host), `status` (events to the page), `api` (entry points).
 
+pub mod budget;
 pub mod executor;
 pub mod lru;
 pub mod wasi;

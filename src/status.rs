@@ -8,10 +8,20 @@ use web_sys::DedicatedWorkerGlobalScope;
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
-    /// `connecting`, `connected`, `disconnected` or `failed`.
+    /// `connecting`, `connected`, `paused` or `disconnected` (the page adds
+    /// `waiting-consent`, `declined`, `standby`, `unsupported`, `failed`, `stopped`).
     pub state: &'static str,
     pub coordinator: String,
-    pub slots: u32,
+    /// Executors running now.
+    pub workers: u32,
+    /// Share of the device's cores × time the budget gives now (0 when paused).
+    pub cpu: f64,
+    /// Time executors spent running tasks, in seconds.
+    pub cpu_seconds: f64,
+    /// Bytes received from the coordinator (frames and downloaded modules).
+    pub bytes_in: u64,
+    /// Bytes sent to the coordinator.
+    pub bytes_out: u64,
     pub running: u32,
     pub queued: u32,
     pub tasks_done: u64,
@@ -45,4 +55,13 @@ pub fn report_status(s: &Status) {
 
 pub fn report_task(t: &TaskEvent) {
     post("task", t);
+}
+
+#[derive(Serialize)]
+struct ErrorEvent<'a> {
+    message: &'a str,
+}
+
+pub fn report_error(message: &str) {
+    post("error", &ErrorEvent { message });
 }

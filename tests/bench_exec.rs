@@ -240,7 +240,8 @@ async fn round_trip_to_an_executor() {
     let notify: Rc<dyn Fn(PoolEvent)> = Rc::new(move |e| {
         let _ = tx.unbounded_send(e);
     });
-    let mut pool = ExecutorPool::new(spawn.as_ref().unchecked_ref::<Function>().clone(), 1, notify).expect("pool");
+    let mut pool = ExecutorPool::new(spawn.as_ref().unchecked_ref::<Function>().clone(), notify);
+    pool.resize(1).expect("starts an executor");
     match rx.next().await {
         Some(PoolEvent::Ready(0)) => pool.mark_ready(0),
         Some(PoolEvent::Crashed(_, m)) => panic!("the executor did not start: {m}"),

@@ -36,7 +36,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ws", get(worker_socket));
     let mut app = api;
     if let Some(pkg) = &state.config.pkg {
-        app = app.nest_service("/pkg", ServeDir::new(pkg));
+        // Pages on other origins may load the package from here as from a CDN
+        // (module scripts and the wasm are CORS fetches).
+        let cors = tower_http::set_header::SetResponseHeaderLayer::overriding(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            header::HeaderValue::from_static("*"),
+        );
+        app = app.nest_service("/pkg", tower::ServiceBuilder::new().layer(cors).service(ServeDir::new(pkg)));
     }
     if let Some(www) = &state.config.www {
         app = app.fallback_service(ServeDir::new(www));
@@ -209,9 +215,24 @@ async fn stats(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
     Json(v)
 }
 
-async fn worker_socket(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+/// `?site=KEY` on the worker socket: which embedding site the visitor came from.
+#[derive(serde::Deserialize)]
+struct SocketQuery {
+    site: Option<String>,
+}
+
+async fn worker_socket(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<SocketQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let site = query.site.unwrap_or_default();
+    if site.len() > 128 || !site.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        let why = "site key: up to 128 letters, digits, '.', '_' or '-'";
+        return (axum::http::StatusCode::BAD_REQUEST, why).into_response();
+    }
     // Frames a little over the protocol maximum still arrive whole, so the
     // session can answer them with a `TooLarge` error instead of a bare close.
     let limit = idlecore_protocol::MAX_FRAME_BYTES + 64 * 1024;
-    ws.max_message_size(limit).max_frame_size(limit).on_upgrade(move |socket| sessions::run(socket, state))
+    ws.max_message_size(limit).max_frame_size(limit).on_upgrade(move |socket| sessions::run(socket, state, site))
 }

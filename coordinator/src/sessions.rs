@@ -28,10 +28,11 @@ impl From<DecodeError> for Refusal {
     }
 }
 
-pub async fn run(mut socket: WebSocket, state: Arc<AppState>) {
+/// Serves one worker socket; `site` is the embedding site's key ("" if none).
+pub async fn run(mut socket: WebSocket, state: Arc<AppState>, site: String) {
     let _open = state.open_session();
     let session = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
-    let result = serve(&mut socket, &state, session).await;
+    let result = serve(&mut socket, &state, session, &site).await;
     if let Err(Refusal(code, message)) = result {
         tracing::info!(session, ?code, "closing worker session: {message}");
         let frame = encode_coordinator(&CoordinatorMessage::Error(ProtocolError { code, message }));
@@ -54,7 +55,7 @@ async fn next_frame(socket: &mut WebSocket) -> Result<Option<Vec<u8>>, Refusal> 
     }
 }
 
-async fn serve(socket: &mut WebSocket, state: &Arc<AppState>, session: u64) -> Result<(), Refusal> {
+async fn serve(socket: &mut WebSocket, state: &Arc<AppState>, session: u64, site: &str) -> Result<(), Refusal> {
     let hello = match tokio::time::timeout(Duration::from_secs(10), next_frame(socket)).await {
         Err(_) => return Err(Refusal(ErrorCode::UnexpectedMessage, "no Hello within 10 s".into())),
         Ok(frame) => match frame? {
@@ -82,7 +83,7 @@ async fn serve(socket: &mut WebSocket, state: &Arc<AppState>, session: u64) -> R
     send(socket, &welcome).await?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let worker = state.scheduler().register_worker(hello.slots, tx);
-    tracing::info!(session, worker, slots = hello.slots, agent = %hello.agent, "worker joined");
+    tracing::info!(session, worker, slots = hello.slots, site, agent = %hello.agent, "worker joined");
     let outcome = session_loop(socket, state, worker, &mut rx, heartbeat_ms).await;
     let requeued = state.scheduler().remove_worker(worker);
     tracing::info!(session, worker, requeued, "worker left");

@@ -3,8 +3,12 @@
 //! an [`Event`] handled one at a time by [`Agent::handle`], so the state needs
 //! no locking and every transition is in one place.
 
+pub mod control;
 pub mod modules;
 
+pub use control::{AgentOptions, Control};
+
+use crate::budget::Plan;
 use crate::executor::pool::{ExecutorPool, PoolEvent};
 use crate::status::{report_status, report_task, Status, TaskEvent};
 use crate::transport::{Socket, SocketEvent};
@@ -12,11 +16,10 @@ use futures_channel::mpsc;
 use futures_util::StreamExt;
 use gloo_timers::callback::{Interval, Timeout};
 use idlecore_protocol::{
-    decode_coordinator, decode_worker, encode_worker, CoordinatorMessage, FailureKind, Heartbeat, Hello, Lease,
-    ModuleHash, TaskFailure, WorkerMessage, PROTOCOL_VERSION,
+    decode_coordinator, decode_worker, encode_worker, Capacity, CoordinatorMessage, FailureKind, Heartbeat, Hello,
+    Lease, ModuleHash, TaskFailure, WorkerMessage, PROTOCOL_VERSION,
 };
 use js_sys::{Function, WebAssembly};
-use serde::Deserialize;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use wasm_bindgen::JsValue;
@@ -32,34 +35,6 @@ const REVIVE_MAX_MS: u32 = 60_000;
 /// Unacknowledged reports kept, at most (two of the largest frames).
 const MAX_UNACKED_BYTES: usize = 2 * idlecore_protocol::limits::MAX_FRAME_BYTES;
 
-/// Options from `start(options)`, validated by serde.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AgentOptions {
-    /// `ws://` or `wss://` URL of the coordinator's worker endpoint.
-    pub coordinator: String,
-    /// Executors (tasks at once).
-    pub slots: u32,
-    /// Description sent in `Hello`.
-    #[serde(default)]
-    pub agent: String,
-    /// Byte budget of compiled modules kept in memory, in MiB.
-    #[serde(default)]
-    pub module_cache_mib: Option<u32>,
-    /// Leases to hold queued beyond the running ones, so an executor that
-    /// finishes starts its next task without waiting a round trip to the
-    /// coordinator. Default: one per executor.
-    #[serde(default)]
-    pub prefetch: Option<u32>,
-}
-
-impl AgentOptions {
-    /// The capacity advertised in `Hello`: executors plus prefetched leases.
-    pub fn capacity(&self) -> u32 {
-        self.slots.saturating_add(self.prefetch.unwrap_or(self.slots)).min(idlecore_protocol::limits::MAX_SLOTS)
-    }
-}
-
 pub enum Event {
     /// Tagged with the socket generation, so events of an old socket are ignored.
     Socket(u32, SocketEvent),
@@ -69,6 +44,8 @@ pub enum Event {
     Reconnect,
     /// Try again to start the executor of this slot.
     Revive(usize),
+    /// From the page: pause, resume, a new CPU share.
+    Control(Control),
 }
 
 /// Default byte budget of compiled modules kept by one agent.
@@ -79,6 +56,8 @@ struct Session {
     generation: u32,
     /// Set once `Welcome` arrived.
     module_path: Option<String>,
+    /// The capacity the coordinator knows (sent in `Hello` or `Capacity`).
+    capacity: u32,
     _heartbeat: Option<Interval>,
 }
 
@@ -104,6 +83,10 @@ pub struct Agent {
     unacked: VecDeque<(u64, Vec<u8>)>,
     unacked_bytes: usize,
     crashes: Vec<u32>,
+    /// Executors and duty cycle for the CPU share (see `budget`).
+    plan: Plan,
+    /// Paused by the page (hidden, on battery, `pause()`): no executors, capacity 0.
+    paused: bool,
     status: Status,
 }
 
@@ -114,10 +97,13 @@ pub async fn run(opts: AgentOptions, spawn_executor: Function) -> Result<(), JsV
         let _ = tx.unbounded_send(e);
     });
     let pool_notify = notify.clone();
-    let pool = ExecutorPool::new(spawn_executor, opts.slots as usize, Rc::new(move |e| pool_notify(Event::Pool(e))))?;
+    let pool = ExecutorPool::new(spawn_executor, Rc::new(move |e| pool_notify(Event::Pool(e))));
+    let _control = control::listen(notify.clone());
     let mut agent = Agent {
-        status: Status { state: "connecting", coordinator: opts.coordinator.clone(), slots: opts.slots, ..Status::default() },
-        crashes: vec![0; opts.slots as usize],
+        status: Status { state: "connecting", coordinator: opts.coordinator.clone(), ..Status::default() },
+        crashes: Vec::new(),
+        plan: opts.plan(),
+        paused: opts.paused,
         notify,
         pool,
         session: None,
@@ -133,7 +119,7 @@ pub async fn run(opts: AgentOptions, spawn_executor: Function) -> Result<(), JsV
         unacked_bytes: 0,
         opts,
     };
-    agent.connect();
+    agent.apply_budget();
     while let Some(event) = rx.next().await {
         agent.handle(event);
     }
@@ -141,14 +127,83 @@ pub async fn run(opts: AgentOptions, spawn_executor: Function) -> Result<(), JsV
 }
 
 impl Agent {
+    /// Computing allowed: not paused and a CPU share above zero.
+    fn active(&self) -> bool {
+        !self.paused && self.plan.workers > 0
+    }
+
+    /// Leases to hold: executors plus prefetched ones (0 when inactive).
+    fn capacity(&self) -> u32 {
+        if !self.active() {
+            return 0;
+        }
+        let w = self.plan.workers;
+        w.saturating_add(self.opts.prefetch.unwrap_or(w)).min(idlecore_protocol::limits::MAX_SLOTS)
+    }
+
+    /// Brings executors, held leases, the coordinator's view and the session
+    /// in line with the budget and pause state; called whenever they change.
+    fn apply_budget(&mut self) {
+        let workers = if self.active() { self.plan.workers as usize } else { 0 };
+        match self.pool.resize(workers) {
+            Ok(stopped) => {
+                for lease in stopped {
+                    if let Some(ids) = self.running.remove(&lease) {
+                        self.withdraw(lease, ids);
+                    }
+                }
+            }
+            Err(e) => self.status.last_error = Some(format!("cannot start an executor: {e:?}")),
+        }
+        self.crashes.resize(self.pool.size(), 0);
+        self.revivals.retain(|i, _| *i < workers);
+        let keep = (self.capacity() as usize).saturating_sub(self.running.len());
+        while self.waiting.len() > keep {
+            let l = self.waiting.pop_back().expect("longer than keep");
+            self.withdraw(l.lease, (l.job, l.task));
+        }
+        self.status.workers = self.pool.size() as u32;
+        self.status.cpu = if self.active() { self.plan.cores() / self.opts.cores() as f64 } else { 0.0 };
+        let capacity = self.capacity();
+        let welcomed = self.session.as_ref().is_some_and(|s| s.module_path.is_some());
+        if welcomed {
+            self.tell_capacity();
+            self.set_state(if self.active() { "connected" } else { "paused" }, None);
+        } else if self.session.is_none() && self.reconnect.is_none() && capacity > 0 {
+            self.connect();
+        } else if capacity == 0 && self.session.is_none() {
+            self.set_state("paused", None);
+        } else {
+            self.publish();
+        }
+        self.dispatch();
+    }
+
+    /// Sends `Capacity` if the coordinator's view is out of date.
+    fn tell_capacity(&mut self) {
+        let capacity = self.capacity();
+        let Some(s) = &mut self.session else { return };
+        if s.capacity != capacity && s.module_path.is_some() {
+            s.capacity = capacity;
+            self.send_msg(&WorkerMessage::Capacity(Capacity { slots: capacity }));
+        }
+    }
+
     fn connect(&mut self) {
         self.reconnect = None;
+        if self.capacity() == 0 {
+            // Nothing to give now; `apply_budget` connects once there is.
+            self.set_state("paused", None);
+            return;
+        }
         self.generation += 1;
         let generation = self.generation;
         let notify = self.notify.clone();
         self.set_state("connecting", None);
         match Socket::connect(&self.opts.coordinator, Rc::new(move |e| notify(Event::Socket(generation, e)))) {
-            Ok(socket) => self.session = Some(Session { socket, generation, module_path: None, _heartbeat: None }),
+            Ok(socket) => {
+                self.session = Some(Session { socket, generation, module_path: None, capacity: 0, _heartbeat: None })
+            }
             Err(e) => self.lost(format!("cannot open a WebSocket to {}: {e:?}", self.opts.coordinator)),
         }
     }
@@ -184,8 +239,9 @@ impl Agent {
     fn send(&mut self, frame: &[u8]) {
         let failed = match &self.session {
             Some(s) => s.socket.send(frame).is_err(),
-            None => false,
+            None => return,
         };
+        self.status.bytes_out += frame.len() as u64;
         if failed {
             self.lost("send failed".into());
         }
@@ -229,22 +285,41 @@ impl Agent {
                 self.revivals.remove(&i);
                 self.replace_slot(i);
             }
+            Event::Control(c) => {
+                match c {
+                    Control::Pause => self.paused = true,
+                    Control::Resume => self.paused = false,
+                    Control::Cpu { cpu } => {
+                        self.opts.cpu = cpu;
+                        self.plan = self.opts.plan();
+                    }
+                }
+                self.apply_budget();
+            }
         }
     }
 
     fn on_socket(&mut self, event: SocketEvent) {
         match event {
             SocketEvent::Open => {
-                let hello = Hello { version: PROTOCOL_VERSION, slots: self.opts.capacity(), agent: self.opts.agent.clone() };
+                // `Hello` needs at least one slot; a pause meanwhile is sent as `Capacity` after `Welcome`.
+                let slots = self.capacity().max(1);
+                if let Some(s) = &mut self.session {
+                    s.capacity = slots;
+                }
+                let hello = Hello { version: PROTOCOL_VERSION, slots, agent: self.opts.agent.clone() };
                 self.send_msg(&WorkerMessage::Hello(hello));
             }
             SocketEvent::Closed { code, reason } => {
                 self.lost(format!("connection closed (code {code}{}{reason})", if reason.is_empty() { "" } else { ": " }));
             }
-            SocketEvent::Frame(frame) => match decode_coordinator(&frame) {
-                Ok(msg) => self.on_message(msg),
-                Err(e) => self.lost(format!("coordinator sent a bad frame: {e}")),
-            },
+            SocketEvent::Frame(frame) => {
+                self.status.bytes_in += frame.len() as u64;
+                match decode_coordinator(&frame) {
+                    Ok(msg) => self.on_message(msg),
+                    Err(e) => self.lost(format!("coordinator sent a bad frame: {e}")),
+                }
+            }
         }
     }
 
@@ -258,7 +333,8 @@ impl Agent {
                 }
                 self.backoff_ms = BACKOFF_START_MS;
                 self.status.connects += 1;
-                self.set_state("connected", None);
+                self.set_state(if self.active() { "connected" } else { "paused" }, None);
+                self.tell_capacity();
                 let again: Vec<Vec<u8>> = self.unacked.iter().map(|(_, f)| f.clone()).collect();
                 for frame in again {
                     self.send(&frame);
@@ -288,12 +364,24 @@ impl Agent {
     }
 
     /// Queues leases (loading their modules) and starts what can start.
+    /// Leases beyond the capacity (sent before a lower `Capacity` arrived) go back.
     fn take(&mut self, leases: Vec<Lease>) {
         for lease in leases {
+            if self.waiting.len() + self.running.len() >= self.capacity() as usize {
+                self.withdraw(lease.lease, (lease.job, lease.task));
+                continue;
+            }
             self.load_module(lease.module);
             self.waiting.push_back(lease);
         }
         self.dispatch();
+    }
+
+    /// Gives a lease back unrun or stopped; the coordinator re-queues it for free.
+    fn withdraw(&mut self, lease: u64, _ids: (u64, u32)) {
+        let why = if self.paused { "paused" } else { "the CPU budget was lowered" };
+        let failure = TaskFailure { lease, kind: FailureKind::Withdrawn, message: why.into() };
+        self.report(lease, encode_worker(&WorkerMessage::Failure(failure)));
     }
 
     fn load_module(&mut self, hash: ModuleHash) {
@@ -317,8 +405,9 @@ impl Agent {
         self.loading.remove(&hash);
         match result {
             Ok((module, size, source)) => {
-                if source == modules::Source::Cache {
-                    self.status.modules_from_cache += 1;
+                match source {
+                    modules::Source::Cache => self.status.modules_from_cache += 1,
+                    modules::Source::Network => self.status.bytes_in += size as u64,
                 }
                 self.modules.insert(hash, module, size);
                 // A lease may wait for a module evicted meanwhile: load it again.
@@ -370,14 +459,25 @@ impl Agent {
     }
 
     fn on_pool(&mut self, event: PoolEvent) {
+        let id = match &event {
+            PoolEvent::Ready(id) | PoolEvent::Done(id, _) | PoolEvent::TimedOut(id, _) => *id,
+            PoolEvent::Crashed(id, _) | PoolEvent::Rested(id) => *id,
+        };
+        // Events of a Worker already replaced or removed are stale.
+        let Some(i) = self.pool.index(id) else { return };
         match event {
-            PoolEvent::Ready(i) => {
+            PoolEvent::Ready(_) => {
                 self.crashes[i] = 0;
                 self.pool.mark_ready(i);
                 self.dispatch();
             }
-            PoolEvent::Done(i, frame) => {
-                let Some(lease) = self.pool.finish(i) else { return };
+            PoolEvent::Rested(_) => {
+                self.pool.rested(i);
+                self.dispatch();
+            }
+            PoolEvent::Done(_, frame) => {
+                let Some((lease, ran_ms)) = self.pool.finish(i) else { return };
+                self.ran(i, ran_ms);
                 let Some(ids) = self.running.remove(&lease) else { return };
                 let ok = match decode_worker(&frame) {
                     Ok(WorkerMessage::Result(r)) if r.lease == lease => {
@@ -402,9 +502,12 @@ impl Agent {
                 self.report(lease, frame);
                 self.dispatch();
             }
-            PoolEvent::TimedOut(i, lease) => {
+            PoolEvent::TimedOut(_, lease) => {
                 if self.pool.running(i) != Some(lease) {
                     return;
+                }
+                if let Some((_, ran_ms)) = self.pool.finish(i) {
+                    self.ran(i, ran_ms);
                 }
                 self.replace_slot(i);
                 if let Some(ids) = self.running.remove(&lease) {
@@ -412,9 +515,9 @@ impl Agent {
                 }
                 self.dispatch();
             }
-            PoolEvent::Crashed(i, message) => {
+            PoolEvent::Crashed(_, message) => {
                 self.crashes[i] += 1;
-                let running = self.pool.finish(i);
+                let running = self.pool.finish(i).map(|(lease, _)| lease);
                 if self.crashes[i] <= MAX_CRASHES {
                     self.replace_slot(i);
                 } else {
@@ -439,5 +542,12 @@ impl Agent {
                 self.dispatch();
             }
         }
+    }
+
+    /// A run of `ran_ms` ended in slot `i`: count the CPU given and rest the
+    /// slot to keep the budget's duty cycle.
+    fn ran(&mut self, i: usize, ran_ms: f64) {
+        self.status.cpu_seconds += ran_ms / 1000.0;
+        self.pool.rest(i, self.plan.rest_ms(ran_ms));
     }
 }

@@ -112,7 +112,7 @@ pub fn chaos(cfg: &Config) -> anyhow::Result<Summary> {
 
     // Browsers go through a proxy whose connections get cut now and then.
     let proxy = idlecore_e2e::proxy::Proxy::start(addr)?;
-    let url = format!("http://{}/", proxy.addr);
+    let url = format!("http://{}/visitor.html", proxy.addr);
     let mut browsers: Vec<Option<Visitor>> = (0..cfg.browsers).map(|_| Visitor::open(&url).map(Some)).collect::<anyhow::Result<_>>()?;
     let mut loadgens: Vec<Option<Loadgen>> = (0..cfg.loadgens)
         .map(|i| Loadgen::start(&paths, &c, cfg.loadgen_workers, cfg.seed + i as u64).map(Some))

@@ -39,7 +39,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 
     let mut browsers = Vec::new();
     for _ in 0..visitors {
-        browsers.push(Visitor::open(&format!("{url}/"))?);
+        browsers.push(Visitor::open(&format!("{url}/visitor.html"))?);
     }
     println!("visitors:        {visitors} headless Chromium page(s)");
 

@@ -93,7 +93,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunOutcome> {
     std::fs::write(
         www.join("index.html"),
         "<!doctype html><title>idlecore run</title>\
-         <script src=\"/pkg/idlecore.js\" data-coordinator=\"/ws\" data-slots=\"1\"></script>\n",
+         <script src=\"/pkg/idlecore.js\" data-coordinator=\"/ws\" data-consent=\"granted\" data-cpu=\"1\" data-max-workers=\"1\"></script>\n",
     )?;
     let token = random_hex(16)?;
     let serve_args = ServeArgs {

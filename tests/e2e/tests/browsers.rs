@@ -60,7 +60,7 @@ fn workers(api: &Api) -> u64 {
 }
 
 fn visitors(c: &Coordinator, n: usize) -> Vec<Visitor> {
-    let v: Vec<Visitor> = (0..n).map(|_| Visitor::open(&format!("{}/", c.base_url())).unwrap()).collect();
+    let v: Vec<Visitor> = (0..n).map(|_| Visitor::open(&format!("{}/visitor.html", c.base_url())).unwrap()).collect();
     let api = c.api();
     wait_for("the visitors to join", Duration::from_secs(60), || (workers(&api) >= n as u64).then_some(())).unwrap();
     v
@@ -238,7 +238,7 @@ fn a_returning_visitor_does_not_download_the_module_again() {
     let profile = s.dir.path().join("profile");
     let downloads = || api.stats().unwrap()["module_downloads"].as_u64().unwrap();
     for visit in 0..2 {
-        let mut visitor = Visitor::returning(&format!("{}/", c.base_url()), &profile).unwrap();
+        let mut visitor = Visitor::returning(&format!("{}/visitor.html", c.base_url()), &profile).unwrap();
         wait_for("the visitor to join", Duration::from_secs(60), || (workers(&api) == 1).then_some(())).unwrap();
         let job = api.create_job(&hash, &[vec![]], &args(&["exit", "0"]), json!({})).unwrap();
         wait_for("the job", Duration::from_secs(60), || (api.status(job).ok()?["state"] == "completed").then_some(())).unwrap();
@@ -302,7 +302,7 @@ fn a_run_that_ends_while_the_network_is_down_is_reported_after_reconnecting() {
     let dir = tempfile::tempdir().unwrap();
     let c = start(&dir.path().join("data"), &paths, None);
     let proxy = idlecore_e2e::proxy::Proxy::start(c.addr).unwrap();
-    let _v = Visitor::open(&format!("http://{}/", proxy.addr)).unwrap();
+    let _v = Visitor::open(&format!("http://{}/visitor.html", proxy.addr)).unwrap();
     let api = c.api();
     wait_for("the visitor to join", Duration::from_secs(60), || (workers(&api) >= 1).then_some(())).unwrap();
     let hash = api.upload(&std::fs::read(paths.tasks.join("hashchain.wasm")).unwrap()).unwrap();
@@ -337,7 +337,7 @@ fn a_visitor_advertises_its_executors_plus_prefetched_leases() {
     std::fs::create_dir(&www).unwrap();
     std::fs::write(
         www.join("index.html"),
-        r#"<!doctype html><script src="/pkg/idlecore.js" data-coordinator="/ws" data-slots="2" data-prefetch="3"></script>"#,
+        r#"<!doctype html><script src="/pkg/idlecore.js" data-coordinator="/ws" data-consent="granted" data-cpu="1" data-max-workers="2" data-prefetch="3"></script>"#,
     )
     .unwrap();
     let c = start_site(&dir.path().join("data"), &paths, None, &www, &paths.pkg);
@@ -369,7 +369,7 @@ fn executors_that_cannot_start_are_retried_until_they_can() {
     let good = std::fs::read(pkg.join("executor.js")).unwrap();
     std::fs::write(pkg.join("executor.js"), "throw new Error('this executor cannot start');\n").unwrap();
     let c = start_site(&dir.path().join("data"), &paths, None, &paths.www, &pkg);
-    let _v = Visitor::open(&format!("{}/", c.base_url())).unwrap();
+    let _v = Visitor::open(&format!("{}/visitor.html", c.base_url())).unwrap();
     let api = c.api();
     wait_for("the visitor to join", Duration::from_secs(60), || (workers(&api) >= 1).then_some(())).unwrap();
     let hash = api.upload(&std::fs::read(paths.tasks.join("hashchain.wasm")).unwrap()).unwrap();

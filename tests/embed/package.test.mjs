@@ -1,0 +1,115 @@
+// The package as site owners and developers get it: the script tag from
+// another origin (a CDN) under the documented CSP, the packed npm tarball
+// imported with no bundler and built into a Vite app, and its types.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startCoordinator, staticServer, launch, open, waitFor, finish } from './harness.mjs';
+
+const HERE = import.meta.dirname;
+let c;
+let browser;
+let hash;
+
+before(async () => {
+  c = await startCoordinator();
+  browser = await launch();
+  hash = await c.api.upload('hashchain');
+});
+after(async () => {
+  await browser?.close();
+  c?.stop();
+});
+
+/** Runs a small job on whatever page has joined; checks every task's digest. */
+async function computes(n = 6) {
+  await waitFor('a worker to join', async () => (await c.api.stats()).workers >= 1, 30_000);
+  const job = await c.api.job(hash, n, ['--rounds', '1000']);
+  const results = await finish(c, job);
+  assert.equal(results.length, n);
+  for (const r of results) {
+    assert.equal(r.status, 'done', JSON.stringify(r));
+    const want = execFileSync(join(import.meta.dirname, '../../target/release/hashchain'), ['--rounds', '1000'], { input: String(r.task) });
+    assert.equal(Buffer.from(r.stdout, 'base64').toString(), want.toString(), `task ${r.task}'s digest`);
+  }
+}
+
+async function leaves(context) {
+  await context.close();
+  await waitFor('the worker to leave', async () => (await c.api.stats()).workers === 0, 20_000);
+}
+
+test('the script tag works from another origin under the CSP docs/embedding.md gives', async () => {
+  // Chromium checks a module Worker's imports against worker-src, so the CDN is there too.
+  const csp = `default-src 'self'; script-src ${c.base} 'wasm-unsafe-eval'; worker-src blob: ${c.base}; connect-src ${c.base} ${c.ws}`;
+  const page = `<!doctype html><body><p>host page</p>
+    <script src="${c.base}/pkg/idlecore.js" data-coordinator="${c.ws}" data-site-key="embed-test"
+      data-cpu="1" data-consent="granted" defer></script>`;
+  const site = await staticServer(HERE, { '/': { html: page, headers: { 'content-security-policy': csp } } });
+  const context = await browser.newContext();
+  try {
+    const violations = [];
+    const { page: p, errors } = await open(context, `${site.origin}/`);
+    p.on('console', (m) => { if (/Content.Security.Policy|Refused/i.test(m.text())) violations.push(m.text()); });
+    assert.notEqual(new URL(c.base).origin, site.origin, 'the script comes from another origin');
+    await computes();
+    assert.deepEqual(errors, [], 'no exception reached the page');
+    assert.deepEqual(violations, [], 'nothing was blocked by the CSP');
+    assert.match(c.log(), /site="?embed-test/, 'the site key reached the coordinator');
+  } finally {
+    await leaves(context);
+    site.close();
+  }
+});
+
+test('the packed package imports with no bundler (import map) and reports stats', async () => {
+  const page = `<!doctype html><body>
+    <script type="importmap">{"imports": {"idlecore": "/node_modules/idlecore/index.js"}}</script>
+    <script type="module">
+      import { start } from 'idlecore';
+      window.handle = start({ coordinator: ${JSON.stringify(c.ws)}, consent: 'granted', cpu: 1 });
+    </script>`;
+  const site = await staticServer(HERE, { '/': page });
+  const context = await browser.newContext();
+  try {
+    const { page: p, errors } = await open(context, `${site.origin}/`);
+    await computes();
+    const stats = await waitFor('stats to count the tasks', async () => {
+      const s = await p.evaluate(() => window.handle.stats());
+      return s.tasksDone >= 6 && s;
+    });
+    assert.ok(stats.cpuSeconds > 0, `CPU-seconds given: ${stats.cpuSeconds}`);
+    const moduleBytes = readFileSync(join(HERE, '../../target/wasm32-wasip1/release/hashchain.wasm')).length;
+    assert.ok(stats.bytesIn > moduleBytes / 2, `bytes in (${stats.bytesIn}) include the module download`);
+    assert.ok(stats.bytesOut > 0 && stats.bytesMoved === stats.bytesIn + stats.bytesOut);
+    assert.deepEqual(errors, []);
+  } finally {
+    await leaves(context);
+    site.close();
+  }
+});
+
+test('a Vite app built against the packed package computes', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'idlecore-vite-'));
+  execFileSync(process.execPath, [join(HERE, 'node_modules/vite/bin/vite.js'), 'build', '--outDir', out, '--emptyOutDir'],
+    { cwd: join(HERE, 'vite-app'), stdio: 'inherit' });
+  const site = await staticServer(out);
+  const context = await browser.newContext();
+  try {
+    const { page, errors } = await open(context, `${site.origin}/?coordinator=${encodeURIComponent(c.ws)}`);
+    await computes();
+    assert.equal(await page.textContent('#state'), 'connected');
+    assert.deepEqual(errors, []);
+  } finally {
+    await leaves(context);
+    site.close();
+  }
+});
+
+test('the package types accept the documented API and reject misuse', () => {
+  execFileSync(process.execPath, [join(HERE, 'node_modules/typescript/bin/tsc'), '-p', join(HERE, 'types-check')], { stdio: 'inherit' });
+});
