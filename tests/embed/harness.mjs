@@ -56,6 +56,7 @@ function api(base) {
     stats: () => call('GET', '/api/stats'),
     status: (job) => call('GET', `/api/jobs/${job}`),
     results: (job) => call('GET', `/api/jobs/${job}/results`),
+    cancel: (job) => call('POST', `/api/jobs/${job}/cancel`),
     /** Uploads a task module built by the xtask; returns its hash. */
     upload: async (name) => (await call('POST', '/api/modules', new Uint8Array(readFileSync(join(TASKS, `${name}.wasm`))))).hash,
     /** A job of `n` tasks whose stdins are "0", "1", ... */

@@ -1,0 +1,191 @@
+// What a visitor sees and controls: consent before anything runs, the
+// remembered choice, the indicator's Stop, pause when hidden, one agent per
+// origin across tabs, and the handle's pause/resume/setCpu/stop.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startCoordinator, launch, open, lastStatus, waitFor, sleep, browserCpuSeconds } from './harness.mjs';
+
+let c;
+let browser;
+let hash;
+
+const PAGES = {
+  'ask.html': '<script src="/pkg/idlecore.js" data-coordinator="/ws" data-cpu="1" defer></script>',
+  'granted.html': '<script src="/pkg/idlecore.js" data-coordinator="/ws" data-cpu="1" data-consent="granted" defer></script>',
+};
+
+before(async () => {
+  const www = mkdtempSync(join(tmpdir(), 'idlecore-www-'));
+  for (const [name, body] of Object.entries(PAGES)) writeFileSync(join(www, name), `<!doctype html><body><h1>host</h1>${body}`);
+  c = await startCoordinator({ www });
+  browser = await launch();
+  hash = await c.api.upload('hashchain');
+});
+after(async () => {
+  await browser?.close();
+  c?.stop();
+});
+
+const stats = () => c.api.stats();
+const workersAre = (n) => waitFor(`${n} workers`, async () => (await stats()).workers === n, 20_000);
+const state = async (page) => (await lastStatus(page))?.state;
+const stateIs = (page, s, timeoutMs = 20_000) => waitFor(`state ${s}`, async () => (await state(page)) === s, timeoutMs, 20);
+
+/** Resource URLs the page fetched so far. */
+const fetched = (page) => page.evaluate(() => performance.getEntriesByType('resource').map((e) => e.name));
+
+test('nothing runs before consent; the choice is remembered; Stop stops and is remembered', async () => {
+  const context = await browser.newContext();
+  try {
+    const { page, errors } = await open(context, `${c.base}/ask.html`);
+    const banner = page.getByRole('dialog');
+    await banner.waitFor();
+    assert.match(await banner.textContent(), /idle processing power/);
+    await stateIs(page, 'waiting-consent');
+    await sleep(1500);
+    assert.equal((await stats()).workers, 0, 'no connection before consent');
+    const before = await fetched(page);
+    assert.ok(!before.some((u) => /\.wasm|agent\.js|executor\.js/.test(u)), `nothing of the agent fetched: ${before}`);
+
+    await page.getByRole('button', { name: 'Allow' }).click();
+    await workersAre(1);
+    await page.locator('[data-idlecore=indicator]').waitFor();
+
+    // Remembered: the next page joins without asking.
+    await page.reload();
+    await stateIs(page, 'connected');
+    assert.equal(await page.getByRole('dialog').count(), 0, 'no banner the second time');
+    await workersAre(1);
+
+    // One click on the indicator stops everything, and is remembered too.
+    await page.getByRole('button', { name: 'Stop sharing CPU' }).click();
+    await workersAre(0);
+    assert.equal(await state(page), 'stopped');
+    assert.equal(await page.locator('[data-idlecore=indicator]').count(), 0, 'the indicator goes away');
+    await page.reload();
+    await stateIs(page, 'declined');
+    await sleep(1000);
+    assert.equal((await stats()).workers, 0);
+    assert.deepEqual(errors, []);
+  } finally {
+    await context.close();
+  }
+
+  const fresh = await browser.newContext();
+  try {
+    const { page } = await open(fresh, `${c.base}/ask.html`);
+    await page.getByRole('button', { name: 'No thanks' }).click();
+    await stateIs(page, 'declined');
+    await page.reload();
+    await stateIs(page, 'declined');
+    assert.equal(await page.getByRole('dialog').count(), 0);
+    assert.equal((await stats()).workers, 0);
+  } finally {
+    await fresh.close();
+  }
+});
+
+/** Headless Chromium never hides a page, so the test makes the page report
+ * `hidden` and sends the real `visibilitychange` event the browser would. */
+const setVisibility = (page, v) =>
+  page.evaluate((v) => {
+    Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => v });
+    Object.defineProperty(document, 'hidden', { configurable: true, get: () => v === 'hidden' });
+    document.dispatchEvent(new Event('visibilitychange'));
+  }, v);
+
+test('a hidden page stops computing within a second and resumes when visible', async () => {
+  const context = await browser.newContext();
+  try {
+    const { page, errors } = await open(context, `${c.base}/granted.html`);
+    await workersAre(1);
+    // Tasks of about a second each, so one is always mid-run.
+    const job = await c.api.job(hash, 40, ['--rounds', '500000']);
+    await waitFor('a task to run', async () => (await lastStatus(page))?.running >= 1, 30_000, 20);
+    await sleep(300);
+
+    const hiddenAt = Date.now();
+    await setVisibility(page, 'hidden');
+    await waitFor('paused with no executor', async () => {
+      const s = await lastStatus(page);
+      return s.state === 'paused' && s.workers === 0 && s.running === 0;
+    }, 5_000, 10);
+    await waitFor('leases given back', async () => (await stats()).leases === 0, 5_000, 20);
+    const took = Date.now() - hiddenAt;
+    assert.ok(took < 1000, `paused and leases back after ${took} ms`);
+    // And the CPU is really free from a second after hiding: the whole browser
+    // uses almost nothing (a running task used a full core).
+    await sleep(Math.max(0, hiddenAt + 1000 - Date.now()));
+    const cpu0 = browserCpuSeconds(browser.pid);
+    await sleep(2000);
+    const used = (browserCpuSeconds(browser.pid) - cpu0) / 2;
+    assert.ok(used < 0.1, `browser CPU while hidden: ${used.toFixed(3)} cores`);
+    assert.equal((await stats()).workers, 1, 'the session stays open while paused');
+
+    const doneBefore = (await c.api.status(job)).done;
+    await setVisibility(page, 'visible');
+    await stateIs(page, 'connected', 5_000);
+    await waitFor('tasks to go on', async () => ((await c.api.status(job)).done) > doneBefore, 30_000, 100);
+    await c.api.cancel(job);
+    assert.deepEqual(errors, []);
+  } finally {
+    await context.close();
+    await workersAre(0);
+  }
+});
+
+test('one agent per origin across tabs, handed over when its tab closes', async () => {
+  const context = await browser.newContext();
+  try {
+    const first = await open(context, `${c.base}/granted.html`);
+    await stateIs(first.page, 'connected');
+    const second = await open(context, `${c.base}/granted.html`);
+    await stateIs(second.page, 'standby');
+    await sleep(1500);
+    assert.equal((await stats()).workers, 1, 'the second tab waits');
+    assert.equal(await state(second.page), 'standby');
+
+    await first.page.close();
+    await stateIs(second.page, 'connected');
+    await workersAre(1);
+    assert.deepEqual(second.errors, []);
+  } finally {
+    await context.close();
+    await workersAre(0);
+  }
+});
+
+test('the handle pauses, resumes, changes the CPU share and stops', async () => {
+  const context = await browser.newContext();
+  try {
+    const { page, errors } = await open(context, `${c.base}/granted.html`);
+    await workersAre(1);
+    const slots = async () => (await stats()).slots;
+    const capacity = await slots();
+    assert.ok(capacity >= 1);
+
+    await page.evaluate(() => window.idlecore.pause());
+    await stateIs(page, 'paused', 5_000);
+    await waitFor('capacity 0 at the coordinator', async () => (await slots()) === 0, 5_000, 20);
+    await page.evaluate(() => window.idlecore.resume());
+    await stateIs(page, 'connected', 5_000);
+    await waitFor('capacity back', async () => (await slots()) === capacity, 5_000, 20);
+
+    await page.evaluate(() => window.idlecore.setCpu(0));
+    await waitFor('no executors at cpu 0', async () => (await lastStatus(page)).workers === 0 && (await slots()) === 0, 5_000, 20);
+    await page.evaluate(() => window.idlecore.setCpu(0.5));
+    await waitFor('executors back', async () => (await lastStatus(page)).workers >= 1 && (await slots()) >= 1, 5_000, 20);
+    await assert.rejects(page.evaluate(() => window.idlecore.setCpu(2)), /setCpu takes a number from 0 to 1/);
+
+    await page.evaluate(() => window.idlecore.stop());
+    await workersAre(0);
+    assert.equal(await state(page), 'stopped');
+    assert.deepEqual(errors, []);
+  } finally {
+    await context.close();
+  }
+});
