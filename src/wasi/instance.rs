@@ -151,7 +151,9 @@ impl Prepared {
         let instance = WebAssembly::Instance::new(&self.module, imports).map_err(|e| {
             let text = error_text(&e);
             // The engine could not allocate the module's initial memory.
-            if e.is_instance_of::<js_sys::RangeError>() && text.to_lowercase().contains("memory") {
+            // (An ASCII check: Unicode lowercasing would add its tables to the package.)
+            let says_memory = text.as_bytes().windows(6).any(|w| w.eq_ignore_ascii_case(b"memory"));
+            if e.is_instance_of::<js_sys::RangeError>() && says_memory {
                 RunError::MemoryLimit(text)
             } else {
                 RunError::Trap(text)

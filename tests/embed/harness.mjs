@@ -6,9 +6,10 @@ import { createServer } from 'node:http';
 import { mkdtempSync, readFileSync, statSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, extname, resolve, normalize } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
-export const ROOT = resolve(import.meta.dirname, '../..');
+export const ROOT = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 export const TOKEN = 'embed-token';
 const BIN = join(ROOT, 'target/release/idlecore');
 const TASKS = join(ROOT, 'target/wasm32-wasip1/release');

@@ -5,12 +5,14 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { startCoordinator, staticServer, launch, open, waitFor, finish } from './harness.mjs';
+import { dirname, join, normalize } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startCoordinator, staticServer, launch, open, waitFor, finish, ROOT } from './harness.mjs';
 
-const HERE = import.meta.dirname;
+const HERE = fileURLToPath(new URL('.', import.meta.url));
 let c;
 let browser;
 let hash;
@@ -33,7 +35,7 @@ async function computes(n = 6) {
   assert.equal(results.length, n);
   for (const r of results) {
     assert.equal(r.status, 'done', JSON.stringify(r));
-    const want = execFileSync(join(import.meta.dirname, '../../target/release/hashchain'), ['--rounds', '1000'], { input: String(r.task) });
+    const want = execFileSync(join(ROOT, 'target/release/hashchain'), ['--rounds', '1000'], { input: String(r.task) });
     assert.equal(Buffer.from(r.stdout, 'base64').toString(), want.toString(), `task ${r.task}'s digest`);
   }
 }
@@ -108,6 +110,49 @@ test('a Vite app built against the packed package computes', async () => {
     await leaves(context);
     site.close();
   }
+});
+
+test('the packed package holds every file its code refers to', () => {
+  const dir = join(HERE, 'node_modules/idlecore');
+  const manifest = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8'));
+  assert.equal(manifest.name, 'idlecore');
+  assert.match(manifest.version, /^\d+\.\d+\.\d+/);
+  assert.equal(manifest.types, 'index.d.ts');
+  assert.equal(manifest.exports['.'].default, './index.js');
+  const seen = new Set();
+  const visit = (file) => {
+    if (seen.has(file)) return;
+    seen.add(file);
+    assert.ok(existsSync(join(dir, file)), `${file} is in the package`);
+    if (!file.endsWith('.js')) return;
+    const code = readFileSync(join(dir, file), 'utf8').replace(/\/\*[\s\S]*?\*\//g, '').replace(/^\s*\/\/.*$/gm, '');
+    // Static imports, and files named next to import.meta.url (workers, wasm).
+    const refs = [...code.matchAll(/(?:import|export)[^'"]*?from\s*['"](\.[^'"]+)['"]/g),
+      ...code.matchAll(/import\s*['"](\.[^'"]+)['"]/g),
+      ...code.matchAll(/new URL\(\s*['"]([^'"]+)['"]\s*,\s*import\.meta\.url/g),
+      ...code.matchAll(/const [A-Z]+ = '([a-z_]+\.js)'/g)].map((m) => m[1]);
+    for (const ref of refs) visit(normalize(join(dirname(file), ref)));
+  };
+  for (const entry of ['index.js', 'idlecore.js', 'index.d.ts']) visit(entry);
+  for (const must of ['agent.js', 'executor.js', 'spawn.js', 'consent.js', 'idlecore_wasm_bg.wasm']) {
+    assert.ok(seen.has(must), `${must} is reachable from the entry points`);
+  }
+  assert.ok([...seen].some((f) => f.startsWith('snippets/')), 'wasm-bindgen snippets are shipped');
+});
+
+test('script and wasm together are at most 150 KiB gzipped', () => {
+  const dir = join(HERE, 'node_modules/idlecore');
+  const files = [];
+  const walk = (d) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      if (e.isDirectory()) walk(join(d, e.name));
+      else if (/\.(js|wasm)$/.test(e.name)) files.push(join(d, e.name));
+    }
+  };
+  walk(dir);
+  const total = files.reduce((n, f) => n + gzipSync(readFileSync(f), { level: 9 }).length, 0);
+  console.log(`shipped, gzipped: ${(total / 1024).toFixed(1)} KiB in ${files.length} files`);
+  assert.ok(total <= 150 * 1024, `${(total / 1024).toFixed(1)} KiB gzipped`);
 });
 
 test('the package types accept the documented API and reject misuse', () => {

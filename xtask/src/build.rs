@@ -45,7 +45,55 @@ pub fn package() -> anyhow::Result<PathBuf> {
     }
     // wasm-pack writes a .gitignore of `*` that would hide everything from npm pack.
     let _ = std::fs::remove_file(pkg.join(".gitignore"));
+    optimize(&pkg.join("idlecore_wasm_bg.wasm"))?;
+    let (wasm, js) = shipped_gzip_bytes(&pkg)?;
+    eprintln!(
+        "xtask: package size, gzipped: wasm {:.1} KiB + scripts {:.1} KiB = {:.1} KiB (budget {} KiB)",
+        wasm as f64 / 1024.0,
+        js as f64 / 1024.0,
+        (wasm + js) as f64 / 1024.0,
+        SIZE_BUDGET_KIB
+    );
     Ok(pkg)
+}
+
+/// What a visitor's browser may download, gzipped: script + wasm, at most this.
+pub const SIZE_BUDGET_KIB: u64 = 150;
+
+/// wasm-opt -O3 (binaryen from npm; see `tools`). Same size as -Oz here, and faster code.
+fn optimize(wasm: &std::path::Path) -> anyhow::Result<()> {
+    let features = ["reference-types", "bulk-memory", "nontrapping-float-to-int", "sign-ext", "multivalue", "mutable-globals"];
+    let mut cmd = Command::new("node");
+    cmd.arg(crate::tools::wasm_opt()).arg("-O3");
+    for f in features {
+        cmd.arg(format!("--enable-{f}"));
+    }
+    run(cmd.arg(wasm).arg("-o").arg(wasm))
+}
+
+/// Gzipped bytes of the package's wasm and of all its scripts (what the page,
+/// the agent and the executors load).
+pub fn shipped_gzip_bytes(pkg: &std::path::Path) -> anyhow::Result<(u64, u64)> {
+    // gzip -9, as a web server or CDN would send it.
+    let gz = |path: &std::path::Path| -> anyhow::Result<u64> {
+        let out = Command::new("gzip").arg("-9c").arg(path).output().context("running gzip")?;
+        anyhow::ensure!(out.status.success(), "gzip {} failed", path.display());
+        Ok(out.stdout.len() as u64)
+    };
+    let wasm = gz(&pkg.join("idlecore_wasm_bg.wasm"))?;
+    let mut js = 0;
+    let mut dirs = vec![pkg.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "js") {
+                js += gz(&path)?;
+            }
+        }
+    }
+    Ok((wasm, js))
 }
 
 /// Where browser tests and benchmarks find task modules, each raw

@@ -1,6 +1,7 @@
 //! `cargo xtask test`: every test. Native unit and integration tests, browser
 //! tests in headless Chromium (wasm-pack test), end-to-end tests against the
-//! release build, then a small chaos run (see `chaos.rs`).
+//! release build, the embed tests (npm package, script tag, consent, CPU
+//! budget; see `embed.rs`), then a small chaos run (see `chaos.rs`).
 
 use crate::{build, flag_value, tools};
 use anyhow::bail;
@@ -16,6 +17,8 @@ pub fn run_group(group: &str) -> anyhow::Result<()> {
         ),
         // Browsers are heavy on two cores: one end-to-end test at a time.
         "e2e" => crate::run(Command::new("cargo").args(["test", "-p", "idlecore-e2e", "--", "--test-threads=1"])),
+        // The npm package, script tag, consent and CPU budget in headless Chromium.
+        "embed" => crate::embed::test(),
         // A small chaos run: every result checked after worker and coordinator kills.
         "chaos" => crate::chaos::check(&crate::chaos::Config {
             tasks: 150,
@@ -26,7 +29,7 @@ pub fn run_group(group: &str) -> anyhow::Result<()> {
             loadgen_workers: 4,
             seed: 7,
         }),
-        other => bail!("unknown test group {other:?} (unit, browser, e2e, chaos)"),
+        other => bail!("unknown test group {other:?} (unit, browser, e2e, embed, chaos)"),
     }
 }
 
@@ -37,7 +40,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     match only {
         Some(group) => run_group(group),
         None => {
-            for group in ["unit", "browser", "e2e", "chaos"] {
+            for group in ["unit", "browser", "e2e", "embed", "chaos"] {
                 run_group(group)?;
             }
             eprintln!("xtask: all test groups passed");

@@ -1,8 +1,9 @@
 //! Installs what the build and tests need, only where it is missing:
 //! wasm targets, wasm-bindgen-cli at the Cargo.lock version, wasm-pack,
-//! Chromium with its matching ChromeDriver, binaryen, clang with wasi-libc
-//! (for the C test task), and the wasmtime Python package (the reference
-//! WASI runtime of the conformance tests).
+//! Chromium with its matching ChromeDriver, Node.js and npm, binaryen's
+//! wasm-opt (from npm: Debian's is too old for current Rust output), clang
+//! with wasi-libc (for the C test task), and the wasmtime Python package (the
+//! reference WASI runtime of the conformance tests).
 
 use crate::{root, run};
 use anyhow::{bail, Context};
@@ -25,6 +26,14 @@ pub fn wasm_bindgen_version() -> anyhow::Result<String> {
         }
     }
     bail!("wasm-bindgen is not in Cargo.lock")
+}
+
+/// binaryen's npm build (a Node script), for wasm-opt.
+const BINARYEN: &str = "132.0.0";
+
+/// The wasm-opt the build runs (with `node`).
+pub fn wasm_opt() -> std::path::PathBuf {
+    root().join("target/tools/node_modules/binaryen/bin/wasm-opt")
 }
 
 /// The wasmtime Python package the conformance tests compare against.
@@ -55,8 +64,8 @@ pub fn ensure() -> anyhow::Result<()> {
     if !Path::new("/usr/bin/chromedriver").exists() {
         packages.push("chromium-driver");
     }
-    if output("wasm-opt", &["--version"]).is_none() {
-        packages.push("binaryen");
+    if output("node", &["--version"]).is_none() || output("npm", &["--version"]).is_none() {
+        packages.extend(["nodejs", "npm"]);
     }
     let builtins = output("sh", &["-c", "ls /usr/lib/llvm-14/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a"]);
     if output("clang", &["--version"]).is_none()
@@ -78,6 +87,14 @@ pub fn ensure() -> anyhow::Result<()> {
         let mut install = vec!["install", "-y", "-q"];
         install.extend(&packages);
         apt(&install)?;
+    }
+    if !wasm_opt().exists() {
+        let prefix = root().join("target/tools");
+        std::fs::create_dir_all(&prefix)?;
+        run(Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--no-save", "--prefix"])
+            .arg(&prefix)
+            .arg(format!("binaryen@{BINARYEN}")))?;
     }
     if output("python3", &["-c", "import wasmtime"]).is_none() {
         run(Command::new("python3").args(["-m", "pip", "install", "--quiet", &format!("wasmtime=={WASMTIME_PY}")]))?;
