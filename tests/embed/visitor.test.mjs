@@ -4,10 +4,10 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startCoordinator, launch, open, lastStatus, waitFor, sleep, browserCpuSeconds } from './harness.mjs';
+import { startCoordinator, launch, open, lastStatus, waitFor, sleep, browserCpuSeconds, ROOT } from './harness.mjs';
 
 let c;
 let browser;
@@ -21,6 +21,7 @@ const PAGES = {
 before(async () => {
   const www = mkdtempSync(join(tmpdir(), 'idlecore-www-'));
   for (const [name, body] of Object.entries(PAGES)) writeFileSync(join(www, name), `<!doctype html><body><h1>host</h1>${body}`);
+  copyFileSync(join(ROOT, 'www/index.html'), join(www, 'demo.html'));
   c = await startCoordinator({ www });
   browser = await launch();
   hash = await c.api.upload('hashchain');
@@ -187,5 +188,30 @@ test('the handle pauses, resumes, changes the CPU share and stops', async () => 
     assert.deepEqual(errors, []);
   } finally {
     await context.close();
+  }
+});
+
+test('the demo page asks, shows live figures and follows its CPU slider', async () => {
+  const context = await browser.newContext();
+  try {
+    const { page, errors } = await open(context, `${c.base}/demo.html`);
+    await page.getByRole('button', { name: 'Allow' }).click();
+    await workersAre(1);
+    await waitFor('the controls', async () => !(await page.locator('#controls').isDisabled()), 10_000, 50);
+    const job = await c.api.job(hash, 8, ['--rounds', '20000']);
+    await waitFor('tasks on the page', async () => Number(await page.textContent('#done')) >= 8, 60_000, 100);
+    assert.match(await page.textContent('#bytes'), /^[1-9]\d* KB$/);
+    await c.api.cancel(job).catch(() => {});
+
+    await page.locator('#cpu').fill('0');
+    await waitFor('no executors at 0%', async () => (await page.textContent('#workers')) === '0' && (await stats()).slots === 0, 5_000, 50);
+    await page.locator('#cpu').fill('50');
+    await waitFor('an executor at 50%', async () => (await page.textContent('#workers')) === '1', 5_000, 50);
+    await page.getByRole('button', { name: 'Pause' }).click();
+    await waitFor('paused', async () => (await page.textContent('#state')) === 'paused', 5_000, 50);
+    assert.deepEqual(errors, []);
+  } finally {
+    await context.close();
+    await workersAre(0);
   }
 });
