@@ -119,7 +119,8 @@ export function start(options) {
     if (indicator) indicator.update(paused() ? 'CPU sharing paused' : `Sharing idle CPU (${Math.round(opts.cpu * 100)}%)`);
   };
 
-  function watchPage() {
+  // Follows visibility and battery from now on; resolves once the battery state is known.
+  async function watchPage() {
     if (opts.pauseWhenHidden && typeof document !== 'undefined') {
       const onVisibility = () => {
         reasons.hidden = document.visibilityState === 'hidden';
@@ -130,16 +131,18 @@ export function start(options) {
       cleanups.push(() => document.removeEventListener('visibilitychange', onVisibility));
     }
     if (opts.pauseOnBattery && globalThis.navigator && typeof navigator.getBattery === 'function') {
-      navigator.getBattery().then((battery) => {
-        if (stopped) return;
+      try {
+        const battery = await navigator.getBattery();
         const onCharging = () => {
           reasons.battery = !battery.charging;
           sync();
         };
-        onCharging();
+        reasons.battery = !battery.charging;
         battery.addEventListener('chargingchange', onCharging);
         cleanups.push(() => battery.removeEventListener('chargingchange', onCharging));
-      }, () => {});
+      } catch {
+        // No battery information: never pause for it.
+      }
     }
   }
 
@@ -178,7 +181,6 @@ export function start(options) {
       teardown();
       fail(event.message || 'the agent Worker failed to load');
     };
-    watchPage();
     const config = {
       coordinator: opts.coordinator,
       cpu: opts.cpu,
@@ -224,7 +226,8 @@ export function start(options) {
       if (!yes) return status('declined');
     }
     await bodyReady();
-    if (stopped) return;
+    await watchPage();
+    if (stopped) return teardown();
     const locks = globalThis.navigator && navigator.locks;
     if (!locks) return void launch();
     // Another tab of this origin may hold the agent: wait for it to close.

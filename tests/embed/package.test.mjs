@@ -88,6 +88,18 @@ test('the packed package imports with no bundler (import map) and reports stats'
     const moduleBytes = readFileSync(join(HERE, '../../target/wasm32-wasip1/release/hashchain.wasm')).length;
     assert.ok(stats.bytesIn > moduleBytes / 2, `bytes in (${stats.bytesIn}) include the module download`);
     assert.ok(stats.bytesOut > 0 && stats.bytesMoved === stats.bytesIn + stats.bytesOut);
+    // Invalid options are a TypeError at the call, naming the option.
+    const thrown = await p.evaluate(async () => {
+      const { start } = await import('idlecore');
+      const tries = [{ coordinator: 'wss://x/ws', cpu: 2 }, { coordinator: 'wss://x/ws', slots: 2 }, { cpu: 0.5 },
+        { coordinator: 'ftp://x/ws' }, { coordinator: 'wss://x/ws', consent: 'yes' }];
+      return tries.map((o) => { try { start(o); return 'no error'; } catch (e) { return `${e.name}: ${e.message}`; } });
+    });
+    assert.match(thrown[0], /^TypeError: .*`cpu` must be a number from 0 to 1/);
+    assert.match(thrown[1], /^TypeError: .*unknown option `slots`/);
+    assert.match(thrown[2], /^TypeError: .*`coordinator` is required/);
+    assert.match(thrown[3], /^TypeError: .*`coordinator` must be a ws/);
+    assert.match(thrown[4], /^TypeError: .*`consent` must be "ask" or "granted"/);
     assert.deepEqual(errors, []);
   } finally {
     await leaves(context);

@@ -16,6 +16,7 @@ let hash;
 const PAGES = {
   'ask.html': '<script src="/pkg/idlecore.js" data-coordinator="/ws" data-cpu="1" defer></script>',
   'granted.html': '<script src="/pkg/idlecore.js" data-coordinator="/ws" data-cpu="1" data-consent="granted" defer></script>',
+  'texts.html': '<script src="/pkg/idlecore.js" data-coordinator="/ws" data-banner-text="Lend us your CPU for science?" data-banner-allow="Sure" data-banner-decline="Not now" defer></script>',
 };
 
 before(async () => {
@@ -98,6 +99,48 @@ const setVisibility = (page, v) =>
     Object.defineProperty(document, 'hidden', { configurable: true, get: () => v === 'hidden' });
     document.dispatchEvent(new Event('visibilitychange'));
   }, v);
+
+test('the banner says what the site wants it to say', async () => {
+  const context = await browser.newContext();
+  try {
+    const { page } = await open(context, `${c.base}/texts.html`);
+    const banner = page.getByRole('dialog');
+    assert.equal((await banner.locator('p').textContent()).trim(), 'Lend us your CPU for science?');
+    await page.getByRole('button', { name: 'Not now' }).waitFor();
+    await page.getByRole('button', { name: 'Sure' }).click();
+    await workersAre(1);
+  } finally {
+    await context.close();
+    await workersAre(0);
+  }
+});
+
+test('a device on battery pauses and resumes when charging', async () => {
+  const context = await browser.newContext();
+  // A Battery Status API whose state the test changes (headless Chromium reports a desktop on AC).
+  await context.addInitScript(() => {
+    const battery = new EventTarget();
+    battery.charging = false;
+    window.__battery = battery;
+    navigator.getBattery = () => Promise.resolve(battery);
+  });
+  try {
+    const { page, errors } = await open(context, `${c.base}/granted.html`);
+    await stateIs(page, 'paused');
+    await sleep(1000);
+    assert.equal((await stats()).slots, 0, 'nothing leased while on battery');
+    await page.evaluate(() => {
+      window.__battery.charging = true;
+      window.__battery.dispatchEvent(new Event('chargingchange'));
+    });
+    await stateIs(page, 'connected');
+    await waitFor('capacity', async () => (await stats()).slots >= 1, 5_000, 50);
+    assert.deepEqual(errors, []);
+  } finally {
+    await context.close();
+    await workersAre(0);
+  }
+});
 
 test('a hidden page stops computing within a second and resumes when visible', async () => {
   const context = await browser.newContext();
