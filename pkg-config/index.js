@@ -7,7 +7,7 @@
 // (no WebAssembly, blocked by CSP, coordinator unreachable) become `status`
 // and `error` events, never exceptions in the page.
 
-import { sameOrigin, blobWorker } from './spawn.js';
+import { crossOrigin, blobWorker } from './spawn.js';
 import { askConsent, bodyReady, remember, showIndicator, storedChoice } from './consent.js';
 
 const EVENTS = ['status', 'task', 'error'];
@@ -148,9 +148,9 @@ export function start(options) {
 
   function launch() {
     try {
-      worker = sameOrigin(import.meta.url)
-        ? new Worker(new URL('./agent.js', import.meta.url), { type: 'module' })
-        : blobWorker(new URL(AGENT, import.meta.url));
+      worker = crossOrigin(import.meta.url)
+        ? blobWorker(new URL(/* webpackIgnore: true */ AGENT, import.meta.url))
+        : new Worker(new URL('./agent.js', import.meta.url), { type: 'module' });
     } catch (e) {
       worker = null;
       fail(`cannot start the agent Worker (blocked by the page's Content-Security-Policy?): ${e && e.message ? e.message : e}`);

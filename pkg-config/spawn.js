@@ -7,10 +7,16 @@
 // `new Worker(new URL('./x.js', import.meta.url), { type: 'module' })` for
 // the same-origin case so that bundlers find and bundle the worker script.
 
-/** True when scripts next to `moduleUrl` can be Worker scripts here. */
-export function sameOrigin(moduleUrl) {
+/**
+ * True when scripts next to `moduleUrl` are on another web origin than this
+ * page or Worker. A bundler may have replaced `import.meta.url` (webpack puts
+ * the source file's `file:` URL there); it rewrites the literal Worker
+ * expression too, so only http(s) URLs on another origin need a Blob.
+ */
+export function crossOrigin(moduleUrl) {
   try {
-    return new URL(moduleUrl).origin === self.location.origin;
+    const url = new URL(moduleUrl);
+    return (url.protocol === 'http:' || url.protocol === 'https:') && url.origin !== self.location.origin;
   } catch {
     return false;
   }

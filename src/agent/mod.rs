@@ -148,8 +148,8 @@ impl Agent {
         match self.pool.resize(workers) {
             Ok(stopped) => {
                 for lease in stopped {
-                    if let Some(ids) = self.running.remove(&lease) {
-                        self.withdraw(lease, ids);
+                    if self.running.remove(&lease).is_some() {
+                        self.withdraw(lease);
                     }
                 }
             }
@@ -160,7 +160,7 @@ impl Agent {
         let keep = (self.capacity() as usize).saturating_sub(self.running.len());
         while self.waiting.len() > keep {
             let l = self.waiting.pop_back().expect("longer than keep");
-            self.withdraw(l.lease, (l.job, l.task));
+            self.withdraw(l.lease);
         }
         self.status.workers = self.pool.size() as u32;
         self.status.cpu = if self.active() { self.plan.cores() / self.opts.cores() as f64 } else { 0.0 };
@@ -368,7 +368,7 @@ impl Agent {
     fn take(&mut self, leases: Vec<Lease>) {
         for lease in leases {
             if self.waiting.len() + self.running.len() >= self.capacity() as usize {
-                self.withdraw(lease.lease, (lease.job, lease.task));
+                self.withdraw(lease.lease);
                 continue;
             }
             self.load_module(lease.module);
@@ -378,7 +378,7 @@ impl Agent {
     }
 
     /// Gives a lease back unrun or stopped; the coordinator re-queues it for free.
-    fn withdraw(&mut self, lease: u64, _ids: (u64, u32)) {
+    fn withdraw(&mut self, lease: u64) {
         let why = if self.paused { "paused" } else { "the CPU budget was lowered" };
         let failure = TaskFailure { lease, kind: FailureKind::Withdrawn, message: why.into() };
         self.report(lease, encode_worker(&WorkerMessage::Failure(failure)));

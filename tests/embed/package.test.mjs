@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import { dirname, join, normalize } from 'node:path';
@@ -107,11 +107,9 @@ test('the packed package imports with no bundler (import map) and reports stats'
   }
 });
 
-test('a Vite app built against the packed package computes', async () => {
-  const out = mkdtempSync(join(tmpdir(), 'idlecore-vite-'));
-  execFileSync(process.execPath, [join(HERE, 'node_modules/vite/bin/vite.js'), 'build', '--outDir', out, '--emptyOutDir'],
-    { cwd: join(HERE, 'vite-app'), stdio: 'inherit' });
-  const site = await staticServer(out);
+/** Serves a built app (`dir`, with `index.html`) and runs a job on it. */
+async function appComputes(dir) {
+  const site = await staticServer(dir);
   const context = await browser.newContext();
   try {
     const { page, errors } = await open(context, `${site.origin}/?coordinator=${encodeURIComponent(c.ws)}`);
@@ -122,6 +120,22 @@ test('a Vite app built against the packed package computes', async () => {
     await leaves(context);
     site.close();
   }
+}
+
+test('a Vite app built against the packed package computes', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'idlecore-vite-'));
+  execFileSync(process.execPath, [join(HERE, 'node_modules/vite/bin/vite.js'), 'build', '--outDir', out, '--emptyOutDir'],
+    { cwd: join(HERE, 'app'), stdio: 'inherit' });
+  await appComputes(out);
+});
+
+test('a webpack app built against the packed package computes', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'idlecore-webpack-'));
+  execFileSync(process.execPath, [join(HERE, 'node_modules/webpack-cli/bin/cli.js'), '--config', join(HERE, 'app/webpack.config.cjs'),
+    '--env', `out=${out}`, '--no-stats'], { stdio: 'inherit' });
+  // webpack builds scripts only; the app's page loads its bundle under the same name.
+  writeFileSync(join(out, 'index.html'), readFileSync(join(HERE, 'app/index.html')));
+  await appComputes(out);
 });
 
 test('the packed package holds every file its code refers to', () => {

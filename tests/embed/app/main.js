@@ -1,4 +1,4 @@
-// A Vite app using the npm package: the coordinator comes from `?coordinator=`.
+// An app (built by Vite and by webpack) using the npm package: the coordinator comes from `?coordinator=`.
 import { start } from 'idlecore';
 
 const coordinator = new URLSearchParams(location.search).get('coordinator');
