@@ -32,6 +32,9 @@ const BACKOFF_MAX_MS: u32 = 30_000;
 const MAX_CRASHES: u32 = 3;
 const REVIVE_START_MS: u32 = 1_000;
 const REVIVE_MAX_MS: u32 = 60_000;
+/// Status posts to the page are at most one per this (state changes go at
+/// once), so a stream of short tasks does not keep the page's thread busy.
+const STATUS_INTERVAL_MS: u32 = 250;
 /// Unacknowledged reports kept, at most (two of the largest frames).
 const MAX_UNACKED_BYTES: usize = 2 * idlecore_protocol::limits::MAX_FRAME_BYTES;
 
@@ -41,6 +44,8 @@ pub enum Event {
     Pool(PoolEvent),
     Module(ModuleHash, Result<(WebAssembly::Module, usize, modules::Source), modules::ModuleError>),
     Heartbeat,
+    /// The pause between status posts is over.
+    StatusTick,
     Reconnect,
     /// Try again to start the executor of this slot.
     Revive(usize),
@@ -88,6 +93,9 @@ pub struct Agent {
     /// Paused by the page (hidden, on battery, `pause()`): no executors, capacity 0.
     paused: bool,
     status: Status,
+    /// Set while status posts pause; `status_dirty` if one is owed when it ends.
+    status_timer: Option<Timeout>,
+    status_dirty: bool,
 }
 
 /// Runs an agent until its Worker is terminated.
@@ -104,6 +112,8 @@ pub async fn run(opts: AgentOptions, spawn_executor: Function) -> Result<(), JsV
         crashes: Vec::new(),
         plan: opts.plan(),
         paused: opts.paused,
+        status_timer: None,
+        status_dirty: false,
         notify,
         pool,
         session: None,
@@ -222,18 +232,31 @@ impl Agent {
         self.set_state("disconnected", Some(why));
     }
 
+    /// A new state (or error) is posted at once.
     fn set_state(&mut self, state: &'static str, error: Option<String>) {
         self.status.state = state;
         if error.is_some() {
             self.status.last_error = error;
         }
-        self.publish();
+        self.post_status();
     }
 
+    /// Posts the status, or owes it until the current pause between posts ends.
     fn publish(&mut self) {
+        if self.status_timer.is_some() {
+            self.status_dirty = true;
+        } else {
+            self.post_status();
+        }
+    }
+
+    fn post_status(&mut self) {
         self.status.running = self.running.len() as u32;
         self.status.queued = self.waiting.len() as u32;
         report_status(&self.status);
+        self.status_dirty = false;
+        let notify = self.notify.clone();
+        self.status_timer = Some(Timeout::new(STATUS_INTERVAL_MS, move || notify(Event::StatusTick)));
     }
 
     fn send(&mut self, frame: &[u8]) {
@@ -281,6 +304,12 @@ impl Agent {
                 self.send_msg(&WorkerMessage::Heartbeat(Heartbeat { leases }));
             }
             Event::Reconnect => self.connect(),
+            Event::StatusTick => {
+                self.status_timer = None;
+                if self.status_dirty {
+                    self.post_status();
+                }
+            }
             Event::Revive(i) => {
                 self.revivals.remove(&i);
                 self.replace_slot(i);

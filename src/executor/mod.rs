@@ -8,3 +8,14 @@
 pub mod pool;
 #[cfg(target_arch = "wasm32")]
 pub mod worker;
+
+/// `performance.now()` of this Worker (Date.now() where there is none).
+#[cfg(target_arch = "wasm32")]
+pub fn now_ms() -> f64 {
+    use wasm_bindgen::JsCast;
+    js_sys::global()
+        .dyn_into::<web_sys::WorkerGlobalScope>()
+        .ok()
+        .and_then(|g| g.performance())
+        .map_or_else(js_sys::Date::now, |p| p.now())
+}

@@ -59,13 +59,6 @@ pub struct ExecutorPool {
     next_id: WorkerId,
 }
 
-fn now_ms() -> f64 {
-    js_sys::Reflect::get(&js_sys::global(), &"performance".into())
-        .ok()
-        .and_then(|p| p.dyn_into::<web_sys::Performance>().ok())
-        .map_or_else(js_sys::Date::now, |p| p.now())
-}
-
 impl ExecutorPool {
     /// An empty pool; `spawn()` must return a new executor `Worker` (see `agent.js`).
     pub fn new(spawn: Function, notify: Rc<dyn Fn(PoolEvent)>) -> ExecutorPool {
@@ -167,7 +160,7 @@ impl ExecutorPool {
         let bytes = Uint8Array::from(encode_coordinator(&CoordinatorMessage::Lease(job)).as_slice());
         slot.worker.post_message(&Array::of2(module, &bytes))?;
         slot.running = Some(lease);
-        slot.started = now_ms();
+        slot.started = super::now_ms();
         let (notify, id) = (self.notify.clone(), slot.id);
         slot.deadline = Some(Timeout::new(timeout_ms, move || notify(PoolEvent::TimedOut(id, lease))));
         Ok(())
@@ -178,7 +171,7 @@ impl ExecutorPool {
         let slot = self.slots.get_mut(index)?;
         slot.deadline = None;
         let lease = slot.running.take()?;
-        Some((lease, (now_ms() - slot.started).max(0.0)))
+        Some((lease, (super::now_ms() - slot.started).max(0.0)))
     }
 
     /// Terminates the slot's Worker (stopping any run) and starts a new one.

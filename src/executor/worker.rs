@@ -41,14 +41,6 @@ fn prepared(hash: ModuleHash, module: WebAssembly::Module) -> Result<Rc<Prepared
     })
 }
 
-fn now_ms() -> f64 {
-    js_sys::global()
-        .unchecked_into::<web_sys::WorkerGlobalScope>()
-        .performance()
-        .map(|p| p.now())
-        .unwrap_or_else(|| js_sys::Date::now())
-}
-
 /// Runs one job and returns the protocol message to report.
 pub fn run_job(module: WebAssembly::Module, job: &Lease) -> WorkerMessage {
     let failure = |kind, message: String| WorkerMessage::Failure(TaskFailure { lease: job.lease, kind, message });
@@ -63,7 +55,7 @@ pub fn run_job(module: WebAssembly::Module, job: &Lease) -> WorkerMessage {
             Err(e) => return failure(FailureKind::Internal, format!("preparing {}: {e}", dir.guest)),
         };
     }
-    let started = now_ms();
+    let started = super::now_ms();
     let limits = RunLimits { fuel: job.limits.fuel, max_memory_pages: job.limits.max_memory_pages };
     let prepared = match prepared(job.module, module) {
         Ok(p) => p,
@@ -75,7 +67,7 @@ pub fn run_job(module: WebAssembly::Module, job: &Lease) -> WorkerMessage {
             exit_code: out.exit_code,
             stdout: out.stdout,
             stderr: out.stderr,
-            elapsed_ms: (now_ms() - started).max(0.0) as u32,
+            elapsed_ms: (super::now_ms() - started).max(0.0) as u32,
             fuel_used: out.fuel_used,
             files: out.files,
         }),
