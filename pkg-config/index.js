@@ -125,6 +125,7 @@ export function start(options) {
       const onVisibility = () => {
         reasons.hidden = document.visibilityState === 'hidden';
         sync();
+        if (reasons.hidden) handOver();
       };
       reasons.hidden = document.visibilityState === 'hidden';
       document.addEventListener('visibilitychange', onVisibility);
@@ -202,15 +203,42 @@ export function start(options) {
   }
 
   // Ends the agent (if any) and gives the lock to the next tab.
-  function teardown() {
+  function endAgent() {
     if (worker) worker.terminate();
     worker = null;
     agentReady = false;
     if (indicator) indicator.remove();
     indicator = null;
-    for (const c of cleanups.splice(0)) c();
     if (releaseLock) releaseLock();
     releaseLock = null;
+  }
+
+  function teardown() {
+    endAgent();
+    for (const c of cleanups.splice(0)) c();
+  }
+
+  // Runs the agent while this tab holds the origin's lock; other tabs wait.
+  async function holdLock() {
+    status('standby');
+    try {
+      await navigator.locks.request(LOCK, abort ? { signal: abort.signal } : {}, () => {
+        if (stopped || !launch()) return undefined;
+        return new Promise((resolve) => { releaseLock = resolve; });
+      });
+    } catch (e) {
+      if (!stopped) fail(`cannot take the agent lock: ${e && e.message ? e.message : e}`);
+    }
+  }
+
+  // A hidden tab holding the agent gives it to a tab waiting for it (which
+  // may be the one the visitor is looking at) and queues behind it.
+  async function handOver() {
+    if (!releaseLock || !navigator.locks.query) return;
+    const { pending = [] } = await navigator.locks.query();
+    if (!releaseLock || !reasons.hidden || !pending.some((l) => l.name === LOCK)) return;
+    endAgent();
+    holdLock();
   }
 
   async function run() {
@@ -228,18 +256,8 @@ export function start(options) {
     await bodyReady();
     await watchPage();
     if (stopped) return teardown();
-    const locks = globalThis.navigator && navigator.locks;
-    if (!locks) return void launch();
-    // Another tab of this origin may hold the agent: wait for it to close.
-    status('standby');
-    try {
-      await locks.request(LOCK, abort ? { signal: abort.signal } : {}, () => {
-        if (stopped || !launch()) return undefined;
-        return new Promise((resolve) => { releaseLock = resolve; });
-      });
-    } catch (e) {
-      if (!stopped) fail(`cannot take the agent lock: ${e && e.message ? e.message : e}`);
-    }
+    if (globalThis.navigator && navigator.locks) await holdLock();
+    else launch();
   }
 
   const handle = {

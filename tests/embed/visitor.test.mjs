@@ -182,7 +182,7 @@ test('a hidden page stops computing within a second and resumes when visible', a
   }
 });
 
-test('one agent per origin across tabs, handed over when its tab closes', async () => {
+test('one agent per origin across tabs, handed over when its tab is hidden or closes', async () => {
   const context = await browser.newContext();
   try {
     const first = await open(context, `${c.base}/granted.html`);
@@ -193,9 +193,23 @@ test('one agent per origin across tabs, handed over when its tab closes', async 
     assert.equal((await stats()).workers, 1, 'the second tab waits');
     assert.equal(await state(second.page), 'standby');
 
+    // The visitor switches to the second tab: the hidden first one hands the agent over.
+    await setVisibility(first.page, 'hidden');
+    await stateIs(second.page, 'connected');
+    await stateIs(first.page, 'standby');
+    await workersAre(1);
+    // And back.
+    await setVisibility(first.page, 'visible');
+    await setVisibility(second.page, 'hidden');
+    await stateIs(first.page, 'connected');
+    await stateIs(second.page, 'standby');
+
+    // The waiting tab is looked at again; it takes over when the first one closes.
+    await setVisibility(second.page, 'visible');
     await first.page.close();
     await stateIs(second.page, 'connected');
     await workersAre(1);
+    assert.deepEqual(first.errors, []);
     assert.deepEqual(second.errors, []);
   } finally {
     await context.close();
