@@ -60,8 +60,14 @@ pub fn report_task(t: &TaskEvent) {
 #[derive(Serialize)]
 struct ErrorEvent<'a> {
     message: &'a str,
+    /// The agent cannot go on: the page ends it (status `failed`).
+    fatal: bool,
 }
 
 pub fn report_error(message: &str) {
-    post("error", &ErrorEvent { message });
+    post("error", &ErrorEvent { message, fatal: false });
+}
+
+pub fn report_fatal(message: &str) {
+    post("error", &ErrorEvent { message, fatal: true });
 }

@@ -207,6 +207,12 @@ pub async fn record_result(state: &AppState, f: Finishing, r: TaskResult) -> Res
 /// last attempt, stores it as failed with every attempt's reason.
 pub async fn record_failure(state: &AppState, f: Finishing, failure: TaskFailure) -> Result<(), StoreError> {
     let counted = counts_against_task(failure.kind);
+    if failure.kind == FailureKind::Withdrawn {
+        // Given back unrun (paused, budget lowered): nothing worth keeping.
+        tracing::debug!(job = f.job, task = f.task, "lease withdrawn: {}", failure.message);
+        state.scheduler().retry(f.lease, false);
+        return Ok(());
+    }
     tracing::info!(job = f.job, task = f.task, kind = failure.kind.as_str(), counted, "task attempt failed: {}", failure.message);
     let logged = state
         .store

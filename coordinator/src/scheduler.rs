@@ -238,6 +238,11 @@ impl Scheduler {
         id
     }
 
+    /// The lease is live and held by this worker's session.
+    pub fn holds(&self, worker: WorkerId, lease: LeaseId) -> bool {
+        self.leases.get(&lease).is_some_and(|l| l.worker == worker)
+    }
+
     /// The worker now takes at most `slots` leases (0: paused). Leases it
     /// holds stay; it gives back what it will not run.
     pub fn set_capacity(&mut self, id: WorkerId, slots: u32) {

@@ -205,6 +205,14 @@ fn handle(
                 None => ack(reply, lease),
             }
         }
+        // A free failure of a lease this session does not hold (an attempt from
+        // before a reconnect, already re-queued) tells nothing: taking it over
+        // would cancel the task's live attempt elsewhere.
+        WorkerMessage::Failure(failure)
+            if !crate::scheduler::counts_against_task(failure.kind) && !state.scheduler().holds(worker, failure.lease) =>
+        {
+            ack(reply, failure.lease)
+        }
         WorkerMessage::Failure(failure) => {
             let (s, lease) = (state.clone(), failure.lease);
             match jobs::claim(state, worker, lease) {

@@ -285,3 +285,33 @@ fn a_paused_worker_gets_no_leases_and_its_withdrawn_ones_run_elsewhere_for_free(
     .unwrap();
     assert!(api.results(job).unwrap().iter().all(|r| r.1 == "done"));
 }
+
+#[test]
+fn a_withdrawal_from_an_earlier_session_leaves_the_live_attempt_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = common::start(dir.path());
+    let api = c.api();
+    let hash = api.upload(&common::module(5)).unwrap();
+    let job = api.create_job(&hash, &[b"only".to_vec()], &[], json!({})).unwrap();
+    let (mut w1, _) = ProtoWorker::join(c.addr, 1).unwrap();
+    let first = w1.next_lease().unwrap();
+    drop(w1);
+    let (mut w2, _) = ProtoWorker::join(c.addr, 1).unwrap();
+    let second = w2.next_lease().unwrap();
+
+    // The first worker comes back paused and gives its old lease back: nothing to take over.
+    let (mut back, _) = ProtoWorker::join(c.addr, 0).unwrap();
+    let failure = TaskFailure { lease: first.lease, kind: FailureKind::Withdrawn, message: "paused".into() };
+    back.send(&WorkerMessage::Failure(failure)).unwrap();
+    assert!(wait_ack(&mut back, first.lease).is_empty(), "a worker joined with 0 slots gets no lease");
+    w2.set_read_timeout(std::time::Duration::from_millis(500)).unwrap();
+    assert!(w2.recv().is_err(), "the live attempt is not cancelled");
+    w2.set_read_timeout(std::time::Duration::from_secs(20)).unwrap();
+    w2.send(&result(second.lease, b"from the live attempt")).unwrap();
+    wait_ack(&mut w2, second.lease);
+    idlecore_e2e::wait_for("job completion", std::time::Duration::from_secs(10), || {
+        (api.status(job).unwrap()["state"] == "completed").then_some(())
+    })
+    .unwrap();
+    assert_eq!(api.results(job).unwrap()[0].2, b"from the live attempt");
+}

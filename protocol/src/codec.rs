@@ -76,7 +76,7 @@ pub fn decode_worker(frame: &[u8]) -> Result<WorkerMessage, DecodeError> {
     match &msg {
         WorkerMessage::Hello(h) => {
             check(h.agent.len() <= MAX_TEXT_BYTES, "agent", MAX_TEXT_BYTES)?;
-            check(h.slots >= 1 && h.slots <= MAX_SLOTS, "slots", MAX_SLOTS as usize)?;
+            check(h.slots <= MAX_SLOTS, "slots", MAX_SLOTS as usize)?;
         }
         WorkerMessage::Failure(f) => {
             check(f.message.len() <= MAX_TEXT_BYTES, "message", MAX_TEXT_BYTES)?;

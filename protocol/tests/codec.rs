@@ -105,8 +105,11 @@ fn garbage_is_refused_with_a_reason() {
 fn limits_are_enforced_on_decode() {
     let big = vec![0u8; MAX_FRAME_BYTES + 1];
     assert_eq!(decode_worker(&big), Err(DecodeError::TooLarge(MAX_FRAME_BYTES + 1)));
-    let zero_slots = encode_worker(&WorkerMessage::Hello(Hello { version: 1, slots: 0, agent: String::new() }));
-    assert!(matches!(decode_worker(&zero_slots), Err(DecodeError::Limit { field: "slots", .. })));
+    let many_slots = encode_worker(&WorkerMessage::Hello(Hello { version: 1, slots: 257, agent: String::new() }));
+    assert!(matches!(decode_worker(&many_slots), Err(DecodeError::Limit { field: "slots", .. })));
+    // 0 slots: a worker joining paused (to deliver reports, say).
+    let paused = encode_worker(&WorkerMessage::Hello(Hello { version: 1, slots: 0, agent: String::new() }));
+    assert!(decode_worker(&paused).is_ok());
     let long_agent = encode_worker(&WorkerMessage::Hello(Hello {
         version: 1,
         slots: 1,

@@ -88,6 +88,9 @@ pub struct Agent {
     unacked: VecDeque<(u64, Vec<u8>)>,
     unacked_bytes: usize,
     crashes: Vec<u32>,
+    /// Runs started under an earlier session (kept running through a
+    /// disconnect); the current session is offered that much less.
+    carried: std::collections::HashSet<u64>,
     /// Executors and duty cycle for the CPU share (see `budget`).
     plan: Plan,
     /// Paused by the page (hidden, on battery, `pause()`): no executors, capacity 0.
@@ -110,6 +113,7 @@ pub async fn run(opts: AgentOptions, spawn_executor: Function) -> Result<(), JsV
     let mut agent = Agent {
         status: Status { state: "connecting", coordinator: opts.coordinator.clone(), ..Status::default() },
         crashes: Vec::new(),
+        carried: Default::default(),
         plan: opts.plan(),
         paused: opts.paused,
         status_timer: None,
@@ -142,77 +146,113 @@ impl Agent {
         !self.paused && self.plan.workers > 0
     }
 
-    /// Leases to hold: executors plus prefetched ones (0 when inactive).
+    /// Leases to hold: the executors there are plus prefetched ones (0 when inactive).
     fn capacity(&self) -> u32 {
         if !self.active() {
             return 0;
         }
-        let w = self.plan.workers;
+        let w = self.pool.size() as u32;
         w.saturating_add(self.opts.prefetch.unwrap_or(w)).min(idlecore_protocol::limits::MAX_SLOTS)
+    }
+
+    /// What this session may be sent: the capacity less the runs carried over
+    /// from an earlier session (they hold executors the coordinator does not see).
+    fn offered(&self) -> u32 {
+        self.capacity().saturating_sub(self.carried.len() as u32)
     }
 
     /// Brings executors, held leases, the coordinator's view and the session
     /// in line with the budget and pause state; called whenever they change.
     fn apply_budget(&mut self) {
         let workers = if self.active() { self.plan.workers as usize } else { 0 };
-        match self.pool.resize(workers) {
-            Ok(stopped) => {
-                for lease in stopped {
-                    if self.running.remove(&lease).is_some() {
-                        self.withdraw(lease);
-                    }
-                }
+        let stopped = match self.pool.resize(workers) {
+            Ok(stopped) => stopped,
+            Err(e) => {
+                self.status.last_error = Some(format!("cannot start an executor: {e:?}"));
+                Vec::new()
             }
-            Err(e) => self.status.last_error = Some(format!("cannot start an executor: {e:?}")),
-        }
+        };
         self.crashes.resize(self.pool.size(), 0);
         self.revivals.retain(|i, _| *i < workers);
+        self.status.workers = self.pool.size() as u32;
+        self.status.cpu = if self.active() { self.plan.cores() / self.opts.cores() as f64 } else { 0.0 };
+        // The coordinator hears of a lower capacity before the leases come back,
+        // so it does not send them here again.
+        self.tell_capacity();
+        for lease in stopped {
+            // A run carried over from an earlier session was re-queued then already.
+            let carried = self.carried.contains(&lease);
+            if self.end_run(lease).is_some() && !carried {
+                self.withdraw(lease);
+            }
+        }
         let keep = (self.capacity() as usize).saturating_sub(self.running.len());
         while self.waiting.len() > keep {
             let l = self.waiting.pop_back().expect("longer than keep");
             self.withdraw(l.lease);
         }
-        self.status.workers = self.pool.size() as u32;
-        self.status.cpu = if self.active() { self.plan.cores() / self.opts.cores() as f64 } else { 0.0 };
-        let capacity = self.capacity();
-        let welcomed = self.session.as_ref().is_some_and(|s| s.module_path.is_some());
-        if welcomed {
-            self.tell_capacity();
-            self.set_state(if self.active() { "connected" } else { "paused" }, None);
-        } else if self.session.is_none() && self.reconnect.is_none() && capacity > 0 {
-            self.connect();
-        } else if capacity == 0 && self.session.is_none() {
-            self.set_state("paused", None);
-        } else {
-            self.publish();
+        if workers > 0 && self.pool.size() == 0 {
+            // No Worker can be made here (no nested Workers, blocked by CSP).
+            crate::status::report_fatal(&format!(
+                "idlecore: cannot start executor Workers: {}",
+                self.status.last_error.as_deref().unwrap_or("unknown error")
+            ));
+            return;
         }
+        if self.session.is_none() && self.reconnect.is_none() {
+            self.connect();
+        }
+        self.refresh_state();
         self.dispatch();
     }
 
     /// Sends `Capacity` if the coordinator's view is out of date.
     fn tell_capacity(&mut self) {
-        let capacity = self.capacity();
+        let offered = self.offered();
         let Some(s) = &mut self.session else { return };
-        if s.capacity != capacity && s.module_path.is_some() {
-            s.capacity = capacity;
-            self.send_msg(&WorkerMessage::Capacity(Capacity { slots: capacity }));
+        if s.capacity != offered && s.module_path.is_some() {
+            s.capacity = offered;
+            self.send_msg(&WorkerMessage::Capacity(Capacity { slots: offered }));
         }
     }
 
+    /// A run is over (or stopped): forgets it; returns its (job, task).
+    fn end_run(&mut self, lease: u64) -> Option<(u64, u32)> {
+        let ids = self.running.remove(&lease);
+        if self.carried.remove(&lease) {
+            // Its executor is free for this session's leases now.
+            self.tell_capacity();
+        }
+        ids
+    }
+
+    /// The state follows from the session and the pause; set after every change of either.
+    fn refresh_state(&mut self) {
+        self.status.state = match &self.session {
+            Some(s) if s.module_path.is_some() => if self.active() { "connected" } else { "paused" },
+            Some(_) => "connecting",
+            None if !self.active() => "paused",
+            None => "disconnected",
+        };
+        self.post_status();
+    }
+
+    /// Opens a session when there is something to do: capacity to offer, or
+    /// reports to deliver (a paused agent joins with 0 slots for those).
     fn connect(&mut self) {
         self.reconnect = None;
-        if self.capacity() == 0 {
-            // Nothing to give now; `apply_budget` connects once there is.
-            self.set_state("paused", None);
+        if self.capacity() == 0 && self.unacked.is_empty() {
+            // `apply_budget` connects once there is.
+            self.refresh_state();
             return;
         }
         self.generation += 1;
         let generation = self.generation;
         let notify = self.notify.clone();
-        self.set_state("connecting", None);
         match Socket::connect(&self.opts.coordinator, Rc::new(move |e| notify(Event::Socket(generation, e)))) {
             Ok(socket) => {
-                self.session = Some(Session { socket, generation, module_path: None, capacity: 0, _heartbeat: None })
+                self.session = Some(Session { socket, generation, module_path: None, capacity: 0, _heartbeat: None });
+                self.refresh_state();
             }
             Err(e) => self.lost(format!("cannot open a WebSocket to {}: {e:?}", self.opts.coordinator)),
         }
@@ -224,21 +264,14 @@ impl Agent {
     fn lost(&mut self, why: String) {
         self.session = None;
         self.waiting.clear();
+        self.carried = self.running.keys().copied().collect();
         let jitter = 0.5 + js_sys::Math::random() / 2.0;
         let delay = (self.backoff_ms as f64 * jitter) as u32;
         self.backoff_ms = (self.backoff_ms * 2).min(BACKOFF_MAX_MS);
         let notify = self.notify.clone();
         self.reconnect = Some(Timeout::new(delay, move || notify(Event::Reconnect)));
-        self.set_state("disconnected", Some(why));
-    }
-
-    /// A new state (or error) is posted at once.
-    fn set_state(&mut self, state: &'static str, error: Option<String>) {
-        self.status.state = state;
-        if error.is_some() {
-            self.status.last_error = error;
-        }
-        self.post_status();
+        self.status.last_error = Some(why);
+        self.refresh_state();
     }
 
     /// Posts the status, or owes it until the current pause between posts ends.
@@ -331,8 +364,8 @@ impl Agent {
     fn on_socket(&mut self, event: SocketEvent) {
         match event {
             SocketEvent::Open => {
-                // `Hello` needs at least one slot; a pause meanwhile is sent as `Capacity` after `Welcome`.
-                let slots = self.capacity().max(1);
+                // A change before `Welcome` is sent as `Capacity` after it.
+                let slots = self.offered();
                 if let Some(s) = &mut self.session {
                     s.capacity = slots;
                 }
@@ -362,7 +395,7 @@ impl Agent {
                 }
                 self.backoff_ms = BACKOFF_START_MS;
                 self.status.connects += 1;
-                self.set_state(if self.active() { "connected" } else { "paused" }, None);
+                self.refresh_state();
                 self.tell_capacity();
                 let again: Vec<Vec<u8>> = self.unacked.iter().map(|(_, f)| f.clone()).collect();
                 for frame in again {
@@ -376,7 +409,7 @@ impl Agent {
                 if let Some(i) = self.pool.slot_of(c.lease) {
                     self.replace_slot(i);
                 }
-                self.running.remove(&c.lease);
+                self.end_run(c.lease);
                 self.dispatch();
             }
             CoordinatorMessage::Ack(a) => {
@@ -507,7 +540,7 @@ impl Agent {
             PoolEvent::Done(_, frame) => {
                 let Some((lease, ran_ms)) = self.pool.finish(i) else { return };
                 self.ran(i, ran_ms);
-                let Some(ids) = self.running.remove(&lease) else { return };
+                let Some(ids) = self.end_run(lease) else { return };
                 let ok = match decode_worker(&frame) {
                     Ok(WorkerMessage::Result(r)) if r.lease == lease => {
                         report_task(&TaskEvent { job: ids.0, task: ids.1, ok: true, elapsed_ms: r.elapsed_ms });
@@ -539,7 +572,7 @@ impl Agent {
                     self.ran(i, ran_ms);
                 }
                 self.replace_slot(i);
-                if let Some(ids) = self.running.remove(&lease) {
+                if let Some(ids) = self.end_run(lease) {
                     self.fail(lease, ids, FailureKind::Timeout, "the task passed its wall-clock deadline".into());
                 }
                 self.dispatch();
@@ -557,7 +590,7 @@ impl Agent {
                     self.revivals.insert(i, Timeout::new(wait, move || notify(Event::Revive(i))));
                 }
                 if let Some(lease) = running {
-                    if let Some(ids) = self.running.remove(&lease) {
+                    if let Some(ids) = self.end_run(lease) {
                         self.fail(lease, ids, FailureKind::ExecutorCrashed, message.clone());
                     }
                 }

@@ -200,6 +200,10 @@ impl World {
             }
             _ => {}
         }
+        // Leases given back since a capacity change make room only up to the new capacity.
+        for w in &mut self.workers {
+            w.held_at_capacity_change = w.held_at_capacity_change.min(w.holding.len());
+        }
         self.deliver();
     }
 
