@@ -1,7 +1,7 @@
 // The visitor's say: the consent banner, the remembered choice, and the
 // indicator with its Stop button shown while the page computes.
 
-const KEY = 'idlecore:consent';
+export const KEY = 'idlecore:consent';
 
 /** The stored choice for this origin: 'granted', 'denied' or null. */
 export function storedChoice() {
@@ -36,12 +36,14 @@ function element(tag, attrs, style, text) {
 }
 
 /**
- * Shows the banner; resolves to true (allowed) or false (declined).
+ * Shows the banner. `answer` resolves to true (allowed) or false (declined);
+ * `close()` removes the banner unanswered (`answer` then never resolves).
  * `texts`: {text, allow, decline}.
  */
 export function askConsent(texts) {
-  return new Promise((resolve) => {
-    const box = element('div', { role: 'dialog', 'aria-modal': 'false', 'aria-labelledby': 'idlecore-consent-text', 'data-idlecore': 'consent' },
+  let box = null;
+  const answer = new Promise((resolve) => {
+    box = element('div', { role: 'dialog', 'aria-modal': 'false', 'aria-labelledby': 'idlecore-consent-text', 'data-idlecore': 'consent' },
       STYLE + 'left:1rem;right:1rem;max-width:36rem;margin:0 auto;padding:.75rem 1rem;');
     const text = element('p', { id: 'idlecore-consent-text' }, 'margin:0 0 .5rem;', texts.text);
     const allow = element('button', { type: 'button', 'data-idlecore': 'allow' }, BUTTON + 'background:#175ddc;color:#fff;border:1px solid #175ddc;', texts.allow);
@@ -60,6 +62,7 @@ export function askConsent(texts) {
     });
     document.body.append(box);
   });
+  return { answer, close: () => box && box.remove() };
 }
 
 /** The "computing" badge with a Stop button; returns {update(text), remove()}. */

@@ -8,7 +8,7 @@
 // and `error` events, never exceptions in the page.
 
 import { crossOrigin, blobWorker } from './spawn.js';
-import { askConsent, bodyReady, remember, showIndicator, storedChoice } from './consent.js';
+import { KEY, askConsent, bodyReady, remember, showIndicator, storedChoice } from './consent.js';
 
 const EVENTS = ['status', 'task', 'error'];
 const LOCK = 'idlecore-agent';
@@ -106,6 +106,9 @@ export function start(options) {
   let stopped = false;
   let indicator = null;
   let releaseLock = null;
+  let banner = null;
+  // Tabs of this origin: a visible tab waiting for the agent asks a hidden holder for it.
+  let tabs = null;
   const abort = typeof AbortController === 'function' ? new AbortController() : null;
   const reasons = { user: false, hidden: false, battery: false };
   const paused = () => reasons.user || reasons.hidden || reasons.battery;
@@ -126,10 +129,29 @@ export function start(options) {
         reasons.hidden = document.visibilityState === 'hidden';
         sync();
         if (reasons.hidden) handOver();
+        else if (!releaseLock && tabs) tabs.postMessage('want');
       };
       reasons.hidden = document.visibilityState === 'hidden';
       document.addEventListener('visibilitychange', onVisibility);
       cleanups.push(() => document.removeEventListener('visibilitychange', onVisibility));
+    }
+    if (typeof BroadcastChannel === 'function') {
+      tabs = new BroadcastChannel(LOCK);
+      tabs.onmessage = (e) => {
+        if (e.data === 'want' && reasons.hidden) handOver();
+      };
+      cleanups.push(() => {
+        tabs.close();
+        tabs = null;
+      });
+    }
+    // A refusal in another tab of this origin (its banner, its Stop) stops this one too.
+    const onStorage = (e) => {
+      if (e.key === KEY && e.newValue === 'denied') handle.stop();
+    };
+    if (typeof addEventListener === 'function') {
+      addEventListener('storage', onStorage);
+      cleanups.push(() => removeEventListener('storage', onStorage));
     }
     if (opts.pauseOnBattery && globalThis.navigator && typeof navigator.getBattery === 'function') {
       try {
@@ -154,6 +176,7 @@ export function start(options) {
         : new Worker(new URL('./agent.js', import.meta.url), { type: 'module' });
     } catch (e) {
       worker = null;
+      teardown();
       fail(`cannot start the agent Worker (blocked by the page's Content-Security-Policy?): ${e && e.message ? e.message : e}`);
       return false;
     }
@@ -215,6 +238,8 @@ export function start(options) {
 
   function teardown() {
     endAgent();
+    if (banner) banner.close();
+    banner = null;
     for (const c of cleanups.splice(0)) c();
   }
 
@@ -222,10 +247,22 @@ export function start(options) {
   async function holdLock() {
     status('standby');
     try {
-      await navigator.locks.request(LOCK, abort ? { signal: abort.signal } : {}, () => {
-        if (stopped || !launch()) return undefined;
+      const held = navigator.locks.request(LOCK, abort ? { signal: abort.signal } : {}, () => {
+        if (stopped) return undefined;
+        // Refused in another tab while this one waited.
+        if (storedChoice() === 'denied') {
+          teardown();
+          status('declined');
+          return undefined;
+        }
+        if (!launch()) return undefined;
         return new Promise((resolve) => { releaseLock = resolve; });
       });
+      // A hidden holder hearing this hands the agent over. Asked once the
+      // request is surely registered (a query after it sees it), so the
+      // holder's own query finds it pending.
+      if (tabs && !reasons.hidden) navigator.locks.query().then(() => tabs && tabs.postMessage('want'), () => {});
+      await held;
     } catch (e) {
       if (!stopped) fail(`cannot take the agent lock: ${e && e.message ? e.message : e}`);
     }
@@ -242,18 +279,22 @@ export function start(options) {
   }
 
   async function run() {
+    if (stopped) return;
     const missing = unsupported();
     if (missing) return status('unsupported', { lastError: missing });
     if (storedChoice() === 'denied') return status('declined');
     if (opts.consent === 'ask' && storedChoice() !== 'granted') {
       status('waiting-consent');
       await bodyReady();
-      const yes = await askConsent(opts.banner);
       if (stopped) return;
+      banner = askConsent(opts.banner);
+      const yes = await banner.answer;
+      banner = null;
       remember(yes ? 'granted' : 'denied');
       if (!yes) return status('declined');
     }
     await bodyReady();
+    if (stopped) return;
     await watchPage();
     if (stopped) return teardown();
     if (globalThis.navigator && navigator.locks) await holdLock();

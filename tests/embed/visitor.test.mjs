@@ -100,6 +100,23 @@ const setVisibility = (page, v) =>
     document.dispatchEvent(new Event('visibilitychange'));
   }, v);
 
+test('stop() while the banner is up removes it and nothing starts', async () => {
+  const context = await browser.newContext();
+  try {
+    const { page, errors } = await open(context, `${c.base}/ask.html`);
+    await page.getByRole('dialog').waitFor();
+    await page.evaluate(() => window.idlecore.stop());
+    await stateIs(page, 'stopped');
+    assert.equal(await page.getByRole('dialog').count(), 0, 'the banner is gone');
+    await sleep(1000);
+    assert.equal(await state(page), 'stopped');
+    assert.equal((await stats()).workers, 0);
+    assert.deepEqual(errors, []);
+  } finally {
+    await context.close();
+  }
+});
+
 test('the banner says what the site wants it to say', async () => {
   const context = await browser.newContext();
   try {
@@ -214,6 +231,41 @@ test('one agent per origin across tabs, handed over when its tab is hidden or cl
   } finally {
     await context.close();
     await workersAre(0);
+  }
+});
+
+test('a tab opened while the holder is hidden gets the agent', async () => {
+  const context = await browser.newContext();
+  try {
+    const first = await open(context, `${c.base}/granted.html`);
+    await stateIs(first.page, 'connected');
+    await setVisibility(first.page, 'hidden');
+    await stateIs(first.page, 'paused');
+    const second = await open(context, `${c.base}/granted.html`);
+    await stateIs(second.page, 'connected');
+    await stateIs(first.page, 'standby');
+    await workersAre(1);
+  } finally {
+    await context.close();
+    await workersAre(0);
+  }
+});
+
+test('Stop in one tab stops the tabs waiting too', async () => {
+  const context = await browser.newContext();
+  try {
+    const first = await open(context, `${c.base}/granted.html`);
+    await stateIs(first.page, 'connected');
+    const second = await open(context, `${c.base}/granted.html`);
+    await stateIs(second.page, 'standby');
+    await first.page.getByRole('button', { name: 'Stop sharing CPU' }).click();
+    await workersAre(0);
+    await waitFor('the waiting tab to give up', async () => ['stopped', 'declined'].includes(await state(second.page)), 5_000, 50);
+    await sleep(1500);
+    assert.equal((await stats()).workers, 0, 'the waiting tab did not start');
+    assert.equal(await second.page.locator('[data-idlecore=indicator]').count(), 0);
+  } finally {
+    await context.close();
   }
 });
 
