@@ -210,7 +210,7 @@ pub async fn record_failure(state: &AppState, f: Finishing, failure: TaskFailure
     if failure.kind == FailureKind::Withdrawn {
         // Given back unrun (paused, budget lowered): nothing worth keeping.
         tracing::debug!(job = f.job, task = f.task, "lease withdrawn: {}", failure.message);
-        state.scheduler().retry(f.lease, false);
+        state.scheduler().withdrawn(f.lease);
         return Ok(());
     }
     tracing::info!(job = f.job, task = f.task, kind = failure.kind.as_str(), counted, "task attempt failed: {}", failure.message);

@@ -82,6 +82,8 @@ pub struct Stats {
     pub adopted: u64,
     /// Speculative second attempts given to stragglers.
     pub speculated: u64,
+    /// Leases workers gave back unrun (paused, budget lowered).
+    pub withdrawn: u64,
 }
 
 /// Whether a failure is the task's fault (counts against its attempts) or the
@@ -154,6 +156,7 @@ pub struct Scheduler {
     orphan_order: VecDeque<LeaseId>,
     adopted: u64,
     speculated: u64,
+    withdrawn: u64,
 }
 
 impl Scheduler {
@@ -173,6 +176,7 @@ impl Scheduler {
             orphan_order: VecDeque::new(),
             adopted: 0,
             speculated: 0,
+            withdrawn: 0,
         }
     }
 
@@ -438,6 +442,12 @@ impl Scheduler {
     }
 
     /// A failure was recorded and the task gets another attempt.
+    /// A lease the worker gave back unrun: re-queued for free, and counted.
+    pub fn withdrawn(&mut self, lease: LeaseId) {
+        self.withdrawn += 1;
+        self.retry(lease, false);
+    }
+
     pub fn retry(&mut self, lease: LeaseId, counted: bool) {
         if let Some(info) = self.leases.get(&lease) {
             if counted {
@@ -536,6 +546,7 @@ impl Scheduler {
             running_jobs: self.jobs.len(),
             adopted: self.adopted,
             speculated: self.speculated,
+            withdrawn: self.withdrawn,
         }
     }
 }

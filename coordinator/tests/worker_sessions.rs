@@ -269,6 +269,7 @@ fn a_paused_worker_gets_no_leases_and_its_withdrawn_ones_run_elsewhere_for_free(
     assert!(w.recv().is_err(), "nothing is sent to a paused worker");
     w.set_read_timeout(std::time::Duration::from_secs(20)).unwrap();
     assert_eq!(api.stats().unwrap()["leases"], 0);
+    assert_eq!(api.stats().unwrap()["withdrawn"], 2);
 
     // Withdrawals do not count against max_attempts = 1: resuming runs all four.
     w.send(&WorkerMessage::Capacity(Capacity { slots: 1 })).unwrap();
