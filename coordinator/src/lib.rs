@@ -15,3 +15,4 @@ pub mod server;
 pub mod sessions;
 pub mod state;
 pub mod store;
+pub mod validate;
