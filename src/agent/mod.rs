@@ -1,9 +1,14 @@
 //! The agent: one coordinator session at a time, leases in flight, and where
 //! tasks go. Every input (socket, executors, module downloads, timers) becomes
 //! an [`Event`] handled one at a time by [`Agent::handle`], so the state needs
-//! no locking and every transition is in one place.
+//! no locking and every transition is in one place. The handlers are split
+//! by concern: `capacity` (CPU budget and the coordinator's credit),
+//! `executors` (executor Workers' events), `modules` (task modules),
+//! `control` (options and the page's commands).
 
+mod capacity;
 pub mod control;
+mod executors;
 pub mod modules;
 
 pub use control::{AgentOptions, Control};
@@ -16,7 +21,7 @@ use futures_channel::mpsc;
 use futures_util::StreamExt;
 use gloo_timers::callback::{Interval, Timeout};
 use idlecore_protocol::{
-    decode_coordinator, decode_worker, encode_worker, Capacity, CoordinatorMessage, FailureKind, Heartbeat, Hello,
+    decode_coordinator, encode_worker, CoordinatorMessage, FailureKind, Heartbeat, Hello,
     Lease, ModuleHash, TaskFailure, WorkerMessage, PROTOCOL_VERSION,
 };
 use js_sys::{Function, WebAssembly};
@@ -141,91 +146,6 @@ pub async fn run(opts: AgentOptions, spawn_executor: Function) -> Result<(), JsV
 }
 
 impl Agent {
-    /// Computing allowed: not paused and a CPU share above zero.
-    fn active(&self) -> bool {
-        !self.paused && self.plan.workers > 0
-    }
-
-    /// Leases to hold: the executors there are plus prefetched ones (0 when inactive).
-    fn capacity(&self) -> u32 {
-        if !self.active() {
-            return 0;
-        }
-        let w = self.pool.size() as u32;
-        w.saturating_add(self.opts.prefetch.unwrap_or(w)).min(idlecore_protocol::limits::MAX_SLOTS)
-    }
-
-    /// What this session may be sent: the capacity less the runs carried over
-    /// from an earlier session (they hold executors the coordinator does not see).
-    fn offered(&self) -> u32 {
-        self.capacity().saturating_sub(self.carried.len() as u32)
-    }
-
-    /// Brings executors, held leases, the coordinator's view and the session
-    /// in line with the budget and pause state; called whenever they change.
-    fn apply_budget(&mut self) {
-        let workers = if self.active() { self.plan.workers as usize } else { 0 };
-        let stopped = match self.pool.resize(workers) {
-            Ok(stopped) => stopped,
-            Err(e) => {
-                self.status.last_error = Some(format!("cannot start an executor: {e:?}"));
-                Vec::new()
-            }
-        };
-        self.crashes.resize(self.pool.size(), 0);
-        self.revivals.retain(|i, _| *i < workers);
-        self.status.workers = self.pool.size() as u32;
-        self.status.cpu = if self.active() { self.plan.cores() / self.opts.cores() as f64 } else { 0.0 };
-        // The coordinator hears of a lower capacity before the leases come back,
-        // so it does not send them here again.
-        self.tell_capacity();
-        for lease in stopped {
-            // A run carried over from an earlier session was re-queued then already.
-            let carried = self.carried.contains(&lease);
-            if self.end_run(lease).is_some() && !carried {
-                self.withdraw(lease);
-            }
-        }
-        let keep = (self.capacity() as usize).saturating_sub(self.running.len());
-        while self.waiting.len() > keep {
-            let l = self.waiting.pop_back().expect("longer than keep");
-            self.withdraw(l.lease);
-        }
-        if workers > 0 && self.pool.size() == 0 {
-            // No Worker can be made here (no nested Workers, blocked by CSP).
-            crate::status::report_fatal(&format!(
-                "idlecore: cannot start executor Workers: {}",
-                self.status.last_error.as_deref().unwrap_or("unknown error")
-            ));
-            return;
-        }
-        if self.session.is_none() && self.reconnect.is_none() {
-            self.connect();
-        }
-        self.refresh_state();
-        self.dispatch();
-    }
-
-    /// Sends `Capacity` if the coordinator's view is out of date.
-    fn tell_capacity(&mut self) {
-        let offered = self.offered();
-        let Some(s) = &mut self.session else { return };
-        if s.capacity != offered && s.module_path.is_some() {
-            s.capacity = offered;
-            self.send_msg(&WorkerMessage::Capacity(Capacity { slots: offered }));
-        }
-    }
-
-    /// A run is over (or stopped): forgets it; returns its (job, task).
-    fn end_run(&mut self, lease: u64) -> Option<(u64, u32)> {
-        let ids = self.running.remove(&lease);
-        if self.carried.remove(&lease) {
-            // Its executor is free for this session's leases now.
-            self.tell_capacity();
-        }
-        ids
-    }
-
     /// The state follows from the session and the pause; set after every change of either.
     fn refresh_state(&mut self) {
         self.status.state = match &self.session {
@@ -439,13 +359,6 @@ impl Agent {
         self.dispatch();
     }
 
-    /// Gives a lease back unrun or stopped; the coordinator re-queues it for free.
-    fn withdraw(&mut self, lease: u64) {
-        let why = if self.paused { "paused" } else { "the CPU budget was lowered" };
-        let failure = TaskFailure { lease, kind: FailureKind::Withdrawn, message: why.into() };
-        self.report(lease, encode_worker(&WorkerMessage::Failure(failure)));
-    }
-
     fn load_module(&mut self, hash: ModuleHash) {
         if self.modules.contains(&hash) || self.loading.contains(&hash) {
             return;
@@ -512,104 +425,5 @@ impl Agent {
         self.status.tasks_failed += 1;
         report_task(&TaskEvent { job, task, ok: false, elapsed_ms: 0 });
         self.report(lease, encode_worker(&WorkerMessage::Failure(TaskFailure { lease, kind, message })));
-    }
-
-    fn replace_slot(&mut self, slot: usize) {
-        if let Err(e) = self.pool.replace(slot) {
-            self.status.last_error = Some(format!("cannot start an executor: {e:?}"));
-        }
-    }
-
-    fn on_pool(&mut self, event: PoolEvent) {
-        let id = match &event {
-            PoolEvent::Ready(id) | PoolEvent::Done(id, _) | PoolEvent::TimedOut(id, _) => *id,
-            PoolEvent::Crashed(id, _) | PoolEvent::Rested(id) => *id,
-        };
-        // Events of a Worker already replaced or removed are stale.
-        let Some(i) = self.pool.index(id) else { return };
-        match event {
-            PoolEvent::Ready(_) => {
-                self.crashes[i] = 0;
-                self.pool.mark_ready(i);
-                self.dispatch();
-            }
-            PoolEvent::Rested(_) => {
-                self.pool.rested(i);
-                self.dispatch();
-            }
-            PoolEvent::Done(_, frame) => {
-                let Some((lease, ran_ms)) = self.pool.finish(i) else { return };
-                self.ran(i, ran_ms);
-                let Some(ids) = self.end_run(lease) else { return };
-                let ok = match decode_worker(&frame) {
-                    Ok(WorkerMessage::Result(r)) if r.lease == lease => {
-                        report_task(&TaskEvent { job: ids.0, task: ids.1, ok: true, elapsed_ms: r.elapsed_ms });
-                        true
-                    }
-                    Ok(WorkerMessage::Failure(f)) if f.lease == lease => {
-                        self.status.tasks_failed += 1;
-                        report_task(&TaskEvent { job: ids.0, task: ids.1, ok: false, elapsed_ms: 0 });
-                        false
-                    }
-                    other => {
-                        let why = format!("executor answered with {other:?}");
-                        self.fail(lease, ids, FailureKind::Internal, why);
-                        self.dispatch();
-                        return;
-                    }
-                };
-                if ok {
-                    self.status.tasks_done += 1;
-                }
-                self.report(lease, frame);
-                self.dispatch();
-            }
-            PoolEvent::TimedOut(_, lease) => {
-                if self.pool.running(i) != Some(lease) {
-                    return;
-                }
-                if let Some((_, ran_ms)) = self.pool.finish(i) {
-                    self.ran(i, ran_ms);
-                }
-                self.replace_slot(i);
-                if let Some(ids) = self.end_run(lease) {
-                    self.fail(lease, ids, FailureKind::Timeout, "the task passed its wall-clock deadline".into());
-                }
-                self.dispatch();
-            }
-            PoolEvent::Crashed(_, message) => {
-                self.crashes[i] += 1;
-                let running = self.pool.finish(i).map(|(lease, _)| lease);
-                if self.crashes[i] <= MAX_CRASHES {
-                    self.replace_slot(i);
-                } else {
-                    let wait = (REVIVE_START_MS << (self.crashes[i] - MAX_CRASHES - 1).min(6)).min(REVIVE_MAX_MS);
-                    self.status.last_error =
-                        Some(format!("executor {i} keeps failing to start ({message}); trying again in {wait} ms"));
-                    let notify = self.notify.clone();
-                    self.revivals.insert(i, Timeout::new(wait, move || notify(Event::Revive(i))));
-                }
-                if let Some(lease) = running {
-                    if let Some(ids) = self.end_run(lease) {
-                        self.fail(lease, ids, FailureKind::ExecutorCrashed, message.clone());
-                    }
-                }
-                if !self.revivals.is_empty() && self.revivals.len() == self.pool.size() {
-                    // No executor at all for now: give the queued leases back
-                    // (free retries elsewhere) rather than hold them.
-                    for l in std::mem::take(&mut self.waiting) {
-                        self.fail(l.lease, (l.job, l.task), FailureKind::ExecutorCrashed, format!("no executor could start: {message}"));
-                    }
-                }
-                self.dispatch();
-            }
-        }
-    }
-
-    /// A run of `ran_ms` ended in slot `i`: count the CPU given and rest the
-    /// slot to keep the budget's duty cycle.
-    fn ran(&mut self, i: usize, ran_ms: f64) {
-        self.status.cpu_seconds += ran_ms / 1000.0;
-        self.pool.rest(i, self.plan.rest_ms(ran_ms));
     }
 }

@@ -37,6 +37,26 @@ const workersAre = (n) => waitFor(`${n} workers`, async () => (await stats()).wo
 const state = async (page) => (await lastStatus(page))?.state;
 const stateIs = (page, s, timeoutMs = 20_000) => waitFor(`state ${s}`, async () => (await state(page)) === s, timeoutMs, 20);
 
+/** Runs `f` in a fresh browser context (its own storage), closed after; no worker is left joined. */
+async function inContext(f) {
+  const context = await browser.newContext();
+  try {
+    await f(context);
+  } finally {
+    await context.close();
+    await workersAre(0);
+  }
+}
+
+/** Two tabs of the same origin: the first runs the agent, the second waits. */
+async function twoTabs(context) {
+  const first = await open(context, `${c.base}/granted.html`);
+  await stateIs(first.page, 'connected');
+  const second = await open(context, `${c.base}/granted.html`);
+  await stateIs(second.page, 'standby');
+  return { first, second };
+}
+
 /** Resource URLs the page fetched so far. */
 const fetched = (page) => page.evaluate(() => performance.getEntriesByType('resource').map((e) => e.name));
 
@@ -100,37 +120,26 @@ const setVisibility = (page, v) =>
     document.dispatchEvent(new Event('visibilitychange'));
   }, v);
 
-test('stop() while the banner is up removes it and nothing starts', async () => {
-  const context = await browser.newContext();
-  try {
-    const { page, errors } = await open(context, `${c.base}/ask.html`);
-    await page.getByRole('dialog').waitFor();
-    await page.evaluate(() => window.idlecore.stop());
-    await stateIs(page, 'stopped');
-    assert.equal(await page.getByRole('dialog').count(), 0, 'the banner is gone');
-    await sleep(1000);
-    assert.equal(await state(page), 'stopped');
-    assert.equal((await stats()).workers, 0);
-    assert.deepEqual(errors, []);
-  } finally {
-    await context.close();
-  }
-});
+test('stop() while the banner is up removes it and nothing starts', () => inContext(async (context) => {
+  const { page, errors } = await open(context, `${c.base}/ask.html`);
+  await page.getByRole('dialog').waitFor();
+  await page.evaluate(() => window.idlecore.stop());
+  await stateIs(page, 'stopped');
+  assert.equal(await page.getByRole('dialog').count(), 0, 'the banner is gone');
+  await sleep(1000);
+  assert.equal(await state(page), 'stopped');
+  assert.equal((await stats()).workers, 0);
+  assert.deepEqual(errors, []);
+}));
 
-test('the banner says what the site wants it to say', async () => {
-  const context = await browser.newContext();
-  try {
-    const { page } = await open(context, `${c.base}/texts.html`);
-    const banner = page.getByRole('dialog');
-    assert.equal((await banner.locator('p').textContent()).trim(), 'Lend us your CPU for science?');
-    await page.getByRole('button', { name: 'Not now' }).waitFor();
-    await page.getByRole('button', { name: 'Sure' }).click();
-    await workersAre(1);
-  } finally {
-    await context.close();
-    await workersAre(0);
-  }
-});
+test('the banner says what the site wants it to say', () => inContext(async (context) => {
+  const { page } = await open(context, `${c.base}/texts.html`);
+  const banner = page.getByRole('dialog');
+  assert.equal((await banner.locator('p').textContent()).trim(), 'Lend us your CPU for science?');
+  await page.getByRole('button', { name: 'Not now' }).waitFor();
+  await page.getByRole('button', { name: 'Sure' }).click();
+  await workersAre(1);
+}));
 
 test('a device on battery pauses and resumes when charging', async () => {
   const context = await browser.newContext();
@@ -159,168 +168,128 @@ test('a device on battery pauses and resumes when charging', async () => {
   }
 });
 
-test('a hidden page stops computing within a second and resumes when visible', async () => {
-  const context = await browser.newContext();
-  try {
-    const { page, errors } = await open(context, `${c.base}/granted.html`);
-    await workersAre(1);
-    // Tasks of about a second each, so one is always mid-run.
-    const job = await c.api.job(hash, 40, ['--rounds', '500000']);
-    await waitFor('a task to run', async () => (await lastStatus(page))?.running >= 1, 30_000, 20);
-    await sleep(300);
+test('a hidden page stops computing within a second and resumes when visible', () => inContext(async (context) => {
+  const { page, errors } = await open(context, `${c.base}/granted.html`);
+  await workersAre(1);
+  // Tasks of about a second each, so one is always mid-run.
+  const job = await c.api.job(hash, 40, ['--rounds', '500000']);
+  await waitFor('a task to run', async () => (await lastStatus(page))?.running >= 1, 30_000, 20);
+  await sleep(300);
 
-    const hiddenAt = Date.now();
-    await setVisibility(page, 'hidden');
-    await waitFor('paused with no executor', async () => {
-      const s = await lastStatus(page);
-      return s.state === 'paused' && s.workers === 0 && s.running === 0;
-    }, 5_000, 10);
-    await waitFor('leases given back', async () => (await stats()).leases === 0, 5_000, 20);
-    const took = Date.now() - hiddenAt;
-    assert.ok(took < 1000, `paused and leases back after ${took} ms`);
-    // And the CPU is really free from a second after hiding: the whole browser
-    // uses almost nothing (a running task used a full core).
-    await sleep(Math.max(0, hiddenAt + 1000 - Date.now()));
-    const cpu0 = browserCpuSeconds(browser.pid);
-    await sleep(2000);
-    const used = (browserCpuSeconds(browser.pid) - cpu0) / 2;
-    assert.ok(used < 0.1, `browser CPU while hidden: ${used.toFixed(3)} cores`);
-    assert.equal((await stats()).workers, 1, 'the session stays open while paused');
+  const hiddenAt = Date.now();
+  await setVisibility(page, 'hidden');
+  await waitFor('paused with no executor', async () => {
+    const s = await lastStatus(page);
+    return s.state === 'paused' && s.workers === 0 && s.running === 0;
+  }, 5_000, 10);
+  await waitFor('leases given back', async () => (await stats()).leases === 0, 5_000, 20);
+  const took = Date.now() - hiddenAt;
+  assert.ok(took < 1000, `paused and leases back after ${took} ms`);
+  // And the CPU is really free from a second after hiding: the whole browser
+  // uses almost nothing (a running task used a full core).
+  await sleep(Math.max(0, hiddenAt + 1000 - Date.now()));
+  const cpu0 = browserCpuSeconds(browser.pid);
+  await sleep(2000);
+  const used = (browserCpuSeconds(browser.pid) - cpu0) / 2;
+  assert.ok(used < 0.1, `browser CPU while hidden: ${used.toFixed(3)} cores`);
+  assert.equal((await stats()).workers, 1, 'the session stays open while paused');
 
-    const doneBefore = (await c.api.status(job)).done;
-    await setVisibility(page, 'visible');
-    await stateIs(page, 'connected', 5_000);
-    await waitFor('tasks to go on', async () => ((await c.api.status(job)).done) > doneBefore, 30_000, 100);
-    await c.api.cancel(job);
-    assert.deepEqual(errors, []);
-  } finally {
-    await context.close();
-    await workersAre(0);
-  }
-});
+  const doneBefore = (await c.api.status(job)).done;
+  await setVisibility(page, 'visible');
+  await stateIs(page, 'connected', 5_000);
+  await waitFor('tasks to go on', async () => ((await c.api.status(job)).done) > doneBefore, 30_000, 100);
+  await c.api.cancel(job);
+  assert.deepEqual(errors, []);
+}));
 
-test('one agent per origin across tabs, handed over when its tab is hidden or closes', async () => {
-  const context = await browser.newContext();
-  try {
-    const first = await open(context, `${c.base}/granted.html`);
-    await stateIs(first.page, 'connected');
-    const second = await open(context, `${c.base}/granted.html`);
-    await stateIs(second.page, 'standby');
-    await sleep(1500);
-    assert.equal((await stats()).workers, 1, 'the second tab waits');
-    assert.equal(await state(second.page), 'standby');
+test('one agent per origin across tabs, handed over when its tab is hidden or closes', () => inContext(async (context) => {
+  const { first, second } = await twoTabs(context);
+  await sleep(1500);
+  assert.equal((await stats()).workers, 1, 'the second tab waits');
+  assert.equal(await state(second.page), 'standby');
 
-    // The visitor switches to the second tab: the hidden first one hands the agent over.
-    await setVisibility(first.page, 'hidden');
-    await stateIs(second.page, 'connected');
-    await stateIs(first.page, 'standby');
-    await workersAre(1);
-    // And back.
-    await setVisibility(first.page, 'visible');
-    await setVisibility(second.page, 'hidden');
-    await stateIs(first.page, 'connected');
-    await stateIs(second.page, 'standby');
+  // The visitor switches to the second tab: the hidden first one hands the agent over.
+  await setVisibility(first.page, 'hidden');
+  await stateIs(second.page, 'connected');
+  await stateIs(first.page, 'standby');
+  await workersAre(1);
+  // And back.
+  await setVisibility(first.page, 'visible');
+  await setVisibility(second.page, 'hidden');
+  await stateIs(first.page, 'connected');
+  await stateIs(second.page, 'standby');
 
-    // The waiting tab is looked at again; it takes over when the first one closes.
-    await setVisibility(second.page, 'visible');
-    await first.page.close();
-    await stateIs(second.page, 'connected');
-    await workersAre(1);
-    assert.deepEqual(first.errors, []);
-    assert.deepEqual(second.errors, []);
-  } finally {
-    await context.close();
-    await workersAre(0);
-  }
-});
+  // The waiting tab is looked at again; it takes over when the first one closes.
+  await setVisibility(second.page, 'visible');
+  await first.page.close();
+  await stateIs(second.page, 'connected');
+  await workersAre(1);
+  assert.deepEqual(first.errors, []);
+  assert.deepEqual(second.errors, []);
+}));
 
-test('a tab opened while the holder is hidden gets the agent', async () => {
-  const context = await browser.newContext();
-  try {
-    const first = await open(context, `${c.base}/granted.html`);
-    await stateIs(first.page, 'connected');
-    await setVisibility(first.page, 'hidden');
-    await stateIs(first.page, 'paused');
-    const second = await open(context, `${c.base}/granted.html`);
-    await stateIs(second.page, 'connected');
-    await stateIs(first.page, 'standby');
-    await workersAre(1);
-  } finally {
-    await context.close();
-    await workersAre(0);
-  }
-});
+test('a tab opened while the holder is hidden gets the agent', () => inContext(async (context) => {
+  const first = await open(context, `${c.base}/granted.html`);
+  await stateIs(first.page, 'connected');
+  await setVisibility(first.page, 'hidden');
+  await stateIs(first.page, 'paused');
+  const second = await open(context, `${c.base}/granted.html`);
+  await stateIs(second.page, 'connected');
+  await stateIs(first.page, 'standby');
+  await workersAre(1);
+}));
 
-test('Stop in one tab stops the tabs waiting too', async () => {
-  const context = await browser.newContext();
-  try {
-    const first = await open(context, `${c.base}/granted.html`);
-    await stateIs(first.page, 'connected');
-    const second = await open(context, `${c.base}/granted.html`);
-    await stateIs(second.page, 'standby');
-    await first.page.getByRole('button', { name: 'Stop sharing CPU' }).click();
-    await workersAre(0);
-    await waitFor('the waiting tab to give up', async () => ['stopped', 'declined'].includes(await state(second.page)), 5_000, 50);
-    await sleep(1500);
-    assert.equal((await stats()).workers, 0, 'the waiting tab did not start');
-    assert.equal(await second.page.locator('[data-idlecore=indicator]').count(), 0);
-  } finally {
-    await context.close();
-  }
-});
+test('Stop in one tab stops the tabs waiting too', () => inContext(async (context) => {
+  const { first, second } = await twoTabs(context);
+  await first.page.getByRole('button', { name: 'Stop sharing CPU' }).click();
+  await workersAre(0);
+  await waitFor('the waiting tab to give up', async () => ['stopped', 'declined'].includes(await state(second.page)), 5_000, 50);
+  await sleep(1500);
+  assert.equal((await stats()).workers, 0, 'the waiting tab did not start');
+  assert.equal(await second.page.locator('[data-idlecore=indicator]').count(), 0);
+}));
 
-test('the handle pauses, resumes, changes the CPU share and stops', async () => {
-  const context = await browser.newContext();
-  try {
-    const { page, errors } = await open(context, `${c.base}/granted.html`);
-    await workersAre(1);
-    const slots = async () => (await stats()).slots;
-    const capacity = await slots();
-    assert.ok(capacity >= 1);
+test('the handle pauses, resumes, changes the CPU share and stops', () => inContext(async (context) => {
+  const { page, errors } = await open(context, `${c.base}/granted.html`);
+  await workersAre(1);
+  const slots = async () => (await stats()).slots;
+  const capacity = await slots();
+  assert.ok(capacity >= 1);
 
-    await page.evaluate(() => window.idlecore.pause());
-    await stateIs(page, 'paused', 5_000);
-    await waitFor('capacity 0 at the coordinator', async () => (await slots()) === 0, 5_000, 20);
-    await page.evaluate(() => window.idlecore.resume());
-    await stateIs(page, 'connected', 5_000);
-    await waitFor('capacity back', async () => (await slots()) === capacity, 5_000, 20);
+  await page.evaluate(() => window.idlecore.pause());
+  await stateIs(page, 'paused', 5_000);
+  await waitFor('capacity 0 at the coordinator', async () => (await slots()) === 0, 5_000, 20);
+  await page.evaluate(() => window.idlecore.resume());
+  await stateIs(page, 'connected', 5_000);
+  await waitFor('capacity back', async () => (await slots()) === capacity, 5_000, 20);
 
-    await page.evaluate(() => window.idlecore.setCpu(0));
-    await waitFor('no executors at cpu 0', async () => (await lastStatus(page)).workers === 0 && (await slots()) === 0, 5_000, 20);
-    await page.evaluate(() => window.idlecore.setCpu(0.5));
-    await waitFor('executors back', async () => (await lastStatus(page)).workers >= 1 && (await slots()) >= 1, 5_000, 20);
-    await assert.rejects(page.evaluate(() => window.idlecore.setCpu(2)), /setCpu takes a number from 0 to 1/);
+  await page.evaluate(() => window.idlecore.setCpu(0));
+  await waitFor('no executors at cpu 0', async () => (await lastStatus(page)).workers === 0 && (await slots()) === 0, 5_000, 20);
+  await page.evaluate(() => window.idlecore.setCpu(0.5));
+  await waitFor('executors back', async () => (await lastStatus(page)).workers >= 1 && (await slots()) >= 1, 5_000, 20);
+  await assert.rejects(page.evaluate(() => window.idlecore.setCpu(2)), /setCpu takes a number from 0 to 1/);
 
-    await page.evaluate(() => window.idlecore.stop());
-    await workersAre(0);
-    assert.equal(await state(page), 'stopped');
-    assert.deepEqual(errors, []);
-  } finally {
-    await context.close();
-  }
-});
+  await page.evaluate(() => window.idlecore.stop());
+  await workersAre(0);
+  assert.equal(await state(page), 'stopped');
+  assert.deepEqual(errors, []);
+}));
 
-test('the demo page asks, shows live figures and follows its CPU slider', async () => {
-  const context = await browser.newContext();
-  try {
-    const { page, errors } = await open(context, `${c.base}/demo.html`);
-    await page.getByRole('button', { name: 'Allow' }).click();
-    await workersAre(1);
-    await waitFor('the controls', async () => !(await page.locator('#controls').isDisabled()), 10_000, 50);
-    const job = await c.api.job(hash, 8, ['--rounds', '20000']);
-    await waitFor('tasks on the page', async () => Number(await page.textContent('#done')) >= 8, 60_000, 100);
-    assert.match(await page.textContent('#bytes'), /^[1-9]\d* KB$/);
-    await c.api.cancel(job).catch(() => {});
+test('the demo page asks, shows live figures and follows its CPU slider', () => inContext(async (context) => {
+  const { page, errors } = await open(context, `${c.base}/demo.html`);
+  await page.getByRole('button', { name: 'Allow' }).click();
+  await workersAre(1);
+  await waitFor('the controls', async () => !(await page.locator('#controls').isDisabled()), 10_000, 50);
+  const job = await c.api.job(hash, 8, ['--rounds', '20000']);
+  await waitFor('tasks on the page', async () => Number(await page.textContent('#done')) >= 8, 60_000, 100);
+  assert.match(await page.textContent('#bytes'), /^[1-9]\d* KB$/);
+  await c.api.cancel(job).catch(() => {});
 
-    await page.locator('#cpu').fill('0');
-    await waitFor('no executors at 0%', async () => (await page.textContent('#workers')) === '0' && (await stats()).slots === 0, 5_000, 50);
-    await page.locator('#cpu').fill('50');
-    await waitFor('an executor at 50%', async () => (await page.textContent('#workers')) === '1', 5_000, 50);
-    await page.getByRole('button', { name: 'Pause' }).click();
-    await waitFor('paused', async () => (await page.textContent('#state')) === 'paused', 5_000, 50);
-    assert.deepEqual(errors, []);
-  } finally {
-    await context.close();
-    await workersAre(0);
-  }
-});
+  await page.locator('#cpu').fill('0');
+  await waitFor('no executors at 0%', async () => (await page.textContent('#workers')) === '0' && (await stats()).slots === 0, 5_000, 50);
+  await page.locator('#cpu').fill('50');
+  await waitFor('an executor at 50%', async () => (await page.textContent('#workers')) === '1', 5_000, 50);
+  await page.getByRole('button', { name: 'Pause' }).click();
+  await waitFor('paused', async () => (await page.textContent('#state')) === 'paused', 5_000, 50);
+  assert.deepEqual(errors, []);
+}));
