@@ -7,6 +7,8 @@
 //! re-running leased tasks: the store rebuilds the rest.
 
 use crate::model::{JobLimits, TaskInput};
+use crate::validate::quorum::Voter;
+use crate::validate::Policy;
 use idlecore_protocol::{Cancel, CoordinatorMessage, FailureKind, Lease, ModuleHash};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -27,24 +29,43 @@ struct Job {
     module: ModuleHash,
     limits: JobLimits,
     tasks: Vec<Arc<TaskInput>>,
+    /// Units are what gets leased: one per task at first, more for the
+    /// replicas and spot checks of a validated job. `units[u]` is the task
+    /// unit `u` runs; `state` is per unit.
+    units: Vec<u32>,
     state: Vec<TaskState>,
+    /// Per task: task-caused failures, and whether its final record is stored.
     failures: Vec<u32>,
+    done: Vec<bool>,
     finished: u32,
     in_flight: u32,
     cancelled: bool,
     /// Bytes of task inputs held, counted until the job leaves.
     bytes: usize,
-    /// Speculative second attempts of leased tasks (see `attempts.rs`).
+    /// Speculative second attempts of leased units (see `attempts.rs`).
     second: HashMap<u32, LeaseId>,
+    /// Replicas, votes and spot checks of a validated job (see `validation.rs`).
+    checks: Option<Box<validation::JobChecks>>,
     /// Lease-to-report time of finished attempts, for spotting stragglers.
     done_time: Duration,
     done_count: u32,
 }
 
+impl Job {
+    /// Whether the unit still has to run: its task is undecided, or it is a
+    /// spot check (whose task is decided by definition).
+    fn wants(&self, unit: u32) -> bool {
+        !self.cancelled
+            && (!self.done[self.units[unit as usize] as usize] || self.checks.as_ref().is_some_and(|c| c.is_spot(unit)))
+    }
+}
+
 struct LeaseInfo {
     job: u64,
-    task: u32,
+    unit: u32,
     worker: WorkerId,
+    /// Who the lease was sent to: its result is that worker's vote.
+    voter: Voter,
     deadline: Instant,
     started: Instant,
     /// A result or failure for it is being written; it can no longer expire.
@@ -53,6 +74,7 @@ struct LeaseInfo {
 
 struct Worker {
     slots: u32,
+    voter: Voter,
     leases: HashSet<LeaseId>,
     tx: UnboundedSender<CoordinatorMessage>,
     /// Already in `hungry`: keeps that queue at one entry per worker.
@@ -65,6 +87,11 @@ pub struct Finishing {
     pub lease: LeaseId,
     pub job: u64,
     pub task: u32,
+    /// Its result is a vote to be counted with `report` before storing.
+    pub validated: bool,
+    /// A spot check of a task already decided: only its output matters
+    /// (a failure ends it with `drop_spot_check`, storing nothing).
+    pub spot: bool,
     /// Task-caused failures recorded before this report.
     pub failures: u32,
     pub max_attempts: u32,
@@ -82,6 +109,8 @@ pub struct Stats {
     pub adopted: u64,
     /// Speculative second attempts given to stragglers.
     pub speculated: u64,
+    /// Workers banned for a wrong answer to a spot check.
+    pub banned: usize,
     /// Leases workers gave back unrun (paused, budget lowered).
     pub withdrawn: u64,
 }
@@ -157,7 +186,17 @@ pub struct Scheduler {
     adopted: u64,
     speculated: u64,
     withdrawn: u64,
+    /// Hungry workers that may run none of the ready units (all replicas of
+    /// tasks they already run): woken when units are queued.
+    starved: Vec<WorkerId>,
+    /// Workers caught returning a wrong known answer: never leased to again.
+    banned: HashSet<WorkerId>,
+    /// Every worker's record of verified results (see `validation.rs`).
+    trust: validation::Trust,
 }
+
+/// Most ready units a worker looks past for one it may run.
+const SCAN: usize = 256;
 
 impl Scheduler {
     pub fn new(epoch: u32, lease_ttl: Duration) -> Scheduler {
@@ -177,16 +216,21 @@ impl Scheduler {
             adopted: 0,
             speculated: 0,
             withdrawn: 0,
+            starved: Vec::new(),
+            banned: HashSet::new(),
+            trust: validation::Trust::new(task_seed(epoch as u64, 0x7257)),
         }
     }
 
-    /// Keys lease ids with a secret (the coordinator passes random bytes).
+    /// Keys lease ids with a secret (the coordinator passes random bytes),
+    /// and seeds the validator's draws from it.
     pub fn with_key(mut self, key: u64) -> Scheduler {
         self.key = key;
+        self.trust = validation::Trust::new(task_seed(key, 0x7257));
         self
     }
 
-    /// Adds a job; tasks marked in `finished` are not run again.
+    /// Adds a job with no result validation; tasks marked in `finished` are not run again.
     pub fn add_job(
         &mut self,
         id: u64,
@@ -196,20 +240,26 @@ impl Scheduler {
         finished: Vec<bool>,
         failures: Vec<u32>,
     ) {
+        self.add_validated_job(id, module, limits, Policy::OFF, tasks, finished, failures)
+    }
+
+    /// Adds a job whose results are checked by `policy`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_validated_job(
+        &mut self,
+        id: u64,
+        module: ModuleHash,
+        limits: JobLimits,
+        policy: Policy,
+        tasks: Vec<TaskInput>,
+        finished: Vec<bool>,
+        failures: Vec<u32>,
+    ) {
         let n = tasks.len();
-        let mut state = vec![TaskState::Ready; n];
-        let mut done = 0;
-        for (i, f) in finished.iter().enumerate().take(n) {
-            if *f {
-                state[i] = TaskState::Finished;
-                done += 1;
-            } else {
-                self.ready.push_back((id, i as u32));
-            }
-        }
-        if finished.len() < n {
-            self.ready.extend((finished.len()..n).map(|i| (id, i as u32)));
-        }
+        let mut done = finished;
+        done.resize(n, false);
+        let state = done.iter().map(|&d| if d { TaskState::Finished } else { TaskState::Ready }).collect();
+        self.ready.extend((0..n).filter(|&i| !done[i]).map(|i| (id, i as u32)));
         let mut failures = failures;
         failures.resize(n, 0);
         let bytes = tasks.iter().map(TaskInput::size).sum();
@@ -219,24 +269,36 @@ impl Scheduler {
                 module,
                 limits,
                 tasks: tasks.into_iter().map(Arc::new).collect(),
+                units: (0..n as u32).collect(),
                 state,
                 failures,
-                finished: done,
+                finished: done.iter().filter(|d| **d).count() as u32,
+                done,
                 in_flight: 0,
                 cancelled: false,
                 bytes,
                 second: HashMap::new(),
+                checks: policy.is_on().then(|| Box::new(validation::JobChecks::new(policy))),
                 done_time: Duration::ZERO,
                 done_count: 0,
             },
         );
+        self.wake_starved();
         self.pump();
     }
 
+    /// A worker session with no known network origin.
     pub fn register_worker(&mut self, slots: u32, tx: UnboundedSender<CoordinatorMessage>) -> WorkerId {
+        self.register_worker_from(slots, tx, None)
+    }
+
+    /// A worker session; `origin` identifies its network (replicas of a task
+    /// never go to two workers of one origin).
+    pub fn register_worker_from(&mut self, slots: u32, tx: UnboundedSender<CoordinatorMessage>, origin: Option<u64>) -> WorkerId {
         let id = self.next_worker;
         self.next_worker += 1;
-        self.workers.insert(id, Worker { slots, leases: HashSet::new(), tx, queued: false });
+        let voter = Voter { worker: id, origin };
+        self.workers.insert(id, Worker { slots, voter, leases: HashSet::new(), tx, queued: false });
         self.mark_hungry(id);
         self.pump();
         id
@@ -259,6 +321,7 @@ impl Scheduler {
     /// Forgets a worker; its unfinished leases go back to the front of the queue.
     pub fn remove_worker(&mut self, id: WorkerId) -> usize {
         let Some(w) = self.workers.remove(&id) else { return 0 };
+        self.trust.forget(id);
         if w.queued {
             // Idle workers that come and go would otherwise pile up here.
             self.hungry.retain(|h| *h != id);
@@ -283,17 +346,20 @@ impl Scheduler {
         self.mark_hungry(info.worker);
         if let Some(job) = self.jobs.get_mut(&info.job) {
             job.in_flight -= 1;
-            let task = info.task as usize;
-            if job.second.get(&info.task) == Some(&lease) {
+            let unit = info.unit as usize;
+            if job.second.get(&info.unit) == Some(&lease) {
                 // A speculative attempt ends; the first one runs on.
-                job.second.remove(&info.task);
-            } else if job.state[task] == TaskState::Leased(lease) {
-                if let Some(second) = job.second.remove(&info.task) {
-                    // The speculative attempt carries on as the task's lease.
-                    job.state[task] = TaskState::Leased(second);
-                } else if !job.cancelled {
-                    job.state[task] = TaskState::Ready;
-                    self.ready.push_front((info.job, info.task));
+                job.second.remove(&info.unit);
+            } else if job.state[unit] == TaskState::Leased(lease) {
+                if let Some(second) = job.second.remove(&info.unit) {
+                    // The speculative attempt carries on as the unit's lease.
+                    job.state[unit] = TaskState::Leased(second);
+                } else if job.wants(info.unit) {
+                    job.state[unit] = TaskState::Ready;
+                    self.ready.push_front((info.job, info.unit));
+                    self.wake_starved();
+                } else {
+                    job.state[unit] = TaskState::Finished;
                 }
             }
         }
@@ -301,19 +367,22 @@ impl Scheduler {
 
     fn mark_hungry(&mut self, id: WorkerId) {
         if let Some(w) = self.workers.get_mut(&id) {
-            if !w.queued && (w.leases.len() as u32) < w.slots {
+            if !w.queued && (w.leases.len() as u32) < w.slots && !self.banned.contains(&id) {
                 w.queued = true;
                 self.hungry.push_back(id);
             }
         }
     }
 
-    /// Sends a new lease for the task to the worker and books it (the caller
-    /// records it in the task's state).
-    fn grant(&mut self, wid: WorkerId, job_id: u64, task: u32) -> LeaseId {
+    /// Sends a new lease for the unit to the worker and books it (the caller
+    /// records it in the unit's state).
+    fn grant(&mut self, wid: WorkerId, job_id: u64, unit: u32) -> LeaseId {
         let lease = self.epoch | permute(self.key, self.next_lease as u32) as u64;
         self.next_lease += 1;
+        let voter = self.workers.get(&wid).map_or(Voter { worker: wid, origin: None }, |w| w.voter);
+        self.on_grant(job_id, unit, voter);
         let job = self.jobs.get_mut(&job_id).expect("a granted task's job exists");
+        let task = job.units[unit as usize];
         let input = &job.tasks[task as usize];
         let msg = CoordinatorMessage::Lease(Lease {
             lease,
@@ -332,7 +401,7 @@ impl Scheduler {
         let now = Instant::now();
         self.leases.insert(
             lease,
-            LeaseInfo { job: job_id, task, worker: wid, deadline: now + self.lease_ttl, started: now, finishing: false },
+            LeaseInfo { job: job_id, unit, worker: wid, voter, deadline: now + self.lease_ttl, started: now, finishing: false },
         );
         if let Some(w) = self.workers.get_mut(&wid) {
             w.leases.insert(lease);
@@ -342,31 +411,74 @@ impl Scheduler {
         lease
     }
 
-    /// Hands ready tasks to workers with free slots, round robin.
+    /// Hands ready units to workers with free slots, round robin. A worker
+    /// takes the first ready unit it may run (not a second replica of one
+    /// task); one that may run none waits in `starved` for new units.
     pub fn pump(&mut self) {
+        let mut granted = false;
         while !self.ready.is_empty() {
             let Some(&wid) = self.hungry.front() else { return };
             let Some(w) = self.workers.get_mut(&wid) else {
                 self.hungry.pop_front();
                 continue;
             };
-            if w.leases.len() as u32 >= w.slots {
+            if w.leases.len() as u32 >= w.slots || self.banned.contains(&wid) {
                 w.queued = false;
                 self.hungry.pop_front();
                 continue;
             }
-            let Some((job_id, task)) = self.ready.pop_front() else { return };
-            let Some(job) = self.jobs.get_mut(&job_id) else { continue };
-            if job.cancelled || job.state[task as usize] != TaskState::Ready {
+            let Some((job_id, unit)) = self.next_unit_for(wid) else {
+                self.hungry.pop_front();
+                self.workers.get_mut(&wid).expect("checked above").queued = false;
+                self.starved.push(wid);
                 continue;
-            }
-            let lease = self.grant(wid, job_id, task);
+            };
+            let lease = self.grant(wid, job_id, unit);
             let job = self.jobs.get_mut(&job_id).expect("granted above");
-            job.state[task as usize] = TaskState::Leased(lease);
+            job.state[unit as usize] = TaskState::Leased(lease);
             let w = self.workers.get_mut(&wid).expect("checked above");
             // Rotate so the next task goes to the next hungry worker.
             self.hungry.pop_front();
             w.queued = false;
+            self.mark_hungry(wid);
+            granted = true;
+        }
+        // Grants change what is at the front of the queue: workers that found
+        // nothing they may run look once more.
+        if granted && !self.starved.is_empty() && !self.ready.is_empty() {
+            self.wake_starved();
+            self.pump();
+        }
+    }
+
+    /// Takes the first ready unit the worker may run, leaving the others
+    /// queued in order; looks past at most `SCAN` it may not run.
+    fn next_unit_for(&mut self, wid: WorkerId) -> Option<(u64, u32)> {
+        let mut passed = Vec::new();
+        let mut found = None;
+        while let Some((job_id, unit)) = self.ready.pop_front() {
+            let Some(job) = self.jobs.get(&job_id) else { continue };
+            if job.cancelled || job.state[unit as usize] != TaskState::Ready {
+                continue;
+            }
+            if self.eligible(wid, job_id, unit) {
+                found = Some((job_id, unit));
+                break;
+            }
+            passed.push((job_id, unit));
+            if passed.len() >= SCAN {
+                break;
+            }
+        }
+        for entry in passed.into_iter().rev() {
+            self.ready.push_front(entry);
+        }
+        found
+    }
+
+    /// Workers that found no unit they may run get another look.
+    fn wake_starved(&mut self) {
+        for wid in std::mem::take(&mut self.starved) {
             self.mark_hungry(wid);
         }
     }
@@ -400,45 +512,73 @@ impl Scheduler {
             // coordinator noticed): the attempt moves to the reporting session.
             self.move_lease(lease, worker);
         }
+        if self.banned.contains(&self.leases[&lease].voter.worker) {
+            // A banned worker's results count for nothing; its task runs elsewhere.
+            self.requeue(lease);
+            self.pump();
+            return None;
+        }
         let info = self.leases.get_mut(&lease).expect("checked above");
         info.finishing = true;
-        let job = &self.jobs[&info.job];
-        Some(Finishing {
+        let (job_id, unit) = (info.job, info.unit);
+        Some(self.finishing(lease, job_id, unit))
+    }
+
+    fn finishing(&self, lease: LeaseId, job_id: u64, unit: u32) -> Finishing {
+        let job = &self.jobs[&job_id];
+        let task = job.units[unit as usize];
+        Finishing {
             lease,
-            job: info.job,
-            task: info.task,
-            failures: job.failures[info.task as usize],
+            job: job_id,
+            task,
+            validated: job.checks.is_some(),
+            spot: job.checks.as_ref().is_some_and(|c| c.is_spot(unit)),
+            failures: job.failures[task as usize],
             max_attempts: job.limits.max_attempts,
-        })
+        }
     }
 
     /// The task's final record is stored: mark it finished and free the slot.
     /// Returns true when this finished the whole job.
     pub fn finish(&mut self, lease: LeaseId) -> bool {
-        if let Some(other) = self.sibling(lease) {
-            self.cancel_attempt(other);
-        }
-        let Some(info) = self.leases.remove(&lease) else { return false };
-        if let Some(w) = self.workers.get_mut(&info.worker) {
-            w.leases.remove(&lease);
-        }
-        self.mark_hungry(info.worker);
+        let Some((job_id, unit)) = self.close_unit(lease) else { return false };
         let mut job_done = false;
-        if let Some(job) = self.jobs.get_mut(&info.job) {
-            job.in_flight -= 1;
-            if job.state[info.task as usize] != TaskState::Finished {
-                job.state[info.task as usize] = TaskState::Finished;
+        if let Some(job) = self.jobs.get_mut(&job_id) {
+            let task = job.units[unit as usize];
+            if !job.done[task as usize] {
+                job.done[task as usize] = true;
                 job.finished += 1;
-                job.done_time += info.started.elapsed();
-                job.done_count += 1;
+                self.task_decided(job_id, task);
             }
-            job_done = job.finished as usize == job.tasks.len();
+            job_done = self.completed(job_id);
             if job_done {
-                self.drop_job(info.job);
+                self.drop_job(job_id);
             }
         }
         self.pump();
         job_done
+    }
+
+    /// Ends a unit whose report is in (cancelling its speculative twin) and
+    /// frees the slot; the unit is finished. Returns its job and unit.
+    fn close_unit(&mut self, lease: LeaseId) -> Option<(u64, u32)> {
+        if let Some(other) = self.sibling(lease) {
+            self.cancel_attempt(other);
+        }
+        let info = self.leases.remove(&lease)?;
+        if let Some(w) = self.workers.get_mut(&info.worker) {
+            w.leases.remove(&lease);
+        }
+        self.mark_hungry(info.worker);
+        if let Some(job) = self.jobs.get_mut(&info.job) {
+            job.in_flight -= 1;
+            if job.state[info.unit as usize] != TaskState::Finished {
+                job.state[info.unit as usize] = TaskState::Finished;
+                job.done_time += info.started.elapsed();
+                job.done_count += 1;
+            }
+        }
+        Some((info.job, info.unit))
     }
 
     /// A failure was recorded and the task gets another attempt.
@@ -452,7 +592,7 @@ impl Scheduler {
         if let Some(info) = self.leases.get(&lease) {
             if counted {
                 if let Some(job) = self.jobs.get_mut(&info.job) {
-                    job.failures[info.task as usize] += 1;
+                    job.failures[job.units[info.unit as usize] as usize] += 1;
                 }
             }
         }
@@ -547,15 +687,21 @@ impl Scheduler {
             adopted: self.adopted,
             speculated: self.speculated,
             withdrawn: self.withdrawn,
+            banned: self.banned.len(),
         }
     }
 }
 
 mod attempts;
 use attempts::Orphan;
+mod validation;
+pub use validation::{Outcome, ValidationStats};
 
 #[cfg(test)]
 mod tests;
 
 #[cfg(test)]
 mod properties;
+
+#[cfg(test)]
+mod validation_tests;

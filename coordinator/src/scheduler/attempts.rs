@@ -18,7 +18,8 @@ const MAX_ORPHANS: usize = 65_536;
 #[derive(Clone, Copy)]
 pub(super) struct Orphan {
     job: u64,
-    task: u32,
+    unit: u32,
+    voter: Voter,
     started: Instant,
 }
 
@@ -26,7 +27,7 @@ impl Scheduler {
     /// Remembers a lease about to be requeued because its worker went quiet.
     pub(super) fn orphan(&mut self, lease: LeaseId) {
         let Some(info) = self.leases.get(&lease) else { return };
-        self.orphans.insert(lease, Orphan { job: info.job, task: info.task, started: info.started });
+        self.orphans.insert(lease, Orphan { job: info.job, unit: info.unit, voter: info.voter, started: info.started });
         self.orphan_order.push_back(lease);
         while self.orphan_order.len() > MAX_ORPHANS {
             if let Some(old) = self.orphan_order.pop_front() {
@@ -44,7 +45,7 @@ impl Scheduler {
     /// Whether a report for this orphaned attempt would still be taken.
     pub(super) fn orphan_is_current(&self, lease: LeaseId) -> bool {
         self.orphans.get(&lease).is_some_and(|o| {
-            self.jobs.get(&o.job).is_some_and(|j| !j.cancelled && j.state[o.task as usize] != TaskState::Finished)
+            self.jobs.get(&o.job).is_some_and(|j| !j.cancelled && j.state[o.unit as usize] != TaskState::Finished)
         })
     }
 
@@ -62,8 +63,8 @@ impl Scheduler {
     pub(super) fn sibling(&self, lease: LeaseId) -> Option<LeaseId> {
         let info = self.leases.get(&lease)?;
         let job = self.jobs.get(&info.job)?;
-        let second = job.second.get(&info.task).copied();
-        match job.state[info.task as usize] {
+        let second = job.second.get(&info.unit).copied();
+        match job.state[info.unit as usize] {
             TaskState::Leased(first) if first == lease => second,
             TaskState::Leased(first) if second == Some(lease) => Some(first),
             _ => None,
@@ -86,12 +87,15 @@ impl Scheduler {
             self.orphans.remove(&lease);
             return None;
         }
-        let Orphan { job: job_id, task, started } = *self.orphans.get(&lease)?;
+        let Orphan { job: job_id, unit, voter, started } = *self.orphans.get(&lease)?;
+        if self.banned.contains(&voter.worker) {
+            return None;
+        }
         let job = self.jobs.get(&job_id)?;
-        let live: Vec<LeaseId> = match job.state[task as usize] {
+        let live: Vec<LeaseId> = match job.state[unit as usize] {
             // The speculative attempt first, so that dropping the lease does
             // not promote it.
-            TaskState::Leased(current) => job.second.get(&task).copied().into_iter().chain([current]).collect(),
+            TaskState::Leased(current) => job.second.get(&unit).copied().into_iter().chain([current]).collect(),
             _ => vec![],
         };
         if live.iter().any(|l| self.leases.get(l).is_some_and(|l| l.finishing)) {
@@ -106,13 +110,12 @@ impl Scheduler {
         // Requeueing put the task back in the ready queue; `pump` skips it
         // once it is no longer `Ready`.
         let job = self.jobs.get_mut(&job_id).expect("checked above");
-        job.state[task as usize] = TaskState::Leased(lease);
+        job.state[unit as usize] = TaskState::Leased(lease);
         job.in_flight += 1;
         let deadline = Instant::now() + self.lease_ttl;
-        self.leases.insert(lease, LeaseInfo { job: job_id, task, worker, deadline, started, finishing: true });
+        self.leases.insert(lease, LeaseInfo { job: job_id, unit, worker, voter, deadline, started, finishing: true });
         self.adopted += 1;
-        let job = &self.jobs[&job_id];
-        Some(Finishing { lease, job: job_id, task, failures: job.failures[task as usize], max_attempts: job.limits.max_attempts })
+        Some(self.finishing(lease, job_id, unit))
     }
 
     /// Once nothing is queued, gives workers with no lease at all a second
@@ -132,8 +135,8 @@ impl Scheduler {
                 !l.finishing
                     && !job.cancelled
                     && job.done_count > 0
-                    && job.state[l.task as usize] == TaskState::Leased(**id)
-                    && !job.second.contains_key(&l.task)
+                    && job.state[l.unit as usize] == TaskState::Leased(**id)
+                    && !job.second.contains_key(&l.unit)
                     && now.saturating_duration_since(l.started) > self.lease_ttl.max(mean.saturating_mul(2))
             })
             .map(|(id, l)| (l.started, *id))
@@ -142,13 +145,19 @@ impl Scheduler {
         let mut granted = 0;
         for (_, first) in stragglers {
             let info = &self.leases[&first];
-            let (job_id, task, holder) = (info.job, info.task, info.worker);
+            let (job_id, unit, holder) = (info.job, info.unit, info.worker);
             // Only a worker with nothing at all: `slots` counts prefetched
             // leases too, so a worker with any lease may have no idle executor.
-            let free = self.workers.iter().find(|(id, w)| **id != holder && w.leases.is_empty() && w.slots > 0).map(|(id, _)| *id);
-            let Some(wid) = free else { break };
-            let second = self.grant(wid, job_id, task);
-            self.jobs.get_mut(&job_id).expect("straggler's job").second.insert(task, second);
+            let free = self
+                .workers
+                .iter()
+                .find(|(id, w)| {
+                    **id != holder && w.leases.is_empty() && w.slots > 0 && !self.banned.contains(id) && self.eligible(**id, job_id, unit)
+                })
+                .map(|(id, _)| *id);
+            let Some(wid) = free else { continue };
+            let second = self.grant(wid, job_id, unit);
+            self.jobs.get_mut(&job_id).expect("straggler's job").second.insert(unit, second);
             granted += 1;
         }
         self.speculated += granted as u64;

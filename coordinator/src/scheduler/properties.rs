@@ -1,7 +1,8 @@
 //! Property tests of the scheduler as a state machine: random sequences of
 //! jobs, workers coming and going, results, failures (counted and free),
 //! duplicates, stale and foreign reports, orphaned attempts, heartbeats,
-//! expiry, speculative second attempts and cancels.
+//! expiry, speculative second attempts and cancels; jobs with result
+//! validation (replicas, spot checks) and workers that lie about outputs.
 //! After every step the scheduler's books must balance, and at the end a
 //! fresh worker must be able to finish every job that was not cancelled.
 
@@ -11,8 +12,8 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 #[derive(Debug, Clone)]
 enum Op {
-    AddJob { tasks: u8, max_attempts: u8 },
-    AddWorker { slots: u8 },
+    AddJob { tasks: u8, max_attempts: u8, replicas: u8, spot: bool },
+    AddWorker { slots: u8, liar: bool },
     SetCapacity { pick: u8, slots: u8 },
     RemoveWorker(u8),
     Complete(u8),
@@ -30,8 +31,9 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        1 => (1u8..12, 1u8..4).prop_map(|(tasks, max_attempts)| Op::AddJob { tasks, max_attempts }),
-        1 => (1u8..4).prop_map(|slots| Op::AddWorker { slots }),
+        1 => (1u8..12, 1u8..4, 0u8..4, any::<bool>())
+            .prop_map(|(tasks, max_attempts, replicas, spot)| Op::AddJob { tasks, max_attempts, replicas, spot }),
+        1 => (1u8..4, proptest::bool::weighted(0.3)).prop_map(|(slots, liar)| Op::AddWorker { slots, liar }),
         1 => (any::<u8>(), 0u8..4).prop_map(|(pick, slots)| Op::SetCapacity { pick, slots }),
         1 => any::<u8>().prop_map(Op::RemoveWorker),
         4 => any::<u8>().prop_map(Op::Complete),
@@ -66,12 +68,33 @@ struct World {
     /// (job, task) -> times the scheduler let a report finish it.
     finished: HashMap<(u64, u32), u32>,
     /// Attempts held by workers that were removed, not yet reported.
-    orphans: Vec<Lease>,
+    orphans: Vec<(Lease, bool)>,
+    /// Workers that report a wrong output (a digest of their own) for every lease.
+    liars: HashSet<WorkerId>,
+    /// Tasks of validated jobs whose accepted output is a liar's.
+    wrong: HashSet<(u64, u32)>,
+}
+
+/// The honest output of a task, as a digest.
+fn truth(job: u64, task: u32) -> crate::validate::quorum::Digest {
+    let mut d = [0u8; 32];
+    d[..8].copy_from_slice(&job.to_le_bytes());
+    d[8..12].copy_from_slice(&task.to_le_bytes());
+    d
 }
 
 impl World {
     fn new() -> World {
-        World { s: Scheduler::new(3, Duration::from_secs(60)), workers: vec![], next_job: 1, jobs: vec![], finished: HashMap::new(), orphans: vec![] }
+        World {
+            s: Scheduler::new(3, Duration::from_secs(60)),
+            workers: vec![],
+            next_job: 1,
+            jobs: vec![],
+            finished: HashMap::new(),
+            orphans: vec![],
+            liars: HashSet::new(),
+            wrong: HashSet::new(),
+        }
     }
 
     /// Moves messages the scheduler sent into each worker's holdings.
@@ -93,9 +116,12 @@ impl World {
         (!all.is_empty()).then(|| all[n as usize % all.len()])
     }
 
-    fn add_worker(&mut self, slots: u32) {
+    fn add_worker(&mut self, slots: u32, liar: bool) {
         let (tx, rx) = unbounded_channel();
         let id = self.s.register_worker(slots, tx);
+        if liar {
+            self.liars.insert(id);
+        }
         self.workers.push(TestWorker { id, rx, holding: vec![], slots, held_at_capacity_change: 0 });
     }
 
@@ -105,25 +131,81 @@ impl World {
         let Some(f) = self.s.begin_finish(self.workers[wi].id, lease.lease) else { return };
         assert_eq!((f.job, f.task), (lease.job, lease.task), "a claim names the leased task");
         match failure {
+            Some(_) if f.spot => self.s.drop_spot_check(f.lease),
             Some(counted) if !(counted && f.failures + 1 >= f.max_attempts) => self.s.retry(f.lease, counted),
-            _ => {
-                *self.finished.entry((f.job, f.task)).or_default() += 1;
-                self.s.finish(f.lease);
+            Some(_) => self.accept(f, false),
+            None => self.complete(f, self.liars.contains(&self.workers[wi].id)),
+        }
+    }
+
+    /// A claimed lease's output: the task's true one, or a liar's own.
+    fn complete(&mut self, f: Finishing, lie: bool) {
+        if !f.validated {
+            return self.accept(f, false);
+        }
+        let mut digest = truth(f.job, f.task);
+        if lie {
+            digest[31] = 1;
+            digest[16..24].copy_from_slice(&f.lease.to_le_bytes());
+        }
+        let record = crate::model::ResultRecord {
+            task: f.task,
+            status: crate::model::TaskStatus::Done,
+            exit_code: Some(0),
+            stdout: digest.to_vec(),
+            stderr: vec![],
+            elapsed_ms: 0,
+            fuel_used: 0,
+            files: Default::default(),
+            error: None,
+        };
+        match self.s.report(f.lease, digest, record) {
+            Outcome::Accept(r) => {
+                let wrong = r.stdout != truth(f.job, f.task);
+                self.accept(f, wrong)
             }
+            Outcome::Failed(_) => self.accept(f, false),
+            Outcome::Counted => self.reopened(),
+        }
+    }
+
+    /// The task's record is stored: the scheduler finishes it.
+    fn accept(&mut self, f: Finishing, wrong: bool) {
+        *self.finished.entry((f.job, f.task)).or_default() += 1;
+        if wrong {
+            self.wrong.insert((f.job, f.task));
+        }
+        self.s.finish(f.lease);
+        self.reopened();
+    }
+
+    /// Tasks reopened for verification lose their stored record.
+    fn reopened(&mut self) {
+        for (job, task) in self.s.take_reopened() {
+            let n = self.finished.get_mut(&(job, task)).expect("only a finished task is reopened");
+            *n -= 1;
+            if *n == 0 {
+                self.finished.remove(&(job, task));
+            }
+            self.wrong.remove(&(job, task));
         }
     }
 
     fn apply(&mut self, op: Op) {
         match op {
-            Op::AddJob { tasks, max_attempts } => {
+            Op::AddJob { tasks, max_attempts, replicas, spot } => {
                 let id = self.next_job;
                 self.next_job += 1;
                 let limits = JobLimits { max_attempts: max_attempts as u32, ..JobLimits::default() };
                 let inputs = (0..tasks).map(|i| TaskInput { stdin: vec![i], ..TaskInput::default() }).collect();
-                self.s.add_job(id, [0; 32], limits, inputs, vec![], vec![]);
+                let policy = match replicas {
+                    0 => Policy::OFF,
+                    k => Policy { replicas: k as u32, max_replicas: 4, trust_threshold: 2, spot_checks: if spot { 0.5 } else { 0.0 } },
+                };
+                self.s.add_validated_job(id, [0; 32], limits, policy, inputs, vec![], vec![]);
                 self.jobs.push((id, tasks as u32, false));
             }
-            Op::AddWorker { slots } => self.add_worker(slots as u32),
+            Op::AddWorker { slots, liar } => self.add_worker(slots as u32, liar),
             Op::SetCapacity { pick, slots } if !self.workers.is_empty() => {
                 let i = pick as usize % self.workers.len();
                 let w = &mut self.workers[i];
@@ -134,7 +216,8 @@ impl World {
             Op::RemoveWorker(n) if !self.workers.is_empty() => {
                 let w = self.workers.remove(n as usize % self.workers.len());
                 self.s.remove_worker(w.id);
-                self.orphans.extend(w.holding);
+                let liar = self.liars.contains(&w.id);
+                self.orphans.extend(w.holding.into_iter().map(|l| (l, liar)));
             }
             Op::Complete(n) => {
                 if let Some((wi, li)) = self.pick(n) {
@@ -160,25 +243,34 @@ impl World {
                         let wj = (wi + 1 + n as usize % (self.workers.len() - 1)) % self.workers.len();
                         let lease = self.workers[wi].holding.remove(li);
                         let f = self.s.begin_finish(self.workers[wj].id, lease.lease);
-                        let f = f.expect("a live attempt's report counts from any session");
-                        *self.finished.entry((f.job, f.task)).or_default() += 1;
-                        self.s.finish(f.lease);
+                        let Some(f) = f else {
+                            // Only a banned worker's attempt is refused.
+                            assert!(self.s.banned.iter().any(|b| self.liars.contains(b)));
+                            return;
+                        };
+                        self.complete(f, self.liars.contains(&self.workers[wi].id));
                     }
                 }
             }
             Op::ReportOrphan { pick, fail } if !self.orphans.is_empty() && !self.workers.is_empty() => {
-                let lease = self.orphans.remove(pick as usize % self.orphans.len());
+                let (lease, liar) = self.orphans.remove(pick as usize % self.orphans.len());
                 let reporter = self.workers[pick as usize % self.workers.len()].id;
                 let cancelled = self.jobs.iter().any(|(id, _, c)| *id == lease.job && *c);
                 let done = self.finished.contains_key(&(lease.job, lease.task));
+                let validated = self.s.validation(lease.job).is_some();
                 let claimed = self.s.begin_finish(reporter, lease.lease);
-                assert_eq!(claimed.is_some(), !cancelled && !done, "an orphaned attempt counts until its task is done");
+                if !validated {
+                    assert_eq!(claimed.is_some(), !cancelled && !done, "an orphaned attempt counts until its task is done");
+                }
                 if let Some(f) = claimed {
-                    if fail && f.failures + 1 < f.max_attempts {
+                    if fail && f.spot {
+                        self.s.drop_spot_check(f.lease);
+                    } else if fail && f.failures + 1 < f.max_attempts {
                         self.s.retry(f.lease, true);
+                    } else if fail {
+                        self.accept(f, false);
                     } else {
-                        *self.finished.entry((f.job, f.task)).or_default() += 1;
-                        self.s.finish(f.lease);
+                        self.complete(f, liar);
                     }
                 }
             }
@@ -225,8 +317,8 @@ impl World {
         for (lease, info) in &s.leases {
             assert!(s.workers[&info.worker].leases.contains(lease), "every lease belongs to a live worker");
             let job = &s.jobs[&info.job];
-            let second = job.second.get(&info.task);
-            let first = match job.state[info.task as usize] {
+            let second = job.second.get(&info.unit);
+            let first = match job.state[info.unit as usize] {
                 TaskState::Leased(l) => l,
                 other => panic!("lease {lease} for a task in state {other:?}"),
             };
@@ -238,13 +330,23 @@ impl World {
         for (id, job) in &s.jobs {
             let leased = s.leases.values().filter(|l| l.job == *id).count() as u32;
             assert_eq!(job.in_flight, leased, "in_flight counts the job's leases");
-            let finished = job.state.iter().filter(|t| **t == TaskState::Finished).count() as u32;
+            let finished = job.done.iter().filter(|d| **d).count() as u32;
             assert_eq!(job.finished, finished);
-            for (task, state) in job.state.iter().enumerate() {
+            for (unit, state) in job.state.iter().enumerate() {
                 if *state == TaskState::Ready {
-                    assert!(s.ready.contains(&(*id, task as u32)), "a ready task is queued");
+                    assert!(s.ready.contains(&(*id, unit as u32)), "a ready unit is queued");
+                }
+                if job.checks.is_none() {
+                    assert_eq!(*state == TaskState::Finished, job.done[unit], "a task is finished when its one unit is");
                 }
             }
+            // Replicas of one task run on distinct workers.
+            let mut running: Vec<(u32, WorkerId)> =
+                s.leases.values().filter(|l| l.job == *id && !job.checks.as_ref().is_some_and(|c| c.is_spot(l.unit))).map(|l| (job.units[l.unit as usize], l.voter.worker)).collect();
+            let n = running.len();
+            running.sort();
+            running.dedup();
+            assert_eq!(running.len(), n, "two live replicas of a task on one worker");
         }
         for h in &s.hungry {
             assert!(s.workers.get(h).is_some_and(|w| w.queued), "the hungry queue holds live, queued workers only");
@@ -261,7 +363,10 @@ impl World {
 
     /// A fresh worker with spare slots finishes every job not cancelled.
     fn drain(&mut self) {
-        self.add_worker(3);
+        // Enough honest workers for the largest quorum.
+        for _ in 0..5 {
+            self.add_worker(3, false);
+        }
         self.deliver();
         for _ in 0..10_000 {
             let Some((wi, li)) = self.pick(0) else { break };
@@ -277,6 +382,9 @@ impl World {
             let done = (0..*tasks).filter(|t| self.finished.contains_key(&(*id, *t))).count() as u32;
             assert_eq!(done, *tasks, "every task of job {id} finished exactly once");
         }
+        // A cancelled job keeps what it had, verified or not.
+        let wrong: Vec<_> = self.wrong.iter().filter(|(j, _)| !self.jobs.iter().any(|(id, _, c)| id == j && *c)).collect();
+        assert!(wrong.is_empty(), "a liar's output was accepted: {wrong:?}");
     }
 }
 

@@ -19,23 +19,6 @@ pub struct Voter {
     pub origin: Option<u64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QuorumPolicy {
-    /// Replicas asked for at first (k).
-    pub replicas: u32,
-    /// Replicas at most, counting those added on disagreement.
-    pub max_replicas: u32,
-}
-
-impl QuorumPolicy {
-    pub fn validate(&self) -> Result<(), String> {
-        if self.replicas == 0 || self.replicas > self.max_replicas || self.max_replicas > 16 {
-            return Err("replication: need 1 <= replicas <= max_replicas <= 16".into());
-        }
-        Ok(())
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// More results are needed: `wanted` replicas in all.
@@ -84,6 +67,17 @@ impl Quorum {
         }
         self.wanted += 1;
         true
+    }
+
+    /// Drops the votes of a worker found untrustworthy; an undecided quorum
+    /// then needs others in their place. Returns how many were dropped.
+    pub fn strike(&mut self, worker: WorkerId) -> usize {
+        if self.decided {
+            return 0;
+        }
+        let before = self.votes.len();
+        self.votes.retain(|(v, _)| v.worker != worker);
+        before - self.votes.len()
     }
 
     /// Counts a replica's digest. Votes after a decision, and repeat votes of

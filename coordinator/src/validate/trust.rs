@@ -9,14 +9,23 @@ use std::hash::Hash;
 /// Records by worker identity (`K`: whatever outlives a session).
 #[derive(Debug, Clone)]
 pub struct TrustBook<K> {
-    threshold: u32,
     records: HashMap<K, u32>,
 }
 
+impl<K: Eq + Hash + Clone> Default for TrustBook<K> {
+    fn default() -> Self {
+        TrustBook { records: HashMap::new() }
+    }
+}
+
 impl<K: Eq + Hash + Clone> TrustBook<K> {
-    /// `threshold`: valid results in a row before any work goes unreplicated (default 10).
-    pub fn new(threshold: u32) -> TrustBook<K> {
-        TrustBook { threshold: threshold.max(1), records: HashMap::new() }
+    pub fn new() -> TrustBook<K> {
+        TrustBook::default()
+    }
+
+    /// Forgets a worker that will not come back.
+    pub fn forget(&mut self, who: &K) {
+        self.records.remove(who);
     }
 
     pub fn record(&self, who: &K) -> u32 {
@@ -34,11 +43,11 @@ impl<K: Eq + Hash + Clone> TrustBook<K> {
         self.records.insert(who.clone(), 0);
     }
 
-    /// Probability that work for `who` is replicated: 1 below the threshold,
-    /// `1/record` from it on.
-    pub fn replication_probability(&self, who: &K) -> f64 {
+    /// Probability that work for `who` is replicated: 1 below `threshold`
+    /// (verified results in a row before any work goes unreplicated), `1/record` from it on.
+    pub fn replication_probability(&self, who: &K, threshold: u32) -> f64 {
         let r = self.record(who);
-        if r < self.threshold {
+        if r < threshold.max(1) {
             1.0
         } else {
             1.0 / r as f64
@@ -46,8 +55,8 @@ impl<K: Eq + Hash + Clone> TrustBook<K> {
     }
 
     /// Whether this task for `who` is replicated, given `u` uniform in [0, 1).
-    pub fn replicate(&self, who: &K, u: f64) -> bool {
-        u < self.replication_probability(who)
+    pub fn replicate(&self, who: &K, threshold: u32, u: f64) -> bool {
+        u < self.replication_probability(who, threshold)
     }
 }
 
@@ -57,35 +66,35 @@ mod tests {
 
     #[test]
     fn new_workers_are_always_replicated() {
-        let book: TrustBook<u64> = TrustBook::new(10);
-        assert_eq!(book.replication_probability(&1), 1.0);
-        assert!(book.replicate(&1, 0.999_999));
+        let book: TrustBook<u64> = TrustBook::new();
+        assert_eq!(book.replication_probability(&1, 10), 1.0);
+        assert!(book.replicate(&1, 10, 0.999_999));
     }
 
     #[test]
     fn a_record_past_the_threshold_is_replicated_one_time_in_record() {
-        let mut book = TrustBook::new(10);
+        let mut book = TrustBook::new();
         for _ in 0..9 {
             book.valid(&1u64);
         }
-        assert_eq!(book.replication_probability(&1), 1.0, "9 < threshold");
+        assert_eq!(book.replication_probability(&1, 10), 1.0, "9 < threshold");
         book.valid(&1);
-        assert_eq!(book.replication_probability(&1), 0.1);
-        assert!(book.replicate(&1, 0.05) && !book.replicate(&1, 0.5));
+        assert_eq!(book.replication_probability(&1, 10), 0.1);
+        assert!(book.replicate(&1, 10, 0.05) && !book.replicate(&1, 10, 0.5));
         for _ in 0..90 {
             book.valid(&1);
         }
-        assert_eq!(book.replication_probability(&1), 0.01);
+        assert_eq!(book.replication_probability(&1, 10), 0.01);
     }
 
     #[test]
     fn one_wrong_result_loses_the_record() {
-        let mut book = TrustBook::new(3);
+        let mut book = TrustBook::new();
         for _ in 0..50 {
             book.valid(&"w");
         }
         book.invalid(&"w");
         assert_eq!(book.record(&"w"), 0);
-        assert_eq!(book.replication_probability(&"w"), 1.0);
+        assert_eq!(book.replication_probability(&"w", 3), 1.0);
     }
 }

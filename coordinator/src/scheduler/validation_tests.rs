@@ -1,0 +1,269 @@
+//! Result validation through the scheduler: replicas, quorum, trust, spot
+//! checks, bans and verifying again.
+
+use super::*;
+use crate::model::{ResultRecord, TaskStatus};
+use crate::validate::quorum::Digest;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+struct W {
+    id: WorkerId,
+    rx: UnboundedReceiver<CoordinatorMessage>,
+    held: Vec<Lease>,
+}
+
+struct Bench {
+    s: Scheduler,
+    workers: Vec<W>,
+    /// Accepted output of each (job, task), as stored.
+    stored: HashMap<(u64, u32), Vec<u8>>,
+}
+
+fn honest(job: u64, task: u32) -> Vec<u8> {
+    format!("job {job} task {task}").into_bytes()
+}
+
+fn digest(out: &[u8]) -> Digest {
+    let mut d = [0u8; 32];
+    for (i, b) in out.iter().enumerate() {
+        d[i % 32] = d[i % 32].wrapping_mul(31).wrapping_add(*b);
+    }
+    d[31] ^= out.len() as u8;
+    d
+}
+
+impl Bench {
+    fn new(policy: Policy, tasks: usize) -> Bench {
+        let mut s = Scheduler::new(5, Duration::from_secs(60));
+        let inputs = (0..tasks).map(|i| TaskInput { stdin: vec![i as u8], ..TaskInput::default() }).collect();
+        s.add_validated_job(1, [0; 32], JobLimits::default(), policy, inputs, vec![], vec![]);
+        Bench { s, workers: vec![], stored: HashMap::new() }
+    }
+
+    fn worker(&mut self, slots: u32, origin: Option<u64>) -> usize {
+        let (tx, rx) = unbounded_channel();
+        let id = self.s.register_worker_from(slots, tx, origin);
+        self.workers.push(W { id, rx, held: vec![] });
+        self.workers.len() - 1
+    }
+
+    fn deliver(&mut self) {
+        for w in &mut self.workers {
+            while let Ok(m) = w.rx.try_recv() {
+                match m {
+                    CoordinatorMessage::Lease(l) => w.held.push(l),
+                    CoordinatorMessage::Cancel(c) => w.held.retain(|l| l.lease != c.lease),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Worker `wi` reports its oldest lease with `output` (the honest one if `None`).
+    /// Returns false if it held none.
+    fn run(&mut self, wi: usize, output: Option<Vec<u8>>) -> bool {
+        self.deliver();
+        if self.workers[wi].held.is_empty() {
+            return false;
+        }
+        let lease = self.workers[wi].held.remove(0);
+        let out = output.unwrap_or_else(|| honest(lease.job, lease.task));
+        let Some(f) = self.s.begin_finish(self.workers[wi].id, lease.lease) else { return true };
+        let record = ResultRecord {
+            task: f.task,
+            status: TaskStatus::Done,
+            exit_code: Some(0),
+            stdout: out.clone(),
+            stderr: vec![],
+            elapsed_ms: 1,
+            fuel_used: 0,
+            files: Default::default(),
+            error: None,
+        };
+        match self.s.report(f.lease, digest(&out), record) {
+            Outcome::Accept(r) => {
+                self.stored.insert((f.job, f.task), r.stdout);
+                self.s.finish(f.lease);
+            }
+            Outcome::Failed(_) => {
+                self.stored.insert((f.job, f.task), b"failed".to_vec());
+                self.s.finish(f.lease);
+            }
+            Outcome::Counted => {}
+        }
+        for key in self.s.take_reopened() {
+            self.stored.remove(&key);
+        }
+        self.deliver();
+        true
+    }
+
+    fn held(&mut self, wi: usize) -> Vec<Lease> {
+        self.deliver();
+        self.workers[wi].held.clone()
+    }
+
+    fn stats(&self) -> ValidationStats {
+        self.s.validation(1).map(|(_, s)| s).or(self.s.trust.ended.get(&1).copied()).unwrap_or_default()
+    }
+}
+
+fn replicated(k: u32) -> Policy {
+    Policy { replicas: k, max_replicas: 4, trust_threshold: 10, spot_checks: 0.0 }
+}
+
+#[test]
+fn a_task_is_accepted_when_two_workers_agree_and_not_before() {
+    let mut b = Bench::new(replicated(2), 1);
+    let a = b.worker(2, None);
+    assert_eq!(b.held(a).len(), 1, "one worker never gets two replicas of a task");
+    assert!(b.run(a, None));
+    assert!(b.stored.is_empty(), "one result of two wanted decides nothing");
+    let c = b.worker(1, None);
+    assert_eq!(b.held(c).len(), 1, "the second replica goes to the second worker");
+    b.run(c, None);
+    assert_eq!(b.stored[&(1, 0)], honest(1, 0));
+    assert_eq!(b.s.stats().running_jobs, 0);
+    assert_eq!((b.s.record(b.workers[a].id), b.s.record(b.workers[c].id)), (1, 1), "both verified");
+}
+
+#[test]
+fn one_origin_never_holds_two_replicas_of_a_task() {
+    let mut b = Bench::new(replicated(2), 1);
+    let a = b.worker(1, Some(7));
+    let same = b.worker(1, Some(7));
+    assert_eq!(b.held(a).len() + b.held(same).len(), 1, "the replica waits for another origin");
+    let other = b.worker(1, Some(8));
+    assert_eq!(b.held(other).len(), 1);
+}
+
+#[test]
+fn disagreement_asks_for_another_replica_and_the_majority_wins() {
+    let mut b = Bench::new(replicated(2), 1);
+    let liar = b.worker(1, None);
+    let h1 = b.worker(1, None);
+    b.run(liar, Some(b"forty-two".to_vec()));
+    b.run(h1, None);
+    assert!(b.stored.is_empty(), "1:1 is no majority");
+    assert_eq!(b.stats().disagreements, 1);
+    assert!(b.held(liar).is_empty(), "a third replica never goes to a worker that had one");
+    let h2 = b.worker(1, None);
+    b.run(h2, None);
+    assert_eq!(b.stored[&(1, 0)], honest(1, 0));
+    assert_eq!(b.s.record(b.workers[liar].id), 0);
+    assert_eq!(b.s.record(b.workers[h1].id), 1);
+}
+
+#[test]
+fn replicas_that_never_agree_fail_the_task_at_the_maximum() {
+    let policy = Policy { replicas: 2, max_replicas: 3, trust_threshold: 10, spot_checks: 0.0 };
+    let mut b = Bench::new(policy, 1);
+    for i in 0..3 {
+        let w = b.worker(1, None);
+        b.run(w, Some(vec![i]));
+    }
+    assert_eq!(b.stored[&(1, 0)], b"failed");
+    assert_eq!(b.stats().inconclusive, 1);
+}
+
+/// Runs every lease the workers hold, honestly, round robin, until none is left.
+fn run_all(b: &mut Bench) {
+    while (0..b.workers.len()).any(|w| !b.held(w).is_empty()) {
+        for w in 0..b.workers.len() {
+            b.run(w, None);
+        }
+    }
+}
+
+#[test]
+fn trusted_workers_get_unreplicated_work_one_time_in_record() {
+    let policy = Policy { replicas: 2, max_replicas: 4, trust_threshold: 10, spot_checks: 0.0 };
+    let mut b = Bench::new(policy, 4000);
+    b.worker(1, None);
+    b.worker(1, None);
+    run_all(&mut b);
+    let st = b.stats();
+    assert_eq!(b.stored.len(), 4000);
+    // Records grow only with verified results, so about sqrt(2 * replicated
+    // tasks): the share replicated falls as they grow, and no work is
+    // unreplicated before the threshold.
+    let replicated = 4000 - st.accepted_alone;
+    assert!(st.accepted_alone > 2500, "{st:?}");
+    assert!(replicated >= 10, "{st:?}");
+    let records: Vec<u32> = b.workers.iter().map(|w| b.s.record(w.id)).collect();
+    assert!(records.iter().all(|r| *r as u64 >= replicated * 9 / 10), "{records:?} after {replicated} replicated");
+    // One result per task, two per replicated one, and one more for each
+    // task taken alone and verified at the end (its first vote still counts).
+    assert_eq!(st.results, 4000 + replicated + st.reverified, "{st:?}");
+    assert!(st.reverified < 4000 / 5, "{st:?}");
+}
+
+#[test]
+fn a_wrong_spot_check_answer_bans_and_everything_it_vouched_for_is_verified_again() {
+    // Spot checks only: every result is taken alone, and checked by known answers.
+    let policy = Policy { replicas: 1, max_replicas: 4, trust_threshold: 10, spot_checks: 1.0 };
+    let mut b = Bench::new(policy, 60);
+    let h1 = b.worker(1, None);
+    let h2 = b.worker(1, None);
+    let cheat = b.worker(1, None);
+    // The first tasks, until a quorum gives a known answer, come from honest runs.
+    let mut cheated = 0;
+    for _ in 0..400 {
+        if b.s.is_banned(b.workers[cheat].id) {
+            break;
+        }
+        b.run(h1, None);
+        b.run(h2, None);
+        let lease = b.held(cheat).first().cloned();
+        if let Some(l) = lease {
+            cheated += 1;
+            b.run(cheat, Some(format!("wrong {}", l.task).into_bytes()));
+        }
+    }
+    assert!(b.s.is_banned(b.workers[cheat].id), "caught after {cheated} wrong results: {:?}", b.stats());
+    assert!(b.held(cheat).is_empty(), "a banned worker holds nothing");
+    run_all(&mut b);
+    assert_eq!(b.s.stats().running_jobs, 0, "{:?}", b.stats());
+    for t in 0..60 {
+        assert_eq!(b.stored[&(1, t)], honest(1, t), "task {t}");
+    }
+    let st = b.stats();
+    assert!(st.spot_failures >= 1 && st.banned == 1 && st.reverified >= 1, "{st:?}");
+}
+
+#[test]
+fn results_taken_alone_from_unverified_workers_are_verified_before_the_job_completes() {
+    let policy = Policy { replicas: 1, max_replicas: 3, trust_threshold: 10, spot_checks: 0.01 };
+    let mut b = Bench::new(policy, 3);
+    let cheat = b.worker(3, None);
+    for _ in 0..3 {
+        b.run(cheat, Some(b"wrong".to_vec()));
+    }
+    assert_eq!(b.s.stats().running_jobs, 1, "not complete on unverified results");
+    assert!(b.stored.is_empty(), "their records are void");
+    b.worker(3, None);
+    b.worker(3, None);
+    run_all(&mut b);
+    assert_eq!(b.s.stats().running_jobs, 0);
+    for t in 0..3 {
+        assert_eq!(b.stored[&(1, t)], honest(1, t));
+    }
+}
+
+#[test]
+fn a_banned_workers_pending_votes_no_longer_count() {
+    let policy = Policy { replicas: 3, max_replicas: 3, trust_threshold: 10, spot_checks: 0.0 };
+    let mut b = Bench::new(policy, 1);
+    let cheat = b.worker(1, None);
+    let ally = b.worker(1, None);
+    b.run(cheat, Some(b"wrong".to_vec()));
+    let id = b.workers[cheat].id;
+    b.s.ban(1, id);
+    b.run(ally, Some(b"wrong".to_vec()));
+    assert!(b.stored.is_empty(), "two wrong votes, but one is struck");
+    let h1 = b.worker(1, None);
+    let h2 = b.worker(1, None);
+    b.run(h1, None);
+    b.run(h2, None);
+    assert_eq!(b.stored[&(1, 0)], honest(1, 0));
+}
