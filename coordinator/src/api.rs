@@ -224,8 +224,12 @@ struct SocketQuery {
 async fn worker_socket(
     State(state): State<Arc<AppState>>,
     Query(query): Query<SocketQuery>,
+    extensions: axum::http::Extensions,
     ws: WebSocketUpgrade,
 ) -> Response {
+    // The peer address, where the server records it (a router served without it has none).
+    let peer = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+    let origin = peer.and_then(|p| crate::sessions::origin_of(p.0.ip()));
     let site = query.site.unwrap_or_default();
     if site.len() > 128 || !site.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
         let why = "site key: up to 128 letters, digits, '.', '_' or '-'";
@@ -234,5 +238,5 @@ async fn worker_socket(
     // Frames a little over the protocol maximum still arrive whole, so the
     // session can answer them with a `TooLarge` error instead of a bare close.
     let limit = idlecore_protocol::MAX_FRAME_BYTES + 64 * 1024;
-    ws.max_message_size(limit).max_frame_size(limit).on_upgrade(move |socket| sessions::run(socket, state, site))
+    ws.max_message_size(limit).max_frame_size(limit).on_upgrade(move |socket| sessions::run(socket, state, site, origin))
 }

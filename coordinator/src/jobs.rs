@@ -1,8 +1,9 @@
 //! What happens to jobs, between the API, worker sessions, the scheduler and the store.
 
 use crate::error::ApiError;
-use crate::model::{JobLimits, JobRequest, JobState, JobStatus, ResultRecord, TaskStatus};
-use crate::scheduler::{counts_against_task, Finishing, WorkerId};
+use crate::model::{JobChecks, JobLimits, JobRequest, JobState, JobStatus, ResultRecord, TaskStatus};
+use crate::scheduler::{counts_against_task, Finishing, Outcome, WorkerId};
+use crate::validate::Policy;
 use crate::state::{AppState, Event};
 use crate::store::{StoreError, Write};
 use idlecore_protocol::{FailureKind, ModuleHash, TaskFailure, TaskResult};
@@ -30,7 +31,7 @@ pub async fn restore(state: &AppState) -> Result<usize, StoreError> {
             continue;
         }
         let module = parse_hash(&job.runnable).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        state.scheduler().add_job(job.id, module, job.limits, job.tasks, job.finished, job.failures);
+        state.scheduler().add_validated_job(job.id, module, job.limits, job.validation, job.tasks, job.finished, job.failures);
     }
     Ok(n)
 }
@@ -44,6 +45,8 @@ pub async fn create(state: &AppState, req: JobRequest) -> Result<u64, ApiError> 
         return Err(ApiError::BadRequest(format!("a job has at most {MAX_TASKS} tasks")));
     }
     req.limits.validate().map_err(ApiError::BadRequest)?;
+    let validation = req.validation.unwrap_or(state.config.validation);
+    validation.validate().map_err(ApiError::BadRequest)?;
     for (i, t) in req.tasks.iter().enumerate() {
         check_task(t).map_err(|e| ApiError::BadRequest(format!("task {i}: {e}")))?;
     }
@@ -55,10 +58,10 @@ pub async fn create(state: &AppState, req: JobRequest) -> Result<u64, ApiError> 
     let tasks = req.tasks;
     let id = state
         .store
-        .write(Write::CreateJob { module: module_hex, runnable: runnable_hex, limits: req.limits, tasks: tasks.clone() })
+        .write(Write::CreateJob { module: module_hex, runnable: runnable_hex, limits: req.limits, validation, tasks: tasks.clone() })
         .await?;
     let n = tasks.len();
-    state.scheduler().add_job(id, runnable, req.limits, tasks, vec![], vec![]);
+    state.scheduler().add_validated_job(id, runnable, req.limits, validation, tasks, vec![], vec![]);
     tracing::info!(job = id, tasks = n, "job accepted");
     Ok(id)
 }
@@ -194,6 +197,21 @@ pub async fn record_result(state: &AppState, f: Finishing, r: TaskResult) -> Res
         files: output_files(r.files),
         error: None,
     };
+    let record = if f.validated {
+        let digest = crate::validate::digest(&record);
+        let (outcome, voided) = {
+            let mut s = state.scheduler();
+            let outcome = s.report(f.lease, digest, record);
+            (outcome, void_reopened(state, &mut s))
+        };
+        voided.await;
+        match outcome {
+            Outcome::Accept(r) | Outcome::Failed(r) => r,
+            Outcome::Counted => return Ok(()),
+        }
+    } else {
+        record
+    };
     if let Err(e) = state.store.write(Write::PutResult { job: f.job, record }).await {
         // Not durable: give the task to someone else rather than lose it.
         state.scheduler().retry(f.lease, false);
@@ -203,10 +221,32 @@ pub async fn record_result(state: &AppState, f: Finishing, r: TaskResult) -> Res
     Ok(())
 }
 
+/// Queues the deletion of results the scheduler reopened for verifying
+/// again, while its lock is held: a later result for the task is queued
+/// after the deletion. The returned future waits for them to commit.
+fn void_reopened(state: &AppState, s: &mut crate::scheduler::Scheduler) -> impl std::future::Future<Output = ()> + use<> {
+    let writes: Vec<_> =
+        s.take_reopened().into_iter().map(|(job, task)| (job, task, state.store.enqueue(Write::VoidResult { job, task }))).collect();
+    async move {
+        for (job, task, write) in writes {
+            match write.await {
+                Ok(_) => tracing::info!(job, task, "accepted result voided: the task is verified again"),
+                Err(e) => tracing::error!(job, task, error = %e, "could not void a doubtful result"),
+            }
+        }
+    }
+}
+
 /// Records a claimed lease's failure, then retries the task or, after its
 /// last attempt, stores it as failed with every attempt's reason.
 pub async fn record_failure(state: &AppState, f: Finishing, failure: TaskFailure) -> Result<(), StoreError> {
     let counted = counts_against_task(failure.kind);
+    if f.spot {
+        // A spot check that failed to run proves nothing either way.
+        tracing::debug!(job = f.job, task = f.task, kind = failure.kind.as_str(), "spot check failed to run: {}", failure.message);
+        state.scheduler().drop_spot_check(f.lease);
+        return Ok(());
+    }
     if failure.kind == FailureKind::Withdrawn {
         // Given back unrun (paused, budget lowered): nothing worth keeping.
         tracing::debug!(job = f.job, task = f.task, "lease withdrawn: {}", failure.message);
@@ -254,7 +294,12 @@ pub async fn record_failure(state: &AppState, f: Finishing, failure: TaskFailure
 }
 
 async fn finish(state: &AppState, job: u64, task: u32, lease: u64) {
-    let job_done = state.scheduler().finish(lease);
+    let (job_done, voided) = {
+        let mut s = state.scheduler();
+        let done = s.finish(lease);
+        (done, void_reopened(state, &mut s))
+    };
+    voided.await;
     let _ = state.events.send(Event::Finished { job, task });
     if job_done {
         end_job(state, job, JobState::Completed).await;
@@ -262,7 +307,8 @@ async fn finish(state: &AppState, job: u64, task: u32, lease: u64) {
 }
 
 async fn end_job(state: &AppState, job: u64, to: JobState) {
-    if let Err(e) = state.store.write(Write::SetJobState { job, state: to }).await {
+    let checks = state.scheduler().take_final_stats(job);
+    if let Err(e) = state.store.write(Write::SetJobState { job, state: to, checks }).await {
         // The job is still derivable as complete from its results on restart.
         tracing::error!(job, error = %e, "could not record job state");
     }
@@ -290,6 +336,13 @@ pub async fn list(state: &AppState) -> Result<Vec<JobStatus>, ApiError> {
 
 fn to_status(state: &AppState, row: crate::model::JobRow) -> JobStatus {
     let limits: JobLimits = serde_json::from_str(&row.limits).unwrap_or_default();
+    let validation: Policy = serde_json::from_str(&row.validation).unwrap_or(Policy::OFF);
+    let stats = match state.scheduler().validation(row.id) {
+        Some((_, stats)) => Some(stats),
+        None => row.checks.as_deref().and_then(|c| serde_json::from_str(c).ok()),
+    };
+    let decided = (row.done + row.failed).max(1) as f64;
+    let checks = stats.filter(|_| validation.is_on()).map(|stats| JobChecks { stats, overhead: stats.results.max(1) as f64 / decided });
     JobStatus {
         id: row.id,
         module: row.module,
@@ -300,5 +353,7 @@ fn to_status(state: &AppState, row: crate::model::JobRow) -> JobStatus {
         in_flight: state.scheduler().in_flight(row.id).unwrap_or(0),
         created_at: row.created_at,
         limits,
+        validation,
+        checks,
     }
 }

@@ -2,6 +2,8 @@
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use crate::scheduler::ValidationStats;
+use crate::validate::Policy;
 use idlecore_protocol::TaskLimits;
 use serde::{Deserialize, Serialize};
 
@@ -243,6 +245,10 @@ pub struct JobRow {
     pub limits: String,
     pub done: u32,
     pub failed: u32,
+    /// The job's validation policy (JSON).
+    pub validation: String,
+    /// Final validation figures of an ended job (JSON).
+    pub checks: Option<String>,
 }
 
 /// `POST /api/jobs` body.
@@ -254,10 +260,13 @@ pub struct JobRequest {
     pub tasks: Vec<TaskInput>,
     #[serde(default)]
     pub limits: JobLimits,
+    /// How results are checked; the coordinator's default if absent.
+    #[serde(default)]
+    pub validation: Option<Policy>,
 }
 
 /// Job status as the API reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobStatus {
     pub id: u64,
     pub module: String,
@@ -269,6 +278,21 @@ pub struct JobStatus {
     pub in_flight: u32,
     pub created_at: i64,
     pub limits: JobLimits,
+    pub validation: Policy,
+    /// What validation cost and found, for a job with validation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<JobChecks>,
+}
+
+/// A job's validation figures as the API reports them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobChecks {
+    #[serde(flatten)]
+    pub stats: ValidationStats,
+    /// Outputs received per task decided: the compute each accepted result
+    /// cost, counting replicas, spot checks and verifying again (1.0: none
+    /// spent on validation).
+    pub overhead: f64,
 }
 
 /// Base64 (standard alphabet, padded) for byte fields in JSON.

@@ -4,6 +4,7 @@
 use crate::scheduler::Scheduler;
 use crate::state::{AppState, Config};
 use crate::store::Store;
+use crate::validate::Policy;
 use crate::{api, auth, jobs};
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -44,6 +45,49 @@ pub struct ServeArgs {
     /// Task input bytes held in memory at most, in MiB; new jobs past it get 503 with Retry-After.
     #[arg(long, default_value_t = 2048)]
     pub max_pending_mib: usize,
+    #[command(flatten)]
+    pub validation: ValidationArgs,
+}
+
+/// Result validation for jobs that do not set their own (`validation` in the job request).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ValidationArgs {
+    /// Results wanted per task from workers not yet trusted.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub replicas: u32,
+    /// Results at most per task, counting those added when replicas disagree.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub max_replicas: u32,
+    /// Verified results in a row before a worker's work may go unreplicated.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub trust_threshold: u32,
+    /// Share of accepted tasks that send a known-answer task to a worker.
+    #[arg(long, default_value_t = 0.05)]
+    pub spot_checks: f64,
+    /// Take every result as it comes (for pools of workers you trust).
+    #[arg(long)]
+    pub no_validation: bool,
+}
+
+impl ValidationArgs {
+    /// Validation off: for coordinators whose only worker is the operator's own.
+    pub fn off() -> ValidationArgs {
+        ValidationArgs { replicas: 1, max_replicas: 1, trust_threshold: 10, spot_checks: 0.0, no_validation: true }
+    }
+
+    pub fn policy(&self) -> anyhow::Result<Policy> {
+        if self.no_validation {
+            return Ok(Policy::OFF);
+        }
+        let p = Policy {
+            replicas: self.replicas,
+            max_replicas: self.max_replicas,
+            trust_threshold: self.trust_threshold,
+            spot_checks: self.spot_checks,
+        };
+        p.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(p)
+    }
 }
 
 /// A coordinator bound to its address, not yet serving.
@@ -82,6 +126,7 @@ pub async fn bind(args: &ServeArgs) -> anyhow::Result<Bound> {
         max_pending_bytes: args.max_pending_mib * 1024 * 1024,
         www: args.www.clone(),
         pkg: args.pkg.clone(),
+        validation: args.validation.policy()?,
     };
     let (stop, stop_rx) = watch::channel(false);
     let state = Arc::new(AppState::new(store, scheduler, token_hash, config, stop_rx));
@@ -118,7 +163,7 @@ impl Bound {
             }
         });
         let app = api::router(state.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
-        axum::serve(listener, app)
+        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 tracing::info!("shutting down");

@@ -28,11 +28,31 @@ impl From<DecodeError> for Refusal {
     }
 }
 
-/// Serves one worker socket; `site` is the embedding site's key ("" if none).
-pub async fn run(mut socket: WebSocket, state: Arc<AppState>, site: String) {
+/// The network a worker connects from, for placing a task's replicas on
+/// distinct ones: its IPv4 address, or its IPv6 /64 (one household or
+/// host). Loopback and unspecified addresses tell nothing (local tests and
+/// a reverse proxy on the same machine), so they are `None`.
+pub fn origin_of(ip: std::net::IpAddr) -> Option<u64> {
+    use std::net::IpAddr;
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    if ip.is_loopback() || ip.is_unspecified() {
+        return None;
+    }
+    Some(match ip {
+        IpAddr::V4(v4) => u32::from(v4) as u64,
+        IpAddr::V6(v6) => (u128::from(v6) >> 64) as u64 | 1 << 63,
+    })
+}
+
+/// Serves one worker socket; `site` is the embedding site's key ("" if none),
+/// `origin` its network (see `origin_of`).
+pub async fn run(mut socket: WebSocket, state: Arc<AppState>, site: String, origin: Option<u64>) {
     let _open = state.open_session();
     let session = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
-    let result = serve(&mut socket, &state, session, &site).await;
+    let result = serve(&mut socket, &state, session, &site, origin).await;
     if let Err(Refusal(code, message)) = result {
         tracing::info!(session, ?code, "closing worker session: {message}");
         let frame = encode_coordinator(&CoordinatorMessage::Error(ProtocolError { code, message }));
@@ -55,7 +75,7 @@ async fn next_frame(socket: &mut WebSocket) -> Result<Option<Vec<u8>>, Refusal> 
     }
 }
 
-async fn serve(socket: &mut WebSocket, state: &Arc<AppState>, session: u64, site: &str) -> Result<(), Refusal> {
+async fn serve(socket: &mut WebSocket, state: &Arc<AppState>, session: u64, site: &str, origin: Option<u64>) -> Result<(), Refusal> {
     let hello = match tokio::time::timeout(Duration::from_secs(10), next_frame(socket)).await {
         Err(_) => return Err(Refusal(ErrorCode::UnexpectedMessage, "no Hello within 10 s".into())),
         Ok(frame) => match frame? {
@@ -82,7 +102,7 @@ async fn serve(socket: &mut WebSocket, state: &Arc<AppState>, session: u64, site
     });
     send(socket, &welcome).await?;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let worker = state.scheduler().register_worker(hello.slots, tx);
+    let worker = state.scheduler().register_worker_from(hello.slots, tx, origin);
     tracing::info!(session, worker, slots = hello.slots, site, agent = %hello.agent, "worker joined");
     let outcome = session_loop(socket, state, worker, &mut rx, heartbeat_ms).await;
     let requeued = state.scheduler().remove_worker(worker);
@@ -241,4 +261,22 @@ fn ack_when_stored(
 
 fn ack(reply: &mpsc::UnboundedSender<CoordinatorMessage>, lease: u64) {
     let _ = reply.send(CoordinatorMessage::Ack(idlecore_protocol::Ack { lease }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_of;
+
+    #[test]
+    fn origins_are_addresses_and_ipv6_networks() {
+        let o = |s: &str| origin_of(s.parse().unwrap());
+        assert_eq!(o("127.0.0.1"), None);
+        assert_eq!(o("::1"), None);
+        assert_eq!(o("::ffff:127.0.0.1"), None, "mapped loopback");
+        assert_eq!(o("192.0.2.1"), o("::ffff:192.0.2.1"));
+        assert_ne!(o("192.0.2.1"), o("192.0.2.2"));
+        assert_eq!(o("2001:db8::1"), o("2001:db8::2"), "one /64");
+        assert_ne!(o("2001:db8::1"), o("2001:db8:0:1::1"));
+        assert_ne!(o("0.0.0.1"), o("::1:0:0:0:0").or(Some(0)), "families never collide");
+    }
 }

@@ -22,6 +22,8 @@ pub struct Config {
     pub www: Option<PathBuf>,
     /// Built browser package served at `/pkg/`.
     pub pkg: Option<PathBuf>,
+    /// Validation of jobs that do not set their own.
+    pub validation: crate::validate::Policy,
 }
 
 /// Something job owners can watch for.

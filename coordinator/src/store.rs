@@ -7,6 +7,8 @@
 //! run beside the writer).
 
 use crate::model::{JobLimits, JobState, ResultRecord, TaskInput};
+use crate::scheduler::ValidationStats;
+use crate::validate::Policy;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex};
@@ -30,10 +32,13 @@ pub enum Write {
     SetSetting { key: String, value: String },
     /// `runnable`: hash of the sandboxed module that workers run for this one.
     PutModule { hash: String, bytes: Vec<u8>, runnable: String },
-    CreateJob { module: String, runnable: String, limits: JobLimits, tasks: Vec<TaskInput> },
+    CreateJob { module: String, runnable: String, limits: JobLimits, validation: Policy, tasks: Vec<TaskInput> },
     PutResult { job: u64, record: ResultRecord },
+    /// An accepted result turned out doubtful: its task is decided again.
+    VoidResult { job: u64, task: u32 },
     PutFailure { job: u64, task: u32, kind: String, message: String },
-    SetJobState { job: u64, state: JobState },
+    /// `checks`: the job's final validation figures, if it had validation.
+    SetJobState { job: u64, state: JobState, checks: Option<ValidationStats> },
 }
 
 type Pending = (Write, oneshot::Sender<StoreResult<u64>>);
@@ -50,6 +55,7 @@ pub struct StoredJob {
     /// Hash of the sandboxed module the tasks run.
     pub runnable: String,
     pub limits: JobLimits,
+    pub validation: Policy,
     pub state: JobState,
     pub tasks: Vec<TaskInput>,
     /// Per task: already has a final record (done or failed).
@@ -77,6 +83,24 @@ CREATE TABLE IF NOT EXISTS failures(
 CREATE INDEX IF NOT EXISTS failures_by_task ON failures(job, idx);
 ";
 
+/// Columns added to `jobs` after its first release, with their default for
+/// older rows: those jobs took every result as it came.
+const JOB_COLUMNS: [(&str, &str); 2] = [
+    ("validation", "TEXT NOT NULL DEFAULT '{\"replicas\":1,\"max_replicas\":1,\"spot_checks\":0.0}'"),
+    ("checks", "TEXT"),
+];
+
+fn migrate(conn: &Connection) -> StoreResult<()> {
+    let mut q = conn.prepare("SELECT name FROM pragma_table_info('jobs')")?;
+    let have: Vec<String> = q.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    for (name, decl) in JOB_COLUMNS {
+        if !have.iter().any(|h| h == name) {
+            conn.execute_batch(&format!("ALTER TABLE jobs ADD COLUMN {name} {decl}"))?;
+        }
+    }
+    Ok(())
+}
+
 fn open(path: &Path) -> StoreResult<Connection> {
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -103,12 +127,13 @@ fn apply(conn: &Connection, write: &Write) -> StoreResult<u64> {
             "INSERT OR IGNORE INTO modules(hash, bytes, size, runnable) VALUES (?1, ?2, ?3, ?4)",
             params![hash, bytes, bytes.len() as i64, runnable],
         )?,
-        Write::CreateJob { module, runnable, limits, tasks } => {
+        Write::CreateJob { module, runnable, limits, validation, tasks } => {
             let limits_json = serde_json::to_string(limits).expect("limits serialize");
+            let validation_json = serde_json::to_string(validation).expect("policy serializes");
             conn.execute(
-                "INSERT INTO jobs(module, runnable, limits, task_count, state, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![module, runnable, limits_json, tasks.len() as i64, JobState::Running.as_str(), now_secs()],
+                "INSERT INTO jobs(module, runnable, limits, validation, task_count, state, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![module, runnable, limits_json, validation_json, tasks.len() as i64, JobState::Running.as_str(), now_secs()],
             )?;
             let job = conn.last_insert_rowid();
             let mut insert = conn.prepare_cached(
@@ -146,10 +171,13 @@ fn apply(conn: &Connection, write: &Write) -> StoreResult<u64> {
             "INSERT INTO failures(job, idx, kind, message) VALUES (?1, ?2, ?3, ?4)",
             params![*job as i64, task, kind, message],
         )?,
-        Write::SetJobState { job, state } => conn.execute(
-            "UPDATE jobs SET state = ?2 WHERE id = ?1",
-            params![*job as i64, state.as_str()],
+        Write::SetJobState { job, state, checks } => conn.execute(
+            "UPDATE jobs SET state = ?2, checks = COALESCE(?3, checks) WHERE id = ?1",
+            params![*job as i64, state.as_str(), checks.map(|c| serde_json::to_string(&c).expect("stats serialize"))],
         )?,
+        Write::VoidResult { job, task } => {
+            conn.execute("DELETE FROM results WHERE job = ?1 AND idx = ?2", params![*job as i64, task])?
+        }
     };
     Ok(n as u64)
 }
@@ -195,6 +223,7 @@ impl Store {
         let path = dir.join("idlecore.sqlite3");
         let writer_conn = open(&path)?;
         writer_conn.execute_batch(SCHEMA)?;
+        migrate(&writer_conn)?;
         let reader = open(&path)?;
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
@@ -202,6 +231,17 @@ impl Store {
             .spawn(move || writer_loop(writer_conn, rx))
             .expect("spawn store writer");
         Ok(Store { writer: tx, reader: Arc::new(Mutex::new(reader)) })
+    }
+
+    /// Queues a write now (writes commit in the order queued) and returns
+    /// what waits for its commit.
+    pub fn enqueue(&self, write: Write) -> impl std::future::Future<Output = StoreResult<u64>> + use<> {
+        let (reply, done) = oneshot::channel();
+        let sent = self.writer.send((write, reply)).map_err(|_| StoreError::WriterGone);
+        async move {
+            sent?;
+            done.await.map_err(|_| StoreError::WriterGone)?
+        }
     }
 
     /// Queues a write and waits until it is committed.
@@ -280,18 +320,20 @@ impl Store {
     pub fn load_open_jobs(&self) -> StoreResult<Vec<StoredJob>> {
         let c = self.reader.lock().expect("reader lock");
         let mut jobs = Vec::new();
-        let mut q = c.prepare("SELECT id, runnable, limits, state FROM jobs ORDER BY id")?;
+        let mut q = c.prepare("SELECT id, runnable, limits, state, validation FROM jobs ORDER BY id")?;
         let rows = q.query_map([], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?))
         })?;
         for row in rows {
-            let (id, runnable, limits, state) = row?;
+            let (id, runnable, limits, state, validation) = row?;
             let state = JobState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("job {id} state {state}")))?;
             if state != JobState::Running {
                 continue;
             }
             let limits: JobLimits =
                 serde_json::from_str(&limits).map_err(|e| StoreError::Corrupt(format!("job {id} limits: {e}")))?;
+            let validation: Policy =
+                serde_json::from_str(&validation).map_err(|e| StoreError::Corrupt(format!("job {id} validation: {e}")))?;
             let mut tq = c.prepare("SELECT stdin, args, env, files FROM tasks WHERE job = ?1 ORDER BY idx")?;
             let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
             let tasks = tq
@@ -336,7 +378,7 @@ impl Store {
                     *f = n as u32;
                 }
             }
-            jobs.push(StoredJob { id: id as u64, runnable, limits, state, tasks, finished, failures });
+            jobs.push(StoredJob { id: id as u64, runnable, limits, validation, state, tasks, finished, failures });
         }
         Ok(jobs)
     }
@@ -347,7 +389,8 @@ impl Store {
             let mut q = c.prepare_cached(
                 "SELECT j.id, j.module, j.task_count, j.state, j.created_at, j.limits,
                    (SELECT COUNT(*) FROM results r WHERE r.job = j.id AND r.status = 'done'),
-                   (SELECT COUNT(*) FROM results r WHERE r.job = j.id AND r.status = 'failed')
+                   (SELECT COUNT(*) FROM results r WHERE r.job = j.id AND r.status = 'failed'),
+                   j.validation, j.checks
                  FROM jobs j WHERE (?1 IS NULL OR j.id = ?1) ORDER BY j.id",
             )?;
             let rows = q.query_map([only.map(|j| j as i64)], |r| {
@@ -360,6 +403,8 @@ impl Store {
                     limits: r.get(5)?,
                     done: r.get(6)?,
                     failed: r.get(7)?,
+                    validation: r.get(8)?,
+                    checks: r.get(9)?,
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)

@@ -18,7 +18,7 @@ const TASKS = join(ROOT, 'target/wasm32-wasip1/release');
 export async function startCoordinator({ www = join(ROOT, 'www'), pkg = join(ROOT, 'pkg'), heartbeatMs = 1000 } = {}) {
   const data = mkdtempSync(join(tmpdir(), 'idlecore-embed-'));
   const child = spawn(BIN, ['serve', '--data', data, '--listen', '127.0.0.1:0', '--heartbeat-ms', String(heartbeatMs),
-    '--token', TOKEN, '--www', www, '--pkg', pkg], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, IDLECORE_TOKEN: '' } });
+    '--token', TOKEN, '--www', www, '--pkg', pkg, '--no-validation'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, IDLECORE_TOKEN: '' } });
   let log = '';
   child.stderr.on('data', (d) => { log += d; });
   const addr = await new Promise((ok, fail) => {

@@ -107,6 +107,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunOutcome> {
         max_job_mib: 512,
         max_pending_tasks: 1,
         max_pending_mib: 1024,
+        // One browser, the task author's own: nothing to check it against.
+        validation: server::ValidationArgs::off(),
     };
     let bound = server::bind(&serve_args).await?;
     let base = format!("http://{}", bound.addr);
@@ -223,7 +225,7 @@ async fn run_task(
         dirs: dirs.iter().map(|d| DirSpec { guest: d.guest.clone(), writable: true, files: d.before.clone() }).collect(),
         ..TaskInput::default()
     };
-    let job = client.create_job(&JobRequest { module: hash, tasks: vec![task], limits }).await?;
+    let job = client.create_job(&JobRequest { module: hash, tasks: vec![task], limits, validation: Some(crate::validate::Policy::OFF) }).await?;
     let mut record = None;
     // The page needs a moment to start; a generous bound on top of the task's own.
     let limit = Duration::from_secs_f64(args.timeout + 60.0);

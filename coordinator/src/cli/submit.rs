@@ -3,6 +3,7 @@
 
 use crate::client::{Client, ClientArgs};
 use crate::model::{JobLimits, JobRequest, TaskInput, TaskStatus};
+use crate::validate::Policy;
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -39,8 +40,37 @@ pub struct SubmitArgs {
     /// Submit and print the job id without waiting for results.
     #[arg(long)]
     pub no_wait: bool,
+    /// Results wanted per task from untrusted workers (default: the coordinator's policy).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub replicas: Option<u32>,
+    /// Share of accepted tasks spot-checked against known answers (default: the coordinator's policy).
+    #[arg(long)]
+    pub spot_checks: Option<f64>,
+    /// Take every result as it comes.
+    #[arg(long, conflicts_with_all = ["replicas", "spot_checks"])]
+    pub no_validation: bool,
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+impl SubmitArgs {
+    /// The job's own validation policy, if any flag sets one.
+    fn validation(&self) -> Option<Policy> {
+        if self.no_validation {
+            return Some(Policy::OFF);
+        }
+        if self.replicas.is_none() && self.spot_checks.is_none() {
+            return None;
+        }
+        let d = Policy::default();
+        let replicas = self.replicas.unwrap_or(d.replicas);
+        Some(Policy {
+            replicas,
+            max_replicas: d.max_replicas.max(replicas),
+            spot_checks: self.spot_checks.unwrap_or(d.spot_checks),
+            ..d
+        })
+    }
 }
 
 pub fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -110,7 +140,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
         ..JobLimits::default()
     };
     let total = tasks.len() as u64;
-    let job = client.create_job(&JobRequest { module: hash, tasks, limits }).await?;
+    let job = client.create_job(&JobRequest { module: hash, tasks, limits, validation: args.validation() }).await?;
     println!("job {job}: {total} tasks");
     if args.no_wait {
         return Ok(());

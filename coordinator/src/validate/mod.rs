@@ -85,3 +85,81 @@ impl Policy {
         Ok(())
     }
 }
+
+/// The digest replicas vote with: SHA-256 over everything a run's output is
+/// (exit code, stdout, stderr, and files by path), each part length-prefixed
+/// so that no two different outputs encode alike. Timings and fuel are left
+/// out: they describe the run, not its answer.
+pub fn digest(record: &crate::model::ResultRecord) -> quorum::Digest {
+    use sha2::{Digest as _, Sha256};
+    let mut h = Sha256::new();
+    let mut part = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    match record.exit_code {
+        Some(code) => part(&code.to_le_bytes()),
+        None => part(&[]),
+    }
+    part(&record.stdout);
+    part(&record.stderr);
+    part(&(record.files.0.len() as u64).to_le_bytes());
+    for (path, data) in &record.files.0 {
+        part(path.as_bytes());
+        part(data);
+    }
+    h.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{FileMap, ResultRecord, TaskStatus};
+
+    fn record(stdout: &[u8], stderr: &[u8]) -> ResultRecord {
+        ResultRecord {
+            task: 0,
+            status: TaskStatus::Done,
+            exit_code: Some(0),
+            stdout: stdout.to_vec(),
+            stderr: stderr.to_vec(),
+            elapsed_ms: 5,
+            fuel_used: 100,
+            files: FileMap::default(),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn digests_cover_the_output_and_not_the_run() {
+        let a = record(b"ab", b"c");
+        let mut timed = a.clone();
+        timed.elapsed_ms = 99;
+        timed.fuel_used = 1;
+        assert_eq!(digest(&a), digest(&timed), "timings are not part of the answer");
+        assert_ne!(digest(&a), digest(&record(b"a", b"bc")), "parts are length-prefixed");
+        let mut exit = a.clone();
+        exit.exit_code = Some(1);
+        assert_ne!(digest(&a), digest(&exit));
+        let mut file = a.clone();
+        file.files.0.insert("/output/x".into(), b"1".to_vec());
+        assert_ne!(digest(&a), digest(&file));
+    }
+
+    #[test]
+    fn policies_are_checked() {
+        assert!(Policy::default().validate().is_ok());
+        assert!(Policy::OFF.validate().is_ok() && !Policy::OFF.is_on());
+        let bad = [
+            Policy { replicas: 0, ..Policy::default() },
+            Policy { replicas: 5, max_replicas: 4, ..Policy::default() },
+            Policy { max_replicas: 17, ..Policy::default() },
+            Policy { spot_checks: 1.5, ..Policy::default() },
+            Policy { replicas: 1, max_replicas: 1, spot_checks: 0.1, ..Policy::default() },
+            Policy { trust_threshold: 0, ..Policy::default() },
+        ];
+        for p in bad {
+            assert!(p.validate().is_err(), "{p:?}");
+        }
+    }
+}
