@@ -27,7 +27,7 @@ pub async fn restore(state: &AppState) -> Result<usize, StoreError> {
     let n = jobs.len();
     for job in jobs {
         if job.finished.len() == job.tasks.len() && job.finished.iter().all(|f| *f) {
-            end_job(state, job.id, JobState::Completed).await;
+            end_job(state, job.id, JobState::Completed, None).await;
             continue;
         }
         let module = parse_hash(&job.runnable).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -202,7 +202,7 @@ pub async fn record_result(state: &AppState, f: Finishing, r: TaskResult) -> Res
         let (outcome, voided) = {
             let mut s = state.scheduler();
             let outcome = s.report(f.lease, digest, record);
-            (outcome, void_reopened(state, &mut s))
+            (outcome, store_effects(state, &mut s))
         };
         voided.await;
         match outcome {
@@ -221,18 +221,26 @@ pub async fn record_result(state: &AppState, f: Finishing, r: TaskResult) -> Res
     Ok(())
 }
 
-/// Queues the deletion of results the scheduler reopened for verifying
-/// again, while its lock is held: a later result for the task is queued
-/// after the deletion. The returned future waits for them to commit.
-fn void_reopened(state: &AppState, s: &mut crate::scheduler::Scheduler) -> impl std::future::Future<Output = ()> + use<> {
-    let writes: Vec<_> =
+/// What the scheduler decided that the store must follow: results voided
+/// because their tasks are decided again (queued now, while the scheduler's
+/// lock is held, so each commits before any later result of its task), and
+/// jobs that completed. The returned future finishes both.
+pub fn store_effects<'a>(
+    state: &'a AppState,
+    s: &mut crate::scheduler::Scheduler,
+) -> impl std::future::Future<Output = ()> + use<'a> {
+    let voids: Vec<_> =
         s.take_reopened().into_iter().map(|(job, task)| (job, task, state.store.enqueue(Write::VoidResult { job, task }))).collect();
+    let ended = s.take_ended();
     async move {
-        for (job, task, write) in writes {
+        for (job, task, write) in voids {
             match write.await {
-                Ok(_) => tracing::info!(job, task, "accepted result voided: the task is verified again"),
+                Ok(_) => tracing::info!(job, task, "accepted result voided: the task is decided again"),
                 Err(e) => tracing::error!(job, task, error = %e, "could not void a doubtful result"),
             }
+        }
+        for (job, checks) in ended {
+            end_job(state, job, JobState::Completed, checks).await;
         }
     }
 }
@@ -244,7 +252,12 @@ pub async fn record_failure(state: &AppState, f: Finishing, failure: TaskFailure
     if f.spot {
         // A spot check that failed to run proves nothing either way.
         tracing::debug!(job = f.job, task = f.task, kind = failure.kind.as_str(), "spot check failed to run: {}", failure.message);
-        state.scheduler().drop_spot_check(f.lease);
+        let effects = {
+            let mut s = state.scheduler();
+            s.drop_spot_check(f.lease);
+            store_effects(state, &mut s)
+        };
+        effects.await;
         return Ok(());
     }
     if failure.kind == FailureKind::Withdrawn {
@@ -294,20 +307,16 @@ pub async fn record_failure(state: &AppState, f: Finishing, failure: TaskFailure
 }
 
 async fn finish(state: &AppState, job: u64, task: u32, lease: u64) {
-    let (job_done, voided) = {
+    let effects = {
         let mut s = state.scheduler();
-        let done = s.finish(lease);
-        (done, void_reopened(state, &mut s))
+        s.finish(lease);
+        store_effects(state, &mut s)
     };
-    voided.await;
     let _ = state.events.send(Event::Finished { job, task });
-    if job_done {
-        end_job(state, job, JobState::Completed).await;
-    }
+    effects.await;
 }
 
-async fn end_job(state: &AppState, job: u64, to: JobState) {
-    let checks = state.scheduler().take_final_stats(job);
+async fn end_job(state: &AppState, job: u64, to: JobState, checks: Option<crate::scheduler::ValidationStats>) {
     if let Err(e) = state.store.write(Write::SetJobState { job, state: to, checks }).await {
         // The job is still derivable as complete from its results on restart.
         tracing::error!(job, error = %e, "could not record job state");
@@ -319,8 +328,13 @@ async fn end_job(state: &AppState, job: u64, to: JobState) {
 pub async fn cancel(state: &AppState, job: u64) -> Result<JobStatus, ApiError> {
     let current = status(state, job).await?;
     // A job that finished meanwhile is no longer in the scheduler: it stays completed.
-    if current.state == JobState::Running.as_str() && state.scheduler().cancel_job(job) {
-        end_job(state, job, JobState::Cancelled).await;
+    let cancelled = {
+        let mut s = state.scheduler();
+        let checks = s.validation(job).map(|(_, stats)| stats);
+        s.cancel_job(job).then_some(checks)
+    };
+    if let (true, Some(checks)) = (current.state == JobState::Running.as_str(), cancelled) {
+        end_job(state, job, JobState::Cancelled, checks).await;
     }
     status(state, job).await
 }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod jobs;
 pub mod model;
 pub mod scheduler;
+pub mod sabotage;
 pub mod sandbox;
 pub mod server;
 pub mod sessions;

@@ -174,6 +174,9 @@ pub struct Scheduler {
     lease_ttl: Duration,
     jobs: BTreeMap<u64, Job>,
     ready: VecDeque<(u64, u32)>,
+    /// Spot checks waiting: served before `ready`, so that they run soon
+    /// after they are made (they are few: see `validation.rs`).
+    spot_ready: VecDeque<(u64, u32)>,
     leases: HashMap<LeaseId, LeaseInfo>,
     workers: HashMap<WorkerId, Worker>,
     /// Workers that may have free slots, in the order they get tasks.
@@ -192,7 +195,7 @@ pub struct Scheduler {
     /// Workers caught returning a wrong known answer: never leased to again.
     banned: HashSet<WorkerId>,
     /// Every worker's record of verified results (see `validation.rs`).
-    trust: validation::Trust,
+    trust: audit::Trust,
 }
 
 /// Most ready units a worker looks past for one it may run.
@@ -208,6 +211,7 @@ impl Scheduler {
             lease_ttl,
             jobs: BTreeMap::new(),
             ready: VecDeque::new(),
+            spot_ready: VecDeque::new(),
             leases: HashMap::new(),
             workers: HashMap::new(),
             hungry: VecDeque::new(),
@@ -218,7 +222,7 @@ impl Scheduler {
             withdrawn: 0,
             starved: Vec::new(),
             banned: HashSet::new(),
-            trust: validation::Trust::new(task_seed(epoch as u64, 0x7257)),
+            trust: audit::Trust::new(task_seed(epoch as u64, 0x7257)),
         }
     }
 
@@ -226,7 +230,7 @@ impl Scheduler {
     /// and seeds the validator's draws from it.
     pub fn with_key(mut self, key: u64) -> Scheduler {
         self.key = key;
-        self.trust = validation::Trust::new(task_seed(key, 0x7257));
+        self.trust = audit::Trust::new(task_seed(key, 0x7257));
         self
     }
 
@@ -314,6 +318,9 @@ impl Scheduler {
     pub fn set_capacity(&mut self, id: WorkerId, slots: u32) {
         let Some(w) = self.workers.get_mut(&id) else { return };
         w.slots = slots;
+        if slots == 0 {
+            self.worker_paused(id);
+        }
         self.mark_hungry(id);
         self.pump();
     }
@@ -321,7 +328,6 @@ impl Scheduler {
     /// Forgets a worker; its unfinished leases go back to the front of the queue.
     pub fn remove_worker(&mut self, id: WorkerId) -> usize {
         let Some(w) = self.workers.remove(&id) else { return 0 };
-        self.trust.forget(id);
         if w.queued {
             // Idle workers that come and go would otherwise pile up here.
             self.hungry.retain(|h| *h != id);
@@ -334,6 +340,7 @@ impl Scheduler {
                 requeued += 1;
             }
         }
+        self.worker_left(id);
         self.pump();
         requeued
     }
@@ -416,7 +423,7 @@ impl Scheduler {
     /// task); one that may run none waits in `starved` for new units.
     pub fn pump(&mut self) {
         let mut granted = false;
-        while !self.ready.is_empty() {
+        while !self.ready.is_empty() || !self.spot_ready.is_empty() {
             let Some(&wid) = self.hungry.front() else { return };
             let Some(w) = self.workers.get_mut(&wid) else {
                 self.hungry.pop_front();
@@ -445,18 +452,33 @@ impl Scheduler {
         }
         // Grants change what is at the front of the queue: workers that found
         // nothing they may run look once more.
-        if granted && !self.starved.is_empty() && !self.ready.is_empty() {
+        if granted && !self.starved.is_empty() && !(self.ready.is_empty() && self.spot_ready.is_empty()) {
             self.wake_starved();
             self.pump();
         }
     }
 
-    /// Takes the first ready unit the worker may run, leaving the others
-    /// queued in order; looks past at most `SCAN` it may not run.
+    /// Takes the first spot check, else the first ready unit, the worker
+    /// may run, leaving the others queued in order.
     fn next_unit_for(&mut self, wid: WorkerId) -> Option<(u64, u32)> {
+        let mut spots = std::mem::take(&mut self.spot_ready);
+        let found = self.first_eligible(wid, &mut spots);
+        self.spot_ready = spots;
+        if found.is_some() {
+            return found;
+        }
+        let mut ready = std::mem::take(&mut self.ready);
+        let found = self.first_eligible(wid, &mut ready);
+        self.ready = ready;
+        found
+    }
+
+    /// Pops the first unit of `queue` the worker may run, dropping units no
+    /// longer ready and looking past at most `SCAN` it may not run.
+    fn first_eligible(&self, wid: WorkerId, queue: &mut VecDeque<(u64, u32)>) -> Option<(u64, u32)> {
         let mut passed = Vec::new();
         let mut found = None;
-        while let Some((job_id, unit)) = self.ready.pop_front() {
+        while let Some((job_id, unit)) = queue.pop_front() {
             let Some(job) = self.jobs.get(&job_id) else { continue };
             if job.cancelled || job.state[unit as usize] != TaskState::Ready {
                 continue;
@@ -471,7 +493,7 @@ impl Scheduler {
             }
         }
         for entry in passed.into_iter().rev() {
-            self.ready.push_front(entry);
+            queue.push_front(entry);
         }
         found
     }
@@ -650,6 +672,7 @@ impl Scheduler {
             self.cancel_attempt(lease);
         }
         self.ready.retain(|(j, _)| *j != job_id);
+        self.spot_ready.retain(|(j, _)| *j != job_id);
         self.drop_job(job_id);
         self.pump();
         true
@@ -682,7 +705,7 @@ impl Scheduler {
             workers: self.workers.len(),
             slots: self.workers.values().map(|w| w.slots as u64).sum(),
             leases: self.leases.len(),
-            ready: self.ready.len(),
+            ready: self.ready.len() + self.spot_ready.len(),
             running_jobs: self.jobs.len(),
             adopted: self.adopted,
             speculated: self.speculated,
@@ -694,6 +717,7 @@ impl Scheduler {
 
 mod attempts;
 use attempts::Orphan;
+mod audit;
 mod validation;
 pub use validation::{Outcome, ValidationStats};
 

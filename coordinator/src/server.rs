@@ -56,7 +56,7 @@ pub struct ValidationArgs {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub replicas: u32,
     /// Results at most per task, counting those added when replicas disagree.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=16))]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub max_replicas: u32,
     /// Verified results in a row before a worker's work may go unreplicated.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]

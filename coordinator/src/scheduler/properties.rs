@@ -334,7 +334,8 @@ impl World {
             assert_eq!(job.finished, finished);
             for (unit, state) in job.state.iter().enumerate() {
                 if *state == TaskState::Ready {
-                    assert!(s.ready.contains(&(*id, unit as u32)), "a ready unit is queued");
+                    let queued = s.ready.contains(&(*id, unit as u32)) || s.spot_ready.contains(&(*id, unit as u32));
+                    assert!(queued, "a ready unit is queued");
                 }
                 if job.checks.is_none() {
                     assert_eq!(*state == TaskState::Finished, job.done[unit], "a task is finished when its one unit is");

@@ -34,7 +34,7 @@ mod defaults {
         2
     }
     pub fn max_replicas() -> u32 {
-        4
+        5
     }
     pub fn trust_threshold() -> u32 {
         10

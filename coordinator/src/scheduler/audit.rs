@@ -1,0 +1,271 @@
+//! Workers' standing across jobs, and the audit of what they vouched for.
+//!
+//! Every acceptance a worker's result took part in joins its *tail*: the
+//! acceptances not yet vouched for. A passed spot check vouches for the
+//! whole tail (colluders can agree with each other, but not with a known
+//! answer); where a job has no spot checks, a replicated quorum's agreement
+//! does instead. A worker outvoted by a quorum with a trusted worker in it
+//! loses its record, and one caught by a spot check is banned; either way
+//! its tail is decided again.
+//!
+//! A job completes only when no acceptance of it rests on unvouched workers
+//! alone: each such worker still connected gets a spot check aimed at it
+//! (which it cannot tell from others); the tails of workers that left, or
+//! that no known answer can check, are decided again.
+
+use super::validation::Known;
+use super::*;
+use crate::validate::quorum::Digest;
+use crate::validate::trust::TrustBook;
+
+/// Acceptances remembered per worker's tail (oldest dropped first).
+const MAX_TAIL: usize = 4096;
+
+/// An acceptance a worker's result took part in.
+#[derive(Clone)]
+pub(super) struct Vouch {
+    pub(super) job: u64,
+    pub(super) task: u32,
+    /// The accepted digest: this worker's vote, which still counts when the
+    /// task is audited.
+    pub(super) digest: Digest,
+}
+
+/// Every worker's standing, across jobs.
+pub(super) struct Trust {
+    pub(super) book: TrustBook<WorkerId>,
+    /// Unvouched acceptances of each worker.
+    tails: HashMap<WorkerId, VecDeque<Vouch>>,
+    rng: u64,
+    /// Accepted tasks reopened since the caller last asked: their stored
+    /// results are void.
+    pub(super) reopened: Vec<(u64, u32)>,
+    /// Jobs completed since the caller last asked, with their final
+    /// validation figures (for a job with validation).
+    pub(super) ended: Vec<(u64, Option<ValidationStats>)>,
+}
+
+impl Trust {
+    pub(super) fn new(seed: u64) -> Trust {
+        Trust { book: TrustBook::new(), tails: HashMap::new(), rng: seed | 1, reopened: Vec::new(), ended: Vec::new() }
+    }
+
+    /// Uniform in [0, 1) (xorshift64*: draws must be unpredictable to
+    /// workers, not cryptographic: nothing of them shows in a lease).
+    pub(super) fn draw(&mut self) -> f64 {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    pub(super) fn vouch(&mut self, who: WorkerId, v: Vouch) {
+        let tail = self.tails.entry(who).or_default();
+        tail.push_back(v);
+        if tail.len() > MAX_TAIL {
+            tail.pop_front();
+        }
+    }
+
+    /// The worker's tail is vouched for (a passed spot check, or a quorum
+    /// where spot checks are off); its record grows.
+    pub(super) fn vouched(&mut self, who: WorkerId) {
+        self.book.valid(&who);
+        self.tails.remove(&who);
+    }
+
+    fn tail_in(&self, who: WorkerId, job: u64) -> impl Iterator<Item = &Vouch> {
+        self.tails.get(&who).into_iter().flatten().filter(move |v| v.job == job)
+    }
+}
+
+impl Scheduler {
+    /// Bans a worker: its live leases go to others, its votes on undecided
+    /// tasks no longer count, and its tail is decided again.
+    pub(super) fn ban(&mut self, job_id: u64, worker: WorkerId) {
+        if !self.banned.insert(worker) {
+            return;
+        }
+        if let Some(checks) = self.jobs.get_mut(&job_id).and_then(|j| j.checks.as_deref_mut()) {
+            checks.stats.banned += 1;
+        }
+        self.trust.book.invalid(&worker);
+        let live: Vec<LeaseId> =
+            self.leases.iter().filter(|(_, l)| l.voter.worker == worker && !l.finishing).map(|(id, _)| *id).collect();
+        for lease in live {
+            self.cancel_attempt(lease);
+        }
+        let jobs: Vec<u64> = self.jobs.keys().copied().collect();
+        for id in jobs {
+            self.drop_audit(id, worker);
+            let Some(checks) = self.jobs.get_mut(&id).and_then(|j| j.checks.as_deref_mut()) else { continue };
+            let struck: Vec<u32> = checks.open.iter_mut().filter_map(|(t, c)| (c.quorum.strike(worker) > 0).then_some(*t)).collect();
+            for task in struck {
+                self.top_up(id, task);
+            }
+        }
+        self.reverify_tail(worker);
+        self.recheck_all();
+    }
+
+    /// A worker outvoted by a quorum: its record starts again, and its tail
+    /// (what it helped accept since it was last vouched for, alone or not)
+    /// is decided again. Not what came before: an honest worker outvoted by
+    /// colluders would otherwise cost all its history. And not only what it
+    /// accepted alone: a saboteur that cheats once trusted and then turns
+    /// honest again would have its next spot check vouch for its cheats.
+    pub(super) fn outvoted(&mut self, worker: WorkerId) {
+        self.trust.book.invalid(&worker);
+        self.reverify_tail(worker);
+    }
+
+    /// Reopens the tasks in `worker`'s tail, each to be decided by a fresh
+    /// quorum without it.
+    fn reverify_tail(&mut self, worker: WorkerId) {
+        let Some(tail) = self.trust.tails.remove(&worker) else { return };
+        for v in tail {
+            self.reopen(v.job, v.task, &[worker], None, false);
+        }
+    }
+
+    /// A worker's session ended: its record cannot be used again, and its
+    /// tail can no longer be spot-checked, so the tasks in it are decided
+    /// again before their jobs complete.
+    pub(super) fn worker_left(&mut self, worker: WorkerId) {
+        self.trust.book.forget(&worker);
+        let jobs: Vec<u64> = self.jobs.keys().copied().collect();
+        for id in &jobs {
+            self.drop_audit(*id, worker);
+        }
+        if let Some(tail) = self.trust.tails.remove(&worker) {
+            for v in tail {
+                if let Some(checks) = self.jobs.get_mut(&v.job).and_then(|j| j.checks.as_deref_mut()) {
+                    checks.departed.push((v.task, worker, v.digest));
+                }
+            }
+        }
+        self.recheck_all();
+    }
+
+    /// Decides again, keeping the worker's votes, the tasks of `job_id` in
+    /// its tail (that it cannot be spot-checked for).
+    pub(super) fn reverify_in(&mut self, job_id: u64, worker: WorkerId) {
+        let tail: Vec<Vouch> = self.trust.tail_in(worker, job_id).cloned().collect();
+        if let Some(t) = self.trust.tails.get_mut(&worker) {
+            t.retain(|v| v.job != job_id);
+        }
+        for v in tail {
+            self.reopen(job_id, v.task, &[worker], Some(v.digest), true);
+        }
+    }
+
+    /// A worker paused (no slots): audit spot checks aimed at it will not
+    /// run soon, so its tails in those jobs are decided again instead.
+    pub(super) fn worker_paused(&mut self, worker: WorkerId) {
+        let waiting: Vec<u64> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.checks.as_ref().is_some_and(|c| c.auditing.contains(&worker)))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &waiting {
+            self.drop_audit(*id, worker);
+            self.reverify_in(*id, worker);
+        }
+        if !waiting.is_empty() {
+            self.recheck_all();
+        }
+    }
+
+    /// Stops waiting for an audit spot check aimed at `worker` (banned or gone).
+    fn drop_audit(&mut self, job_id: u64, worker: WorkerId) {
+        let Some(checks) = self.jobs.get_mut(&job_id).and_then(|j| j.checks.as_deref_mut()) else { return };
+        if !checks.auditing.remove(&worker) {
+            return;
+        }
+        let units: Vec<u32> = checks.spots.iter().filter(|(_, s)| s.target == Some(worker)).map(|(u, _)| *u).collect();
+        for unit in units {
+            self.drop_unit(job_id, unit);
+        }
+    }
+
+    /// Re-evaluates completion of every validated job that has all its tasks
+    /// decided (after a ban or a departure changed what they wait for).
+    fn recheck_all(&mut self) {
+        let waiting: Vec<u64> =
+            self.jobs.iter().filter(|(_, j)| j.checks.is_some() && j.finished as usize == j.tasks.len()).map(|(id, _)| *id).collect();
+        for id in waiting {
+            if self.completed(id) {
+                self.drop_job(id);
+            }
+        }
+    }
+
+    /// Whether every task of the job has its record and, for a validated
+    /// job, no acceptance rests on unvouched workers alone (see the module
+    /// docs); otherwise starts what is missing. A completed job stops its
+    /// outstanding spot checks and is reported by `take_ended`.
+    pub(super) fn completed(&mut self, job_id: u64) -> bool {
+        let Some(job) = self.jobs.get(&job_id) else { return false };
+        if (job.finished as usize) < job.tasks.len() {
+            return false;
+        }
+        let Some(checks) = &job.checks else {
+            self.trust.ended.push((job_id, None));
+            return true;
+        };
+        if !checks.auditing.is_empty() {
+            return false;
+        }
+        let departed = checks.departed.clone();
+        let mut waiting = false;
+        for (task, worker, digest) in departed {
+            waiting |= self.reopen(job_id, task, &[worker], Some(digest), true);
+        }
+        let unvouched: Vec<WorkerId> = self
+            .workers
+            .keys()
+            .copied()
+            .filter(|w| !self.banned.contains(w) && self.trust.tail_in(*w, job_id).next().is_some())
+            .collect();
+        for worker in unvouched {
+            waiting = true;
+            if !self.aim_spot_check(job_id, worker) {
+                self.reverify_in(job_id, worker);
+            }
+        }
+        if let Some(checks) = self.jobs.get_mut(&job_id).and_then(|j| j.checks.as_deref_mut()) {
+            checks.departed.clear();
+        }
+        if waiting {
+            return false;
+        }
+        let live: Vec<LeaseId> = self.leases.iter().filter(|(_, l)| l.job == job_id).map(|(id, _)| *id).collect();
+        for lease in live {
+            self.cancel_attempt(lease);
+        }
+        let stats = self.jobs[&job_id].checks.as_ref().map(|c| c.stats);
+        self.trust.ended.push((job_id, stats));
+        true
+    }
+
+    /// Queues a spot check only `worker` may take, from a known answer it
+    /// did not give. False if there is none.
+    fn aim_spot_check(&mut self, job_id: u64, worker: WorkerId) -> bool {
+        let Some(voter) = self.workers.get(&worker).filter(|w| w.slots > 0).map(|w| w.voter) else { return false };
+        let Some(checks) = self.jobs.get_mut(&job_id).and_then(|j| j.checks.as_deref_mut()) else { return false };
+        let fits: Vec<&Known> = checks.known.iter().filter(|k| !k.voters.iter().any(|v| super::validation::clash(v, &voter))).collect();
+        if fits.is_empty() {
+            return false;
+        }
+        let known = fits[(self.trust.draw() * fits.len() as f64) as usize % fits.len()].clone();
+        checks.auditing.insert(worker);
+        self.add_spot(job_id, known, Some(worker));
+        true
+    }
+
+    /// Jobs completed since the last call, with their final validation figures.
+    pub fn take_ended(&mut self) -> Vec<(u64, Option<ValidationStats>)> {
+        std::mem::take(&mut self.trust.ended)
+    }
+}
