@@ -15,6 +15,34 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     let s = client.status(args.job).await?;
     println!("job {} {}: {} done, {} failed, {} in flight, {} tasks", s.id, s.state, s.done, s.failed, s.in_flight, s.tasks);
     println!("module {}", s.module);
+    let v = &s.validation;
+    if v.is_on() {
+        println!(
+            "validation: {} replicas for untrusted workers (at most {}), trusted after {} verified results, spot checks {:.0}%",
+            v.replicas,
+            v.max_replicas,
+            v.trust_threshold,
+            v.spot_checks * 100.0
+        );
+    } else {
+        println!("validation: off (every result taken as it comes)");
+    }
+    if let Some(c) = &s.checks {
+        let st = &c.stats;
+        println!(
+            "checks: {:.2}x compute per task; {} results, {} accepted alone, {} disagreements, {} inconclusive, \
+             {} spot checks ({} failed), {} verified again, {} workers banned",
+            c.overhead,
+            st.results,
+            st.accepted_alone,
+            st.disagreements,
+            st.inconclusive,
+            st.spot_checks,
+            st.spot_failures,
+            st.reverified,
+            st.banned
+        );
+    }
     if s.failed > 0 {
         let mut after = None;
         loop {
