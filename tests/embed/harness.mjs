@@ -60,9 +60,9 @@ function api(base) {
     cancel: (job) => call('POST', `/api/jobs/${job}/cancel`),
     /** Uploads a task module built by the xtask; returns its hash. */
     upload: async (name) => (await call('POST', '/api/modules', new Uint8Array(readFileSync(join(TASKS, `${name}.wasm`))))).hash,
-    /** A job of `n` tasks whose stdins are "0", "1", ... */
-    job: async (hash, n, args = [], limits = {}) =>
-      (await call('POST', '/api/jobs', { module: hash, limits, tasks: Array.from({ length: n }, (_, i) => ({ stdin: btoa(String(i)), args })) })).id,
+    /** A job of `n` tasks whose stdins are "0", "1", ...; `more` adds request fields (`validation`). */
+    job: async (hash, n, args = [], limits = {}, more = {}) =>
+      (await call('POST', '/api/jobs', { module: hash, limits, tasks: Array.from({ length: n }, (_, i) => ({ stdin: btoa(String(i)), args })), ...more })).id,
   };
 }
 
