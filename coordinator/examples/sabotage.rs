@@ -4,7 +4,8 @@
 //!
 //! Flags: --tasks N --workers W --saboteurs F --collude --rate S
 //! --strategy eager|patient --seed S, and the policy: --replicas K
-//! --max-replicas M --trust-threshold N --spot-checks R, or --no-validation.
+//! --max-replicas M --trust-threshold N --spot-checks R, or --no-validation;
+//! --json prints the figures as one JSON object.
 
 use idlecore_coordinator::sabotage::{simulate, Config, Strategy};
 use idlecore_coordinator::validate::Policy;
@@ -48,6 +49,14 @@ fn main() -> anyhow::Result<()> {
         seed: value(&args, "--seed", 1)?,
     };
     let r = simulate(&cfg)?;
+    if args.iter().any(|a| a == "--json") {
+        let json = serde_json::json!({
+            "tasks": r.tasks, "accepted_wrong": r.accepted_wrong, "failed": r.failed,
+            "overhead": r.overhead, "banned": r.banned, "stats": r.stats,
+        });
+        println!("{json}");
+        return Ok(());
+    }
     println!(
         "accepted-wrong {:.2e}, overhead {:.3}x ({} of {} tasks wrong, {} failed, {} bans; {:?})",
         r.accepted_wrong_rate(),

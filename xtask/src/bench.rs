@@ -197,6 +197,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         ));
     }
     md.push_str(&std::fs::read_to_string(root().join("xtask/src/benchmarks-notes.md"))?);
+    md.push_str(&crate::sabotage::table(100_000)?);
     std::fs::write(root().join("docs/benchmarks.md"), &md)?;
     print!("{md}");
     Ok(())

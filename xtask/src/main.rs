@@ -1,4 +1,4 @@
-//! `cargo xtask build | demo | test | bench | chaos`: the project's automation. Each command
+//! `cargo xtask build | demo | test | bench | chaos | sabotage`: the project's automation. Each command
 //! first installs whatever it needs and is missing (see `tools`).
 
 mod bench;
@@ -7,6 +7,7 @@ mod chaos;
 mod demo;
 mod embed;
 mod picture;
+mod sabotage;
 mod test;
 mod tools;
 
@@ -24,7 +25,12 @@ const USAGE: &str = "usage:
   cargo xtask bench [--iters N]        measure execution overheads; writes docs/benchmarks.md
   cargo xtask chaos [--tasks N] [--kill-workers FRACTION] [--kill-coordinator K]
                     [--browsers B] [--loadgens L] [--loadgen-workers W] [--seed S]
-                                       run a job while killing workers and the coordinator; check every result";
+                                       run a job while killing workers and the coordinator; check every result
+  cargo xtask sabotage [--saboteurs F] [--collude] [--strategy eager|patient] [--rate S] [--tasks N]
+                       [--workers W] [--seed S] [--replicas K] [--spot-checks R] [--trust-threshold N]
+                       [--no-validation] | --table [--tasks N]
+                                       the scheduler and validator against simulated cheating workers:
+                                       prints accepted-wrong R, overhead X (or the benchmark table)";
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,6 +40,7 @@ fn main() -> std::process::ExitCode {
         Some("test") => test::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("chaos") => chaos::run(&args[1..]),
+        Some("sabotage") => sabotage::run(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return std::process::ExitCode::from(2);
