@@ -287,17 +287,7 @@ pub async fn record_failure(state: &AppState, f: Finishing, failure: TaskFailure
         }
     };
     let error = reasons.iter().map(|(k, m)| format!("{k}: {m}")).collect::<Vec<_>>().join("\n");
-    let record = ResultRecord {
-        task: f.task,
-        status: TaskStatus::Failed,
-        exit_code: None,
-        stdout: vec![],
-        stderr: vec![],
-        elapsed_ms: 0,
-        fuel_used: 0,
-        files: Default::default(),
-        error: Some(error),
-    };
+    let record = ResultRecord::failed(f.task, error);
     if let Err(e) = state.store.write(Write::PutResult { job: f.job, record }).await {
         state.scheduler().retry(f.lease, false);
         return Err(e);

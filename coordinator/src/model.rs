@@ -234,6 +234,23 @@ pub struct ResultRecord {
     pub error: Option<String>,
 }
 
+impl ResultRecord {
+    /// A task's failure record: no output, only why.
+    pub fn failed(task: u32, error: String) -> ResultRecord {
+        ResultRecord {
+            task,
+            status: TaskStatus::Failed,
+            exit_code: None,
+            stdout: vec![],
+            stderr: vec![],
+            elapsed_ms: 0,
+            fuel_used: 0,
+            files: FileMap::default(),
+            error: Some(error),
+        }
+    }
+}
+
 /// A job as listed from the store.
 #[derive(Debug, Clone)]
 pub struct JobRow {

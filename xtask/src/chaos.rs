@@ -3,7 +3,9 @@
 //! closed, loadgen process killed), connections dropped (the browsers reach
 //! the coordinator through a proxy that cuts them; loadgen workers drop their
 //! own), and the coordinator is killed with SIGKILL and restarted on the same
-//! address and data. Then every result is checked against the natively built task.
+//! address and data. Results are validated at the coordinator's defaults
+//! (replicas, spot checks, audits). Then every result is checked against the
+//! natively built task.
 //!
 //! Prints one line `tasks N, completed C, lost L, duplicates D, wrong W` and
 //! fails unless L, D and W are all 0.
@@ -87,7 +89,10 @@ fn start_coordinator(paths: &Paths, data: &Path, addr: Option<std::net::SocketAd
         addr,
         site: Some((&paths.www, &paths.pkg)),
         heartbeat_ms: 500,
-        extra: &[],
+        // Result validation at its defaults (the flag is the default; it keeps
+        // the harness from turning validation off): replicas, votes and audits
+        // go through the kills too.
+        extra: &["--replicas", "2"],
     })
 }
 

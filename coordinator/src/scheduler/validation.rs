@@ -10,7 +10,7 @@
 //! out again as spot checks, which a worker cannot tell from other tasks.
 
 use super::*;
-use crate::model::{ResultRecord, TaskStatus};
+use crate::model::ResultRecord;
 use super::audit::Vouch;
 use crate::validate::quorum::{Digest, Quorum, Verdict};
 /// Known answers kept per job for spot checks.
@@ -268,20 +268,10 @@ impl Scheduler {
             Verdict::Inconclusive => {
                 checks.stats.inconclusive += 1;
                 let outputs = check.candidates.len();
-                Outcome::Failed(ResultRecord {
+                Outcome::Failed(ResultRecord::failed(
                     task,
-                    status: TaskStatus::Failed,
-                    exit_code: None,
-                    stdout: vec![],
-                    stderr: vec![],
-                    elapsed_ms: 0,
-                    fuel_used: 0,
-                    files: Default::default(),
-                    error: Some(format!(
-                        "no quorum: {} results with {outputs} different outputs, none from a majority",
-                        check.quorum.votes()
-                    )),
-                })
+                    format!("no quorum: {} results with {outputs} different outputs, none from a majority", check.quorum.votes()),
+                ))
             }
         }
     }
@@ -348,12 +338,19 @@ impl Scheduler {
 
     /// Drops a spot-check unit, running or not.
     pub(super) fn drop_unit(&mut self, job_id: u64, unit: u32) {
-        let Some(job) = self.jobs.get_mut(&job_id) else { return };
-        if let Some(c) = job.checks.as_deref_mut() {
+        if let Some(c) = self.jobs.get_mut(&job_id).and_then(|j| j.checks.as_deref_mut()) {
             c.spots.remove(&unit);
         }
+        self.stop_unit(job_id, unit);
+    }
+
+    /// Stops a unit that is no longer wanted: its attempts are cancelled, or
+    /// it is taken off the queue.
+    fn stop_unit(&mut self, job_id: u64, unit: u32) {
+        let Some(job) = self.jobs.get_mut(&job_id) else { return };
         match job.state[unit as usize] {
             TaskState::Leased(lease) => {
+                // The speculative attempt first, so the lease's end does not promote it.
                 if let Some(second) = job.second.get(&unit).copied() {
                     self.cancel_attempt(second);
                 }
@@ -398,20 +395,7 @@ impl Scheduler {
         let Some(job) = self.jobs.get_mut(&job_id) else { return };
         let Some(check) = job.checks.as_mut().and_then(|c| c.open.remove(&task)) else { return };
         for unit in check.units {
-            let job = self.jobs.get_mut(&job_id).expect("held");
-            match job.state[unit as usize] {
-                TaskState::Leased(lease) => {
-                    // The speculative attempt first, so the lease's end does not promote it.
-                    if let Some(second) = job.second.get(&unit).copied() {
-                        self.cancel_attempt(second);
-                    }
-                    if self.leases.get(&lease).is_some_and(|l| !l.finishing) {
-                        self.cancel_attempt(lease);
-                    }
-                }
-                TaskState::Ready => job.state[unit as usize] = TaskState::Finished,
-                TaskState::Finished => {}
-            }
+            self.stop_unit(job_id, unit);
         }
     }
 
