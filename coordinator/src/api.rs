@@ -162,7 +162,14 @@ async fn stream_results(State(state): State<Arc<AppState>>, headers: HeaderMap, 
                         }
                     }
                 }
-                Ok(Event::JobEnded { job }) if job == id => return,
+                Ok(Event::Voided { job, task }) if job == id => {
+                    // Decided again: its new record is sent when stored.
+                    sent.remove(&task);
+                }
+                Ok(Event::JobEnded { job }) if job == id => {
+                    let _ = catch_up(&state, id, &mut sent, &tx).await;
+                    return;
+                }
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                     // Too slow a reader: catch up from the store.

@@ -199,12 +199,7 @@ pub async fn record_result(state: &AppState, f: Finishing, r: TaskResult) -> Res
     };
     let record = if f.validated {
         let digest = crate::validate::digest(&record);
-        let (outcome, voided) = {
-            let mut s = state.scheduler();
-            let outcome = s.report(f.lease, digest, record);
-            (outcome, store_effects(state, &mut s))
-        };
-        voided.await;
+        let outcome = state.scheduler().report(f.lease, digest, record);
         match outcome {
             Outcome::Accept(r) | Outcome::Failed(r) => r,
             Outcome::Counted => return Ok(()),
@@ -221,30 +216,6 @@ pub async fn record_result(state: &AppState, f: Finishing, r: TaskResult) -> Res
     Ok(())
 }
 
-/// What the scheduler decided that the store must follow: results voided
-/// because their tasks are decided again (queued now, while the scheduler's
-/// lock is held, so each commits before any later result of its task), and
-/// jobs that completed. The returned future finishes both.
-pub fn store_effects<'a>(
-    state: &'a AppState,
-    s: &mut crate::scheduler::Scheduler,
-) -> impl std::future::Future<Output = ()> + use<'a> {
-    let voids: Vec<_> =
-        s.take_reopened().into_iter().map(|(job, task)| (job, task, state.store.enqueue(Write::VoidResult { job, task }))).collect();
-    let ended = s.take_ended();
-    async move {
-        for (job, task, write) in voids {
-            match write.await {
-                Ok(_) => tracing::info!(job, task, "accepted result voided: the task is decided again"),
-                Err(e) => tracing::error!(job, task, error = %e, "could not void a doubtful result"),
-            }
-        }
-        for (job, checks) in ended {
-            end_job(state, job, JobState::Completed, checks).await;
-        }
-    }
-}
-
 /// Records a claimed lease's failure, then retries the task or, after its
 /// last attempt, stores it as failed with every attempt's reason.
 pub async fn record_failure(state: &AppState, f: Finishing, failure: TaskFailure) -> Result<(), StoreError> {
@@ -252,12 +223,7 @@ pub async fn record_failure(state: &AppState, f: Finishing, failure: TaskFailure
     if f.spot {
         // A spot check that failed to run proves nothing either way.
         tracing::debug!(job = f.job, task = f.task, kind = failure.kind.as_str(), "spot check failed to run: {}", failure.message);
-        let effects = {
-            let mut s = state.scheduler();
-            s.drop_spot_check(f.lease);
-            store_effects(state, &mut s)
-        };
-        effects.await;
+        state.scheduler().drop_spot_check(f.lease);
         return Ok(());
     }
     if failure.kind == FailureKind::Withdrawn {
@@ -297,13 +263,9 @@ pub async fn record_failure(state: &AppState, f: Finishing, failure: TaskFailure
 }
 
 async fn finish(state: &AppState, job: u64, task: u32, lease: u64) {
-    let effects = {
-        let mut s = state.scheduler();
-        s.finish(lease);
-        store_effects(state, &mut s)
-    };
+    // A job this completes is marked and announced by the scheduler's guard.
+    state.scheduler().finish(lease);
     let _ = state.events.send(Event::Finished { job, task });
-    effects.await;
 }
 
 async fn end_job(state: &AppState, job: u64, to: JobState, checks: Option<crate::scheduler::ValidationStats>) {

@@ -329,6 +329,9 @@ impl Scheduler {
                 if let Some(second) = job.second.remove(&info.unit) {
                     // The speculative attempt carries on as the unit's lease.
                     job.state[unit] = TaskState::Leased(second);
+                } else if job.checks.as_ref().is_some_and(|c| c.is_aimed(info.unit)) {
+                    job.state[unit] = TaskState::Finished;
+                    self.aimed_spot_lost(info.job, info.unit);
                 } else if job.wants(info.unit) {
                     job.state[unit] = TaskState::Ready;
                     self.ready.push_front((info.job, info.unit));

@@ -105,12 +105,7 @@ async fn serve(socket: &mut WebSocket, state: &Arc<AppState>, session: u64, site
     let worker = state.scheduler().register_worker_from(hello.slots, tx, origin);
     tracing::info!(session, worker, slots = hello.slots, site, agent = %hello.agent, "worker joined");
     let outcome = session_loop(socket, state, worker, &mut rx, heartbeat_ms).await;
-    let (requeued, effects) = {
-        let mut s = state.scheduler();
-        let requeued = s.remove_worker(worker);
-        (requeued, jobs::store_effects(state, &mut s))
-    };
-    effects.await;
+    let requeued = state.scheduler().remove_worker(worker);
     tracing::info!(session, worker, requeued, "worker left");
     outcome
 }

@@ -33,6 +33,9 @@ pub enum Event {
     Finished { job: u64, task: u32 },
     /// Every task of the job has a final record, or the job was cancelled.
     JobEnded { job: u64 },
+    /// A task's stored record was voided: the task is decided again, and its
+    /// new record will follow with `Finished`.
+    Voided { job: u64, task: u32 },
 }
 
 pub struct AppState {
@@ -101,8 +104,72 @@ impl AppState {
         }
     }
 
-    /// The scheduler, locked for one short synchronous call.
-    pub fn scheduler(&self) -> MutexGuard<'_, Scheduler> {
-        self.scheduler.lock().expect("scheduler lock poisoned")
+    /// The scheduler, locked for one short synchronous call. What the call
+    /// decided that the store must follow is queued when the guard drops.
+    pub fn scheduler(&self) -> SchedulerGuard<'_> {
+        SchedulerGuard { guard: self.scheduler.lock().expect("scheduler lock poisoned"), state: self }
+    }
+}
+
+/// The locked scheduler. On release it queues, in order and before the lock
+/// is given up, the store writes its calls made necessary: voiding the
+/// records of tasks decided again (so each commits before any new record of
+/// its task) and marking completed jobs; then it announces them.
+pub struct SchedulerGuard<'a> {
+    guard: MutexGuard<'a, Scheduler>,
+    state: &'a AppState,
+}
+
+impl std::ops::Deref for SchedulerGuard<'_> {
+    type Target = Scheduler;
+    fn deref(&self) -> &Scheduler {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for SchedulerGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Scheduler {
+        &mut self.guard
+    }
+}
+
+impl Drop for SchedulerGuard<'_> {
+    fn drop(&mut self) {
+        use crate::model::JobState;
+        use crate::store::Write;
+        let (voided, ended) = (self.guard.take_reopened(), self.guard.take_ended());
+        if voided.is_empty() && ended.is_empty() {
+            return;
+        }
+        let store = &self.state.store;
+        let voids: Vec<_> = voided.into_iter().map(|(job, task)| (job, task, store.enqueue(Write::VoidResult { job, task }))).collect();
+        let ends: Vec<_> = ended
+            .into_iter()
+            .map(|(job, checks)| (job, store.enqueue(Write::SetJobState { job, state: JobState::Completed, checks })))
+            .collect();
+        let events = self.state.events.clone();
+        let announce = async move {
+            for (job, task, write) in voids {
+                match write.await {
+                    Ok(_) => {
+                        tracing::info!(job, task, "accepted result voided: the task is decided again");
+                        let _ = events.send(Event::Voided { job, task });
+                    }
+                    Err(e) => tracing::error!(job, task, error = %e, "could not void a doubtful result"),
+                }
+            }
+            for (job, write) in ends {
+                if let Err(e) = write.await {
+                    // Still derivable as complete from its results on restart.
+                    tracing::error!(job, error = %e, "could not record job state");
+                }
+                tracing::info!(job, state = "completed", "job ended");
+                let _ = events.send(Event::JobEnded { job });
+            }
+        };
+        // The writes are queued either way; outside a runtime (tests) nobody listens.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(announce);
+        }
     }
 }

@@ -36,6 +36,13 @@ impl Scheduler {
         }
     }
 
+    /// Forgets a banned worker's orphaned attempts: their reports count for nothing.
+    pub(super) fn forget_orphans_of(&mut self, worker: WorkerId) {
+        self.orphans.retain(|_, o| o.voter.worker != worker);
+        let orphans = &self.orphans;
+        self.orphan_order.retain(|l| orphans.contains_key(l));
+    }
+
     pub(super) fn forget_orphans(&mut self, job_id: u64) {
         self.orphans.retain(|_, o| o.job != job_id);
         let orphans = &self.orphans;

@@ -26,6 +26,8 @@ const MAX_TAIL: usize = 4096;
 pub(super) struct Vouch {
     pub(super) job: u64,
     pub(super) task: u32,
+    /// The worker, with its origin (a task decided again excludes both).
+    pub(super) voter: Voter,
     /// The accepted digest: this worker's vote, which still counts when the
     /// task is audited.
     pub(super) digest: Digest,
@@ -59,12 +61,14 @@ impl Trust {
         (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    pub(super) fn vouch(&mut self, who: WorkerId, v: Vouch) {
-        let tail = self.tails.entry(who).or_default();
+    /// Adds to a tail; returns the oldest entry if the tail overflowed.
+    fn vouch(&mut self, v: Vouch) -> Option<Vouch> {
+        let tail = self.tails.entry(v.voter.worker).or_default();
         tail.push_back(v);
         if tail.len() > MAX_TAIL {
-            tail.pop_front();
+            return tail.pop_front();
         }
+        None
     }
 
     /// The worker's tail is vouched for (a passed spot check, or a quorum
@@ -80,6 +84,32 @@ impl Trust {
 }
 
 impl Scheduler {
+    /// A task's record is stored: its acceptance joins the tails of the
+    /// workers whose results it rests on. One banned meanwhile has it decided
+    /// again; one that left, by the audit. Where the job has no spot checks,
+    /// the quorum's agreement vouches instead (for this job only).
+    pub(super) fn vouch_decided(&mut self, job_id: u64, task: u32, digest: Digest, vouchers: Vec<Voter>) {
+        let Some(checks) = self.jobs.get_mut(&job_id).and_then(|j| j.checks.as_deref_mut()) else { return };
+        if checks.policy.spot_checks == 0.0 && vouchers.len() >= 2 {
+            for v in &vouchers {
+                if let Some(t) = self.trust.tails.get_mut(&v.worker) {
+                    t.retain(|e| e.job != job_id);
+                }
+            }
+            return;
+        }
+        for voter in vouchers {
+            if self.banned.contains(&voter.worker) {
+                self.reopen(job_id, task, &[voter], None, false);
+            } else if !self.workers.contains_key(&voter.worker) {
+                checks_of(&mut self.jobs, job_id).departed.push((task, voter, digest));
+            } else if let Some(old) = self.trust.vouch(Vouch { job: job_id, task, voter, digest }) {
+                // Too long a tail to audit: its oldest acceptance is decided again now.
+                self.reopen(old.job, old.task, &[old.voter], Some(old.digest), true);
+            }
+        }
+    }
+
     /// Bans a worker: its live leases go to others, its votes on undecided
     /// tasks no longer count, and its tail is decided again.
     pub(super) fn ban(&mut self, job_id: u64, worker: WorkerId) {
@@ -104,6 +134,7 @@ impl Scheduler {
                 self.top_up(id, task);
             }
         }
+        self.forget_orphans_of(worker);
         self.reverify_tail(worker);
         self.recheck_all();
     }
@@ -124,7 +155,7 @@ impl Scheduler {
     fn reverify_tail(&mut self, worker: WorkerId) {
         let Some(tail) = self.trust.tails.remove(&worker) else { return };
         for v in tail {
-            self.reopen(v.job, v.task, &[worker], None, false);
+            self.reopen(v.job, v.task, &[v.voter], None, false);
         }
     }
 
@@ -133,6 +164,8 @@ impl Scheduler {
     /// again before their jobs complete.
     pub(super) fn worker_left(&mut self, worker: WorkerId) {
         self.trust.book.forget(&worker);
+        // Its orphaned attempts were forgotten with the ban.
+        self.banned.remove(&worker);
         let jobs: Vec<u64> = self.jobs.keys().copied().collect();
         for id in &jobs {
             self.drop_audit(*id, worker);
@@ -140,7 +173,7 @@ impl Scheduler {
         if let Some(tail) = self.trust.tails.remove(&worker) {
             for v in tail {
                 if let Some(checks) = self.jobs.get_mut(&v.job).and_then(|j| j.checks.as_deref_mut()) {
-                    checks.departed.push((v.task, worker, v.digest));
+                    checks.departed.push((v.task, v.voter, v.digest));
                 }
             }
         }
@@ -155,8 +188,19 @@ impl Scheduler {
             t.retain(|v| v.job != job_id);
         }
         for v in tail {
-            self.reopen(job_id, v.task, &[worker], Some(v.digest), true);
+            self.reopen(job_id, v.task, &[v.voter], Some(v.digest), true);
         }
+    }
+
+    /// An aimed spot check went back unanswered (its lease expired, or its
+    /// worker left or was banned): the job stops waiting for it, and the
+    /// worker's tail in the job is decided again instead.
+    pub(super) fn aimed_spot_lost(&mut self, job_id: u64, unit: u32) {
+        let Some(checks) = self.jobs.get_mut(&job_id).and_then(|j| j.checks.as_deref_mut()) else { return };
+        let Some(target) = checks.spots.remove(&unit).and_then(|s| s.target) else { return };
+        checks.auditing.remove(&target);
+        self.reverify_in(job_id, target);
+        self.recheck_all();
     }
 
     /// A worker paused (no slots): audit spot checks aimed at it will not
@@ -219,8 +263,8 @@ impl Scheduler {
         }
         let departed = checks.departed.clone();
         let mut waiting = false;
-        for (task, worker, digest) in departed {
-            waiting |= self.reopen(job_id, task, &[worker], Some(digest), true);
+        for (task, voter, digest) in departed {
+            waiting |= self.reopen(job_id, task, &[voter], Some(digest), true);
         }
         let unvouched: Vec<WorkerId> = self
             .workers
@@ -268,4 +312,8 @@ impl Scheduler {
     pub fn take_ended(&mut self) -> Vec<(u64, Option<ValidationStats>)> {
         std::mem::take(&mut self.trust.ended)
     }
+}
+
+fn checks_of(jobs: &mut BTreeMap<u64, Job>, job_id: u64) -> &mut super::validation::JobChecks {
+    jobs.get_mut(&job_id).and_then(|j| j.checks.as_deref_mut()).expect("a validated job")
 }

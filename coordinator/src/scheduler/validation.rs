@@ -11,7 +11,6 @@
 
 use super::*;
 use crate::model::ResultRecord;
-use super::audit::Vouch;
 use crate::validate::quorum::{Digest, Quorum, Verdict};
 /// Known answers kept per job for spot checks.
 const MAX_KNOWN: usize = 256;
@@ -52,7 +51,7 @@ pub struct ValidationStats {
 }
 
 pub(super) struct JobChecks {
-    policy: Policy,
+    pub(super) policy: Policy,
     /// Tasks being decided.
     pub(super) open: HashMap<u32, Check>,
     /// Units that are spot checks.
@@ -64,7 +63,7 @@ pub(super) struct JobChecks {
     pub(super) auditing: HashSet<WorkerId>,
     /// Acceptances of workers that left before they were vouched for: the
     /// task, who, and the digest it agreed to.
-    pub(super) departed: Vec<(u32, WorkerId, Digest)>,
+    pub(super) departed: Vec<(u32, Voter, Digest)>,
     pub(super) stats: ValidationStats,
 }
 
@@ -86,14 +85,26 @@ impl JobChecks {
     pub(super) fn is_spot(&self, unit: u32) -> bool {
         self.spots.contains_key(&unit)
     }
+
+    /// A spot check aimed at one worker by the completion audit.
+    pub(super) fn is_aimed(&self, unit: u32) -> bool {
+        self.spots.get(&unit).is_some_and(|s| s.target.is_some())
+    }
 }
 
 pub(super) struct Check {
     pub(super) quorum: Quorum,
     /// Units of this task (each votes at most once).
     pub(super) units: Vec<u32>,
-    /// Workers (and their origins) given a unit of it: never given another.
-    pub(super) granted: Vec<Voter>,
+    /// Workers (and their origins) that may not take a unit of it: those
+    /// whose acceptance of it is being decided again. (Workers holding or
+    /// having voted on a unit are excluded as well, see `eligible`.)
+    pub(super) excluded: Vec<Voter>,
+    /// The lease whose report was accepted, while its record is stored.
+    storing: Option<LeaseId>,
+    /// Workers whose results were accepted: their tails take the task once
+    /// its record is stored (see `vouch_decided`).
+    vouchers: Vec<Voter>,
     /// The first output reported with each digest.
     candidates: Vec<(Digest, ResultRecord)>,
     /// Reopened by a job's audit: its new decision is final (another audit
@@ -133,7 +144,15 @@ impl Scheduler {
                 None => !spot.known.voters.iter().any(|v| clash(v, &w.voter)),
             };
         }
-        checks.open.get(&job.units[unit as usize]).is_none_or(|c| !c.granted.iter().any(|v| clash(v, &w.voter)))
+        let Some(c) = checks.open.get(&job.units[unit as usize]) else { return true };
+        let holds = |u: &u32| {
+            let live = match job.state[*u as usize] {
+                TaskState::Leased(l) => Some(l),
+                _ => None,
+            };
+            live.into_iter().chain(job.second.get(u).copied()).any(|l| self.leases.get(&l).is_some_and(|l| clash(&l.voter, &w.voter)))
+        };
+        !c.excluded.iter().any(|v| clash(v, &w.voter)) && c.quorum.can_vote(&w.voter) && !c.units.iter().any(holds)
     }
 
     /// Books a unit's grant: the task's quorum is raised to the job's replicas
@@ -149,11 +168,12 @@ impl Scheduler {
         let check = checks.open.entry(task).or_insert_with(|| Check {
             quorum: Quorum::new(1, policy.max_replicas),
             units: vec![unit],
-            granted: vec![],
+            excluded: vec![],
+            storing: None,
+            vouchers: vec![],
             candidates: vec![],
             final_: false,
         });
-        check.granted.push(voter);
         if check.quorum.wanted() >= policy.replicas.max(2) {
             return;
         }
@@ -241,10 +261,22 @@ impl Scheduler {
         let check = checks.open.entry(task).or_insert_with(|| Check {
             quorum: Quorum::new(1, policy.max_replicas),
             units: vec![unit],
-            granted: vec![voter],
+            excluded: vec![],
+            storing: None,
+            vouchers: vec![],
             candidates: vec![],
             final_: false,
         });
+        if check.quorum.is_decided() {
+            // Decided, and its record being stored: this replica is late. (If
+            // that store failed, the unit was run again: decide it again.)
+            if check.storing.is_some_and(|l| self.leases.get(&l).is_some_and(|l| l.finishing)) {
+                self.close_unit(lease);
+                self.pump();
+                return Outcome::Counted;
+            }
+        }
+        let decided_before = check.quorum.is_decided();
         if !check.candidates.iter().any(|(d, _)| *d == digest) {
             check.candidates.push((digest, record));
         }
@@ -261,12 +293,18 @@ impl Scheduler {
             }
             Verdict::Accepted { digest, agreeing, dissenting } => {
                 let record = check.candidates.iter().find(|(d, _)| *d == digest).map(|(_, r)| r.clone()).expect("a winner's output");
-                let audited = check.final_;
-                self.settle(job_id, task, digest, agreeing, dissenting, audited);
+                check.storing = Some(lease);
+                if !decided_before {
+                    let audited = check.final_;
+                    self.settle(job_id, task, digest, agreeing, dissenting, audited);
+                }
                 Outcome::Accept(record)
             }
             Verdict::Inconclusive => {
-                checks.stats.inconclusive += 1;
+                check.storing = Some(lease);
+                if !decided_before {
+                    checks.stats.inconclusive += 1;
+                }
                 let outputs = check.candidates.len();
                 Outcome::Failed(ResultRecord::failed(
                     task,
@@ -286,17 +324,13 @@ impl Scheduler {
         // A known answer must not come from colluders agreeing on a wrong
         // one (it would ban the honest): one agreeing worker was trusted.
         let vouched_by_trusted = agreeing.iter().any(|a| self.trust.book.record(&a.worker) >= policy.trust_threshold);
+        let check = checks.open.get_mut(&task).expect("settled task is open");
+        if !audited {
+            check.vouchers = agreeing.clone();
+        }
         if agreeing.len() >= 2 {
             for a in &agreeing {
-                if audited {
-                    self.trust.book.valid(&a.worker);
-                } else if policy.spot_checks > 0.0 {
-                    self.trust.book.valid(&a.worker);
-                    self.trust.vouch(a.worker, Vouch { job: job_id, task, digest });
-                } else {
-                    // No known answers to vouch with: the quorum's agreement does.
-                    self.trust.vouched(a.worker);
-                }
+                self.trust.book.valid(&a.worker);
             }
             if vouched_by_trusted {
                 let known = Known { task, digest, voters: agreeing };
@@ -307,9 +341,8 @@ impl Scheduler {
                     checks.known[i] = known;
                 }
             }
-        } else if let Some(a) = agreeing.first().filter(|_| !audited) {
+        } else if !audited {
             checks.stats.accepted_alone += 1;
-            self.trust.vouch(a.worker, Vouch { job: job_id, task, digest });
         }
         let room = checks.spots.len() < MAX_SPOTS;
         if room && !checks.known.is_empty() && self.trust.draw() < policy.spot_checks {
@@ -368,10 +401,22 @@ impl Scheduler {
     /// (a result merely not vouched for, rather than one of a worker found
     /// wrong). Its stored result is void (see `take_reopened`). False if the
     /// task was not decided (or its job is not held).
-    pub(super) fn reopen(&mut self, job_id: u64, task: u32, suspects: &[WorkerId], vote: Option<Digest>, audit: bool) -> bool {
+    pub(super) fn reopen(&mut self, job_id: u64, task: u32, suspects: &[Voter], vote: Option<Digest>, audit: bool) -> bool {
         let Some(job) = self.jobs.get_mut(&job_id) else { return false };
         let Some(checks) = job.checks.as_deref_mut() else { return false };
-        if job.cancelled || !job.done[task as usize] {
+        if job.cancelled {
+            return false;
+        }
+        if !job.done[task as usize] {
+            // Being decided already: without them, if they were found wrong
+            // (merely unvouched workers may still vote: with few workers
+            // there may be no one else).
+            if let Some(c) = checks.open.get_mut(&task).filter(|_| !audit) {
+                c.excluded.extend_from_slice(suspects);
+                for s in suspects {
+                    c.quorum.strike(s.worker);
+                }
+            }
             return false;
         }
         job.done[task as usize] = false;
@@ -379,23 +424,29 @@ impl Scheduler {
         checks.known.retain(|k| k.task != task);
         checks.stats.reverified += 1;
         let k = checks.policy.reverify_replicas();
-        let granted: Vec<Voter> = suspects.iter().map(|w| Voter { worker: *w, origin: None }).collect();
+        let excluded = suspects.to_vec();
         let mut quorum = Quorum::new(k, checks.policy.max_replicas);
-        if let (Some(digest), Some(first)) = (vote, granted.first()) {
+        if let (Some(digest), Some(first)) = (vote, excluded.first()) {
             quorum.vote(*first, digest);
         }
-        checks.open.insert(task, Check { quorum, units: vec![], granted, candidates: vec![], final_: audit });
+        let check = Check { quorum, units: vec![], excluded, storing: None, vouchers: vec![], candidates: vec![], final_: audit };
+        checks.open.insert(task, check);
         self.trust.reopened.push((job_id, task));
         self.top_up(job_id, task);
         true
     }
 
-    /// The task's record is stored: its other units stop, its check closes.
+    /// The task's record is stored: its other units stop, its check closes,
+    /// and the acceptance joins its workers' tails.
     pub(super) fn task_decided(&mut self, job_id: u64, task: u32) {
         let Some(job) = self.jobs.get_mut(&job_id) else { return };
         let Some(check) = job.checks.as_mut().and_then(|c| c.open.remove(&task)) else { return };
         for unit in check.units {
             self.stop_unit(job_id, unit);
+        }
+        let digest = check.candidates.iter().map(|(d, _)| *d).find(|d| check.quorum.winner() == Some(*d));
+        if let Some(digest) = digest {
+            self.vouch_decided(job_id, task, digest, check.vouchers);
         }
     }
 

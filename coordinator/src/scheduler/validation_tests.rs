@@ -272,3 +272,43 @@ fn a_banned_workers_pending_votes_no_longer_count() {
     b.run(h2, None);
     assert_eq!(b.stored[&(1, 0)], honest(1, 0));
 }
+
+#[test]
+fn a_replica_given_back_unrun_can_go_to_the_same_worker_again() {
+    let mut b = Bench::new(replicated(2), 1);
+    let w1 = b.worker(1, None);
+    let w2 = b.worker(1, None);
+    let (l1, l2) = (b.held(w1)[0].clone(), b.held(w2)[0].clone());
+    // The first worker pauses and gives its replica back: no one else may take it.
+    let f = b.s.begin_finish(b.workers[w1].id, l1.lease).unwrap();
+    b.s.withdrawn(f.lease);
+    b.workers[w1].held.clear();
+    assert_eq!(b.held(w1).len(), 1, "the worker that gave it back runs it after all");
+    assert_eq!(b.held(w2)[0].lease, l2.lease);
+    b.run(w1, None);
+    b.run(w2, None);
+    assert_eq!(b.stored[&(1, 0)], honest(1, 0));
+}
+
+#[test]
+fn a_replica_reporting_while_the_accepted_record_is_stored_changes_nothing() {
+    let mut b = Bench::new(Policy { replicas: 3, max_replicas: 3, trust_threshold: 10, spot_checks: 0.0 }, 1);
+    let ws: Vec<usize> = (0..3).map(|_| b.worker(1, None)).collect();
+    let report = |b: &mut Bench, w: usize, out: &[u8]| {
+        let l = b.held(w)[0].clone();
+        let f = b.s.begin_finish(b.workers[w].id, l.lease).unwrap();
+        let record = ResultRecord { stdout: out.to_vec(), ..ResultRecord::failed(0, String::new()) };
+        (f, b.s.report(f.lease, digest(out), record))
+    };
+    let (_, first) = report(&mut b, ws[0], b"right");
+    assert_eq!(first, Outcome::Counted);
+    let (f, second) = report(&mut b, ws[1], b"right");
+    assert!(matches!(second, Outcome::Accept(_)), "two of three agree");
+    // The third reports while the accepted record is being stored.
+    let (_, late) = report(&mut b, ws[2], b"wrong");
+    assert_eq!(late, Outcome::Counted, "a late replica neither decides again nor counts as outvoted");
+    assert!(b.s.finish(f.lease));
+    let st = b.ended.or_else(|| b.s.take_ended().pop().and_then(|(_, s)| s)).unwrap();
+    assert_eq!((st.results, st.disagreements), (3, 0), "its run is counted as spent, not as a vote: {st:?}");
+    assert_eq!(b.s.record(b.workers[ws[2]].id), 0);
+}

@@ -53,6 +53,17 @@ impl Quorum {
         self.votes.len()
     }
 
+    /// Whether the verdict is final (accepted or inconclusive).
+    pub fn is_decided(&self) -> bool {
+        self.decided
+    }
+
+    /// The accepted digest, once there is one.
+    pub fn winner(&self) -> Option<Digest> {
+        let best = self.votes.iter().map(|(_, d)| (d, self.votes.iter().filter(|(_, e)| e == d).count())).max_by_key(|&(_, n)| n)?;
+        (self.decided && 2 * best.1 as u32 > self.wanted).then_some(*best.0)
+    }
+
     /// Whether this voter may produce a replica of the task: not a worker nor
     /// an origin that already did.
     pub fn can_vote(&self, voter: &Voter) -> bool {
