@@ -112,6 +112,17 @@ pub(super) struct Check {
     final_: bool,
 }
 
+impl Check {
+    /// A task's check as its first unit starts: one result wanted so far.
+    fn first(policy: &Policy, unit: u32) -> Check {
+        Check::reopened(Quorum::new(1, policy.max_replicas), vec![unit], vec![], false)
+    }
+
+    fn reopened(quorum: Quorum, units: Vec<u32>, excluded: Vec<Voter>, final_: bool) -> Check {
+        Check { quorum, units, excluded, storing: None, vouchers: vec![], candidates: vec![], final_ }
+    }
+}
+
 #[derive(Clone)]
 pub(super) struct Known {
     pub(super) task: u32,
@@ -165,15 +176,7 @@ impl Scheduler {
         }
         let task = job.units[unit as usize];
         let policy = checks.policy;
-        let check = checks.open.entry(task).or_insert_with(|| Check {
-            quorum: Quorum::new(1, policy.max_replicas),
-            units: vec![unit],
-            excluded: vec![],
-            storing: None,
-            vouchers: vec![],
-            candidates: vec![],
-            final_: false,
-        });
+        let check = checks.open.entry(task).or_insert_with(|| Check::first(&policy, unit));
         if check.quorum.wanted() >= policy.replicas.max(2) {
             return;
         }
@@ -258,15 +261,7 @@ impl Scheduler {
             return Outcome::Counted;
         }
         let policy = checks.policy;
-        let check = checks.open.entry(task).or_insert_with(|| Check {
-            quorum: Quorum::new(1, policy.max_replicas),
-            units: vec![unit],
-            excluded: vec![],
-            storing: None,
-            vouchers: vec![],
-            candidates: vec![],
-            final_: false,
-        });
+        let check = checks.open.entry(task).or_insert_with(|| Check::first(&policy, unit));
         if check.quorum.is_decided() {
             // Decided, and its record being stored: this replica is late. (If
             // that store failed, the unit was run again: decide it again.)
@@ -429,8 +424,7 @@ impl Scheduler {
         if let (Some(digest), Some(first)) = (vote, excluded.first()) {
             quorum.vote(*first, digest);
         }
-        let check = Check { quorum, units: vec![], excluded, storing: None, vouchers: vec![], candidates: vec![], final_: audit };
-        checks.open.insert(task, check);
+        checks.open.insert(task, Check::reopened(quorum, vec![], excluded, audit));
         self.trust.reopened.push((job_id, task));
         self.top_up(job_id, task);
         true
