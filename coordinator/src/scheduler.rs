@@ -168,7 +168,6 @@ pub struct Scheduler {
     trust: audit::Trust,
 }
 
-
 impl Scheduler {
     pub fn new(epoch: u32, lease_ttl: Duration) -> Scheduler {
         Scheduler {
@@ -410,10 +409,7 @@ impl Scheduler {
                 job.finished += 1;
                 self.task_decided(job_id, task);
             }
-            job_done = self.completed(job_id);
-            if job_done {
-                self.drop_job(job_id);
-            }
+            job_done = self.close_if_complete(job_id);
         }
         self.pump();
         job_done

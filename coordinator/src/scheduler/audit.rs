@@ -239,10 +239,17 @@ impl Scheduler {
         let waiting: Vec<u64> =
             self.jobs.iter().filter(|(_, j)| j.checks.is_some() && j.finished as usize == j.tasks.len()).map(|(id, _)| *id).collect();
         for id in waiting {
-            if self.completed(id) {
-                self.drop_job(id);
-            }
+            self.close_if_complete(id);
         }
+    }
+
+    /// Drops the job if `completed` says it is done; returns whether it was.
+    pub(super) fn close_if_complete(&mut self, job_id: u64) -> bool {
+        let done = self.completed(job_id);
+        if done {
+            self.drop_job(job_id);
+        }
+        done
     }
 
     /// Whether every task of the job has its record and, for a validated

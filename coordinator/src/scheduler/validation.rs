@@ -12,6 +12,7 @@
 use super::*;
 use crate::model::ResultRecord;
 use crate::validate::quorum::{Digest, Quorum, Verdict};
+
 /// Known answers kept per job for spot checks.
 const MAX_KNOWN: usize = 256;
 /// Spot checks of a job outstanding at most (past it, none are added).
@@ -79,9 +80,7 @@ impl JobChecks {
             stats: ValidationStats::default(),
         }
     }
-}
 
-impl JobChecks {
     pub(super) fn is_spot(&self, unit: u32) -> bool {
         self.spots.contains_key(&unit)
     }
@@ -244,8 +243,8 @@ impl Scheduler {
             self.close_unit(lease);
             if passed {
                 self.trust.vouched(voter.worker);
-                if spot.target.is_some() && self.completed(job_id) {
-                    self.drop_job(job_id);
+                if spot.target.is_some() {
+                    self.close_if_complete(job_id);
                 }
             } else {
                 tracing::warn!(job = job_id, task, worker = voter.worker, "wrong answer to a spot check: worker banned");
@@ -262,14 +261,12 @@ impl Scheduler {
         }
         let policy = checks.policy;
         let check = checks.open.entry(task).or_insert_with(|| Check::first(&policy, unit));
-        if check.quorum.is_decided() {
-            // Decided, and its record being stored: this replica is late. (If
-            // that store failed, the unit was run again: decide it again.)
-            if check.storing.is_some_and(|l| self.leases.get(&l).is_some_and(|l| l.finishing)) {
-                self.close_unit(lease);
-                self.pump();
-                return Outcome::Counted;
-            }
+        // Decided, and its record being stored: this replica is late. (If that
+        // store failed, the unit was run again: decide it again.)
+        if check.quorum.is_decided() && check.storing.is_some_and(|l| self.leases.get(&l).is_some_and(|l| l.finishing)) {
+            self.close_unit(lease);
+            self.pump();
+            return Outcome::Counted;
         }
         let decided_before = check.quorum.is_decided();
         if !check.candidates.iter().any(|(d, _)| *d == digest) {
@@ -438,8 +435,7 @@ impl Scheduler {
         for unit in check.units {
             self.stop_unit(job_id, unit);
         }
-        let digest = check.candidates.iter().map(|(d, _)| *d).find(|d| check.quorum.winner() == Some(*d));
-        if let Some(digest) = digest {
+        if let Some(digest) = check.quorum.winner() {
             self.vouch_decided(job_id, task, digest, check.vouchers);
         }
     }
@@ -450,19 +446,12 @@ impl Scheduler {
     pub fn drop_spot_check(&mut self, lease: LeaseId) {
         let Some(info) = self.leases.get(&lease) else { return };
         let (job_id, unit) = (info.job, info.unit);
-        let target = self.jobs.get_mut(&job_id).and_then(|j| j.checks.as_deref_mut()).and_then(|c| {
-            let target = c.spots.remove(&unit).and_then(|s| s.target);
-            if let Some(t) = target {
-                c.auditing.remove(&t);
-            }
-            target
-        });
+        let aimed = self.jobs.get(&job_id).and_then(|j| j.checks.as_ref()).is_some_and(|c| c.is_aimed(unit));
         self.close_unit(lease);
-        if let Some(worker) = target {
-            self.reverify_in(job_id, worker);
-            if self.completed(job_id) {
-                self.drop_job(job_id);
-            }
+        if aimed {
+            self.aimed_spot_lost(job_id, unit);
+        } else if let Some(c) = self.jobs.get_mut(&job_id).and_then(|j| j.checks.as_deref_mut()) {
+            c.spots.remove(&unit);
         }
         self.pump();
     }
