@@ -268,13 +268,24 @@ async fn finish(state: &AppState, job: u64, task: u32, lease: u64) {
     let _ = state.events.send(Event::Finished { job, task });
 }
 
-async fn end_job(state: &AppState, job: u64, to: JobState, checks: Option<crate::scheduler::ValidationStats>) {
-    if let Err(e) = state.store.write(Write::SetJobState { job, state: to, checks }).await {
-        // The job is still derivable as complete from its results on restart.
-        tracing::error!(job, error = %e, "could not record job state");
+/// Records that a job ended: the write is queued at once (in order with
+/// other writes); the returned future waits for it, then announces the end.
+pub fn end_job(
+    state: &AppState,
+    job: u64,
+    to: JobState,
+    checks: Option<crate::scheduler::ValidationStats>,
+) -> impl std::future::Future<Output = ()> + use<> {
+    let write = state.store.enqueue(Write::SetJobState { job, state: to, checks });
+    let events = state.events.clone();
+    async move {
+        if let Err(e) = write.await {
+            // The job is still derivable as complete from its results on restart.
+            tracing::error!(job, error = %e, "could not record job state");
+        }
+        tracing::info!(job, state = to.as_str(), "job ended");
+        let _ = events.send(Event::JobEnded { job });
     }
-    tracing::info!(job, state = to.as_str(), "job ended");
-    let _ = state.events.send(Event::JobEnded { job });
 }
 
 pub async fn cancel(state: &AppState, job: u64) -> Result<JobStatus, ApiError> {
@@ -303,7 +314,11 @@ pub async fn list(state: &AppState) -> Result<Vec<JobStatus>, ApiError> {
 fn to_status(state: &AppState, row: crate::model::JobRow) -> JobStatus {
     let limits: JobLimits = serde_json::from_str(&row.limits).unwrap_or_default();
     let validation: Policy = serde_json::from_str(&row.validation).unwrap_or(Policy::OFF);
-    let stats = match state.scheduler().validation(row.id) {
+    let (live, in_flight) = {
+        let s = state.scheduler();
+        (s.validation(row.id), s.in_flight(row.id).unwrap_or(0))
+    };
+    let stats = match live {
         Some((_, stats)) => Some(stats),
         None => row.checks.as_deref().and_then(|c| serde_json::from_str(c).ok()),
     };
@@ -316,7 +331,7 @@ fn to_status(state: &AppState, row: crate::model::JobRow) -> JobStatus {
         tasks: row.tasks,
         done: row.done,
         failed: row.failed,
-        in_flight: state.scheduler().in_flight(row.id).unwrap_or(0),
+        in_flight,
         created_at: row.created_at,
         limits,
         validation,

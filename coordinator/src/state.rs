@@ -143,10 +143,8 @@ impl Drop for SchedulerGuard<'_> {
         }
         let store = &self.state.store;
         let voids: Vec<_> = voided.into_iter().map(|(job, task)| (job, task, store.enqueue(Write::VoidResult { job, task }))).collect();
-        let ends: Vec<_> = ended
-            .into_iter()
-            .map(|(job, checks)| (job, store.enqueue(Write::SetJobState { job, state: JobState::Completed, checks })))
-            .collect();
+        let ends: Vec<_> =
+            ended.into_iter().map(|(job, checks)| crate::jobs::end_job(self.state, job, JobState::Completed, checks)).collect();
         let events = self.state.events.clone();
         let announce = async move {
             for (job, task, write) in voids {
@@ -158,13 +156,8 @@ impl Drop for SchedulerGuard<'_> {
                     Err(e) => tracing::error!(job, task, error = %e, "could not void a doubtful result"),
                 }
             }
-            for (job, write) in ends {
-                if let Err(e) = write.await {
-                    // Still derivable as complete from its results on restart.
-                    tracing::error!(job, error = %e, "could not record job state");
-                }
-                tracing::info!(job, state = "completed", "job ended");
-                let _ = events.send(Event::JobEnded { job });
+            for end in ends {
+                end.await;
             }
         };
         // The writes are queued either way; outside a runtime (tests) nobody listens.
