@@ -165,25 +165,20 @@ pub fn simulate(cfg: &Config) -> anyhow::Result<Report> {
             }
             Outcome::Counted => {}
         }
-        for (_, task) in s.take_reopened() {
-            stored.remove(&task);
-        }
-        if let Some((_, Some(st))) = s.take_ended().pop() {
-            stats = st;
-        }
         // Banned saboteurs come back under a new identity.
         for w in workers.iter_mut() {
             if s.is_banned(w.id) {
                 banned += 1;
                 s.remove_worker(w.id);
                 *w = join(&mut s, w.saboteur);
-                for (_, task) in s.take_reopened() {
-                    stored.remove(&task);
-                }
-                if let Some((_, Some(st))) = s.take_ended().pop() {
-                    stats = st;
-                }
             }
+        }
+        // What a session would store: reopened tasks lose their record.
+        for (_, task) in s.take_reopened() {
+            stored.remove(&task);
+        }
+        if let Some((_, Some(st))) = s.take_ended().pop() {
+            stats = st;
         }
     }
     anyhow::ensure!(stored.len() == cfg.tasks as usize, "{} of {} tasks have a result", stored.len(), cfg.tasks);
