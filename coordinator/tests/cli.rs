@@ -22,7 +22,7 @@ fn serve_leases(addr: std::net::SocketAddr, expect: usize) -> std::thread::JoinH
                     } else {
                         let mut out = l.stdin.clone();
                         out.reverse();
-                        WorkerMessage::Result(TaskResult { lease: l.lease, exit_code: 0, stdout: out, stderr: vec![], elapsed_ms: 1, fuel_used: 0, files: vec![] })
+                        common::result(l.lease, &out)
                     };
                     w.send(&reply).unwrap();
                 }

@@ -44,16 +44,7 @@ fn work(addr: std::net::SocketAddr, kind: Kind, done: Arc<AtomicBool>) -> u32 {
     while !done.load(Ordering::Relaxed) {
         match w.recv() {
             Ok(Received::Msg(CoordinatorMessage::Lease(l))) => {
-                let msg = WorkerMessage::Result(TaskResult {
-                    lease: l.lease,
-                    exit_code: 0,
-                    stdout: answer(kind, &l),
-                    stderr: vec![],
-                    elapsed_ms: 1,
-                    fuel_used: 0,
-                    files: vec![],
-                });
-                w.send(&msg).unwrap();
+                w.send(&common::result(l.lease, &answer(kind, &l))).unwrap();
                 sent += 1;
             }
             Ok(Received::Msg(_)) => {}
@@ -151,16 +142,7 @@ fn a_job_can_turn_validation_off_and_bad_policies_are_refused() {
     // One worker alone completes it: nothing to compare with, nothing waited for.
     let (mut w, _) = ProtoWorker::join(c.addr, 1).unwrap();
     let l = w.next_lease().unwrap();
-    w.report(&WorkerMessage::Result(TaskResult {
-        lease: l.lease,
-        exit_code: 0,
-        stdout: b"x".to_vec(),
-        stderr: vec![],
-        elapsed_ms: 1,
-        fuel_used: 0,
-        files: vec![],
-    }))
-    .unwrap();
+    w.report(&common::result(l.lease, b"x")).unwrap();
     let s = idlecore_e2e::wait_for("completion", Duration::from_secs(10), || {
         let s = api.status(job).unwrap();
         (s["state"] == "completed").then_some(s)

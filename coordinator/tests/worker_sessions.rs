@@ -5,11 +5,8 @@ mod common;
 use idlecore_e2e::proto_worker::Received;
 use idlecore_e2e::ProtoWorker;
 use idlecore_protocol::*;
+use common::result;
 use serde_json::json;
-
-fn result(lease: u64, stdout: &[u8]) -> WorkerMessage {
-    WorkerMessage::Result(TaskResult { lease, exit_code: 0, stdout: stdout.to_vec(), stderr: vec![], elapsed_ms: 1, fuel_used: 0, files: vec![] })
-}
 
 fn wait_ack(w: &mut ProtoWorker, lease: u64) -> Vec<Lease> {
     w.wait_ack(lease).unwrap()

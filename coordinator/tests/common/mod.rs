@@ -25,6 +25,12 @@ pub fn start_with(data: &Path, token: Option<&str>, addr: Option<std::net::Socke
     Coordinator::start(&CoordinatorConfig { bin: bin(), data, token, addr, site: None, heartbeat_ms, extra: &[] }).expect("coordinator starts")
 }
 
+/// A worker's report that a lease ran and printed `stdout` (exit code 0).
+pub fn result(lease: u64, stdout: &[u8]) -> idlecore_protocol::WorkerMessage {
+    use idlecore_protocol::{TaskResult, WorkerMessage};
+    WorkerMessage::Result(TaskResult { lease, exit_code: 0, stdout: stdout.to_vec(), stderr: vec![], elapsed_ms: 1, fuel_used: 0, files: vec![] })
+}
+
 /// The smallest valid module header: `(module)`.
 pub const EMPTY_MODULE: &[u8] = b"\0asm\x01\0\0\0";
 
