@@ -3,6 +3,7 @@
 //! keeps each worker's record of verified results, which decides how often
 //! its work is replicated. The scheduler applies them (`scheduler/validation.rs`).
 
+pub mod comparator;
 pub mod quorum;
 pub mod trust;
 
