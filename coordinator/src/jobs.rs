@@ -47,6 +47,10 @@ pub async fn create(state: &AppState, req: JobRequest) -> Result<u64, ApiError> 
     req.limits.validate().map_err(ApiError::BadRequest)?;
     let validation = req.validation.unwrap_or(state.config.validation);
     validation.validate().map_err(ApiError::BadRequest)?;
+    if let Some(hash) = validation.comparator {
+        let usable = state.comparators.get(&state.store, hash).await;
+        usable.map_err(|e| ApiError::BadRequest(format!("validation.comparator: {e}")))?;
+    }
     for (i, t) in req.tasks.iter().enumerate() {
         check_task(t).map_err(|e| ApiError::BadRequest(format!("task {i}: {e}")))?;
     }
@@ -198,11 +202,14 @@ pub async fn record_result(state: &AppState, f: Finishing, r: TaskResult) -> Res
         error: None,
     };
     let record = if f.validated {
-        let digest = crate::validate::digest(&record);
-        let outcome = state.scheduler().report(f.lease, digest, record);
-        match outcome {
-            Outcome::Accept(r) | Outcome::Failed(r) => r,
-            Outcome::Counted => return Ok(()),
+        let mut record = record;
+        loop {
+            let vote = crate::comparators::vote(state, &f, &record).await;
+            match state.scheduler().report(f.lease, vote, record) {
+                Outcome::Accept(r) | Outcome::Failed(r) => break r,
+                Outcome::Counted => return Ok(()),
+                Outcome::Recompare(r) => record = r,
+            }
         }
     } else {
         record

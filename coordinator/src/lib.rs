@@ -6,6 +6,7 @@ pub mod auth;
 pub mod browser;
 pub mod cli;
 pub mod client;
+pub mod comparators;
 pub mod error;
 pub mod jobs;
 pub mod model;

@@ -12,7 +12,7 @@
 //! worker, so the share of saboteurs stays the same.
 
 use crate::model::{JobLimits, ResultRecord, TaskInput, TaskStatus};
-use crate::scheduler::{task_seed, Outcome, Scheduler, WorkerId};
+use crate::scheduler::{task_seed, Outcome, Scheduler, Vote, WorkerId};
 use crate::validate::quorum::Digest;
 use crate::validate::Policy;
 use idlecore_protocol::{CoordinatorMessage, Lease};
@@ -154,7 +154,7 @@ pub fn simulate(cfg: &Config) -> anyhow::Result<Report> {
             error: None,
         };
         let digest: Digest = crate::validate::digest(&record);
-        match s.report(f.lease, digest, record) {
+        match s.report(f.lease, Vote::exact(digest), record) {
             Outcome::Accept(r) => {
                 stored.insert(f.task, r.stdout);
                 s.finish(f.lease);
@@ -164,6 +164,7 @@ pub fn simulate(cfg: &Config) -> anyhow::Result<Report> {
                 s.finish(f.lease);
             }
             Outcome::Counted => {}
+            Outcome::Recompare(_) => unreachable!("outputs are compared by digest"),
         }
         // Banned saboteurs come back under a new identity.
         for w in workers.iter_mut() {

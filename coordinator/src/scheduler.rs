@@ -555,7 +555,7 @@ mod dispatch;
 pub use dispatch::{INPUT_DIR, OUTPUT_DIR};
 mod audit;
 mod validation;
-pub use validation::{Outcome, ValidationStats};
+pub use validation::{Comparison, Outcome, ValidationStats, Vote};
 
 #[cfg(test)]
 mod tests;

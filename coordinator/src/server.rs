@@ -84,6 +84,7 @@ impl ValidationArgs {
             max_replicas: self.max_replicas,
             trust_threshold: self.trust_threshold,
             spot_checks: self.spot_checks,
+            comparator: None,
         };
         p.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(p)

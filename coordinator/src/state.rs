@@ -50,6 +50,8 @@ pub struct AppState {
     sessions: AtomicUsize,
     /// Module downloads served (`GET /modules/{hash}`), for egress accounting.
     pub module_downloads: std::sync::atomic::AtomicU64,
+    /// Comparator modules of jobs that have one.
+    pub comparators: crate::comparators::Comparators,
     session_ended: Notify,
 }
 
@@ -81,6 +83,7 @@ impl AppState {
             shutdown,
             sessions: AtomicUsize::new(0),
             module_downloads: Default::default(),
+            comparators: Default::default(),
             session_ended: Notify::new(),
         }
     }

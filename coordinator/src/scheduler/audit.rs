@@ -15,8 +15,10 @@
 
 use super::validation::Known;
 use super::*;
+use crate::model::ResultRecord;
 use crate::validate::quorum::Digest;
 use crate::validate::trust::TrustBook;
+use std::sync::Arc;
 
 /// Acceptances remembered per worker's tail (oldest dropped first).
 const MAX_TAIL: usize = 4096;
@@ -31,6 +33,9 @@ pub(super) struct Vouch {
     /// The accepted digest: this worker's vote, which still counts when the
     /// task is audited.
     pub(super) digest: Digest,
+    /// The accepted output, for a job with a comparator (a vote that still
+    /// counts is one others are compared with).
+    pub(super) output: Option<Arc<ResultRecord>>,
 }
 
 /// Every worker's standing, across jobs.
@@ -88,7 +93,7 @@ impl Scheduler {
     /// workers whose results it rests on. One banned meanwhile has it decided
     /// again; one that left, by the audit. Where the job has no spot checks,
     /// the quorum's agreement vouches instead (for this job only).
-    pub(super) fn vouch_decided(&mut self, job_id: u64, task: u32, digest: Digest, vouchers: Vec<Voter>) {
+    pub(super) fn vouch_decided(&mut self, job_id: u64, task: u32, accepted: (Digest, Option<Arc<ResultRecord>>), vouchers: Vec<Voter>) {
         let Some(checks) = self.jobs.get_mut(&job_id).and_then(|j| j.checks.as_deref_mut()) else { return };
         if checks.policy.spot_checks == 0.0 && vouchers.len() >= 2 {
             for v in &vouchers {
@@ -99,13 +104,14 @@ impl Scheduler {
             return;
         }
         for voter in vouchers {
+            let v = Vouch { job: job_id, task, voter, digest: accepted.0, output: accepted.1.clone() };
             if self.banned.contains(&voter.worker) {
-                self.reopen(job_id, task, &[voter], None, false);
+                self.reopen(job_id, task, voter, None);
             } else if !self.workers.contains_key(&voter.worker) {
-                checks_of(&mut self.jobs, job_id).departed.push((task, voter, digest));
-            } else if let Some(old) = self.trust.vouch(Vouch { job: job_id, task, voter, digest }) {
+                checks_of(&mut self.jobs, job_id).departed.push(v);
+            } else if let Some(old) = self.trust.vouch(v) {
                 // Too long a tail to audit: its oldest acceptance is decided again now.
-                self.reopen(old.job, old.task, &[old.voter], Some(old.digest), true);
+                self.reopen(old.job, old.task, old.voter, Some(&old));
             }
         }
     }
@@ -155,7 +161,7 @@ impl Scheduler {
     fn reverify_tail(&mut self, worker: WorkerId) {
         let Some(tail) = self.trust.tails.remove(&worker) else { return };
         for v in tail {
-            self.reopen(v.job, v.task, &[v.voter], None, false);
+            self.reopen(v.job, v.task, v.voter, None);
         }
     }
 
@@ -173,7 +179,7 @@ impl Scheduler {
         if let Some(tail) = self.trust.tails.remove(&worker) {
             for v in tail {
                 if let Some(checks) = self.jobs.get_mut(&v.job).and_then(|j| j.checks.as_deref_mut()) {
-                    checks.departed.push((v.task, v.voter, v.digest));
+                    checks.departed.push(v);
                 }
             }
         }
@@ -188,7 +194,7 @@ impl Scheduler {
             t.retain(|v| v.job != job_id);
         }
         for v in tail {
-            self.reopen(job_id, v.task, &[v.voter], Some(v.digest), true);
+            self.reopen(job_id, v.task, v.voter, Some(&v));
         }
     }
 
@@ -270,8 +276,8 @@ impl Scheduler {
         }
         let departed = checks.departed.clone();
         let mut waiting = false;
-        for (task, voter, digest) in departed {
-            waiting |= self.reopen(job_id, task, &[voter], Some(digest), true);
+        for v in departed {
+            waiting |= self.reopen(job_id, v.task, v.voter, Some(&v));
         }
         let unvouched: Vec<WorkerId> = self
             .workers

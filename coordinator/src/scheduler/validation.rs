@@ -8,10 +8,15 @@
 //! job's `replicas` and queues the extra units; each unit's result is a vote
 //! (`report`). Known answers (quorums with a trusted worker agreeing) are sent
 //! out again as spot checks, which a worker cannot tell from other tasks.
+//! With a comparator, a vote is the digest of the first earlier output the
+//! new one agrees with (the caller compares them: `compare_with`).
 
 use super::*;
 use crate::model::ResultRecord;
 use crate::validate::quorum::{Digest, Quorum, Verdict};
+use super::audit::Vouch;
+use crate::validate::ModuleHash;
+use std::sync::Arc;
 
 /// Known answers kept per job for spot checks.
 const MAX_KNOWN: usize = 256;
@@ -30,6 +35,33 @@ pub enum Outcome {
     /// The vote is counted (or the report was a spot check); nothing to
     /// store, and the lease is already closed.
     Counted,
+    /// Compared with fewer outputs than the task now has (another report
+    /// was counted meanwhile): compare again (`compare_with`) and report again.
+    Recompare(ResultRecord),
+}
+
+/// A report's vote: the digest of its output or, for a job with a
+/// comparator, that of the first earlier output it agrees with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vote {
+    pub digest: Digest,
+    /// How many earlier outputs it was compared with (see `compare_with`).
+    pub compared: usize,
+}
+
+impl Vote {
+    /// A vote by digest alone.
+    pub fn exact(digest: Digest) -> Vote {
+        Vote { digest, compared: usize::MAX }
+    }
+}
+
+/// What a report for a job with a comparator is compared with.
+pub struct Comparison {
+    pub comparator: ModuleHash,
+    /// Earlier outputs of the task, one per class, oldest first (for a spot
+    /// check, its known answer).
+    pub outputs: Vec<(Digest, Arc<ResultRecord>)>,
 }
 
 /// Per job: what validation cost and found.
@@ -49,6 +81,9 @@ pub struct ValidationStats {
     pub reverified: u64,
     /// Workers banned for a wrong known answer of this job.
     pub banned: u64,
+    /// Comparisons the job's comparator could not make (each counted as "differ").
+    #[serde(default)]
+    pub comparator_errors: u64,
 }
 
 pub(super) struct JobChecks {
@@ -64,7 +99,7 @@ pub(super) struct JobChecks {
     pub(super) auditing: HashSet<WorkerId>,
     /// Acceptances of workers that left before they were vouched for: the
     /// task, who, and the digest it agreed to.
-    pub(super) departed: Vec<(u32, Voter, Digest)>,
+    pub(super) departed: Vec<Vouch>,
     pub(super) stats: ValidationStats,
 }
 
@@ -105,7 +140,7 @@ pub(super) struct Check {
     /// its record is stored (see `vouch_decided`).
     vouchers: Vec<Voter>,
     /// The first output reported with each digest.
-    candidates: Vec<(Digest, ResultRecord)>,
+    candidates: Vec<(Digest, Arc<ResultRecord>)>,
     /// Reopened by a job's audit: its new decision is final (another audit
     /// of it could find the same workers unvouched, and never end).
     final_: bool,
@@ -128,6 +163,8 @@ pub(super) struct Known {
     digest: Digest,
     /// Who agreed on it: a spot check goes to someone else.
     pub(super) voters: Vec<Voter>,
+    /// The answer itself, for a job with a comparator.
+    record: Option<Arc<ResultRecord>>,
 }
 
 /// A spot check: the answer it must give, and the one worker it is for,
@@ -222,14 +259,19 @@ impl Scheduler {
         unit
     }
 
-    /// Counts a claimed report's output (`digest` of its canonical form) as
-    /// its worker's vote. For a job without validation, simply `Accept`.
-    pub fn report(&mut self, lease: LeaseId, digest: Digest, record: ResultRecord) -> Outcome {
+    /// Counts a claimed report's output as its worker's `vote`. For a job
+    /// without validation, simply `Accept`.
+    pub fn report(&mut self, lease: LeaseId, vote: Vote, record: ResultRecord) -> Outcome {
         let Some(info) = self.leases.get(&lease) else { return Outcome::Counted };
         let (job_id, unit, voter) = (info.job, info.unit, info.voter);
         let Some(job) = self.jobs.get_mut(&job_id) else { return Outcome::Accept(record) };
         let task = job.units[unit as usize];
         let Some(checks) = job.checks.as_deref_mut() else { return Outcome::Accept(record) };
+        let digest = vote.digest;
+        let open = checks.open.get(&task).filter(|_| !checks.spots.contains_key(&unit) && !job.done[task as usize]);
+        if open.is_some_and(|c| c.candidates.len() > vote.compared && !c.candidates.iter().any(|(d, _)| *d == digest)) {
+            return Outcome::Recompare(record);
+        }
         checks.stats.results += 1;
         if let Some(spot) = checks.spots.remove(&unit) {
             checks.stats.spot_checks += 1;
@@ -270,7 +312,7 @@ impl Scheduler {
         }
         let decided_before = check.quorum.is_decided();
         if !check.candidates.iter().any(|(d, _)| *d == digest) {
-            check.candidates.push((digest, record));
+            check.candidates.push((digest, Arc::new(record)));
         }
         let before = check.quorum.wanted();
         match check.quorum.vote(voter, digest) {
@@ -284,7 +326,7 @@ impl Scheduler {
                 Outcome::Counted
             }
             Verdict::Accepted { digest, agreeing, dissenting } => {
-                let record = check.candidates.iter().find(|(d, _)| *d == digest).map(|(_, r)| r.clone()).expect("a winner's output");
+                let record = check.candidates.iter().find(|(d, _)| *d == digest).map(|(_, r)| ResultRecord::clone(r)).expect("a winner's output");
                 check.storing = Some(lease);
                 if !decided_before {
                     let audited = check.final_;
@@ -325,7 +367,8 @@ impl Scheduler {
                 self.trust.book.valid(&a.worker);
             }
             if vouched_by_trusted {
-                let known = Known { task, digest, voters: agreeing };
+                let record = policy.comparator.and(check.candidates.iter().find(|(d, _)| *d == digest)).map(|(_, r)| r.clone());
+                let known = Known { task, digest, voters: agreeing, record };
                 if checks.known.len() < MAX_KNOWN {
                     checks.known.push(known);
                 } else {
@@ -389,25 +432,24 @@ impl Scheduler {
     }
 
     /// Makes an accepted task undecided again, to be voted on by workers
-    /// other than `suspects`; `vote` is a suspect's digest that still counts
-    /// (a result merely not vouched for, rather than one of a worker found
-    /// wrong). Its stored result is void (see `take_reopened`). False if the
-    /// task was not decided (or its job is not held).
-    pub(super) fn reopen(&mut self, job_id: u64, task: u32, suspects: &[Voter], vote: Option<Digest>, audit: bool) -> bool {
+    /// other than `suspect`. `kept`: the suspect's acceptance was merely not
+    /// vouched for (rather than found wrong), so its vote still counts and
+    /// the new decision is final. Its stored result is void (see
+    /// `take_reopened`). False if the task was not decided (or its job is
+    /// not held).
+    pub(super) fn reopen(&mut self, job_id: u64, task: u32, suspect: Voter, kept: Option<&Vouch>) -> bool {
         let Some(job) = self.jobs.get_mut(&job_id) else { return false };
         let Some(checks) = job.checks.as_deref_mut() else { return false };
         if job.cancelled {
             return false;
         }
         if !job.done[task as usize] {
-            // Being decided already: without them, if they were found wrong
+            // Being decided already: without it, if it was found wrong
             // (merely unvouched workers may still vote: with few workers
             // there may be no one else).
-            if let Some(c) = checks.open.get_mut(&task).filter(|_| !audit) {
-                c.excluded.extend_from_slice(suspects);
-                for s in suspects {
-                    c.quorum.strike(s.worker);
-                }
+            if let Some(c) = checks.open.get_mut(&task).filter(|_| kept.is_none()) {
+                c.excluded.push(suspect);
+                c.quorum.strike(suspect.worker);
             }
             return false;
         }
@@ -416,12 +458,13 @@ impl Scheduler {
         checks.known.retain(|k| k.task != task);
         checks.stats.reverified += 1;
         let k = checks.policy.reverify_replicas();
-        let excluded = suspects.to_vec();
-        let mut quorum = Quorum::new(k, checks.policy.max_replicas);
-        if let (Some(digest), Some(first)) = (vote, excluded.first()) {
-            quorum.vote(*first, digest);
+        let mut check = Check::reopened(Quorum::new(k, checks.policy.max_replicas), vec![], vec![suspect], kept.is_some());
+        // With a comparator, a kept vote needs its output, to compare others with.
+        if let Some(v) = kept.filter(|v| checks.policy.comparator.is_none() || v.output.is_some()) {
+            check.quorum.vote(suspect, v.digest);
+            check.candidates.extend(v.output.clone().map(|o| (v.digest, o)));
         }
-        checks.open.insert(task, Check::reopened(quorum, vec![], excluded, audit));
+        checks.open.insert(task, check);
         self.trust.reopened.push((job_id, task));
         self.top_up(job_id, task);
         true
@@ -431,12 +474,15 @@ impl Scheduler {
     /// and the acceptance joins its workers' tails.
     pub(super) fn task_decided(&mut self, job_id: u64, task: u32) {
         let Some(job) = self.jobs.get_mut(&job_id) else { return };
-        let Some(check) = job.checks.as_mut().and_then(|c| c.open.remove(&task)) else { return };
+        let Some(checks) = job.checks.as_deref_mut() else { return };
+        let comparator = checks.policy.comparator.is_some();
+        let Some(check) = checks.open.remove(&task) else { return };
         for unit in check.units {
             self.stop_unit(job_id, unit);
         }
         if let Some(digest) = check.quorum.winner() {
-            self.vouch_decided(job_id, task, digest, check.vouchers);
+            let output = check.candidates.into_iter().find(|(d, _)| *d == digest).map(|(_, o)| o).filter(|_| comparator);
+            self.vouch_decided(job_id, task, (digest, output), check.vouchers);
         }
     }
 
@@ -459,6 +505,27 @@ impl Scheduler {
     /// Accepted tasks reopened since the last call: delete their stored results.
     pub fn take_reopened(&mut self) -> Vec<(u64, u32)> {
         std::mem::take(&mut self.trust.reopened)
+    }
+
+    /// For a report of a job with a comparator: the outputs to compare it
+    /// with. `None` for other jobs (their outputs agree when identical).
+    pub fn compare_with(&self, lease: LeaseId) -> Option<Comparison> {
+        let info = self.leases.get(&lease)?;
+        let job = self.jobs.get(&info.job)?;
+        let checks = job.checks.as_deref()?;
+        let comparator = checks.policy.comparator?;
+        let outputs = match checks.spots.get(&info.unit) {
+            Some(spot) => spot.known.record.iter().map(|r| (spot.known.digest, r.clone())).collect(),
+            None => checks.open.get(&job.units[info.unit as usize]).map(|c| c.candidates.clone()).unwrap_or_default(),
+        };
+        Some(Comparison { comparator, outputs })
+    }
+
+    /// A comparison for `job` failed (and counted as "differ").
+    pub fn comparator_failed(&mut self, job: u64) {
+        if let Some(c) = self.jobs.get_mut(&job).and_then(|j| j.checks.as_deref_mut()) {
+            c.stats.comparator_errors += 1;
+        }
     }
 
     /// A running job's validation policy and figures so far.

@@ -4,6 +4,7 @@
 use super::*;
 use crate::model::{ResultRecord, TaskStatus};
 use crate::validate::quorum::Digest;
+use crate::validate::ModuleHash;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 struct W {
@@ -19,6 +20,8 @@ struct Bench {
     stored: HashMap<(u64, u32), Vec<u8>>,
     /// The job's final figures, once it completed.
     ended: Option<ValidationStats>,
+    /// The job's comparator, if it has one: whether two outputs agree.
+    agree: Option<fn(&[u8], &[u8]) -> bool>,
 }
 
 fn honest(job: u64, task: u32) -> Vec<u8> {
@@ -39,7 +42,22 @@ impl Bench {
         let mut s = Scheduler::new(5, Duration::from_secs(60));
         let inputs = (0..tasks).map(|i| TaskInput { stdin: vec![i as u8], ..TaskInput::default() }).collect();
         s.add_validated_job(1, [0; 32], JobLimits::default(), policy, inputs, vec![], vec![]);
-        Bench { s, workers: vec![], stored: HashMap::new(), ended: None }
+        Bench { s, workers: vec![], stored: HashMap::new(), ended: None, agree: None }
+    }
+
+    /// A job whose outputs are compared by `agree` (standing in for a comparator module).
+    fn compared(policy: Policy, tasks: usize, agree: fn(&[u8], &[u8]) -> bool) -> Bench {
+        let policy = Policy { comparator: Some(ModuleHash([9; 32])), ..policy };
+        Bench { agree: Some(agree), ..Bench::new(policy, tasks) }
+    }
+
+    /// A report's vote, as `comparators::vote` makes it.
+    fn vote(&self, lease: LeaseId, out: &[u8]) -> Vote {
+        let Some(cmp) = self.s.compare_with(lease) else { return Vote::exact(digest(out)) };
+        let agree = self.agree.expect("the job has a comparator");
+        let compared = cmp.outputs.len();
+        let class = cmp.outputs.iter().find(|(_, r)| agree(&r.stdout, out)).map(|(d, _)| *d);
+        Vote { digest: class.unwrap_or(digest(out)), compared }
     }
 
     fn worker(&mut self, slots: u32, origin: Option<u64>) -> usize {
@@ -82,7 +100,8 @@ impl Bench {
             files: Default::default(),
             error: None,
         };
-        match self.s.report(f.lease, digest(&out), record) {
+        let vote = self.vote(f.lease, &out);
+        match self.s.report(f.lease, vote, record) {
             Outcome::Accept(r) => {
                 self.stored.insert((f.job, f.task), r.stdout);
                 self.s.finish(f.lease);
@@ -92,6 +111,7 @@ impl Bench {
                 self.s.finish(f.lease);
             }
             Outcome::Counted => {}
+            Outcome::Recompare(_) => panic!("compared with every earlier output"),
         }
         for key in self.s.take_reopened() {
             self.stored.remove(&key);
@@ -114,7 +134,7 @@ impl Bench {
 }
 
 fn replicated(k: u32) -> Policy {
-    Policy { replicas: k, max_replicas: 4, trust_threshold: 10, spot_checks: 0.0 }
+    Policy { replicas: k, max_replicas: 4, trust_threshold: 10, spot_checks: 0.0, comparator: None }
 }
 
 #[test]
@@ -161,7 +181,7 @@ fn disagreement_asks_for_another_replica_and_the_majority_wins() {
 
 #[test]
 fn replicas_that_never_agree_fail_the_task_at_the_maximum() {
-    let policy = Policy { replicas: 2, max_replicas: 3, trust_threshold: 10, spot_checks: 0.0 };
+    let policy = Policy { replicas: 2, max_replicas: 3, trust_threshold: 10, spot_checks: 0.0, comparator: None };
     let mut b = Bench::new(policy, 1);
     for i in 0..3 {
         let w = b.worker(1, None);
@@ -182,7 +202,7 @@ fn run_all(b: &mut Bench) {
 
 #[test]
 fn trusted_workers_get_unreplicated_work_one_time_in_record() {
-    let policy = Policy { replicas: 2, max_replicas: 4, trust_threshold: 10, spot_checks: 0.0 };
+    let policy = Policy { replicas: 2, max_replicas: 4, trust_threshold: 10, spot_checks: 0.0, comparator: None };
     let mut b = Bench::new(policy, 4000);
     b.worker(1, None);
     b.worker(1, None);
@@ -206,7 +226,7 @@ fn trusted_workers_get_unreplicated_work_one_time_in_record() {
 #[test]
 fn a_wrong_spot_check_answer_bans_and_everything_it_vouched_for_is_verified_again() {
     // Spot checks only: every result is taken alone, and checked by known answers.
-    let policy = Policy { replicas: 1, max_replicas: 4, trust_threshold: 10, spot_checks: 1.0 };
+    let policy = Policy { replicas: 1, max_replicas: 4, trust_threshold: 10, spot_checks: 1.0, comparator: None };
     let mut b = Bench::new(policy, 300);
     let h1 = b.worker(1, None);
     let h2 = b.worker(1, None);
@@ -238,7 +258,7 @@ fn a_wrong_spot_check_answer_bans_and_everything_it_vouched_for_is_verified_agai
 
 #[test]
 fn results_taken_alone_from_unverified_workers_are_verified_before_the_job_completes() {
-    let policy = Policy { replicas: 1, max_replicas: 3, trust_threshold: 10, spot_checks: 0.01 };
+    let policy = Policy { replicas: 1, max_replicas: 3, trust_threshold: 10, spot_checks: 0.01, comparator: None };
     let mut b = Bench::new(policy, 3);
     let cheat = b.worker(3, None);
     for _ in 0..3 {
@@ -257,7 +277,7 @@ fn results_taken_alone_from_unverified_workers_are_verified_before_the_job_compl
 
 #[test]
 fn a_banned_workers_pending_votes_no_longer_count() {
-    let policy = Policy { replicas: 3, max_replicas: 3, trust_threshold: 10, spot_checks: 0.0 };
+    let policy = Policy { replicas: 3, max_replicas: 3, trust_threshold: 10, spot_checks: 0.0, comparator: None };
     let mut b = Bench::new(policy, 1);
     let cheat = b.worker(1, None);
     let ally = b.worker(1, None);
@@ -292,13 +312,13 @@ fn a_replica_given_back_unrun_can_go_to_the_same_worker_again() {
 
 #[test]
 fn a_replica_reporting_while_the_accepted_record_is_stored_changes_nothing() {
-    let mut b = Bench::new(Policy { replicas: 3, max_replicas: 3, trust_threshold: 10, spot_checks: 0.0 }, 1);
+    let mut b = Bench::new(Policy { replicas: 3, max_replicas: 3, trust_threshold: 10, spot_checks: 0.0, comparator: None }, 1);
     let ws: Vec<usize> = (0..3).map(|_| b.worker(1, None)).collect();
     let report = |b: &mut Bench, w: usize, out: &[u8]| {
         let l = b.held(w)[0].clone();
         let f = b.s.begin_finish(b.workers[w].id, l.lease).unwrap();
         let record = ResultRecord { stdout: out.to_vec(), ..ResultRecord::failed(0, String::new()) };
-        (f, b.s.report(f.lease, digest(out), record))
+        (f, b.s.report(f.lease, Vote::exact(digest(out)), record))
     };
     let (_, first) = report(&mut b, ws[0], b"right");
     assert_eq!(first, Outcome::Counted);
@@ -311,4 +331,106 @@ fn a_replica_reporting_while_the_accepted_record_is_stored_changes_nothing() {
     let st = b.ended.or_else(|| b.s.take_ended().pop().and_then(|(_, s)| s)).unwrap();
     assert_eq!((st.results, st.disagreements), (3, 0), "its run is counted as spent, not as a vote: {st:?}");
     assert_eq!(b.s.record(b.workers[ws[2]].id), 0);
+}
+
+/// Agree when equal up to a `~` (what follows it is noise, like the last
+/// digits of a floating-point sum).
+fn up_to_tilde(a: &[u8], b: &[u8]) -> bool {
+    let cut = |x: &[u8]| x.split(|c| *c == b'~').next().unwrap_or_default().to_vec();
+    cut(a) == cut(b)
+}
+
+fn noisy(task: u32, noise: usize) -> Option<Vec<u8>> {
+    Some([honest(1, task), format!("~{noise}").into_bytes()].concat())
+}
+
+#[test]
+fn outputs_a_comparator_calls_equal_agree_and_the_first_is_kept() {
+    let mut b = Bench::compared(replicated(2), 1, up_to_tilde);
+    let (w1, w2) = (b.worker(1, None), b.worker(1, None));
+    b.run(w1, noisy(0, 1));
+    b.run(w2, noisy(0, 2));
+    assert_eq!(b.stored[&(1, 0)], noisy(0, 1).unwrap(), "accepted: the first output of the class");
+    assert_eq!((b.stats().disagreements, b.s.record(b.workers[w2].id)), (0, 1));
+
+    // The same outputs compared bit for bit never agree.
+    let mut exact = Bench::new(replicated(2), 1);
+    let (w1, w2) = (exact.worker(1, None), exact.worker(1, None));
+    exact.run(w1, noisy(0, 1));
+    exact.run(w2, noisy(0, 2));
+    assert!(exact.stored.is_empty());
+    assert_eq!(exact.stats().disagreements, 1);
+}
+
+#[test]
+fn a_report_compared_before_another_was_counted_is_compared_again() {
+    let mut b = Bench::compared(replicated(2), 1, up_to_tilde);
+    let (w1, w2) = (b.worker(1, None), b.worker(1, None));
+    let (l1, l2) = (b.held(w1)[0].clone(), b.held(w2)[0].clone());
+    let f1 = b.s.begin_finish(b.workers[w1].id, l1.lease).unwrap();
+    let f2 = b.s.begin_finish(b.workers[w2].id, l2.lease).unwrap();
+    let out = |n| noisy(0, n).unwrap();
+    let record = |n| ResultRecord { stdout: out(n), ..ResultRecord::failed(0, String::new()) };
+    // Both are compared with nothing; the second is counted first.
+    let (v1, v2) = (b.vote(f1.lease, &out(1)), b.vote(f2.lease, &out(2)));
+    assert_eq!(b.s.report(f2.lease, v2, record(2)), Outcome::Counted);
+    let again = b.s.report(f1.lease, v1, record(1));
+    assert_eq!(again, Outcome::Recompare(record(1)), "a new class, but an output came in meanwhile");
+    let v1 = b.vote(f1.lease, &out(1));
+    assert_eq!(v1.digest, digest(&out(2)), "it agrees with the output counted meanwhile");
+    assert!(matches!(b.s.report(f1.lease, v1, record(1)), Outcome::Accept(r) if r.stdout == out(2)));
+}
+
+#[test]
+fn spot_checks_compare_through_the_comparator_and_a_cheat_is_still_caught() {
+    let policy = Policy { replicas: 2, max_replicas: 4, trust_threshold: 2, spot_checks: 0.5, comparator: None };
+    let mut b = Bench::compared(policy, 300, up_to_tilde);
+    let good: Vec<usize> = (0..3).map(|_| b.worker(1, None)).collect();
+    let cheat = b.worker(1, None);
+    // Each honest worker's outputs carry its own noise.
+    let honest_run = |b: &mut Bench, w: usize| {
+        let task = b.held(w).first().map(|l| l.task);
+        task.is_some_and(|t| b.run(w, noisy(t, w)))
+    };
+    for _ in 0..400 {
+        if b.s.is_banned(b.workers[cheat].id) {
+            break;
+        }
+        for &w in &good {
+            honest_run(&mut b, w);
+        }
+        if let Some(l) = b.held(cheat).first().cloned() {
+            b.run(cheat, Some(format!("wrong {}", l.task).into_bytes()));
+        }
+    }
+    assert!(b.s.is_banned(b.workers[cheat].id), "{:?}", b.stats());
+    while good.iter().fold(false, |any, &w| honest_run(&mut b, w) | any) {}
+    assert_eq!(b.s.stats().running_jobs, 0, "{:?}", b.stats());
+    for t in 0..300 {
+        assert!(up_to_tilde(&b.stored[&(1, t)], &honest(1, t)), "task {t}: {:?}", String::from_utf8_lossy(&b.stored[&(1, t)]));
+    }
+    let st = b.stats();
+    assert!(st.spot_checks > st.spot_failures + 10, "honest noisy answers pass spot checks: {st:?}");
+    assert_eq!((st.banned, st.inconclusive), (1, 0), "{st:?}");
+}
+
+#[test]
+fn an_unvouched_result_keeps_its_vote_through_the_comparator_when_decided_again() {
+    let policy = Policy { replicas: 1, max_replicas: 3, trust_threshold: 10, spot_checks: 0.01, comparator: None };
+    let mut b = Bench::compared(policy, 3, up_to_tilde);
+    let first = b.worker(3, None);
+    while let Some(l) = b.held(first).first().cloned() {
+        b.run(first, noisy(l.task, 1));
+    }
+    assert_eq!(b.s.stats().running_jobs, 1, "not complete on unverified results");
+    // One more worker is enough: the first one's outputs still count, as
+    // the outputs the second one's are compared with.
+    let second = b.worker(3, None);
+    while let Some(l) = b.held(second).first().cloned() {
+        b.run(second, noisy(l.task, 2));
+    }
+    assert_eq!(b.s.stats().running_jobs, 0, "{:?}", b.stats());
+    for t in 0..3 {
+        assert_eq!(b.stored[&(1, t)], noisy(t, 1).unwrap(), "the first output of the class");
+    }
 }

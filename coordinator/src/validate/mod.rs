@@ -28,6 +28,47 @@ pub struct Policy {
     /// Share of accepted tasks that send a known-answer task to some worker.
     #[serde(default = "defaults::spot_checks")]
     pub spot_checks: f64,
+    /// A comparator module (the hash it was uploaded under) that decides
+    /// whether two outputs agree; without one, outputs agree when identical.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comparator: Option<ModuleHash>,
+}
+
+/// An uploaded module's hash (SHA-256 of its bytes), written in hex.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ModuleHash(pub [u8; 32]);
+
+impl std::fmt::Display for ModuleHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl std::fmt::Debug for ModuleHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl std::str::FromStr for ModuleHash {
+    type Err = String;
+    fn from_str(s: &str) -> Result<ModuleHash, String> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(s, &mut bytes).map_err(|_| format!("{s:?} is not a module hash (64 hex digits)"))?;
+        Ok(ModuleHash(bytes))
+    }
+}
+
+impl Serialize for ModuleHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ModuleHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ModuleHash, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 mod defaults {
@@ -52,13 +93,14 @@ impl Default for Policy {
             max_replicas: defaults::max_replicas(),
             trust_threshold: defaults::trust_threshold(),
             spot_checks: defaults::spot_checks(),
+            comparator: None,
         }
     }
 }
 
 impl Policy {
     /// Every result taken as it comes.
-    pub const OFF: Policy = Policy { replicas: 1, max_replicas: 1, trust_threshold: 10, spot_checks: 0.0 };
+    pub const OFF: Policy = Policy { replicas: 1, max_replicas: 1, trust_threshold: 10, spot_checks: 0.0, comparator: None };
 
     pub fn is_on(&self) -> bool {
         self.replicas > 1 || self.spot_checks > 0.0
@@ -82,6 +124,9 @@ impl Policy {
         }
         if !(0.0..=1.0).contains(&self.spot_checks) {
             return Err("validation.spot_checks must be between 0 and 1".into());
+        }
+        if self.comparator.is_some() && !self.is_on() {
+            return Err("validation.comparator needs replicas of at least 2 or spot checks: without them nothing is compared".into());
         }
         Ok(())
     }
@@ -158,9 +203,21 @@ mod tests {
             Policy { spot_checks: 1.5, ..Policy::default() },
             Policy { replicas: 1, max_replicas: 1, spot_checks: 0.1, ..Policy::default() },
             Policy { trust_threshold: 0, ..Policy::default() },
+            Policy { comparator: Some(ModuleHash([7; 32])), ..Policy::OFF },
         ];
         for p in bad {
             assert!(p.validate().is_err(), "{p:?}");
         }
+    }
+
+    #[test]
+    fn a_comparator_is_named_by_its_module_hash() {
+        let hash = "ab".repeat(32);
+        let p: Policy = serde_json::from_value(serde_json::json!({ "comparator": hash })).unwrap();
+        assert_eq!(p.comparator, Some(ModuleHash([0xab; 32])));
+        assert_eq!(serde_json::to_value(p).unwrap()["comparator"], hash.as_str());
+        assert!(serde_json::to_value(Policy::default()).unwrap().get("comparator").is_none(), "absent when there is none");
+        let short = serde_json::from_value::<Policy>(serde_json::json!({ "comparator": "abc" })).unwrap_err();
+        assert!(short.to_string().contains("64 hex digits"), "{short}");
     }
 }
