@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// Example and test task crates, built for wasm32-wasip1 and natively.
-pub const TASKS: &[&str] = &["mandelbrot-task", "wasi-probe-task", "wasi-conformance-task", "hashchain-task"];
+pub const TASKS: &[&str] = &["mandelbrot-task", "wasi-probe-task", "wasi-conformance-task", "hashchain-task", "numbers-agree-task"];
 
 pub fn all() -> anyhow::Result<idlecore_e2e::Paths> {
     package()?;
