@@ -24,6 +24,9 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
             v.trust_threshold,
             v.spot_checks * 100.0
         );
+        if let Some(c) = v.comparator {
+            println!("outputs compared by the comparator module {c}");
+        }
     } else {
         println!("validation: off (every result taken as it comes)");
     }
@@ -42,6 +45,9 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
             st.reverified,
             st.banned
         );
+        if st.comparator_errors > 0 {
+            println!("comparator errors: {} comparisons failed (counted as disagreeing)", st.comparator_errors);
+        }
     }
     if s.failed > 0 {
         let mut after = None;

@@ -3,7 +3,7 @@
 
 use crate::client::{Client, ClientArgs};
 use crate::model::{JobLimits, JobRequest, TaskInput, TaskStatus};
-use crate::validate::Policy;
+use crate::validate::{ModuleHash, Policy};
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -46,20 +46,25 @@ pub struct SubmitArgs {
     /// Share of accepted tasks spot-checked against known answers (default: the coordinator's policy).
     #[arg(long)]
     pub spot_checks: Option<f64>,
+    /// A comparator module (WASI) that decides whether two outputs agree,
+    /// for outputs that are not bit-exact (see docs/protocol.md).
+    #[arg(long)]
+    pub comparator: Option<PathBuf>,
     /// Take every result as it comes.
-    #[arg(long, conflicts_with_all = ["replicas", "spot_checks"])]
+    #[arg(long, conflicts_with_all = ["replicas", "spot_checks", "comparator"])]
     pub no_validation: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
 
 impl SubmitArgs {
-    /// The job's own validation policy, if any flag sets one.
-    fn validation(&self) -> Option<Policy> {
+    /// The job's own validation policy, if any flag sets one (`comparator`:
+    /// the hash the comparator module was uploaded under).
+    fn validation(&self, comparator: Option<ModuleHash>) -> Option<Policy> {
         if self.no_validation {
             return Some(Policy::OFF);
         }
-        if self.replicas.is_none() && self.spot_checks.is_none() {
+        if self.replicas.is_none() && self.spot_checks.is_none() && comparator.is_none() {
             return None;
         }
         let d = Policy::default();
@@ -68,6 +73,7 @@ impl SubmitArgs {
             replicas,
             max_replicas: d.max_replicas.max(replicas),
             spot_checks: self.spot_checks.unwrap_or(d.spot_checks),
+            comparator,
             ..d
         })
     }
@@ -127,6 +133,13 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
     if inputs.is_empty() {
         bail!("{} holds no inputs", args.inputs.display());
     }
+    let comparator = match &args.comparator {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            Some(client.upload_module(bytes).await?.parse().map_err(|e: String| anyhow::anyhow!(e))?)
+        }
+        None => None,
+    };
     let hash = client.upload_module(module).await?;
     let (names, tasks): (Vec<String>, Vec<TaskInput>) = inputs
         .into_iter()
@@ -140,7 +153,7 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
         ..JobLimits::default()
     };
     let total = tasks.len() as u64;
-    let job = client.create_job(&JobRequest { module: hash, tasks, limits, validation: args.validation() }).await?;
+    let job = client.create_job(&JobRequest { module: hash, tasks, limits, validation: args.validation(comparator) }).await?;
     println!("job {job}: {total} tasks");
     if args.no_wait {
         return Ok(());

@@ -206,3 +206,28 @@ fn outputs_that_differ_in_their_last_digits_are_accepted_through_the_comparator_
     assert!(checks["disagreements"].as_u64().unwrap() > 0, "{checks}");
     assert_eq!(checks["comparator_errors"], 0, "{checks}");
 }
+
+#[test]
+fn idlecore_submit_uploads_a_comparator_and_status_names_it() {
+    let paths = Paths::workspace();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = CoordinatorConfig { bin: &paths.bin, data: &dir.path().join("data"), token: Some(TOKEN), addr: None, site: None, heartbeat_ms: 1000, extra: &[] };
+    let c = Coordinator::start(&cfg).unwrap();
+    let module = dir.path().join("task.wasm");
+    std::fs::write(&module, wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start")))"#).unwrap()).unwrap();
+    let inputs = dir.path().join("inputs.txt");
+    std::fs::write(&inputs, "1\n2\n").unwrap();
+    let cli = |args: &[&str]| {
+        let out = Command::new(&paths.bin).args(args).args(["--coordinator", &c.base_url(), "--token", TOKEN]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {text}");
+        text
+    };
+    let comparator = paths.tasks.join("numbers-agree.wasm");
+    let submitted = cli(&["submit", module.to_str().unwrap(), "--inputs", inputs.to_str().unwrap(), "--comparator", comparator.to_str().unwrap(), "--no-wait"]);
+    let job: u64 = submitted.split_whitespace().nth(1).unwrap().trim_end_matches(':').parse().unwrap();
+    let status = c.api().status(job).unwrap();
+    let hash = status["validation"]["comparator"].as_str().expect("the job names its comparator").to_string();
+    assert_eq!(status["validation"]["replicas"], 2, "the default policy, with the comparator: {status}");
+    assert!(cli(&["status", &job.to_string()]).contains(&format!("comparator module {hash}")));
+}
