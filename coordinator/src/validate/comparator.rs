@@ -8,7 +8,7 @@
 //! The interface: the comparator is a WASI command run with the arguments
 //! `/a /b`; each is a read-only preopened directory holding one output as
 //! files: `exit` (the exit code in decimal), `stdout`, `stderr`, and the
-//! task's output files under `files/`. Exit code 0 means the outputs agree,
+//! task's output files under `files/` by guest path (`files/output/a.txt`). Exit code 0 means the outputs agree,
 //! 1 that they differ; anything else (another code, a trap, running out of
 //! fuel or memory) is an error, counted as "differ" by the caller.
 
@@ -137,7 +137,8 @@ impl Comparator {
 fn as_files(r: &ResultRecord) -> Vec<(String, Vec<u8>)> {
     let exit = r.exit_code.map(|c| c.to_string()).unwrap_or_default();
     let mut files = vec![("exit".to_string(), exit.into_bytes()), ("stdout".into(), r.stdout.clone()), ("stderr".into(), r.stderr.clone())];
-    files.extend(r.files.0.iter().map(|(path, data)| (format!("files/{path}"), data.clone())));
+    // Result files are named by full guest path (`/output/a.txt`): `files/output/a.txt`.
+    files.extend(r.files.0.iter().map(|(path, data)| (format!("files/{}", path.trim_start_matches('/')), data.clone())));
     files
 }
 

@@ -44,7 +44,7 @@ fn lay_out(r: &ResultRecord, dir: &Path) {
     std::fs::write(dir.join("stdout"), &r.stdout).unwrap();
     std::fs::write(dir.join("stderr"), &r.stderr).unwrap();
     for (path, data) in &r.files.0 {
-        let to = dir.join("files").join(path);
+        let to = dir.join("files").join(path.trim_start_matches('/'));
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::write(to, data).unwrap();
     }
@@ -72,15 +72,15 @@ fn the_example_comparator_decides_alike_here_and_under_wasmtime() {
     let wasm = comparator_wasm();
     let c = Comparator::new(&wasm).unwrap();
     let path = Paths::workspace().tasks.join("numbers-agree.wasm");
-    let pi = output("pi 3.14159265358979 n 12", 0, &[("out/sum.txt", "total 42.0000000001\n")]);
+    let pi = output("pi 3.14159265358979 n 12", 0, &[("/output/sum.txt", "total 42.0000000001\n")]);
     let cases = [
-        ("noise in the last digits", output("pi 3.14159265358981 n 12", 0, &[("out/sum.txt", "total 42.0")]), 0),
-        ("another number", output("pi 3.15 n 12", 0, &[("out/sum.txt", "total 42")]), 1),
-        ("another word", output("tau 3.14159265358979 n 12", 0, &[("out/sum.txt", "total 42")]), 1),
-        ("another exit code", output("pi 3.14159265358979 n 12", 3, &[("out/sum.txt", "total 42")]), 1),
-        ("a file's number", output("pi 3.14159265358979 n 12", 0, &[("out/sum.txt", "total 43")]), 1),
+        ("noise in the last digits", output("pi 3.14159265358981 n 12", 0, &[("/output/sum.txt", "total 42.0")]), 0),
+        ("another number", output("pi 3.15 n 12", 0, &[("/output/sum.txt", "total 42")]), 1),
+        ("another word", output("tau 3.14159265358979 n 12", 0, &[("/output/sum.txt", "total 42")]), 1),
+        ("another exit code", output("pi 3.14159265358979 n 12", 3, &[("/output/sum.txt", "total 42")]), 1),
+        ("a file's number", output("pi 3.14159265358979 n 12", 0, &[("/output/sum.txt", "total 43")]), 1),
         ("a file missing", output("pi 3.14159265358979 n 12", 0, &[]), 1),
-        ("another file", output("pi 3.14159265358979 n 12", 0, &[("out/sum.txt", "total 42"), ("out/x", "")]), 1),
+        ("another file", output("pi 3.14159265358979 n 12", 0, &[("/output/sum.txt", "total 42"), ("/output/x", "")]), 1),
     ];
     for (what, other, expected) in cases {
         let here = match c.agree(&pi, &other) {

@@ -78,12 +78,12 @@ fn a_comparator_reads_both_outputs_and_decides() {
     let exit = comparator(&case_insensitive("exit"));
     assert_eq!(exit.agree(&output("a", 3), &output("b", 3)), Ok(true));
     assert_eq!(exit.agree(&output("a", 3), &output("a", 4)), Ok(false));
-    // And each output file, under files/.
+    // And each output file, under files/ by its guest path.
     let mut a = output("", 0);
-    a.files.0.insert("out/x.txt".into(), b"ABC".to_vec());
+    a.files.0.insert("/output/x.txt".into(), b"ABC".to_vec());
     let mut b = output("", 0);
-    b.files.0.insert("out/x.txt".into(), b"abc".to_vec());
-    let files = comparator(&case_insensitive("files/out/x.txt"));
+    b.files.0.insert("/output/x.txt".into(), b"abc".to_vec());
+    let files = comparator(&case_insensitive("files/output/x.txt"));
     assert_eq!(files.agree(&a, &b), Ok(true));
     assert_eq!(files.agree(&a, &output("", 0)), Ok(false), "missing in b");
     assert_eq!(files.agree(&output("", 0), &a), Err(CompareError::Exit { code: 2, stderr: String::new() }), "missing in a: the comparator says it cannot tell");
