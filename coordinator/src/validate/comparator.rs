@@ -15,12 +15,18 @@
 use crate::model::ResultRecord;
 use idlecore_wasm::wasi::{Abort, Errno, GuestMemory, WasiCtx};
 use std::cell::RefCell;
-use wasmi::{Caller, Config, Engine, Extern, ExternType, Linker, Module, Store, StoreLimits, StoreLimitsBuilder, Val};
+use std::time::{Duration, Instant};
+use wasmi::{Caller, Config, Engine, Extern, ExternType, Linker, Module, Store, StoreLimits, StoreLimitsBuilder, TrapCode, Val};
 
 const WASI: &str = "wasi_snapshot_preview1";
 
 /// Instructions (wasmi fuel) one comparison may take: a few seconds at most.
 pub const FUEL: u64 = 2_000_000_000;
+/// Wall-clock time one comparison may take, host calls included (which
+/// cost no fuel: a loop of large reads or random fills is bounded by this).
+pub const DEADLINE: Duration = Duration::from_secs(10);
+/// Table entries a comparator may have (wasmi fills tables at instantiation).
+const TABLE_ELEMENTS: usize = 100_000;
 /// Linear memory one comparison may use.
 pub const MEMORY_BYTES: usize = 256 << 20;
 /// stdout + stderr a comparator may write (kept for the log on an error).
@@ -34,6 +40,8 @@ pub enum CompareError {
     Trap(String),
     #[error("comparator ran out of fuel")]
     OutOfFuel,
+    #[error("comparator took longer than {DEADLINE:?}")]
+    Timeout,
     #[error("comparator wrote more than {MAX_OUTPUT} bytes")]
     OutputLimit,
     #[error("comparator could not start: {0}")]
@@ -47,12 +55,35 @@ pub struct Comparator {
     module: Module,
     linker: Linker<Host>,
     fuel: u64,
+    deadline: Duration,
 }
 
-/// One comparison's state: its WASI context and its memory limit.
+/// One comparison's state: its WASI context, limits and deadline.
 struct Host {
     ctx: WasiCtx,
     limits: StoreLimits,
+    deadline: Instant,
+    late: bool,
+}
+
+impl Host {
+    /// A store for one comparison, its limits in force.
+    fn store(engine: &Engine, ctx: WasiCtx, deadline: Duration) -> Store<Host> {
+        let mut store = Store::new(engine, Host::new(ctx, deadline));
+        store.limiter(|h| &mut h.limits);
+        store
+    }
+
+    fn new(ctx: WasiCtx, deadline: Duration) -> Host {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(MEMORY_BYTES)
+            .memories(1)
+            .tables(1)
+            .table_elements(TABLE_ELEMENTS)
+            .instances(1)
+            .build();
+        Host { ctx, limits, deadline: Instant::now() + deadline, late: false }
+    }
 }
 
 impl Comparator {
@@ -79,25 +110,31 @@ impl Comparator {
             let ExternType::Func(ty) = import.ty() else {
                 return Err(format!("imports `{ns}.{name}`, which is not a function"));
             };
-            if name == "proc_exit" {
-                continue;
-            }
             // Preview1 calls return an errno; those this host has no use for
-            // (sockets, links...) return ENOSYS. A name defined above is kept.
-            if ty.results() != [wasmi::ValType::I32] {
-                return Err(format!("imports `{ns}.{name}` with a signature preview1 does not have"));
+            // (sockets, links...) return ENOSYS. A name defined above is kept
+            // (its signature is checked below).
+            if ty.results() == [wasmi::ValType::I32] {
+                let _already_defined = linker.func_new(ns, name, ty.clone(), |_, _, out| {
+                    out[0] = Val::I32(Errno::Nosys as i32);
+                    Ok(())
+                });
             }
-            let _already_defined = linker.func_new(ns, name, ty.clone(), |_, _, out| {
-                out[0] = Val::I32(Errno::Nosys as i32);
-                Ok(())
-            });
         }
-        Ok(Comparator { engine, module, linker, fuel: FUEL })
+        // Link it once, with no fuel (a start function stops at once): an
+        // import with the wrong signature is refused now, not at each comparison.
+        let mut store = Host::store(&engine, WasiCtx::new("comparator", &[], &[], vec![], 0, 0), DEADLINE);
+        store.set_fuel(0).map_err(|e| e.to_string())?;
+        if let Err(e) = linker.instantiate_and_start(&mut store, &module) {
+            if e.as_trap_code().is_none() {
+                return Err(format!("cannot be linked: {e}"));
+            }
+        }
+        Ok(Comparator { engine, module, linker, fuel: FUEL, deadline: DEADLINE })
     }
 
-    /// The same comparator with another fuel budget per comparison.
-    pub fn with_fuel(self, fuel: u64) -> Comparator {
-        Comparator { fuel, ..self }
+    /// The same comparator with another fuel budget and deadline per comparison.
+    pub fn with_limits(self, fuel: u64, deadline: Duration) -> Comparator {
+        Comparator { fuel, deadline, ..self }
     }
 
     /// Whether outputs `a` and `b` agree, in the comparator's judgement.
@@ -106,20 +143,19 @@ impl Comparator {
             .with_preopen("/a", false, &as_files(a))
             .and_then(|c| c.with_preopen("/b", false, &as_files(b)))
             .map_err(CompareError::Start)?;
-        let limits = StoreLimitsBuilder::new().memory_size(MEMORY_BYTES).instances(1).build();
-        let mut store = Store::new(&self.engine, Host { ctx, limits });
-        store.limiter(|h| &mut h.limits);
+        let mut store = Host::store(&self.engine, ctx, self.deadline);
         store.set_fuel(self.fuel).map_err(|e| CompareError::Start(e.to_string()))?;
         let instance = self.linker.instantiate_and_start(&mut store, &self.module).map_err(|e| CompareError::Start(e.to_string()))?;
         let start = instance.get_typed_func::<(), ()>(&store, "_start").map_err(|e| CompareError::Start(e.to_string()))?;
         let ran = start.call(&mut store, ());
         let host = store.data();
         let code = match (&host.ctx.abort, ran) {
+            _ if host.late => return Err(CompareError::Timeout),
             (Some(Abort::Exit(code)), _) => *code as i64,
             (Some(Abort::InvalidExit(code)), _) => *code as i64,
             (Some(Abort::OutputLimit(_)), _) => return Err(CompareError::OutputLimit),
             (None, Ok(())) => 0,
-            (None, Err(_)) if store.get_fuel().is_ok_and(|f| f == 0) => return Err(CompareError::OutOfFuel),
+            (None, Err(e)) if e.as_trap_code() == Some(TrapCode::OutOfFuel) => return Err(CompareError::OutOfFuel),
             (None, Err(e)) => return Err(CompareError::Trap(e.to_string())),
         };
         match code {
@@ -174,8 +210,13 @@ impl Outcome for Result<Errno, Abort> {
     }
 }
 
-/// Runs `f` with the caller's WASI context and memory.
+/// Runs `f` with the caller's WASI context and memory, unless the
+/// comparison is past its deadline.
 fn call(caller: &mut Caller<'_, Host>, f: impl FnOnce(&mut WasiCtx, &Slice) -> Result<Errno, Abort>) -> Result<i32, wasmi::Error> {
+    if Instant::now() > caller.data().deadline {
+        caller.data_mut().late = true;
+        return Err(wasmi::Error::new("idlecore: past the comparison's deadline"));
+    }
     let Some(Extern::Memory(memory)) = caller.get_export("memory") else { return Ok(Errno::Fault as i32) };
     let (data, host) = memory.data_and_store_mut(caller);
     match f(&mut host.ctx, &Slice(RefCell::new(data))) {

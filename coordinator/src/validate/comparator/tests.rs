@@ -29,6 +29,7 @@ fn command(body: &str) -> String {
           (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
           (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
           (import "wasi_snapshot_preview1" "sock_accept" (func $accept (param i32 i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "random_get" (func $random (param i32 i32) (result i32)))
           (memory (export "memory") 1)
           (func (export "_start") {body}))"#
     )
@@ -111,8 +112,17 @@ fn verdicts_are_exit_codes_and_anything_else_is_an_error() {
 
 #[test]
 fn hostile_comparators_are_stopped() {
-    let spin = comparator(&command("(loop $l (br $l))")).with_fuel(1_000_000);
+    let spin = comparator(&command("(loop $l (drop (i32.add (i32.const 1) (i32.const 2))) (br $l))")).with_limits(1_000_001, DEADLINE);
     assert_eq!(spin.agree(&output("a", 0), &output("a", 0)), Err(CompareError::OutOfFuel));
+    // Host calls cost little fuel, whatever they move: the deadline stops those.
+    let random = comparator(&command(
+        r#"(drop (memory.grow (i32.const 255)))
+           (loop $l (drop (call $random (i32.const 0) (i32.const 16000000))) (br $l))"#,
+    ))
+    .with_limits(FUEL, std::time::Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    assert_eq!(random.agree(&output("a", 0), &output("a", 0)), Err(CompareError::Timeout));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
     let flood = comparator(&command(
         r#"(i32.store (i32.const 0) (i32.const 0)) (i32.store (i32.const 4) (i32.const 4096))
            (loop $l (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))) (br $l))"#,
@@ -128,12 +138,21 @@ fn hostile_comparators_are_stopped() {
 
 #[test]
 fn modules_that_are_not_comparators_are_refused() {
-    let refused = |wat: &str| Comparator::new(&wat::parse_str(wat).unwrap()).err().unwrap();
+    let refused = |wat: &str| Comparator::new(&wat::parse_str(wat).unwrap()).err().unwrap_or_else(|| panic!("accepted: {wat}"));
     assert!(Comparator::new(b"not wasm").err().unwrap().contains("not a valid module"));
     assert!(refused(r#"(module (memory (export "memory") 1))"#).contains("_start"));
     assert!(refused(r#"(module (func (export "_start")))"#).contains("memory"));
     let env = r#"(module (import "env" "f" (func)) (memory (export "memory") 1) (func (export "_start")))"#;
     assert!(refused(env).contains("env.f"));
-    let odd = r#"(module (import "wasi_snapshot_preview1" "fd_close" (func (param i32))) (memory (export "memory") 1) (func (export "_start")))"#;
-    assert!(refused(odd).contains("signature"), "{}", refused(odd));
+    // Imports whose signature preview1 does not have, defined by this host or not.
+    let wat = |import: &str| format!(r#"(module (import "wasi_snapshot_preview1" {import}) (memory (export "memory") 1) (func (export "_start")))"#);
+    for import in [r#""fd_close" (func (param i32))"#, r#""fd_write" (func (param i32) (result i32))"#, r#""proc_exit" (func (param i64))"#, r#""sock_send" (func (result i64))"#] {
+        assert!(refused(&wat(import)).contains("cannot be linked"), "{import}: {}", refused(&wat(import)));
+    }
+    // A table wasmi would fill at each instantiation, past the limit.
+    let table = r#"(module (table 5000000 funcref) (memory (export "memory") 1) (func (export "_start")))"#;
+    assert!(refused(table).contains("cannot be linked"), "{}", refused(table));
+    // A start function does not run when the module is checked.
+    let start = r#"(module (memory (export "memory") 1) (func $s (loop $l (br $l))) (start $s) (func (export "_start")))"#;
+    assert!(Comparator::new(&wat::parse_str(start).unwrap()).is_ok());
 }
