@@ -61,33 +61,34 @@ impl Comparators {
 }
 
 /// The vote of a claimed report's output. Identical outputs agree without
-/// a comparison; a comparison that fails counts as "differ" (and is
-/// counted in the job's figures).
+/// a comparison; a comparison that fails counts as "differ" (and in the
+/// job's figures), and makes the vote unsure: a spot check it fails is dropped.
 pub async fn vote(state: &AppState, f: &Finishing, record: &ResultRecord) -> Vote {
     let digest = crate::validate::digest(record);
     let Some(cmp) = state.scheduler().compare_with(f.lease) else { return Vote::exact(digest) };
-    let compared = cmp.outputs.len();
     if cmp.outputs.is_empty() || cmp.outputs.iter().any(|(d, _)| *d == digest) {
-        return Vote { digest, compared };
+        return Vote::compared(digest, &cmp, false);
     }
     let comparator = match state.comparators.get(&state.store, cmp.comparator).await {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(job = f.job, comparator = %cmp.comparator, "comparator unusable: {e}");
             state.scheduler().comparator_failed(f.job);
-            return Vote { digest, compared };
+            return Vote::compared(digest, &cmp, true);
         }
     };
     let new = Arc::new(record.clone());
-    for (class, earlier) in cmp.outputs {
-        match state.comparators.agree(comparator.clone(), earlier, new.clone()).await {
-            Ok(true) => return Vote { digest: class, compared },
+    let mut unsure = false;
+    for (class, earlier) in &cmp.outputs {
+        match state.comparators.agree(comparator.clone(), earlier.clone(), new.clone()).await {
+            Ok(true) => return Vote::compared(*class, &cmp, unsure),
             Ok(false) => {}
             Err(e) => {
                 tracing::warn!(job = f.job, task = f.task, "comparison failed, counted as differing: {e}");
                 state.scheduler().comparator_failed(f.job);
+                unsure = true;
             }
         }
     }
-    Vote { digest, compared }
+    Vote::compared(digest, &cmp, unsure)
 }

@@ -516,6 +516,7 @@ impl Scheduler {
     fn drop_job(&mut self, job_id: u64) {
         self.jobs.remove(&job_id);
         self.forget_orphans(job_id);
+        self.forget_tails_of(job_id);
     }
 
     /// Unfinished tasks, and bytes of task inputs, of the jobs held in memory.

@@ -47,7 +47,9 @@ pub struct SubmitArgs {
     #[arg(long)]
     pub spot_checks: Option<f64>,
     /// A comparator module (WASI) that decides whether two outputs agree,
-    /// for outputs that are not bit-exact (see docs/protocol.md).
+    /// for outputs that are not bit-exact (see docs/protocol.md). The job then
+    /// sets its own policy: the defaults (2 replicas, 5% spot checks) unless
+    /// --replicas / --spot-checks say otherwise.
     #[arg(long)]
     pub comparator: Option<PathBuf>,
     /// Take every result as it comes.

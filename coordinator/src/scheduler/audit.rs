@@ -141,7 +141,7 @@ impl Scheduler {
             }
         }
         self.forget_orphans_of(worker);
-        self.reverify_tail(worker);
+        self.reverify_tail(worker, None);
         self.recheck_all();
     }
 
@@ -151,17 +151,50 @@ impl Scheduler {
     /// colluders would otherwise cost all its history. And not only what it
     /// accepted alone: a saboteur that cheats once trusted and then turns
     /// honest again would have its next spot check vouch for its cheats.
-    pub(super) fn outvoted(&mut self, worker: WorkerId) {
-        self.trust.book.invalid(&worker);
-        self.reverify_tail(worker);
+    /// In a job with a comparator, only its records and its part of the tail.
+    pub(super) fn outvoted(&mut self, job_id: u64, worker: WorkerId) {
+        match self.jobs.get_mut(&job_id).and_then(|j| j.checks.as_deref_mut()).and_then(|c| c.own_book.as_mut()) {
+            Some(own) => {
+                own.invalid(&worker);
+                self.reverify_tail(worker, Some(job_id));
+            }
+            None => {
+                self.trust.book.invalid(&worker);
+                self.reverify_tail(worker, None);
+            }
+        }
     }
 
-    /// Reopens the tasks in `worker`'s tail, each to be decided by a fresh
-    /// quorum without it.
-    fn reverify_tail(&mut self, worker: WorkerId) {
-        let Some(tail) = self.trust.tails.remove(&worker) else { return };
-        for v in tail {
+    /// A worker passed a spot check of `job_id`: its tail is vouched for and
+    /// its record grows; in a job with a comparator, within that job only.
+    pub(super) fn vouched(&mut self, job_id: u64, worker: WorkerId) {
+        match self.jobs.get_mut(&job_id).and_then(|j| j.checks.as_deref_mut()).and_then(|c| c.own_book.as_mut()) {
+            Some(own) => {
+                own.valid(&worker);
+                if let Some(t) = self.trust.tails.get_mut(&worker) {
+                    t.retain(|v| v.job != job_id);
+                }
+            }
+            None => self.trust.vouched(worker),
+        }
+    }
+
+    /// Reopens the tasks in `worker`'s tail (of one job, or all), each to be
+    /// decided by a fresh quorum without it.
+    fn reverify_tail(&mut self, worker: WorkerId, only: Option<u64>) {
+        let Some(tail) = self.trust.tails.get_mut(&worker) else { return };
+        let (reopen, keep): (VecDeque<Vouch>, VecDeque<Vouch>) = tail.drain(..).partition(|v| only.is_none_or(|j| v.job == j));
+        *tail = keep;
+        for v in reopen {
             self.reopen(v.job, v.task, v.voter, None);
+        }
+    }
+
+    /// A job was dropped (completed or cancelled): its acceptances leave the
+    /// tails (with the outputs they hold, for a job with a comparator).
+    pub(super) fn forget_tails_of(&mut self, job_id: u64) {
+        for tail in self.trust.tails.values_mut() {
+            tail.retain(|v| v.job != job_id);
         }
     }
 

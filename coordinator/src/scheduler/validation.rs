@@ -14,12 +14,15 @@
 use super::*;
 use crate::model::ResultRecord;
 use crate::validate::quorum::{Digest, Quorum, Verdict};
+use crate::validate::trust::TrustBook;
 use super::audit::Vouch;
 use crate::validate::ModuleHash;
 use std::sync::Arc;
 
 /// Known answers kept per job for spot checks.
 const MAX_KNOWN: usize = 256;
+/// Output bytes of known answers a job with a comparator keeps at most.
+const MAX_KNOWN_BYTES: usize = 64 << 20;
 /// Spot checks of a job outstanding at most (past it, none are added).
 const MAX_SPOTS: usize = 64;
 /// Below this many known answers, spot checks are made by replicating tasks.
@@ -47,18 +50,31 @@ pub struct Vote {
     pub digest: Digest,
     /// How many earlier outputs it was compared with (see `compare_with`).
     pub compared: usize,
+    /// The check those outputs belonged to (a task decided again starts a new one).
+    pub check: u64,
+    /// A comparison failed (counted as "differ", which proves nothing).
+    pub unsure: bool,
 }
 
 impl Vote {
     /// A vote by digest alone.
     pub fn exact(digest: Digest) -> Vote {
-        Vote { digest, compared: usize::MAX }
+        Vote { digest, compared: usize::MAX, check: 0, unsure: false }
+    }
+
+    /// A vote after comparing with `cmp`'s outputs: `class` is the digest of
+    /// the one it agreed with, or its own.
+    pub fn compared(class: Digest, cmp: &Comparison, unsure: bool) -> Vote {
+        Vote { digest: class, compared: cmp.outputs.len(), check: cmp.check, unsure }
     }
 }
+
 
 /// What a report for a job with a comparator is compared with.
 pub struct Comparison {
     pub comparator: ModuleHash,
+    /// The task's check the outputs belong to (see `Vote::check`).
+    pub check: u64,
     /// Earlier outputs of the task, one per class, oldest first (for a spot
     /// check, its known answer).
     pub outputs: Vec<(Digest, Arc<ResultRecord>)>,
@@ -95,11 +111,17 @@ pub(super) struct JobChecks {
     /// Answers agreed by a quorum with a trusted worker among them, the
     /// source of spot checks.
     pub(super) known: Vec<Known>,
+    /// Output bytes the known answers hold (a job with a comparator).
+    known_bytes: usize,
     /// Workers with an audit spot check outstanding: the job waits for them.
     pub(super) auditing: HashSet<WorkerId>,
     /// Acceptances of workers that left before they were vouched for: the
     /// task, who, and the digest it agreed to.
     pub(super) departed: Vec<Vouch>,
+    /// Records of this job alone, for a job with a comparator: the job
+    /// owner's comparator decides what agrees, so its verdicts earn no trust
+    /// (and vouch for nothing) in other jobs.
+    pub(super) own_book: Option<TrustBook<WorkerId>>,
     pub(super) stats: ValidationStats,
 }
 
@@ -110,8 +132,10 @@ impl JobChecks {
             open: HashMap::new(),
             spots: HashMap::new(),
             known: Vec::new(),
+            known_bytes: 0,
             auditing: HashSet::new(),
             departed: Vec::new(),
+            own_book: policy.comparator.map(|_| TrustBook::new()),
             stats: ValidationStats::default(),
         }
     }
@@ -144,16 +168,18 @@ pub(super) struct Check {
     /// Reopened by a job's audit: its new decision is final (another audit
     /// of it could find the same workers unvouched, and never end).
     final_: bool,
+    /// Tells this check from the task's earlier ones (see `Vote::check`).
+    serial: u64,
 }
 
 impl Check {
     /// A task's check as its first unit starts: one result wanted so far.
     fn first(policy: &Policy, unit: u32) -> Check {
-        Check::reopened(Quorum::new(1, policy.max_replicas), vec![unit], vec![], false)
+        Check::reopened(Quorum::new(1, policy.max_replicas), vec![unit], vec![], false, 0)
     }
 
-    fn reopened(quorum: Quorum, units: Vec<u32>, excluded: Vec<Voter>, final_: bool) -> Check {
-        Check { quorum, units, excluded, storing: None, vouchers: vec![], candidates: vec![], final_ }
+    fn reopened(quorum: Quorum, units: Vec<u32>, excluded: Vec<Voter>, final_: bool, serial: u64) -> Check {
+        Check { quorum, units, excluded, storing: None, vouchers: vec![], candidates: vec![], final_, serial }
     }
 }
 
@@ -165,6 +191,13 @@ pub(super) struct Known {
     pub(super) voters: Vec<Voter>,
     /// The answer itself, for a job with a comparator.
     record: Option<Arc<ResultRecord>>,
+}
+
+impl Known {
+    /// Output bytes it holds.
+    fn bytes(&self) -> usize {
+        self.record.as_ref().map_or(0, |r| r.stdout.len() + r.stderr.len() + r.files.0.values().map(Vec::len).sum::<usize>())
+    }
 }
 
 /// A spot check: the answer it must give, and the one worker it is for,
@@ -217,7 +250,8 @@ impl Scheduler {
             return;
         }
         let u = self.trust.draw();
-        let wanted = if check.quorum.wanted() < policy.replicas && self.trust.book.replicate(&voter.worker, policy.trust_threshold, u) {
+        let book = checks.own_book.as_ref().unwrap_or(&self.trust.book);
+        let wanted = if check.quorum.wanted() < policy.replicas && book.replicate(&voter.worker, policy.trust_threshold, u) {
             policy.replicas
         } else if checks.known.len() < MIN_KNOWN && self.trust.draw() < policy.spot_checks {
             // Too few known answers to spot-check with: this task makes one.
@@ -269,8 +303,14 @@ impl Scheduler {
         let Some(checks) = job.checks.as_deref_mut() else { return Outcome::Accept(record) };
         let digest = vote.digest;
         let open = checks.open.get(&task).filter(|_| !checks.spots.contains_key(&unit) && !job.done[task as usize]);
-        if open.is_some_and(|c| c.candidates.len() > vote.compared && !c.candidates.iter().any(|(d, _)| *d == digest)) {
+        let stale = |c: &Check| c.serial != vote.check || c.candidates.len() > vote.compared;
+        if vote.compared != usize::MAX && open.is_some_and(|c| stale(c) && !c.candidates.iter().any(|(d, _)| *d == digest)) {
             return Outcome::Recompare(record);
+        }
+        if checks.spots.get(&unit).is_some_and(|spot| vote.unsure && spot.known.digest != digest) {
+            // A comparison failed: this spot check proves nothing either way.
+            self.drop_spot_check(lease);
+            return Outcome::Counted;
         }
         checks.stats.results += 1;
         if let Some(spot) = checks.spots.remove(&unit) {
@@ -284,7 +324,7 @@ impl Scheduler {
             }
             self.close_unit(lease);
             if passed {
-                self.trust.vouched(voter.worker);
+                self.vouched(job_id, voter.worker);
                 if spot.target.is_some() {
                     self.close_if_complete(job_id);
                 }
@@ -357,22 +397,28 @@ impl Scheduler {
         let policy = checks.policy;
         // A known answer must not come from colluders agreeing on a wrong
         // one (it would ban the honest): one agreeing worker was trusted.
-        let vouched_by_trusted = agreeing.iter().any(|a| self.trust.book.record(&a.worker) >= policy.trust_threshold);
+        let book = checks.own_book.as_mut().unwrap_or(&mut self.trust.book);
+        let vouched_by_trusted = agreeing.iter().any(|a| book.record(&a.worker) >= policy.trust_threshold);
         let check = checks.open.get_mut(&task).expect("settled task is open");
         if !audited {
             check.vouchers = agreeing.clone();
         }
         if agreeing.len() >= 2 {
             for a in &agreeing {
-                self.trust.book.valid(&a.worker);
+                book.valid(&a.worker);
             }
             if vouched_by_trusted {
                 let record = policy.comparator.and(check.candidates.iter().find(|(d, _)| *d == digest)).map(|(_, r)| r.clone());
                 let known = Known { task, digest, voters: agreeing, record };
-                if checks.known.len() < MAX_KNOWN {
+                let i = (self.trust.draw() * MAX_KNOWN as f64) as usize % MAX_KNOWN;
+                let replaced = checks.known.get(i).filter(|_| checks.known.len() >= MAX_KNOWN).map_or(0, Known::bytes);
+                // A comparator job keeps its known answers' outputs: within a budget.
+                let fits = checks.known_bytes - replaced + known.bytes() <= MAX_KNOWN_BYTES;
+                if fits && checks.known.len() < MAX_KNOWN {
+                    checks.known_bytes += known.bytes();
                     checks.known.push(known);
-                } else {
-                    let i = (self.trust.draw() * MAX_KNOWN as f64) as usize % MAX_KNOWN;
+                } else if fits {
+                    checks.known_bytes = checks.known_bytes - replaced + known.bytes();
                     checks.known[i] = known;
                 }
             }
@@ -391,7 +437,7 @@ impl Scheduler {
         if vouched_by_trusted {
             for d in dissenting {
                 tracing::info!(job = job_id, task, worker = d.worker, "result outvoted: worker's record reset");
-                self.outvoted(d.worker);
+                self.outvoted(job_id, d.worker);
             }
         }
     }
@@ -456,9 +502,12 @@ impl Scheduler {
         job.done[task as usize] = false;
         job.finished -= 1;
         checks.known.retain(|k| k.task != task);
+        checks.known_bytes = checks.known.iter().map(Known::bytes).sum();
         checks.stats.reverified += 1;
         let k = checks.policy.reverify_replicas();
-        let mut check = Check::reopened(Quorum::new(k, checks.policy.max_replicas), vec![], vec![suspect], kept.is_some());
+        // Unique in the job: every reopening counts one.
+        let serial = checks.stats.reverified;
+        let mut check = Check::reopened(Quorum::new(k, checks.policy.max_replicas), vec![], vec![suspect], kept.is_some(), serial);
         // With a comparator, a kept vote needs its output, to compare others with.
         if let Some(v) = kept.filter(|v| checks.policy.comparator.is_none() || v.output.is_some()) {
             check.quorum.vote(suspect, v.digest);
@@ -514,11 +563,14 @@ impl Scheduler {
         let job = self.jobs.get(&info.job)?;
         let checks = job.checks.as_deref()?;
         let comparator = checks.policy.comparator?;
-        let outputs = match checks.spots.get(&info.unit) {
-            Some(spot) => spot.known.record.iter().map(|r| (spot.known.digest, r.clone())).collect(),
-            None => checks.open.get(&job.units[info.unit as usize]).map(|c| c.candidates.clone()).unwrap_or_default(),
+        let (check, outputs) = match checks.spots.get(&info.unit) {
+            Some(spot) => (0, spot.known.record.iter().map(|r| (spot.known.digest, r.clone())).collect()),
+            None => match checks.open.get(&job.units[info.unit as usize]) {
+                Some(c) => (c.serial, c.candidates.clone()),
+                None => (0, vec![]),
+            },
         };
-        Some(Comparison { comparator, outputs })
+        Some(Comparison { comparator, check, outputs })
     }
 
     /// A comparison for `job` failed (and counted as "differ").

@@ -22,6 +22,8 @@ struct Bench {
     ended: Option<ValidationStats>,
     /// The job's comparator, if it has one: whether two outputs agree.
     agree: Option<fn(&[u8], &[u8]) -> bool>,
+    /// A worker whose every comparison fails (its votes are unsure).
+    unsure: Option<usize>,
 }
 
 fn honest(job: u64, task: u32) -> Vec<u8> {
@@ -42,7 +44,7 @@ impl Bench {
         let mut s = Scheduler::new(5, Duration::from_secs(60));
         let inputs = (0..tasks).map(|i| TaskInput { stdin: vec![i as u8], ..TaskInput::default() }).collect();
         s.add_validated_job(1, [0; 32], JobLimits::default(), policy, inputs, vec![], vec![]);
-        Bench { s, workers: vec![], stored: HashMap::new(), ended: None, agree: None }
+        Bench { s, workers: vec![], stored: HashMap::new(), ended: None, agree: None, unsure: None }
     }
 
     /// A job whose outputs are compared by `agree` (standing in for a comparator module).
@@ -55,9 +57,8 @@ impl Bench {
     fn vote(&self, lease: LeaseId, out: &[u8]) -> Vote {
         let Some(cmp) = self.s.compare_with(lease) else { return Vote::exact(digest(out)) };
         let agree = self.agree.expect("the job has a comparator");
-        let compared = cmp.outputs.len();
         let class = cmp.outputs.iter().find(|(_, r)| agree(&r.stdout, out)).map(|(d, _)| *d);
-        Vote { digest: class.unwrap_or(digest(out)), compared }
+        Vote::compared(class.unwrap_or(digest(out)), &cmp, false)
     }
 
     fn worker(&mut self, slots: u32, origin: Option<u64>) -> usize {
@@ -100,7 +101,7 @@ impl Bench {
             files: Default::default(),
             error: None,
         };
-        let vote = self.vote(f.lease, &out);
+        let vote = Vote { unsure: self.unsure == Some(wi), ..self.vote(f.lease, &out) };
         match self.s.report(f.lease, vote, record) {
             Outcome::Accept(r) => {
                 self.stored.insert((f.job, f.task), r.stdout);
@@ -351,7 +352,8 @@ fn outputs_a_comparator_calls_equal_agree_and_the_first_is_kept() {
     b.run(w1, noisy(0, 1));
     b.run(w2, noisy(0, 2));
     assert_eq!(b.stored[&(1, 0)], noisy(0, 1).unwrap(), "accepted: the first output of the class");
-    assert_eq!((b.stats().disagreements, b.s.record(b.workers[w2].id)), (0, 1));
+    assert_eq!(b.stats().disagreements, 0);
+    assert_eq!(b.s.record(b.workers[w2].id), 0, "a job owner's comparator earns no trust in other jobs");
 
     // The same outputs compared bit for bit never agree.
     let mut exact = Bench::new(replicated(2), 1);
@@ -381,13 +383,14 @@ fn a_report_compared_before_another_was_counted_is_compared_again() {
     assert!(matches!(b.s.report(f1.lease, v1, record(1)), Outcome::Accept(r) if r.stdout == out(2)));
 }
 
-#[test]
-fn spot_checks_compare_through_the_comparator_and_a_cheat_is_still_caught() {
+/// Three honest workers (each with noise of its own) and a cheat, on a job
+/// with a comparator and spot checks; the cheat's comparisons fail if `unsure`.
+fn spot_checked(unsure: bool) -> (Bench, usize) {
     let policy = Policy { replicas: 2, max_replicas: 4, trust_threshold: 2, spot_checks: 0.5, comparator: None };
     let mut b = Bench::compared(policy, 300, up_to_tilde);
     let good: Vec<usize> = (0..3).map(|_| b.worker(1, None)).collect();
     let cheat = b.worker(1, None);
-    // Each honest worker's outputs carry its own noise.
+    b.unsure = unsure.then_some(cheat);
     let honest_run = |b: &mut Bench, w: usize| {
         let task = b.held(w).first().map(|l| l.task);
         task.is_some_and(|t| b.run(w, noisy(t, w)))
@@ -403,8 +406,14 @@ fn spot_checks_compare_through_the_comparator_and_a_cheat_is_still_caught() {
             b.run(cheat, Some(format!("wrong {}", l.task).into_bytes()));
         }
     }
-    assert!(b.s.is_banned(b.workers[cheat].id), "{:?}", b.stats());
     while good.iter().fold(false, |any, &w| honest_run(&mut b, w) | any) {}
+    (b, cheat)
+}
+
+#[test]
+fn spot_checks_compare_through_the_comparator_and_a_cheat_is_still_caught() {
+    let (b, cheat) = spot_checked(false);
+    assert!(b.s.is_banned(b.workers[cheat].id), "{:?}", b.stats());
     assert_eq!(b.s.stats().running_jobs, 0, "{:?}", b.stats());
     for t in 0..300 {
         assert!(up_to_tilde(&b.stored[&(1, t)], &honest(1, t)), "task {t}: {:?}", String::from_utf8_lossy(&b.stored[&(1, t)]));
@@ -412,6 +421,13 @@ fn spot_checks_compare_through_the_comparator_and_a_cheat_is_still_caught() {
     let st = b.stats();
     assert!(st.spot_checks > st.spot_failures + 10, "honest noisy answers pass spot checks: {st:?}");
     assert_eq!((st.banned, st.inconclusive), (1, 0), "{st:?}");
+}
+
+#[test]
+fn a_spot_check_whose_comparison_failed_proves_nothing() {
+    let (b, cheat) = spot_checked(true);
+    assert!(!b.s.is_banned(b.workers[cheat].id), "{:?}", b.stats());
+    assert_eq!(b.stats().spot_failures, 0, "{:?}", b.stats());
 }
 
 #[test]
