@@ -31,6 +31,7 @@ fn main() -> anyhow::Result<()> {
             max_replicas: value(&args, "--max-replicas", d.max_replicas)?,
             trust_threshold: value(&args, "--trust-threshold", d.trust_threshold)?,
             spot_checks: value(&args, "--spot-checks", d.spot_checks)?,
+            comparator: None,
         }
     };
     let strategy = match value(&args, "--strategy", "eager".to_string())?.as_str() {
