@@ -5,13 +5,10 @@
 
 mod common;
 
-use idlecore_e2e::proto_worker::Received;
 use idlecore_e2e::ProtoWorker;
 use idlecore_protocol::*;
 use serde_json::json;
 use sha2::Digest;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Clone, Copy, PartialEq)]
@@ -35,27 +32,6 @@ fn answer(kind: Kind, lease: &Lease) -> Vec<u8> {
     }
 }
 
-/// Serves leases until `done`, answering as `kind`; heartbeats while idle
-/// (a banned worker is simply sent nothing more). Returns the results it sent.
-fn work(addr: std::net::SocketAddr, kind: Kind, done: Arc<AtomicBool>) -> u32 {
-    let (mut w, _) = ProtoWorker::join(addr, 1).unwrap();
-    w.set_read_timeout(Duration::from_millis(300)).unwrap();
-    let mut sent = 0;
-    while !done.load(Ordering::Relaxed) {
-        match w.recv() {
-            Ok(Received::Msg(CoordinatorMessage::Lease(l))) => {
-                w.send(&common::result(l.lease, &answer(kind, &l))).unwrap();
-                sent += 1;
-            }
-            Ok(Received::Msg(_)) => {}
-            Ok(Received::Closed) => break,
-            // Read timeout: nothing to do, say so.
-            Err(_) => w.send(&WorkerMessage::Heartbeat(Heartbeat { leases: vec![] })).unwrap(),
-        }
-    }
-    sent
-}
-
 #[test]
 fn cheating_workers_get_no_wrong_result_accepted_at_the_default_settings() {
     let dir = tempfile::tempdir().unwrap();
@@ -70,21 +46,11 @@ fn cheating_workers_get_no_wrong_result_accepted_at_the_default_settings() {
     let defaults = serde_json::to_value(idlecore_coordinator::validate::Policy::default()).unwrap();
     assert_eq!(status["validation"], defaults, "the job runs at the default settings");
 
-    let done = Arc::new(AtomicBool::new(false));
     let kinds = [[Kind::Honest; 7].as_slice(), &[Kind::Colluder, Kind::Colluder, Kind::Liar]].concat();
-    let workers: Vec<_> = kinds
-        .iter()
-        .map(|&k| {
-            let (addr, done) = (c.addr, done.clone());
-            std::thread::spawn(move || (k, work(addr, k, done)))
-        })
-        .collect();
-    let finished = idlecore_e2e::wait_for("job completion", Duration::from_secs(120), || {
+    let (finished, sent) = idlecore_e2e::proto_worker::crowd(c.addr, &kinds, answer, || {
         let s = api.status(job).unwrap();
         (s["state"] == "completed").then_some(s)
     });
-    done.store(true, Ordering::Relaxed);
-    let sent: Vec<(Kind, u32)> = workers.into_iter().map(|h| h.join().unwrap()).collect();
     let status = finished.unwrap();
 
     let results = api.results(job).unwrap();

@@ -148,3 +148,46 @@ impl ProtoWorker {
         }
     }
 }
+
+/// Protocol workers, one per kind, each answering every lease with
+/// `answer(kind, lease)` as its stdout (exit code 0) and heartbeating while
+/// idle (a banned worker is simply sent nothing more), until `until` gives a
+/// value (or a minute passes). Returns it with the results each kind sent.
+pub fn crowd<K: Copy + Send + 'static, T>(
+    addr: std::net::SocketAddr,
+    kinds: &[K],
+    answer: fn(K, &Lease) -> Vec<u8>,
+    until: impl FnMut() -> Option<T>,
+) -> (anyhow::Result<T>, Vec<(K, u32)>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let serve = move |kind: K, done: std::sync::Arc<AtomicBool>| -> u32 {
+        let (mut w, _) = ProtoWorker::join(addr, 1).expect("joins");
+        w.set_read_timeout(Duration::from_millis(300)).expect("timeout");
+        let mut sent = 0;
+        while !done.load(Ordering::Relaxed) {
+            match w.recv() {
+                Ok(Received::Msg(CoordinatorMessage::Lease(l))) => {
+                    let stdout = answer(kind, &l);
+                    let r = TaskResult { lease: l.lease, exit_code: 0, stdout, stderr: vec![], elapsed_ms: 1, fuel_used: 0, files: vec![] };
+                    w.send(&WorkerMessage::Result(r)).expect("sends");
+                    sent += 1;
+                }
+                Ok(Received::Msg(_)) => {}
+                Ok(Received::Closed) => break,
+                Err(_) => w.send(&WorkerMessage::Heartbeat(Heartbeat { leases: vec![] })).expect("sends"),
+            }
+        }
+        sent
+    };
+    let workers: Vec<_> = kinds
+        .iter()
+        .map(|&k| {
+            let done = done.clone();
+            std::thread::spawn(move || (k, serve(k, done)))
+        })
+        .collect();
+    let got = crate::wait_for("the crowd's work", Duration::from_secs(120), until);
+    done.store(true, Ordering::Relaxed);
+    (got, workers.into_iter().map(|h| h.join().expect("worker thread")).collect())
+}

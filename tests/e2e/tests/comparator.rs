@@ -6,15 +6,11 @@
 
 use idlecore_coordinator::model::{FileMap, ResultRecord, TaskStatus};
 use idlecore_coordinator::validate::comparator::{CompareError, Comparator};
-use idlecore_e2e::proto_worker::Received;
-use idlecore_e2e::{Coordinator, CoordinatorConfig, Paths, ProtoWorker};
+use idlecore_e2e::{Coordinator, CoordinatorConfig, Paths};
 use idlecore_protocol::*;
 use serde_json::json;
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
 const TOKEN: &str = "comparator-token";
 
@@ -117,26 +113,6 @@ fn answer(kind: Kind, lease: &Lease) -> String {
     format!("root {value:.15}\n")
 }
 
-fn work(addr: std::net::SocketAddr, kind: Kind, done: Arc<AtomicBool>) -> u32 {
-    let (mut w, _) = ProtoWorker::join(addr, 1).unwrap();
-    w.set_read_timeout(Duration::from_millis(300)).unwrap();
-    let mut sent = 0;
-    while !done.load(Ordering::Relaxed) {
-        match w.recv() {
-            Ok(Received::Msg(CoordinatorMessage::Lease(l))) => {
-                let stdout = answer(kind, &l).into_bytes();
-                let result = TaskResult { lease: l.lease, exit_code: 0, stdout, stderr: vec![], elapsed_ms: 1, fuel_used: 0, files: vec![] };
-                w.send(&WorkerMessage::Result(result)).unwrap();
-                sent += 1;
-            }
-            Ok(Received::Msg(_)) => {}
-            Ok(Received::Closed) => break,
-            Err(_) => w.send(&WorkerMessage::Heartbeat(Heartbeat { leases: vec![] })).unwrap(),
-        }
-    }
-    sent
-}
-
 fn post_job(c: &Coordinator, body: serde_json::Value) -> idlecore_e2e::api::Reply {
     c.api().request("POST", "/api/jobs", Some(&format!("Bearer {TOKEN}")), serde_json::to_vec(&body).unwrap()).unwrap()
 }
@@ -169,21 +145,11 @@ fn outputs_that_differ_in_their_last_digits_are_accepted_through_the_comparator_
     let job = created.body["id"].as_u64().unwrap();
     assert_eq!(api.status(job).unwrap()["validation"]["comparator"], comparator.as_str());
 
-    let done = Arc::new(AtomicBool::new(false));
     let kinds: Vec<Kind> = (1..=7).map(Kind::Honest).chain([Kind::Colluder, Kind::Colluder, Kind::Liar]).collect();
-    let workers: Vec<_> = kinds
-        .iter()
-        .map(|&k| {
-            let (addr, done) = (c.addr, done.clone());
-            std::thread::spawn(move || (k, work(addr, k, done)))
-        })
-        .collect();
-    let finished = idlecore_e2e::wait_for("job completion", Duration::from_secs(120), || {
+    let (finished, sent) = idlecore_e2e::proto_worker::crowd(c.addr, &kinds, |k, l| answer(k, l).into_bytes(), || {
         let s = api.status(job).unwrap();
         (s["state"] == "completed").then_some(s)
     });
-    done.store(true, Ordering::Relaxed);
-    let sent: Vec<(Kind, u32)> = workers.into_iter().map(|h| h.join().unwrap()).collect();
     let status = finished.unwrap();
     let checks = &status["checks"];
     eprintln!("checks {checks} sent {sent:?}");
