@@ -219,6 +219,11 @@ async fn stats(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
     let mut v = serde_json::to_value(state.scheduler().stats()).expect("stats serialize");
     let downloads = state.module_downloads.load(std::sync::atomic::Ordering::Relaxed);
     v["module_downloads"] = downloads.into();
+    let peers = state.peers();
+    let (blobs, holders) = peers.holdings();
+    v["peers"] = serde_json::to_value(peers.stats).expect("stats serialize");
+    v["peers"]["blobs"] = blobs.into();
+    v["peers"]["holders"] = holders.into();
     Json(v)
 }
 

@@ -10,6 +10,7 @@ pub mod comparators;
 pub mod error;
 pub mod jobs;
 pub mod model;
+pub mod peers;
 pub mod scheduler;
 pub mod sabotage;
 pub mod sandbox;

@@ -47,6 +47,44 @@ pub struct ServeArgs {
     pub max_pending_mib: usize,
     #[command(flatten)]
     pub validation: ValidationArgs,
+    #[command(flatten)]
+    pub ice: IceArgs,
+}
+
+/// STUN/TURN servers handed to workers for their peer connections.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct IceArgs {
+    /// A STUN or TURN server URL (repeatable): `stun:HOST:PORT`, `turn:HOST:PORT?transport=udp`, `turns:…`.
+    #[arg(long = "ice-server")]
+    pub ice_servers: Vec<String>,
+    /// Username for the TURN servers among `--ice-server`.
+    #[arg(long, env = "IDLECORE_TURN_USERNAME")]
+    pub turn_username: Option<String>,
+    /// Credential for the TURN servers among `--ice-server`.
+    #[arg(long, env = "IDLECORE_TURN_CREDENTIAL", hide_env_values = true)]
+    pub turn_credential: Option<String>,
+}
+
+impl IceArgs {
+    /// The servers as workers receive them in `Welcome`, checked.
+    pub fn servers(&self) -> anyhow::Result<Vec<idlecore_protocol::IceServer>> {
+        use idlecore_protocol::limits::{MAX_ICE_BYTES, MAX_ICE_SERVERS};
+        anyhow::ensure!(self.ice_servers.len() <= MAX_ICE_SERVERS, "at most {MAX_ICE_SERVERS} --ice-server");
+        let secret = |v: &Option<String>| v.clone().unwrap_or_default();
+        let (username, credential) = (secret(&self.turn_username), secret(&self.turn_credential));
+        anyhow::ensure!(username.len() <= MAX_ICE_BYTES && credential.len() <= MAX_ICE_BYTES, "TURN username and credential: at most {MAX_ICE_BYTES} bytes");
+        self.ice_servers
+            .iter()
+            .map(|url| {
+                anyhow::ensure!(url.len() <= MAX_ICE_BYTES, "--ice-server {url}: longer than {MAX_ICE_BYTES} bytes");
+                let turn = url.starts_with("turn:") || url.starts_with("turns:");
+                anyhow::ensure!(turn || url.starts_with("stun:") || url.starts_with("stuns:"), "--ice-server {url}: not a stun:, stuns:, turn: or turns: URL");
+                anyhow::ensure!(!turn || !username.is_empty() && !credential.is_empty(), "--ice-server {url}: a TURN server needs --turn-username and --turn-credential");
+                let (username, credential) = if turn { (username.clone(), credential.clone()) } else { Default::default() };
+                Ok(idlecore_protocol::IceServer { urls: vec![url.clone()], username, credential })
+            })
+            .collect()
+    }
 }
 
 /// Result validation for jobs that do not set their own (`validation` in the job request).
@@ -128,6 +166,7 @@ pub async fn bind(args: &ServeArgs) -> anyhow::Result<Bound> {
         www: args.www.clone(),
         pkg: args.pkg.clone(),
         validation: args.validation.policy()?,
+        ice_servers: args.ice.servers()?,
     };
     let (stop, stop_rx) = watch::channel(false);
     let state = Arc::new(AppState::new(store, scheduler, token_hash, config, stop_rx));

@@ -99,12 +99,15 @@ async fn serve(socket: &mut WebSocket, state: &Arc<AppState>, session: u64, site
         heartbeat_ms,
         module_path: "/modules/".into(),
         max_frame: MAX_FRAME_BYTES as u32,
+        ice_servers: state.config.ice_servers.clone(),
     });
     send(socket, &welcome).await?;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let worker = state.scheduler().register_worker_from(hello.slots, tx, origin);
+    let worker = state.scheduler().register_worker_from(hello.slots, tx.clone(), origin);
+    state.peers().join(worker, tx, origin);
     tracing::info!(session, worker, slots = hello.slots, site, agent = %hello.agent, "worker joined");
     let outcome = session_loop(socket, state, worker, &mut rx, heartbeat_ms).await;
+    state.peers().leave(worker);
     let requeued = state.scheduler().remove_worker(worker);
     tracing::info!(session, worker, requeued, "worker left");
     outcome
@@ -217,6 +220,17 @@ fn handle(
             }
         }
         WorkerMessage::Capacity(c) => state.scheduler().set_capacity(worker, c.slots),
+        WorkerMessage::Signal(signal) => state.peers().relay(worker, signal),
+        WorkerMessage::Want(w) => {
+            let sources = state.peers().want(worker, w.blob);
+            let _ = reply.send(CoordinatorMessage::Sources(sources));
+        }
+        WorkerMessage::Have(h) => {
+            state.peers().have(worker, &h.blobs);
+            if h.from_peers {
+                tokio::spawn(count_peer_fetches(state.clone(), h.blobs));
+            }
+        }
         // Claims happen here, in arrival order; only the durable writes run apart.
         WorkerMessage::Result(r) => {
             let (s, lease) = (state.clone(), r.lease);
@@ -242,6 +256,16 @@ fn handle(
         }
     }
     Ok(())
+}
+
+/// Blobs a worker fetched from peers: the coordinator's egress saved.
+async fn count_peer_fetches(state: Arc<AppState>, blobs: Vec<idlecore_protocol::ModuleHash>) {
+    for blob in blobs {
+        let size = state.store.module_size(&hex::encode(blob)).await.ok().flatten();
+        let mut peers = state.peers();
+        peers.stats.peer_fetches += 1;
+        peers.stats.peer_bytes += size.unwrap_or(0);
+    }
 }
 
 /// Runs a report's store in its own task; acknowledges the lease once stored.

@@ -24,6 +24,8 @@ pub struct Config {
     pub pkg: Option<PathBuf>,
     /// Validation of jobs that do not set their own.
     pub validation: crate::validate::Policy,
+    /// STUN/TURN servers workers use for peer connections.
+    pub ice_servers: Vec<idlecore_protocol::IceServer>,
 }
 
 /// Something job owners can watch for.
@@ -52,6 +54,8 @@ pub struct AppState {
     pub module_downloads: std::sync::atomic::AtomicU64,
     /// Comparator modules of jobs that have one.
     pub comparators: crate::comparators::Comparators,
+    /// Who holds which blob, and signaling between workers.
+    peers: Mutex<crate::peers::Peers>,
     session_ended: Notify,
 }
 
@@ -84,6 +88,7 @@ impl AppState {
             sessions: AtomicUsize::new(0),
             module_downloads: Default::default(),
             comparators: Default::default(),
+            peers: Default::default(),
             session_ended: Notify::new(),
         }
     }
@@ -109,6 +114,10 @@ impl AppState {
 
     /// The scheduler, locked for one short synchronous call. What the call
     /// decided that the store must follow is queued when the guard drops.
+    pub fn peers(&self) -> MutexGuard<'_, crate::peers::Peers> {
+        self.peers.lock().expect("peers lock poisoned")
+    }
+
     pub fn scheduler(&self) -> SchedulerGuard<'_> {
         SchedulerGuard { guard: self.scheduler.lock().expect("scheduler lock poisoned"), state: self }
     }

@@ -280,6 +280,15 @@ impl Store {
         .await
     }
 
+    /// Bytes of the module stored under `hash`, if any.
+    pub async fn module_size(&self, hash: &str) -> StoreResult<Option<u64>> {
+        let hash = hash.to_owned();
+        self.read(move |c| {
+            Ok(c.query_row("SELECT length(bytes) FROM modules WHERE hash = ?1", [hash], |r| r.get(0)).optional()?)
+        })
+        .await
+    }
+
     /// The sandboxed module run for `hash`, if `hash` is known.
     pub async fn runnable(&self, hash: &str) -> StoreResult<Option<String>> {
         let hash = hash.to_owned();

@@ -23,8 +23,8 @@ pub enum DecodeError {
 }
 
 /// Variant counts, so an unknown first byte gets its own error.
-const WORKER_TYPES: u8 = 5;
-const COORDINATOR_TYPES: u8 = 6;
+const WORKER_TYPES: u8 = 8;
+const COORDINATOR_TYPES: u8 = 8;
 
 pub fn encode_worker(msg: &WorkerMessage) -> Vec<u8> {
     postcard::to_allocvec(msg).expect("worker messages always serialize")
@@ -70,6 +70,15 @@ fn check_files<'a>(files: impl Iterator<Item = &'a crate::TaskFile>) -> Result<(
     check(count <= MAX_FILES, "files", MAX_FILES)
 }
 
+fn check_signal(s: &crate::Signal) -> Result<(), DecodeError> {
+    use crate::SignalPayload::*;
+    match &s.payload {
+        Offer(sdp) | Answer(sdp) => check(sdp.len() <= MAX_SDP_BYTES, "sdp", MAX_SDP_BYTES),
+        Candidate(c) => check(c.candidate.len() <= MAX_ICE_BYTES && c.mid.len() <= MAX_ICE_BYTES, "candidate", MAX_ICE_BYTES),
+        Close => Ok(()),
+    }
+}
+
 /// Decodes a frame sent by a worker and checks every limit.
 pub fn decode_worker(frame: &[u8]) -> Result<WorkerMessage, DecodeError> {
     let msg: WorkerMessage = decode(frame, WORKER_TYPES)?;
@@ -86,6 +95,9 @@ pub fn decode_worker(frame: &[u8]) -> Result<WorkerMessage, DecodeError> {
         }
         WorkerMessage::Result(r) => check_files(r.files.iter())?,
         WorkerMessage::Capacity(c) => check(c.slots <= MAX_SLOTS, "slots", MAX_SLOTS as usize)?,
+        WorkerMessage::Signal(s) => check_signal(s)?,
+        WorkerMessage::Have(h) => check(h.blobs.len() <= MAX_HAVE_BLOBS, "blobs", MAX_HAVE_BLOBS)?,
+        WorkerMessage::Want(_) => {}
     }
     Ok(msg)
 }
@@ -116,7 +128,15 @@ pub fn decode_coordinator(frame: &[u8]) -> Result<CoordinatorMessage, DecodeErro
         }
         CoordinatorMessage::Welcome(w) => {
             check(w.module_path.len() <= MAX_TEXT_BYTES, "module_path", MAX_TEXT_BYTES)?;
+            check(w.ice_servers.len() <= MAX_ICE_SERVERS, "ice_servers", MAX_ICE_SERVERS)?;
+            for server in &w.ice_servers {
+                check(server.urls.len() <= MAX_ICE_SERVERS, "ice_servers.urls", MAX_ICE_SERVERS)?;
+                let long = server.urls.iter().chain([&server.username, &server.credential]).any(|t| t.len() > MAX_ICE_BYTES);
+                check(!long, "ice_servers entry", MAX_ICE_BYTES)?;
+            }
         }
+        CoordinatorMessage::Signal(s) => check_signal(s)?,
+        CoordinatorMessage::Sources(s) => check(s.peers.len() <= MAX_SOURCES, "peers", MAX_SOURCES)?,
         CoordinatorMessage::Cancel(_) | CoordinatorMessage::Ack(_) => {}
     }
     Ok(msg)

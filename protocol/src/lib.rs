@@ -16,14 +16,16 @@ use serde::{Deserialize, Serialize};
 
 mod codec;
 pub mod limits;
+mod peers;
 
+pub use peers::{Have, IceCandidate, IceServer, Signal, SignalPayload, Sources, Want};
 pub use codec::{
     decode_coordinator, decode_worker, encode_coordinator, encode_worker, DecodeError,
 };
 
 /// The protocol version this crate speaks. A coordinator refuses a `Hello`
 /// carrying any other version with [`ErrorCode::UnsupportedVersion`].
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame either side accepts, in bytes.
 pub const MAX_FRAME_BYTES: usize = limits::MAX_FRAME_BYTES;
@@ -45,6 +47,12 @@ pub enum WorkerMessage {
     /// From now on hold at most this many leases (0: paused). Leases already
     /// held are not revoked; the worker gives back what it will not run.
     Capacity(Capacity),
+    /// Signaling for a peer the coordinator introduced (see `Sources`).
+    Signal(Signal),
+    /// Blobs this worker holds and serves to peers.
+    Have(Have),
+    /// Asks which peers hold a blob.
+    Want(Want),
 }
 
 /// Messages a coordinator sends.
@@ -62,6 +70,10 @@ pub enum CoordinatorMessage {
     Error(ProtocolError),
     /// Several tasks at once (each exactly as in `Lease`): leases ready together travel in one frame.
     Leases(Vec<Lease>),
+    /// Signaling from a peer.
+    Signal(Signal),
+    /// The answer to `Want`.
+    Sources(Sources),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +98,8 @@ pub struct Welcome {
     pub module_path: String,
     /// Largest frame the coordinator accepts from this worker.
     pub max_frame: u32,
+    /// STUN/TURN servers for peer connections, as the operator configured them.
+    pub ice_servers: Vec<IceServer>,
 }
 
 /// Per-task limits, chosen by the job owner.

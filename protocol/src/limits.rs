@@ -22,3 +22,13 @@ pub const MAX_DIRS: usize = 16;
 pub const MAX_FILES: usize = 4096;
 /// Longest file or directory path.
 pub const MAX_PATH_BYTES: usize = 4096;
+/// Longest SDP offer or answer.
+pub const MAX_SDP_BYTES: usize = 16 * 1024;
+/// Longest ICE candidate string, `mid`, URL, TURN username or credential.
+pub const MAX_ICE_BYTES: usize = 1024;
+/// Most ICE servers in `Welcome`, and URLs per server.
+pub const MAX_ICE_SERVERS: usize = 8;
+/// Most blobs named in one `Have`.
+pub const MAX_HAVE_BLOBS: usize = 1024;
+/// Most peers in one `Sources`.
+pub const MAX_SOURCES: usize = 8;

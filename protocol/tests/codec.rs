@@ -33,6 +33,15 @@ fn every_message_round_trips() {
         WorkerMessage::Failure(TaskFailure { lease: 2, kind: FailureKind::Timeout, message: "slow".into() }),
         WorkerMessage::Failure(TaskFailure { lease: 3, kind: FailureKind::FuelExhausted, message: String::new() }),
         WorkerMessage::Heartbeat(Heartbeat { leases: vec![1, 2, u64::MAX] }),
+        WorkerMessage::Capacity(Capacity { slots: 0 }),
+        WorkerMessage::Signal(Signal { peer: 9, payload: SignalPayload::Offer("v=0".into()) }),
+        WorkerMessage::Signal(Signal {
+            peer: 9,
+            payload: SignalPayload::Candidate(IceCandidate { candidate: "candidate:1 1 udp 1 10.0.0.1 5000 typ host".into(), mid: "0".into(), mline: 0 }),
+        }),
+        WorkerMessage::Signal(Signal { peer: 9, payload: SignalPayload::Close }),
+        WorkerMessage::Have(Have { blobs: vec![[1; 32], [2; 32]], from_peers: true }),
+        WorkerMessage::Want(Want { blob: [3; 32] }),
     ];
     for m in worker {
         assert_eq!(decode_worker(&encode_worker(&m)).unwrap(), m);
@@ -44,12 +53,15 @@ fn every_message_round_trips() {
             heartbeat_ms: 5000,
             module_path: "/modules/".into(),
             max_frame: MAX_FRAME_BYTES as u32,
+            ice_servers: vec![IceServer { urls: vec!["turn:10.0.0.1:3478".into()], username: "u".into(), credential: "c".into() }],
         }),
         CoordinatorMessage::Lease(lease()),
         CoordinatorMessage::Cancel(Cancel { lease: 3 }),
         CoordinatorMessage::Ack(Ack { lease: 4 }),
         CoordinatorMessage::Error(ProtocolError { code: ErrorCode::Malformed, message: "bad".into() }),
         CoordinatorMessage::Leases(vec![lease(), Lease { lease: 99, ..lease() }]),
+        CoordinatorMessage::Signal(Signal { peer: 4, payload: SignalPayload::Answer("v=0".into()) }),
+        CoordinatorMessage::Sources(Sources { blob: [3; 32], peers: vec![4, 5] }),
     ];
     for m in coordinator {
         assert_eq!(decode_coordinator(&encode_coordinator(&m)).unwrap(), m);
@@ -127,4 +139,32 @@ fn invalid_utf8_is_malformed() {
     // Failure { lease 1, kind 0, message: [0xff] }
     let frame = [2, 1, 0, 1, 0xff];
     assert!(matches!(decode_worker(&frame), Err(DecodeError::Malformed(_))));
+}
+
+#[test]
+fn peer_messages_are_held_to_their_limits() {
+    use idlecore_protocol::limits::{MAX_ICE_BYTES, MAX_ICE_SERVERS, MAX_SDP_BYTES, MAX_SOURCES};
+    let offer = |n| encode_worker(&WorkerMessage::Signal(Signal { peer: 1, payload: SignalPayload::Offer("v".repeat(n)) }));
+    assert!(decode_worker(&offer(MAX_SDP_BYTES)).is_ok());
+    assert!(matches!(decode_worker(&offer(MAX_SDP_BYTES + 1)), Err(DecodeError::Limit { field: "sdp", .. })));
+    let candidate = IceCandidate { candidate: "c".repeat(MAX_ICE_BYTES + 1), mid: "0".into(), mline: 0 };
+    let long = encode_coordinator(&CoordinatorMessage::Signal(Signal { peer: 1, payload: SignalPayload::Candidate(candidate) }));
+    assert!(matches!(decode_coordinator(&long), Err(DecodeError::Limit { field: "candidate", .. })));
+    let sources = encode_coordinator(&CoordinatorMessage::Sources(Sources { blob: [0; 32], peers: vec![1; MAX_SOURCES + 1] }));
+    assert!(matches!(decode_coordinator(&sources), Err(DecodeError::Limit { field: "peers", .. })));
+    let server = IceServer { urls: vec!["stun:10.0.0.1".into()], username: String::new(), credential: String::new() };
+    let welcome = |servers: Vec<IceServer>| {
+        encode_coordinator(&CoordinatorMessage::Welcome(Welcome {
+            version: PROTOCOL_VERSION,
+            session: 1,
+            heartbeat_ms: 1000,
+            module_path: "/modules/".into(),
+            max_frame: 1,
+            ice_servers: servers,
+        }))
+    };
+    assert!(decode_coordinator(&welcome(vec![server.clone(); MAX_ICE_SERVERS])).is_ok());
+    assert!(matches!(decode_coordinator(&welcome(vec![server.clone(); MAX_ICE_SERVERS + 1])), Err(DecodeError::Limit { field: "ice_servers", .. })));
+    let secret = IceServer { credential: "x".repeat(MAX_ICE_BYTES + 1), ..server };
+    assert!(matches!(decode_coordinator(&welcome(vec![secret])), Err(DecodeError::Limit { field: "ice_servers entry", .. })));
 }

@@ -342,6 +342,9 @@ impl Agent {
                 self.status.last_error = Some(format!("coordinator: {:?}: {}", e.code, e.message));
                 self.publish();
             }
+            // This agent fetches blobs over HTTP only and never sends `Want`,
+            // so the coordinator introduces no peer to it: nothing to do.
+            CoordinatorMessage::Signal(_) | CoordinatorMessage::Sources(_) => {}
         }
     }
 

@@ -109,6 +109,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunOutcome> {
         max_pending_mib: 1024,
         // One browser, the task author's own: nothing to check it against.
         validation: server::ValidationArgs::off(),
+        ice: Default::default(),
     };
     let bound = server::bind(&serve_args).await?;
     let base = format!("http://{}", bound.addr);

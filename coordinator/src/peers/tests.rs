@@ -1,0 +1,125 @@
+use super::*;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+struct Net {
+    peers: Peers,
+    rx: HashMap<WorkerId, UnboundedReceiver<CoordinatorMessage>>,
+}
+
+impl Net {
+    fn new() -> Net {
+        Net { peers: Peers::default(), rx: HashMap::new() }
+    }
+    fn join(&mut self, w: WorkerId, origin: Option<u64>) {
+        let (tx, rx) = unbounded_channel();
+        self.peers.join(w, tx, origin);
+        self.rx.insert(w, rx);
+    }
+    fn inbox(&mut self, w: WorkerId) -> Vec<CoordinatorMessage> {
+        let rx = self.rx.get_mut(&w).unwrap();
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+}
+
+fn offer(to: WorkerId) -> Signal {
+    Signal { peer: to, payload: SignalPayload::Offer("v=0".into()) }
+}
+
+fn from(peer: WorkerId, payload: SignalPayload) -> CoordinatorMessage {
+    CoordinatorMessage::Signal(Signal { peer, payload })
+}
+
+#[test]
+fn a_worker_is_told_the_nearest_holders_but_never_itself() {
+    let mut n = Net::new();
+    for (w, origin) in [(1, Some(7)), (2, Some(8)), (3, Some(7)), (4, None), (5, Some(8)), (6, Some(8))] {
+        n.join(w, origin);
+    }
+    let blob = [9; 32];
+    for w in [2, 3, 4, 5, 6, 1] {
+        n.peers.have(w, &[blob]);
+    }
+    let s = n.peers.want(1, blob);
+    assert_eq!(s.blob, blob);
+    assert_eq!(s.peers.len(), SOURCES);
+    assert_eq!(s.peers[0], 3, "the holder on its own network first");
+    assert!(!s.peers.contains(&1));
+    assert!(n.peers.want(1, [0; 32]).peers.is_empty(), "nobody holds it: fetch it over HTTP");
+    n.peers.leave(3);
+    assert!(!n.peers.want(1, blob).peers.contains(&3), "a worker that left holds nothing");
+}
+
+#[test]
+fn signals_pass_between_introduced_workers_only() {
+    let mut n = Net::new();
+    for w in 1..=3 {
+        n.join(w, None);
+    }
+    n.peers.have(2, &[[9; 32]]);
+    assert_eq!(n.peers.want(1, [9; 32]).peers, vec![2]);
+    n.peers.relay(1, offer(2));
+    assert_eq!(n.inbox(2), vec![from(1, SignalPayload::Offer("v=0".into()))], "the recipient learns who sent it");
+    n.peers.relay(2, Signal { peer: 1, payload: SignalPayload::Answer("a".into()) });
+    assert_eq!(n.inbox(1), vec![from(2, SignalPayload::Answer("a".into()))], "either side may signal");
+    // Worker 3 was introduced to nobody: it is told the peer is closed, and 2 hears nothing.
+    n.peers.relay(3, offer(2));
+    assert_eq!(n.inbox(3), vec![from(2, SignalPayload::Close)]);
+    assert!(n.inbox(2).is_empty());
+    assert_eq!((n.peers.stats.relayed, n.peers.stats.refused), (2, 1));
+    // Closing ends the introduction.
+    n.peers.relay(1, Signal { peer: 2, payload: SignalPayload::Close });
+    assert_eq!(n.inbox(2), vec![from(1, SignalPayload::Close)]);
+    n.peers.relay(1, offer(2));
+    assert_eq!(n.inbox(1), vec![from(2, SignalPayload::Close)]);
+    assert!(n.inbox(2).is_empty());
+}
+
+#[test]
+fn an_introduction_carries_a_bounded_number_of_signals() {
+    let mut n = Net::new();
+    n.join(1, None);
+    n.join(2, None);
+    n.peers.have(2, &[[9; 32]]);
+    n.peers.want(1, [9; 32]);
+    for _ in 0..SIGNALS_PER_INTRODUCTION + 5 {
+        n.peers.relay(1, offer(2));
+    }
+    assert_eq!(n.inbox(2).len(), SIGNALS_PER_INTRODUCTION as usize);
+    assert_eq!(n.inbox(1).len(), 5, "each refused signal is answered with Close");
+}
+
+#[test]
+fn a_worker_that_leaves_closes_its_introductions() {
+    let mut n = Net::new();
+    for w in 1..=3 {
+        n.join(w, None);
+    }
+    n.peers.have(2, &[[9; 32]]);
+    n.peers.want(1, [9; 32]);
+    n.peers.want(3, [9; 32]);
+    n.peers.leave(2);
+    assert_eq!(n.inbox(1), vec![from(2, SignalPayload::Close)]);
+    assert_eq!(n.inbox(3), vec![from(2, SignalPayload::Close)]);
+    assert_eq!(n.peers.holdings(), (0, 0));
+    n.peers.relay(1, offer(2));
+    assert_eq!(n.inbox(1), vec![from(2, SignalPayload::Close)], "signals to a worker that left bounce");
+}
+
+#[test]
+fn holdings_are_bounded() {
+    let mut n = Net::new();
+    n.join(1, None);
+    let blobs: Vec<ModuleHash> = (0..HELD_PER_WORKER as u32 + 10).map(|i| {
+        let mut b = [0; 32];
+        b[..4].copy_from_slice(&i.to_le_bytes());
+        b
+    }).collect();
+    n.peers.have(1, &blobs);
+    n.peers.have(1, &blobs[HELD_PER_WORKER..]);
+    assert_eq!(n.peers.holdings(), (HELD_PER_WORKER, 1), "the oldest are forgotten, repeats count once");
+    for w in 2..(HOLDERS_PER_BLOB as u64 + 10) {
+        n.join(w, None);
+        n.peers.have(w, &[[0xff; 32]]);
+    }
+    assert_eq!(n.peers.holders[&[0xff; 32]].len(), HOLDERS_PER_BLOB);
+}
