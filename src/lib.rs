@@ -8,9 +8,12 @@
 //!
 //! Modules by host concern: `transport` (WebSocket), `agent` (session,
 //! leases), `agent/modules` (download, verify, persistent and compiled
-//! module caches), `lru`, `executor` (executor Workers and deadlines), `wasi`
-//! (the preview1 host), `status` (events to the page), `api` (entry points).
+//! module caches), `blob_transfer` (moving a module between peers over a
+//! data channel: chunked, size-checked, SHA-256 verified), `lru`,
+//! `executor` (executor Workers and deadlines), `wasi` (the preview1 host),
+//! `status` (events to the page), `api` (entry points).
 
+pub mod blob_transfer;
 pub mod budget;
 pub mod executor;
 pub mod lru;
