@@ -73,28 +73,35 @@ pub struct Fetch {
     limit: u64,
     size: Option<u64>,
     data: Vec<u8>,
+    done: bool,
 }
+
+/// Bytes reserved when the header arrives (the rest as chunks come): a
+/// header alone, from a peer that then sends nothing, costs little.
+const RESERVE_UP_FRONT: usize = 1 << 20;
 
 impl Fetch {
     /// A fetch of `blob`, refusing one larger than `limit` bytes.
     pub fn new(blob: BlobHash, limit: u64) -> Fetch {
-        Fetch { blob, limit, size: None, data: Vec::new() }
+        Fetch { blob, limit, size: None, data: Vec::new(), done: false }
     }
 
     /// Takes the holder's next message. An error ends the transfer (the
     /// caller falls back to the coordinator).
     pub fn on_message(&mut self, msg: &[u8]) -> Result<Progress, TransferError> {
+        if self.done {
+            return Err(TransferError::Unexpected("a message after the blob was complete"));
+        }
         match (msg.first().copied(), self.size) {
             (Some(MISSING), None) if msg.len() == 1 => Err(TransferError::Missing),
             (Some(HEADER), None) => {
                 let bytes: [u8; 8] = msg[1..].try_into().map_err(|_| TransferError::Unexpected("a header of the wrong length"))?;
                 let size = u64::from_le_bytes(bytes);
-                if size > self.limit {
+                let Some(fits) = usize::try_from(size).ok().filter(|_| size <= self.limit) else {
                     return Err(TransferError::TooLarge { size, limit: self.limit });
-                }
+                };
                 self.size = Some(size);
-                // The size is checked: reserving it up front is safe.
-                self.data.reserve_exact(size as usize);
+                self.data.reserve_exact(fits.min(RESERVE_UP_FRONT));
                 self.progress(size)
             }
             (Some(CHUNK), Some(size)) => {
@@ -118,6 +125,7 @@ impl Fetch {
         if (self.data.len() as u64) < size {
             return Ok(Progress::Pending { received: self.data.len() as u64, size });
         }
+        self.done = true;
         if <[u8; 32]>::from(Sha256::digest(&self.data)) != self.blob {
             return Err(TransferError::WrongHash);
         }

@@ -7,7 +7,8 @@
 
 use crate::scheduler::WorkerId;
 use idlecore_protocol::{CoordinatorMessage, ModuleHash, Signal, SignalPayload, Sources};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
 /// Peers named in one `Sources` at most.
@@ -18,6 +19,33 @@ pub const SIGNALS_PER_INTRODUCTION: u32 = 64;
 /// Blobs remembered per worker, and holders per blob (the newest kept).
 const HELD_PER_WORKER: usize = 4096;
 const HOLDERS_PER_BLOB: usize = 64;
+/// Signals a worker may send, and receive, in a burst; and how many more
+/// it may per second after that. Whatever introductions it collects, no
+/// worker can flood another (or the coordinator) with signals.
+const SIGNAL_BURST: f64 = 128.0;
+const SIGNALS_PER_SECOND: f64 = 4.0;
+/// Blobs a worker asked for and was given peers for, remembered to count
+/// what it then fetched from peers.
+const WANTED_PER_WORKER: usize = 64;
+
+/// Signals allowed now: a token bucket.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(now: Instant) -> Bucket {
+        Bucket { tokens: SIGNAL_BURST, at: now }
+    }
+
+    fn has_token(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * SIGNALS_PER_SECOND).min(SIGNAL_BURST);
+        self.at = now;
+        self.tokens >= 1.0
+    }
+}
 
 /// What peer transfers did, for `/api/stats`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -36,7 +64,12 @@ pub struct PeerStats {
 struct Link {
     tx: UnboundedSender<CoordinatorMessage>,
     origin: Option<u64>,
+    /// Blobs it holds, oldest first (and as a set, for lookups).
     held: VecDeque<ModuleHash>,
+    held_set: HashSet<ModuleHash>,
+    wanted: VecDeque<ModuleHash>,
+    sending: Bucket,
+    receiving: Bucket,
 }
 
 #[derive(Default)]
@@ -59,7 +92,17 @@ fn close(peer: WorkerId) -> CoordinatorMessage {
 impl Peers {
     /// A worker session began: messages for it go to `tx`.
     pub fn join(&mut self, worker: WorkerId, tx: UnboundedSender<CoordinatorMessage>, origin: Option<u64>) {
-        self.links.insert(worker, Link { tx, origin, held: VecDeque::new() });
+        let now = Instant::now();
+        let link = Link {
+            tx,
+            origin,
+            held: VecDeque::new(),
+            held_set: HashSet::new(),
+            wanted: VecDeque::new(),
+            sending: Bucket::new(now),
+            receiving: Bucket::new(now),
+        };
+        self.links.insert(worker, link);
     }
 
     /// A worker session ended: it holds nothing any more, and the peers it
@@ -83,20 +126,39 @@ impl Peers {
     pub fn have(&mut self, worker: WorkerId, blobs: &[ModuleHash]) {
         for blob in blobs {
             let Some(link) = self.links.get_mut(&worker) else { return };
-            if link.held.contains(blob) {
+            if !link.held_set.insert(*blob) {
                 continue;
             }
             link.held.push_back(*blob);
             let forgotten = (link.held.len() > HELD_PER_WORKER).then(|| link.held.pop_front()).flatten();
+            if let Some(old) = forgotten {
+                link.held_set.remove(&old);
+                self.drop_holder(old, worker);
+            }
             let holders = self.holders.entry(*blob).or_default();
             holders.push_back(worker);
             if holders.len() > HOLDERS_PER_BLOB {
-                holders.pop_front();
-            }
-            if let Some(old) = forgotten {
-                self.drop_holder(old, worker);
+                let evicted = holders.pop_front().expect("over the limit");
+                if let Some(l) = self.links.get_mut(&evicted) {
+                    l.held_set.remove(blob);
+                    l.held.retain(|b| b != blob);
+                }
             }
         }
+    }
+
+    /// Of `blobs`, those `worker` was given peers for (each counted once):
+    /// what it fetched from peers rather than the coordinator.
+    pub fn fetched_from_peers(&mut self, worker: WorkerId, blobs: &[ModuleHash]) -> Vec<ModuleHash> {
+        let Some(link) = self.links.get_mut(&worker) else { return vec![] };
+        let mut counted = vec![];
+        for blob in blobs {
+            if let Some(at) = link.wanted.iter().position(|b| b == blob) {
+                link.wanted.remove(at);
+                counted.push(*blob);
+            }
+        }
+        counted
     }
 
     fn drop_holder(&mut self, blob: ModuleHash, worker: WorkerId) {
@@ -125,8 +187,19 @@ impl Peers {
         peers.sort_by_key(|w| origin.is_none() || self.links[w].origin != origin);
         peers.truncate(SOURCES);
         for p in &peers {
-            self.introduced.insert(pair(worker, *p), SIGNALS_PER_INTRODUCTION);
-            self.stats.introductions += 1;
+            // An existing introduction keeps what is left of its budget.
+            if let std::collections::hash_map::Entry::Vacant(e) = self.introduced.entry(pair(worker, *p)) {
+                e.insert(SIGNALS_PER_INTRODUCTION);
+                self.stats.introductions += 1;
+            }
+        }
+        if let Some(link) = self.links.get_mut(&worker).filter(|_| !peers.is_empty()) {
+            if !link.wanted.contains(&blob) {
+                link.wanted.push_back(blob);
+                if link.wanted.len() > WANTED_PER_WORKER {
+                    link.wanted.pop_front();
+                }
+            }
         }
         Sources { blob, peers }
     }
@@ -134,10 +207,15 @@ impl Peers {
     /// Passes a signal from `from` on to its peer, or answers `Close` when
     /// the two were not introduced, used up their signals, or the peer is gone.
     pub fn relay(&mut self, from: WorkerId, signal: Signal) {
+        self.relay_at(from, signal, Instant::now());
+    }
+
+    pub(crate) fn relay_at(&mut self, from: WorkerId, signal: Signal, now: Instant) {
         let to = signal.peer;
         let key = pair(from, to);
         let closing = signal.payload == SignalPayload::Close;
-        let allowed = self.introduced.get_mut(&key).filter(|left| **left > 0);
+        let rate_ok = closing || self.rate_ok(from, to, now);
+        let allowed = self.introduced.get_mut(&key).filter(|left| **left > 0 && rate_ok);
         let delivered = match (allowed, self.links.get(&to)) {
             (Some(left), Some(link)) => {
                 *left -= 1;
@@ -159,6 +237,17 @@ impl Peers {
                 }
             }
         }
+    }
+
+    /// Takes a token from the sender's and the recipient's buckets, if both have one.
+    fn rate_ok(&mut self, from: WorkerId, to: WorkerId, now: Instant) -> bool {
+        let sender = self.links.get_mut(&from).is_some_and(|l| l.sending.has_token(now));
+        let recipient = self.links.get_mut(&to).is_some_and(|l| l.receiving.has_token(now));
+        if sender && recipient {
+            self.links.get_mut(&from).expect("checked").sending.tokens -= 1.0;
+            self.links.get_mut(&to).expect("checked").receiving.tokens -= 1.0;
+        }
+        sender && recipient
     }
 
     /// Blobs known to be held, and workers holding any.

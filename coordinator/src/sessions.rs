@@ -226,9 +226,17 @@ fn handle(
             let _ = reply.send(CoordinatorMessage::Sources(sources));
         }
         WorkerMessage::Have(h) => {
-            state.peers().have(worker, &h.blobs);
-            if h.from_peers {
-                tokio::spawn(count_peer_fetches(state.clone(), h.blobs));
+            let fetched = {
+                let mut peers = state.peers();
+                peers.have(worker, &h.blobs);
+                if h.from_peers {
+                    peers.fetched_from_peers(worker, &h.blobs)
+                } else {
+                    vec![]
+                }
+            };
+            if !fetched.is_empty() {
+                tokio::spawn(count_peer_bytes(state.clone(), fetched));
             }
         }
         // Claims happen here, in arrival order; only the durable writes run apart.
@@ -258,8 +266,9 @@ fn handle(
     Ok(())
 }
 
-/// Blobs a worker fetched from peers: the coordinator's egress saved.
-async fn count_peer_fetches(state: Arc<AppState>, blobs: Vec<idlecore_protocol::ModuleHash>) {
+/// Bytes of blobs a worker fetched from peers (after asking, at most a few
+/// dozen): the coordinator's egress saved.
+async fn count_peer_bytes(state: Arc<AppState>, blobs: Vec<idlecore_protocol::ModuleHash>) {
     for blob in blobs {
         let size = state.store.module_size(&hex::encode(blob)).await.ok().flatten();
         let mut peers = state.peers();

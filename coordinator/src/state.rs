@@ -112,12 +112,13 @@ impl AppState {
         }
     }
 
-    /// The scheduler, locked for one short synchronous call. What the call
-    /// decided that the store must follow is queued when the guard drops.
+    /// The peer directory, locked for one short synchronous call.
     pub fn peers(&self) -> MutexGuard<'_, crate::peers::Peers> {
         self.peers.lock().expect("peers lock poisoned")
     }
 
+    /// The scheduler, locked for one short synchronous call. What the call
+    /// decided that the store must follow is queued when the guard drops.
     pub fn scheduler(&self) -> SchedulerGuard<'_> {
         SchedulerGuard { guard: self.scheduler.lock().expect("scheduler lock poisoned"), state: self }
     }

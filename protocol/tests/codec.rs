@@ -71,11 +71,13 @@ fn every_message_round_trips() {
 /// The byte layout documented in docs/protocol.md.
 #[test]
 fn hello_bytes_match_the_specification() {
-    let m = WorkerMessage::Hello(Hello { version: 1, slots: 300, agent: "ab".into() });
+    let m = WorkerMessage::Hello(Hello { version: 2, slots: 300, agent: "ab".into() });
     // slots would fail the limit; encode only, to pin the varint layout.
-    assert_eq!(encode_worker(&m), [0x00, 0x01, 0xac, 0x02, 0x02, b'a', b'b']);
+    assert_eq!(encode_worker(&m), [0x00, 0x02, 0xac, 0x02, 0x02, b'a', b'b']);
     let ack = CoordinatorMessage::Ack(Ack { lease: 128 });
     assert_eq!(encode_coordinator(&ack), [0x03, 0x80, 0x01]);
+    let close = WorkerMessage::Signal(Signal { peer: 5, payload: SignalPayload::Close });
+    assert_eq!(encode_worker(&close), [0x05, 0x05, 0x03]);
 }
 
 #[test]

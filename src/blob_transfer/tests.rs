@@ -68,6 +68,13 @@ fn malformed_or_misordered_messages_end_the_transfer() {
     f.on_message(&header(100)).unwrap();
     assert!(matches!(f.on_message(&[3]), Err(TransferError::Unexpected(_))), "an empty chunk");
     assert!(matches!(f.on_message(&chunk(CHUNK_BYTES + 1)), Err(TransferError::Unexpected(_))), "an oversized chunk");
+    let mut f = Fetch::new(hash(b"ab"), 1000);
+    f.on_message(&header(2)).unwrap();
+    assert_eq!(f.on_message(&[3, b'a', b'b']), Ok(Progress::Done(b"ab".to_vec())));
+    assert!(matches!(f.on_message(&[3, b'c']), Err(TransferError::Unexpected(_))), "nothing after the end");
+    // A header announcing the whole limit reserves little until bytes come.
+    let mut f = Fetch::new(h, u64::MAX);
+    assert_eq!(f.on_message(&header(1 << 40)), Ok(Progress::Pending { received: 0, size: 1 << 40 }));
     assert!(matches!(requested(&[1, 2, 3]), Err(TransferError::Unexpected(_))));
     assert!(matches!(requested(&header(3)), Err(TransferError::Unexpected(_))));
 }

@@ -123,3 +123,60 @@ fn holdings_are_bounded() {
     }
     assert_eq!(n.peers.holders[&[0xff; 32]].len(), HOLDERS_PER_BLOB);
 }
+
+#[test]
+fn asking_again_does_not_renew_an_introductions_signals() {
+    let mut n = Net::new();
+    n.join(1, None);
+    n.join(2, None);
+    n.peers.have(2, &[[9; 32]]);
+    n.peers.want(1, [9; 32]);
+    for _ in 0..SIGNALS_PER_INTRODUCTION {
+        n.peers.relay(1, offer(2));
+    }
+    n.peers.want(1, [9; 32]);
+    n.peers.relay(1, offer(2));
+    assert_eq!(n.inbox(2).len(), SIGNALS_PER_INTRODUCTION as usize);
+    assert_eq!(n.inbox(1), vec![from(2, SignalPayload::Close)]);
+    assert_eq!(n.peers.stats.introductions, 1);
+}
+
+#[test]
+fn no_worker_sends_or_receives_signals_faster_than_its_rate() {
+    let mut n = Net::new();
+    let blob = [9; 32];
+    n.join(1, None);
+    // Many holders, each introduced to worker 1: budgets are no limit here.
+    for w in 2..40 {
+        n.join(w, None);
+        n.peers.have(w, &[blob]);
+    }
+    let holders: Vec<WorkerId> = (0..13).flat_map(|_| n.peers.want(1, blob).peers).collect();
+    let t0 = Instant::now();
+    let mut sent = 0;
+    for &h in holders.iter().cycle().take(500) {
+        n.peers.relay_at(1, offer(h), t0);
+        sent += 1;
+    }
+    let delivered: usize = (2..40).map(|w| n.inbox(w).len()).sum();
+    assert_eq!(delivered, SIGNAL_BURST as usize, "a burst, then nothing ({sent} sent)");
+    // Ten seconds later, forty more.
+    for &h in holders.iter().cycle().take(500) {
+        n.peers.relay_at(1, offer(h), t0 + std::time::Duration::from_secs(10));
+    }
+    let later: usize = (2..40).map(|w| n.inbox(w).len()).sum();
+    assert_eq!(later, (10.0 * SIGNALS_PER_SECOND) as usize);
+}
+
+#[test]
+fn only_blobs_a_worker_was_given_peers_for_count_as_fetched_from_peers() {
+    let mut n = Net::new();
+    n.join(1, None);
+    n.join(2, None);
+    n.peers.have(2, &[[9; 32]]);
+    n.peers.want(1, [9; 32]);
+    n.peers.want(1, [8; 32]);
+    let counted = n.peers.fetched_from_peers(1, &[[9; 32], [9; 32], [8; 32], [7; 32]]);
+    assert_eq!(counted, vec![[9; 32]], "once, and not what it had no peers for");
+    assert!(n.peers.fetched_from_peers(1, &[[9; 32]]).is_empty());
+}
