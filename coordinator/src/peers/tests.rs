@@ -10,6 +10,15 @@ impl Net {
     fn new() -> Net {
         Net { peers: Peers::default(), rx: HashMap::new() }
     }
+    /// Workers 1..=n on no known network; worker 2 holds blob `[9; 32]`.
+    fn with_holder(n: u64) -> Net {
+        let mut net = Net::new();
+        for w in 1..=n {
+            net.join(w, None);
+        }
+        net.peers.have(2, &[[9; 32]]);
+        net
+    }
     fn join(&mut self, w: WorkerId, origin: Option<u64>) {
         let (tx, rx) = unbounded_channel();
         self.peers.join(w, tx, origin);
@@ -51,11 +60,7 @@ fn a_worker_is_told_the_nearest_holders_but_never_itself() {
 
 #[test]
 fn signals_pass_between_introduced_workers_only() {
-    let mut n = Net::new();
-    for w in 1..=3 {
-        n.join(w, None);
-    }
-    n.peers.have(2, &[[9; 32]]);
+    let mut n = Net::with_holder(3);
     assert_eq!(n.peers.want(1, [9; 32]).peers, vec![2]);
     n.peers.relay(1, offer(2));
     assert_eq!(n.inbox(2), vec![from(1, SignalPayload::Offer("v=0".into()))], "the recipient learns who sent it");
@@ -76,10 +81,7 @@ fn signals_pass_between_introduced_workers_only() {
 
 #[test]
 fn an_introduction_carries_a_bounded_number_of_signals() {
-    let mut n = Net::new();
-    n.join(1, None);
-    n.join(2, None);
-    n.peers.have(2, &[[9; 32]]);
+    let mut n = Net::with_holder(2);
     n.peers.want(1, [9; 32]);
     for _ in 0..SIGNALS_PER_INTRODUCTION + 5 {
         n.peers.relay(1, offer(2));
@@ -90,11 +92,7 @@ fn an_introduction_carries_a_bounded_number_of_signals() {
 
 #[test]
 fn a_worker_that_leaves_closes_its_introductions() {
-    let mut n = Net::new();
-    for w in 1..=3 {
-        n.join(w, None);
-    }
-    n.peers.have(2, &[[9; 32]]);
+    let mut n = Net::with_holder(3);
     n.peers.want(1, [9; 32]);
     n.peers.want(3, [9; 32]);
     n.peers.leave(2);
@@ -126,10 +124,7 @@ fn holdings_are_bounded() {
 
 #[test]
 fn asking_again_does_not_renew_an_introductions_signals() {
-    let mut n = Net::new();
-    n.join(1, None);
-    n.join(2, None);
-    n.peers.have(2, &[[9; 32]]);
+    let mut n = Net::with_holder(2);
     n.peers.want(1, [9; 32]);
     for _ in 0..SIGNALS_PER_INTRODUCTION {
         n.peers.relay(1, offer(2));
@@ -170,10 +165,7 @@ fn no_worker_sends_or_receives_signals_faster_than_its_rate() {
 
 #[test]
 fn only_blobs_a_worker_was_given_peers_for_count_as_fetched_from_peers() {
-    let mut n = Net::new();
-    n.join(1, None);
-    n.join(2, None);
-    n.peers.have(2, &[[9; 32]]);
+    let mut n = Net::with_holder(2);
     n.peers.want(1, [9; 32]);
     n.peers.want(1, [8; 32]);
     let counted = n.peers.fetched_from_peers(1, &[[9; 32], [9; 32], [8; 32], [7; 32]]);
