@@ -29,6 +29,10 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
         self.entries.contains_key(key)
     }
 
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.entries.keys()
+    }
+
     /// Inserts, then evicts the least recently used others until the total
     /// size fits the budget (the new entry always stays). Returns the evicted keys.
     pub fn insert(&mut self, key: K, value: V, size: usize) -> Vec<K> {

@@ -21,8 +21,8 @@ use futures_channel::mpsc;
 use futures_util::StreamExt;
 use gloo_timers::callback::{Interval, Timeout};
 use idlecore_protocol::{
-    decode_coordinator, encode_worker, CoordinatorMessage, FailureKind, Heartbeat, Hello,
-    Lease, ModuleHash, TaskFailure, WorkerMessage, PROTOCOL_VERSION,
+    decode_coordinator, encode_worker, CoordinatorMessage, FailureKind, Have, Heartbeat, Hello,
+    Lease, ModuleHash, Signal, SignalPayload, TaskFailure, WorkerMessage, PROTOCOL_VERSION,
 };
 use js_sys::{Function, WebAssembly};
 use std::collections::{HashMap, VecDeque};
@@ -317,6 +317,7 @@ impl Agent {
                 self.status.connects += 1;
                 self.refresh_state();
                 self.tell_capacity();
+                self.tell_have(self.modules.keys().copied().collect());
                 let again: Vec<Vec<u8>> = self.unacked.iter().map(|(_, f)| f.clone()).collect();
                 for frame in again {
                     self.send(&frame);
@@ -342,8 +343,12 @@ impl Agent {
                 self.status.last_error = Some(format!("coordinator: {:?}: {}", e.code, e.message));
                 self.publish();
             }
-            // This agent fetches blobs over HTTP only and never sends `Want`,
-            // so the coordinator introduces no peer to it: nothing to do.
+            // This agent does not serve peers yet: it turns every offer down at
+            // once (the asker falls back to the coordinator). It never sends
+            // `Want`, so `Sources` are not for it.
+            CoordinatorMessage::Signal(s) if s.payload != SignalPayload::Close => {
+                self.send_msg(&WorkerMessage::Signal(Signal { peer: s.peer, payload: SignalPayload::Close }));
+            }
             CoordinatorMessage::Signal(_) | CoordinatorMessage::Sources(_) => {}
         }
     }
@@ -379,6 +384,15 @@ impl Agent {
         }
     }
 
+    /// Tells the coordinator which modules this worker holds (its directory
+    /// for peer transfers).
+    fn tell_have(&mut self, blobs: Vec<ModuleHash>) {
+        let welcomed = self.session.as_ref().is_some_and(|s| s.module_path.is_some());
+        if welcomed && !blobs.is_empty() {
+            self.send_msg(&WorkerMessage::Have(Have { blobs, from_peers: false }));
+        }
+    }
+
     fn on_module(&mut self, hash: ModuleHash, result: Result<(WebAssembly::Module, usize, modules::Source), modules::ModuleError>) {
         self.loading.remove(&hash);
         match result {
@@ -388,6 +402,7 @@ impl Agent {
                     modules::Source::Network => self.status.bytes_in += size as u64,
                 }
                 self.modules.insert(hash, module, size);
+                self.tell_have(vec![hash]);
                 // A lease may wait for a module evicted meanwhile: load it again.
                 let missing: Vec<ModuleHash> =
                     self.waiting.iter().map(|l| l.module).filter(|m| !self.modules.contains(m)).collect();

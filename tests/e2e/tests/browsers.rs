@@ -243,10 +243,45 @@ fn a_returning_visitor_does_not_download_the_module_again() {
         let job = api.create_job(&hash, &[vec![]], &args(&["exit", "0"]), json!({})).unwrap();
         wait_for("the job", Duration::from_secs(60), || (api.status(job).ok()?["state"] == "completed").then_some(())).unwrap();
         assert_eq!(downloads(), 1, "visit {visit}: the module was downloaded once in all");
+        // Downloaded or from its cache, the visitor tells the coordinator it holds the module.
+        let peers = api.stats().unwrap()["peers"].clone();
+        assert_eq!((&peers["blobs"], &peers["holders"]), (&json!(1), &json!(1)), "visit {visit}: {peers}");
+        if visit == 0 {
+            a_peer_asking_the_visitor_is_turned_down(c, &hash);
+        }
         assert!(visitor.is_running());
         drop(visitor);
         wait_for("the visitor to leave", Duration::from_secs(30), || (workers(&api) == 0).then_some(())).unwrap();
     }
+}
+
+/// A protocol client that wants the module (by the hash leases name) is
+/// introduced to the visitor, which does not serve peers yet: its offer is
+/// turned down at once, so the asker falls back to the coordinator.
+fn a_peer_asking_the_visitor_is_turned_down(c: &Coordinator, hash: &str) {
+    use idlecore_protocol::*;
+    let bytes = std::fs::read(Paths::workspace().tasks.join("wasi-probe.wasm")).unwrap();
+    let uploaded = c.api().request("POST", "/api/modules", Some(&format!("Bearer {}", c.token)), bytes).unwrap();
+    assert_eq!(uploaded.body["hash"], hash);
+    let blob: ModuleHash = hex_decode(uploaded.body["runnable"].as_str().unwrap());
+    let (mut asker, _) = idlecore_e2e::ProtoWorker::join(c.addr, 0).unwrap();
+    asker.send(&WorkerMessage::Want(Want { blob })).unwrap();
+    let next = |w: &mut idlecore_e2e::ProtoWorker| match w.recv().unwrap() {
+        idlecore_e2e::proto_worker::Received::Msg(m) => m,
+        closed => panic!("{closed:?}"),
+    };
+    let CoordinatorMessage::Sources(sources) = next(&mut asker) else { panic!("Sources") };
+    let [visitor] = sources.peers[..] else { panic!("the visitor holds it: {sources:?}") };
+    asker.send(&WorkerMessage::Signal(Signal { peer: visitor, payload: SignalPayload::Offer("v=0".into()) })).unwrap();
+    assert_eq!(next(&mut asker), CoordinatorMessage::Signal(Signal { peer: visitor, payload: SignalPayload::Close }));
+}
+
+fn hex_decode(s: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
+    }
+    out
 }
 
 /// A WASI command in WAT around `body` (which may define more functions).
