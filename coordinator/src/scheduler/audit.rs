@@ -83,6 +83,13 @@ impl Trust {
         self.tails.remove(&who);
     }
 
+    /// Drops `who`'s acceptances in `job` from its tail.
+    fn clear_tail_in(&mut self, who: WorkerId, job: u64) {
+        if let Some(t) = self.tails.get_mut(&who) {
+            t.retain(|v| v.job != job);
+        }
+    }
+
     fn tail_in(&self, who: WorkerId, job: u64) -> impl Iterator<Item = &Vouch> {
         self.tails.get(&who).into_iter().flatten().filter(move |v| v.job == job)
     }
@@ -97,9 +104,7 @@ impl Scheduler {
         let Some(checks) = self.jobs.get_mut(&job_id).and_then(|j| j.checks.as_deref_mut()) else { return };
         if checks.policy.spot_checks == 0.0 && vouchers.len() >= 2 {
             for v in &vouchers {
-                if let Some(t) = self.trust.tails.get_mut(&v.worker) {
-                    t.retain(|e| e.job != job_id);
-                }
+                self.trust.clear_tail_in(v.worker, job_id);
             }
             return;
         }
@@ -153,30 +158,29 @@ impl Scheduler {
     /// honest again would have its next spot check vouch for its cheats.
     /// In a job with a comparator, only its records and its part of the tail.
     pub(super) fn outvoted(&mut self, job_id: u64, worker: WorkerId) {
-        match self.jobs.get_mut(&job_id).and_then(|j| j.checks.as_deref_mut()).and_then(|c| c.own_book.as_mut()) {
-            Some(own) => {
-                own.invalid(&worker);
-                self.reverify_tail(worker, Some(job_id));
-            }
-            None => {
-                self.trust.book.invalid(&worker);
-                self.reverify_tail(worker, None);
-            }
+        if let Some(own) = self.own_book(job_id) {
+            own.invalid(&worker);
+            self.reverify_tail(worker, Some(job_id));
+        } else {
+            self.trust.book.invalid(&worker);
+            self.reverify_tail(worker, None);
         }
     }
 
     /// A worker passed a spot check of `job_id`: its tail is vouched for and
     /// its record grows; in a job with a comparator, within that job only.
     pub(super) fn vouched(&mut self, job_id: u64, worker: WorkerId) {
-        match self.jobs.get_mut(&job_id).and_then(|j| j.checks.as_deref_mut()).and_then(|c| c.own_book.as_mut()) {
-            Some(own) => {
-                own.valid(&worker);
-                if let Some(t) = self.trust.tails.get_mut(&worker) {
-                    t.retain(|v| v.job != job_id);
-                }
-            }
-            None => self.trust.vouched(worker),
+        if let Some(own) = self.own_book(job_id) {
+            own.valid(&worker);
+            self.trust.clear_tail_in(worker, job_id);
+        } else {
+            self.trust.vouched(worker);
         }
+    }
+
+    /// The records of a job with a comparator (see `JobChecks::own_book`).
+    fn own_book(&mut self, job_id: u64) -> Option<&mut TrustBook<WorkerId>> {
+        self.jobs.get_mut(&job_id).and_then(|j| j.checks.as_deref_mut()).and_then(|c| c.own_book.as_mut())
     }
 
     /// Reopens the tasks in `worker`'s tail (of one job, or all), each to be
@@ -223,9 +227,7 @@ impl Scheduler {
     /// its tail (that it cannot be spot-checked for).
     pub(super) fn reverify_in(&mut self, job_id: u64, worker: WorkerId) {
         let tail: Vec<Vouch> = self.trust.tail_in(worker, job_id).cloned().collect();
-        if let Some(t) = self.trust.tails.get_mut(&worker) {
-            t.retain(|v| v.job != job_id);
-        }
+        self.trust.clear_tail_in(worker, job_id);
         for v in tail {
             self.reopen(job_id, v.task, v.voter, Some(&v));
         }
