@@ -64,6 +64,14 @@ export interface StatusEvent extends Partial<Stats> {
   queued?: number;
   connects?: number;
   modulesFromCache?: number;
+  /** Modules fetched from other visitors over WebRTC data channels. */
+  modulesFromPeers?: number;
+  /** Module bytes received from peers (not in `bytesIn`). */
+  bytesFromPeers?: number;
+  /** Module bytes sent to peers. */
+  bytesToPeers?: number;
+  /** Peer fetches given up and fetched from the coordinator instead. */
+  peerFallbacks?: number;
   lastError?: string | null;
 }
 

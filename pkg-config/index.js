@@ -9,6 +9,7 @@
 
 import { crossOrigin, blobWorker } from './spawn.js';
 import { KEY, askConsent, bodyReady, remember, showIndicator, storedChoice } from './consent.js';
+import { peerHost } from './peers.js';
 
 const EVENTS = ['status', 'task', 'error'];
 const LOCK = 'idlecore-agent';
@@ -102,6 +103,8 @@ export function start(options) {
   };
 
   let worker = null;
+  // The agent's peer connections (WebRTC lives on the page).
+  let peers = null;
   let agentReady = false;
   let stopped = false;
   let indicator = null;
@@ -180,8 +183,13 @@ export function start(options) {
       fail(`cannot start the agent Worker (blocked by the page's Content-Security-Policy?): ${e && e.message ? e.message : e}`);
       return false;
     }
+    peers = peerHost(worker);
     worker.onmessage = (event) => {
       const msg = event.data;
+      if (msg && msg.type === 'rtc') {
+        peers.onMessage(msg);
+        return;
+      }
       if (!msg || !EVENTS.includes(msg.type)) return;
       if (msg.type === 'status') {
         const first = !agentReady;
@@ -229,6 +237,8 @@ export function start(options) {
   function endAgent() {
     if (worker) worker.terminate();
     worker = null;
+    if (peers) peers.close();
+    peers = null;
     agentReady = false;
     if (indicator) indicator.remove();
     indicator = null;

@@ -9,7 +9,9 @@
 //! Modules by host concern: `transport` (WebSocket), `agent` (session,
 //! leases), `agent/modules` (download, verify, persistent and compiled
 //! module caches), `blob_transfer` (moving a module between peers over a
-//! data channel: chunked, size-checked, SHA-256 verified), `lru`,
+//! data channel: chunked, size-checked, SHA-256 verified), `peer_link` (a
+//! data channel the page handed to the agent), `agent/peers` (fetching
+//! from and serving peers), `lru`,
 //! `executor` (executor Workers and deadlines), `wasi` (the preview1 host),
 //! `status` (events to the page), `api` (entry points).
 
@@ -23,6 +25,8 @@ pub mod wasi;
 pub mod agent;
 #[cfg(target_arch = "wasm32")]
 mod api;
+#[cfg(target_arch = "wasm32")]
+pub mod peer_link;
 #[cfg(target_arch = "wasm32")]
 pub mod status;
 #[cfg(target_arch = "wasm32")]

@@ -29,6 +29,14 @@ pub struct Status {
     pub connects: u64,
     /// Modules loaded from the persistent cache instead of the network.
     pub modules_from_cache: u64,
+    /// Modules fetched from other visitors over data channels.
+    pub modules_from_peers: u64,
+    /// Module bytes received from peers (not counted in `bytes_in`).
+    pub bytes_from_peers: u64,
+    /// Module bytes sent to peers.
+    pub bytes_to_peers: u64,
+    /// Peer fetches given up (then fetched from the coordinator).
+    pub peer_fallbacks: u64,
     pub last_error: Option<String>,
 }
 
@@ -55,6 +63,11 @@ pub fn report_status(s: &Status) {
 
 pub fn report_task(t: &TaskEvent) {
     post("task", t);
+}
+
+/// A message for the page's peer connections (`pkg-config/peers.js`).
+pub fn post_rtc(msg: &crate::agent::peers::Rtc) {
+    post("rtc", msg);
 }
 
 #[derive(Serialize)]

@@ -1,11 +1,11 @@
 //! Module loading, in a dedicated Worker (where the agent runs): a cached
-//! module loads without the network, a damaged entry is dropped, and module
-//! URLs follow the coordinator's origin.
+//! module loads without the network, a damaged entry is dropped, a module a
+//! peer sent is kept, and module URLs follow the coordinator's origin.
 
 #![cfg(target_arch = "wasm32")]
 
 use idlecore_protocol::FailureKind;
-use idlecore_wasm::agent::modules::{cached_bytes, load, open_cache, store_bytes, Source};
+use idlecore_wasm::agent::modules::{cached_bytes, from_cache, from_peer, load, open_cache, store_bytes, Source};
 use sha2::{Digest, Sha256};
 use wasm_bindgen::JsCast;
 use wasm_bindgen_test::*;
@@ -26,7 +26,7 @@ async fn a_cached_module_loads_without_the_network() {
     let hash: [u8; 32] = Sha256::digest(PROBE).into();
     let u = url("cached");
     store_bytes(&cache, &u, PROBE).await;
-    let (_module, size, source) = load(u, hash).await.expect("loads from the cache");
+    let (_module, size, source) = load(&u, hash).await.expect("loads from the cache");
     assert_eq!((size, source), (PROBE.len(), Source::Cache));
 }
 
@@ -36,7 +36,7 @@ async fn a_damaged_entry_is_dropped_and_the_network_tried() {
     let hash: [u8; 32] = Sha256::digest(PROBE).into();
     let u = url("damaged");
     store_bytes(&cache, &u, b"not the module").await;
-    let err = load(u.clone(), hash).await.err().expect("the network has no such module");
+    let err = load(&u, hash).await.err().expect("the network has no such module");
     assert_eq!(err.0, FailureKind::ModuleFetch);
     assert!(err.1.contains("HTTP 404"), "{}", err.1);
     assert!(cached_bytes(&cache, &u).await.is_none(), "the damaged entry is gone");
@@ -49,8 +49,19 @@ async fn invalid_module_bytes_fail_to_compile_even_with_a_matching_hash() {
     let hash: [u8; 32] = Sha256::digest(bytes).into();
     let u = url("invalid");
     store_bytes(&cache, &u, bytes).await;
-    let err = load(u, hash).await.err().expect("does not compile");
+    let err = load(&u, hash).await.err().expect("does not compile");
     assert_eq!(err.0, FailureKind::ModuleInvalid);
+}
+
+#[wasm_bindgen_test]
+async fn a_module_from_a_peer_is_kept_for_the_next_visit() {
+    let hash: [u8; 32] = Sha256::digest(PROBE).into();
+    let u = url("from-peer");
+    assert!(from_cache(&u, hash).await.is_none(), "not cached yet");
+    let (_module, size, source) = from_peer(&u, PROBE.to_vec()).await.expect("compiles");
+    assert_eq!((size, source), (PROBE.len(), Source::Peer));
+    let (_module, size, source) = from_cache(&u, hash).await.expect("cached now").expect("compiles");
+    assert_eq!((size, source), (PROBE.len(), Source::Cache));
 }
 
 #[wasm_bindgen_test]

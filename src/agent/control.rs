@@ -1,7 +1,9 @@
 //! What the page tells the agent: its options once (`start(options)`), then
-//! control messages (pause, resume, a new CPU share). Both are checked by
-//! serde; a bad control message is reported as an `error` event and ignored.
+//! control messages (pause, resume, a new CPU share) and its peer
+//! connections' news (`cmd: 'rtc'`, see `peers`). All are checked by serde; a
+//! bad message is reported as an `error` event and ignored.
 
+use super::peers::{PeerEvent, Rtc};
 use super::Event;
 use crate::budget::{self, Plan};
 use idlecore_protocol::limits::MAX_SLOTS;
@@ -108,9 +110,26 @@ impl Drop for Listener {
     }
 }
 
+/// `{cmd: 'rtc', ...}` from the page's peer connections: a data channel
+/// (`channel`) or an [`Rtc`] message. `None` for other messages.
+fn peer_news(data: &JsValue) -> Option<Result<Event, String>> {
+    let get = |k: &str| js_sys::Reflect::get(data, &k.into()).ok().filter(|v| !v.is_undefined());
+    if get("cmd")?.as_string()? != "rtc" {
+        return None;
+    }
+    if let Some(channel) = get("channel") {
+        let peer = get("peer").and_then(|p| p.as_string()).and_then(|p| p.parse().ok());
+        return Some(peer.map(|p| Event::Peer(PeerEvent::Channel(p, channel))).ok_or_else(|| "a channel without a peer".into()));
+    }
+    Some(serde_wasm_bindgen::from_value::<Rtc>(data.clone()).map(|r| Event::Peer(PeerEvent::Page(r))).map_err(|e| e.to_string()))
+}
+
 pub fn listen(notify: Rc<dyn Fn(Event)>) -> Option<Listener> {
     let scope = js_sys::global().dyn_into::<DedicatedWorkerGlobalScope>().ok()?;
     let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
+        if let Some(event) = peer_news(&e.data()) {
+            return event.map_or_else(|why| crate::status::report_error(&format!("idlecore: ignored a peer message: {why}")), |e| notify(e));
+        }
         let parsed = serde_wasm_bindgen::from_value::<Control>(e.data()).map_err(|e| e.to_string()).and_then(|c| {
             match c {
                 Control::Cpu { cpu } => check_cpu(cpu).map(|()| c),

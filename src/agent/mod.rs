@@ -4,12 +4,14 @@
 //! no locking and every transition is in one place. The handlers are split
 //! by concern: `capacity` (CPU budget and the coordinator's credit),
 //! `executors` (executor Workers' events), `modules` (task modules),
-//! `control` (options and the page's commands).
+//! `control` (options and the page's commands), `peers` (modules to and from
+//! other visitors over WebRTC).
 
 mod capacity;
 pub mod control;
 mod executors;
 pub mod modules;
+pub mod peers;
 
 pub use control::{AgentOptions, Control};
 
@@ -22,7 +24,7 @@ use futures_util::StreamExt;
 use gloo_timers::callback::{Interval, Timeout};
 use idlecore_protocol::{
     decode_coordinator, encode_worker, CoordinatorMessage, FailureKind, Have, Heartbeat, Hello,
-    Lease, ModuleHash, Signal, SignalPayload, TaskFailure, WorkerMessage, PROTOCOL_VERSION,
+    IceServer, Lease, ModuleHash, TaskFailure, WorkerMessage, PROTOCOL_VERSION,
 };
 use js_sys::{Function, WebAssembly};
 use std::collections::{HashMap, VecDeque};
@@ -47,7 +49,9 @@ pub enum Event {
     /// Tagged with the socket generation, so events of an old socket are ignored.
     Socket(u32, SocketEvent),
     Pool(PoolEvent),
-    Module(ModuleHash, Result<(WebAssembly::Module, usize, modules::Source), modules::ModuleError>),
+    Module(ModuleHash, Result<modules::Loaded, modules::ModuleError>),
+    /// Peer transfers: signals, data channels, timers (see `peers`).
+    Peer(peers::PeerEvent),
     Heartbeat,
     /// The pause between status posts is over.
     StatusTick,
@@ -66,6 +70,8 @@ struct Session {
     generation: u32,
     /// Set once `Welcome` arrived.
     module_path: Option<String>,
+    /// STUN/TURN servers for peer connections, from `Welcome`.
+    ice_servers: Vec<IceServer>,
     /// The capacity the coordinator knows (sent in `Hello` or `Capacity`).
     capacity: u32,
     _heartbeat: Option<Interval>,
@@ -83,8 +89,9 @@ pub struct Agent {
     backoff_ms: u32,
     /// Compiled modules, least recently used evicted past the budget.
     modules: crate::lru::Lru<ModuleHash, WebAssembly::Module>,
-    /// Modules being downloaded or compiled.
+    /// Modules being downloaded (from peers or the coordinator) or compiled.
     loading: std::collections::HashSet<ModuleHash>,
+    peers: peers::Peers,
     waiting: VecDeque<Lease>,
     running: HashMap<u64, (u64, u32)>,
     /// Reports not yet acknowledged, by lease: sent again after the next
@@ -132,6 +139,7 @@ pub async fn run(opts: AgentOptions, spawn_executor: Function) -> Result<(), JsV
         backoff_ms: BACKOFF_START_MS,
         modules: crate::lru::Lru::new(opts.module_cache_mib.unwrap_or(MODULE_CACHE_MIB) as usize * 1024 * 1024),
         loading: Default::default(),
+        peers: Default::default(),
         waiting: VecDeque::new(),
         running: HashMap::new(),
         unacked: VecDeque::new(),
@@ -171,7 +179,7 @@ impl Agent {
         let notify = self.notify.clone();
         match Socket::connect(&self.opts.coordinator, Rc::new(move |e| notify(Event::Socket(generation, e)))) {
             Ok(socket) => {
-                self.session = Some(Session { socket, generation, module_path: None, capacity: 0, _heartbeat: None });
+                self.session = Some(Session { socket, generation, module_path: None, ice_servers: Vec::new(), capacity: 0, _heartbeat: None });
                 self.refresh_state();
             }
             Err(e) => self.lost(format!("cannot open a WebSocket to {}: {e:?}", self.opts.coordinator)),
@@ -182,6 +190,7 @@ impl Agent {
     /// given back (the coordinator re-queues them); running ones run on, and
     /// their reports wait for the next session.
     fn lost(&mut self, why: String) {
+        self.end_peers();
         self.session = None;
         self.waiting.clear();
         self.carried = self.running.keys().copied().collect();
@@ -252,6 +261,7 @@ impl Agent {
             }
             Event::Pool(e) => self.on_pool(e),
             Event::Module(hash, result) => self.on_module(hash, result),
+            Event::Peer(e) => self.on_peer(e),
             Event::Heartbeat => {
                 let leases = self.running.keys().copied().chain(self.waiting.iter().map(|l| l.lease)).collect();
                 self.send_msg(&WorkerMessage::Heartbeat(Heartbeat { leases }));
@@ -311,13 +321,14 @@ impl Agent {
                 let notify = self.notify.clone();
                 if let Some(s) = &mut self.session {
                     s.module_path = Some(w.module_path);
+                    s.ice_servers = w.ice_servers;
                     s._heartbeat = Some(Interval::new(w.heartbeat_ms.max(100), move || notify(Event::Heartbeat)));
                 }
                 self.backoff_ms = BACKOFF_START_MS;
                 self.status.connects += 1;
                 self.refresh_state();
                 self.tell_capacity();
-                self.tell_have(self.modules.keys().copied().collect());
+                self.tell_have(self.modules.keys().copied().collect(), false);
                 let again: Vec<Vec<u8>> = self.unacked.iter().map(|(_, f)| f.clone()).collect();
                 for frame in again {
                     self.send(&frame);
@@ -343,13 +354,8 @@ impl Agent {
                 self.status.last_error = Some(format!("coordinator: {:?}: {}", e.code, e.message));
                 self.publish();
             }
-            // This agent does not serve peers yet: it turns every offer down at
-            // once (the asker falls back to the coordinator). It never sends
-            // `Want`, so `Sources` are not for it.
-            CoordinatorMessage::Signal(s) if s.payload != SignalPayload::Close => {
-                self.send_msg(&WorkerMessage::Signal(Signal { peer: s.peer, payload: SignalPayload::Close }));
-            }
-            CoordinatorMessage::Signal(_) | CoordinatorMessage::Sources(_) => {}
+            CoordinatorMessage::Signal(s) => self.on_peer_signal(s),
+            CoordinatorMessage::Sources(s) => self.on_sources(s),
         }
     }
 
@@ -367,17 +373,24 @@ impl Agent {
         self.dispatch();
     }
 
+    /// Loads a module from the persistent cache, else from peers (with a
+    /// session to find them through), else from the coordinator.
     fn load_module(&mut self, hash: ModuleHash) {
         if self.modules.contains(&hash) || self.loading.contains(&hash) {
             return;
         }
-        let path = self.session.as_ref().and_then(|s| s.module_path.clone()).unwrap_or_else(|| "/modules/".into());
+        let path = self.session.as_ref().and_then(|s| s.module_path.clone());
+        let ask_peers = path.is_some();
         let notify = self.notify.clone();
-        match modules::module_url(&self.opts.coordinator, &path, &hash) {
+        match modules::module_url(&self.opts.coordinator, path.as_deref().unwrap_or("/modules/"), &hash) {
             Ok(url) => {
                 self.loading.insert(hash);
                 wasm_bindgen_futures::spawn_local(async move {
-                    notify(Event::Module(hash, modules::load(url, hash).await));
+                    notify(match modules::from_cache(&url, hash).await {
+                        Some(loaded) => Event::Module(hash, loaded),
+                        None if ask_peers => Event::Peer(peers::PeerEvent::Missing(hash)),
+                        None => Event::Module(hash, modules::from_network(&url, hash).await),
+                    });
                 });
             }
             Err(e) => notify(Event::Module(hash, Err((FailureKind::ModuleFetch, e)))),
@@ -386,23 +399,25 @@ impl Agent {
 
     /// Tells the coordinator which modules this worker holds (its directory
     /// for peer transfers).
-    fn tell_have(&mut self, blobs: Vec<ModuleHash>) {
+    fn tell_have(&mut self, blobs: Vec<ModuleHash>, from_peers: bool) {
         let welcomed = self.session.as_ref().is_some_and(|s| s.module_path.is_some());
         if welcomed && !blobs.is_empty() {
-            self.send_msg(&WorkerMessage::Have(Have { blobs, from_peers: false }));
+            self.send_msg(&WorkerMessage::Have(Have { blobs, from_peers }));
         }
     }
 
-    fn on_module(&mut self, hash: ModuleHash, result: Result<(WebAssembly::Module, usize, modules::Source), modules::ModuleError>) {
+    fn on_module(&mut self, hash: ModuleHash, result: Result<modules::Loaded, modules::ModuleError>) {
         self.loading.remove(&hash);
         match result {
             Ok((module, size, source)) => {
                 match source {
                     modules::Source::Cache => self.status.modules_from_cache += 1,
                     modules::Source::Network => self.status.bytes_in += size as u64,
+                    // Bytes counted as they arrived (see `peers`).
+                    modules::Source::Peer => self.status.modules_from_peers += 1,
                 }
                 self.modules.insert(hash, module, size);
-                self.tell_have(vec![hash]);
+                self.tell_have(vec![hash], source == modules::Source::Peer);
                 // A lease may wait for a module evicted meanwhile: load it again.
                 let missing: Vec<ModuleHash> =
                     self.waiting.iter().map(|l| l.module).filter(|m| !self.modules.contains(m)).collect();

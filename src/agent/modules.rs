@@ -1,4 +1,5 @@
-//! Task modules: fetched over HTTP by hash, verified, kept across page loads in
+//! Task modules: fetched by hash (over HTTP, or from a peer: see
+//! `agent/peers`), verified, kept across page loads in
 //! the Cache API (so a returning visitor downloads nothing), and compiled once
 //! per agent (the compiled modules live in the agent's [`crate::lru::Lru`]).
 
@@ -17,9 +18,14 @@ pub const CACHE_NAME: &str = "idlecore-modules-v1";
 pub enum Source {
     Network,
     Cache,
+    /// Another visitor's agent, over a data channel.
+    Peer,
 }
 
 pub type ModuleError = (FailureKind, String);
+
+/// A compiled module, its size in bytes and where its bytes came from.
+pub type Loaded = (WebAssembly::Module, usize, Source);
 
 fn text(e: wasm_bindgen::JsValue) -> String {
     e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message())).or_else(|| e.as_string()).unwrap_or_else(|| format!("{e:?}"))
@@ -58,21 +64,22 @@ async fn compile(bytes: &[u8]) -> Result<WebAssembly::Module, ModuleError> {
     Ok(module.unchecked_into())
 }
 
-/// Loads the module `expected` from the persistent cache or, failing that,
-/// from `url`; checks its SHA-256 either way and compiles it. Returns the
-/// module, its size in bytes and where it came from.
-pub async fn load(url: String, expected: ModuleHash) -> Result<(WebAssembly::Module, usize, Source), ModuleError> {
-    let cache = open_cache().await;
-    if let Some(cache) = &cache {
-        if let Some(bytes) = cached_bytes(cache, &url).await {
-            if digest(&bytes) == expected {
-                return Ok((compile(&bytes).await?, bytes.len(), Source::Cache));
-            }
-            // Damaged or stale: forget it and download again.
-            let _ = JsFuture::from(cache.delete_with_str(&url)).await;
-        }
+/// The module `expected` from the persistent cache, checked and compiled;
+/// `None` if the cache does not hold it (or held damaged bytes, now dropped).
+pub async fn from_cache(url: &str, expected: ModuleHash) -> Option<Result<Loaded, ModuleError>> {
+    let cache = open_cache().await?;
+    let bytes = cached_bytes(&cache, url).await?;
+    if digest(&bytes) != expected {
+        let _ = JsFuture::from(cache.delete_with_str(url)).await;
+        return None;
     }
-    let bytes = download(&url).await?;
+    Some(compile(&bytes).await.map(|m| (m, bytes.len(), Source::Cache)))
+}
+
+/// Downloads the module `expected` from the coordinator at `url`, checks its
+/// SHA-256, keeps it in the persistent cache and compiles it.
+pub async fn from_network(url: &str, expected: ModuleHash) -> Result<Loaded, ModuleError> {
+    let bytes = download(url).await?;
     let got = digest(&bytes);
     if got != expected {
         return Err((
@@ -80,10 +87,29 @@ pub async fn load(url: String, expected: ModuleHash) -> Result<(WebAssembly::Mod
             format!("module from {url} has SHA-256 {}, expected {}", hex::encode(got), hex::encode(expected)),
         ));
     }
-    if let Some(cache) = &cache {
-        store_bytes(cache, &url, &bytes).await;
-    }
+    keep(url, &bytes).await;
     Ok((compile(&bytes).await?, bytes.len(), Source::Network))
+}
+
+/// A module a peer sent ([`crate::blob_transfer::Fetch`] checked its
+/// SHA-256): kept in the persistent cache under its coordinator `url`, compiled.
+pub async fn from_peer(url: &str, bytes: Vec<u8>) -> Result<Loaded, ModuleError> {
+    keep(url, &bytes).await;
+    Ok((compile(&bytes).await?, bytes.len(), Source::Peer))
+}
+
+/// Loads the module from the persistent cache or, failing that, from `url`.
+pub async fn load(url: &str, expected: ModuleHash) -> Result<Loaded, ModuleError> {
+    match from_cache(url, expected).await {
+        Some(loaded) => loaded,
+        None => from_network(url, expected).await,
+    }
+}
+
+async fn keep(url: &str, bytes: &[u8]) {
+    if let Some(cache) = open_cache().await {
+        store_bytes(&cache, url, bytes).await;
+    }
 }
 
 async fn download(url: &str) -> Result<Vec<u8>, ModuleError> {

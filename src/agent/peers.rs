@@ -1,0 +1,380 @@
+//! Modules from other visitors over WebRTC data channels, and modules for them.
+//!
+//! Fetching: a module missing from the persistent cache is asked for with
+//! `Want`. The coordinator answers `Sources` (peers holding it, now
+//! introduced). The agent asks the page to open a peer connection to the
+//! first one, relays the signals between the page and the coordinator,
+//! requests the module on the data channel and feeds the answer to
+//! [`Fetch`] (size limit, SHA-256). Any failure (no sources, `Close`, a bad
+//! message, no progress for [`STALL_MS`], the session ending) falls back to
+//! HTTP from the coordinator at once.
+//!
+//! Serving: an offer from a peer gets a connection (at most [`MAX_SERVING`]
+//! at once; the coordinator relays only between peers it introduced) and a
+//! request is answered from the persistent module cache, a chunk at a time
+//! as the channel drains.
+
+use super::{modules, Agent, Event};
+use crate::blob_transfer::{self, Fetch, Outgoing, Progress};
+use crate::peer_link::{LinkEvent, PeerLink};
+use crate::status;
+use gloo_timers::callback::Timeout;
+use idlecore_protocol::{IceServer, ModuleHash, Signal, SignalPayload, Sources, Want, WorkerMessage};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use wasm_bindgen::JsValue;
+
+/// A connection that moves nothing for this long is given up.
+pub const STALL_MS: u32 = 5_000;
+/// How long `Sources` may take before the module is fetched over HTTP.
+const SOURCES_MS: u32 = 3_000;
+/// Peers served at once; further offers are turned down.
+pub const MAX_SERVING: usize = 4;
+/// Chunks are handed to a channel while it buffers less than this.
+const HIGH_WATER: f64 = 256.0 * 1024.0;
+
+/// Between the agent and the page's peer connections (`pkg-config/peers.js`).
+/// Peer ids travel as strings (JavaScript numbers cannot hold every u64).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum Rtc {
+    /// To the page: make a connection (the initiator also makes the channel and the offer).
+    Open { peer: String, ice: Vec<IceServer>, initiator: bool },
+    Offer { peer: String, sdp: String },
+    Answer { peer: String, sdp: String },
+    Candidate { peer: String, candidate: String, mid: String, mline: u32 },
+    /// To the page: end the connection.
+    Close { peer: String },
+    /// From the page: the connection ended (or could not be made).
+    Closed { peer: String, why: String },
+}
+
+pub enum PeerEvent {
+    /// Not in the persistent cache: ask peers, then the coordinator.
+    Missing(ModuleHash),
+    /// `Sources` did not come in time.
+    NoSources(ModuleHash),
+    /// From the page: a signal for the peer, or the connection's end.
+    Page(Rtc),
+    /// From the page: the connection's data channel (or its relay port).
+    Channel(u64, JsValue),
+    Link(u64, LinkEvent),
+    /// The bytes a peer asked for, read from the persistent cache.
+    Read(u64, Option<Vec<u8>>),
+    /// A connection's stall timer ran out: check its progress.
+    Stalled(u64),
+}
+
+/// What a data-channel event leads to.
+enum Step {
+    Wait,
+    Pump,
+    Fetched(ModuleHash, Vec<u8>),
+    /// A peer asked for this blob: read it from the cache.
+    Read(ModuleHash),
+}
+
+enum Role {
+    Fetch { blob: ModuleHash, fetch: Fetch },
+    /// `out` is set once the request was read; `asked` once it arrived.
+    Serve { out: Option<Outgoing>, asked: bool },
+}
+
+struct Conn {
+    role: Role,
+    link: Option<PeerLink>,
+    /// When the connection last moved something.
+    progress_ms: f64,
+    _stall: Timeout,
+}
+
+/// The agent's peer connections and outstanding `Want`s.
+#[derive(Default)]
+pub struct Peers {
+    conns: HashMap<u64, Conn>,
+    asked: HashMap<ModuleHash, Timeout>,
+}
+
+impl Peers {
+    fn serving(&self) -> usize {
+        self.conns.values().filter(|c| matches!(c.role, Role::Serve { .. })).count()
+    }
+}
+
+fn now_ms() -> f64 {
+    crate::executor::now_ms()
+}
+
+impl Agent {
+    fn welcomed_path(&self) -> Option<String> {
+        self.session.as_ref().and_then(|s| s.module_path.clone())
+    }
+
+    fn module_url(&self, hash: &ModuleHash) -> Result<String, String> {
+        let path = self.welcomed_path().unwrap_or_else(|| "/modules/".into());
+        modules::module_url(&self.opts.coordinator, &path, hash)
+    }
+
+    /// Downloads a module from the coordinator (the fallback for every peer failure).
+    pub(super) fn download(&mut self, hash: ModuleHash) {
+        let notify = self.notify.clone();
+        match self.module_url(&hash) {
+            Ok(url) => wasm_bindgen_futures::spawn_local(async move {
+                notify(Event::Module(hash, modules::from_network(&url, hash).await));
+            }),
+            Err(e) => notify(Event::Module(hash, Err((idlecore_protocol::FailureKind::ModuleFetch, e)))),
+        }
+    }
+
+    fn stall_timer(&self, peer: u64, ms: u32) -> Timeout {
+        let notify = self.notify.clone();
+        Timeout::new(ms, move || notify(Event::Peer(PeerEvent::Stalled(peer))))
+    }
+
+    fn add_conn(&mut self, peer: u64, role: Role, initiator: bool) {
+        let stall = self.stall_timer(peer, STALL_MS);
+        self.peers.conns.insert(peer, Conn { role, link: None, progress_ms: now_ms(), _stall: stall });
+        let ice = self.session.as_ref().map(|s| s.ice_servers.clone()).unwrap_or_default();
+        status::post_rtc(&Rtc::Open { peer: peer.to_string(), ice, initiator });
+    }
+
+    pub(super) fn on_peer(&mut self, event: PeerEvent) {
+        match event {
+            PeerEvent::Missing(hash) => {
+                if self.welcomed_path().is_some() {
+                    self.send_msg(&WorkerMessage::Want(Want { blob: hash }));
+                    let notify = self.notify.clone();
+                    let timer = Timeout::new(SOURCES_MS, move || notify(Event::Peer(PeerEvent::NoSources(hash))));
+                    self.peers.asked.insert(hash, timer);
+                } else {
+                    self.download(hash);
+                }
+            }
+            PeerEvent::NoSources(hash) => {
+                if self.peers.asked.remove(&hash).is_some() {
+                    self.download(hash);
+                }
+            }
+            PeerEvent::Page(rtc) => self.on_page_rtc(rtc),
+            PeerEvent::Channel(peer, end) => {
+                let notify = self.notify.clone();
+                let Some(conn) = self.peers.conns.get_mut(&peer).filter(|c| c.link.is_none()) else {
+                    // Not wanted: taking it over and dropping it closes it.
+                    drop(PeerLink::new(&end, std::rc::Rc::new(|_| {})));
+                    return;
+                };
+                match PeerLink::new(&end, std::rc::Rc::new(move |e| notify(Event::Peer(PeerEvent::Link(peer, e))))) {
+                    Ok(link) => conn.link = Some(link),
+                    Err(e) => self.give_up(peer, &format!("the data channel cannot be used: {e:?}")),
+                }
+            }
+            PeerEvent::Link(peer, e) => self.on_link(peer, e),
+            PeerEvent::Read(peer, bytes) => {
+                if let Some(Role::Serve { out, .. }) = self.peers.conns.get_mut(&peer).map(|c| &mut c.role) {
+                    *out = Some(Outgoing::new(bytes));
+                    self.pump(peer);
+                }
+            }
+            PeerEvent::Stalled(peer) => {
+                let Some(since) = self.peers.conns.get(&peer).map(|c| now_ms() - c.progress_ms) else { return };
+                if since >= STALL_MS as f64 {
+                    self.give_up(peer, &format!("no progress for {} s", STALL_MS / 1000));
+                } else {
+                    let timer = self.stall_timer(peer, (STALL_MS as f64 - since) as u32 + 1);
+                    if let Some(c) = self.peers.conns.get_mut(&peer) {
+                        c._stall = timer;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The coordinator named peers holding a module this agent asked for.
+    pub(super) fn on_sources(&mut self, sources: Sources) {
+        if self.peers.asked.remove(&sources.blob).is_none() {
+            return; // Late: the module is already coming over HTTP.
+        }
+        match sources.peers.first().copied().filter(|p| !self.peers.conns.contains_key(p)) {
+            Some(peer) => {
+                let limit = self.opts.module_cache_mib.unwrap_or(super::MODULE_CACHE_MIB) as u64 * 1024 * 1024;
+                let role = Role::Fetch { blob: sources.blob, fetch: Fetch::new(sources.blob, limit) };
+                self.add_conn(peer, role, true);
+            }
+            None => self.download(sources.blob),
+        }
+    }
+
+    /// A signal another agent sent through the coordinator.
+    pub(super) fn on_peer_signal(&mut self, Signal { peer, payload }: Signal) {
+        let id = peer.to_string();
+        match payload {
+            SignalPayload::Close => self.end_conn(peer, Some("the peer closed the connection"), true),
+            SignalPayload::Offer(sdp) => {
+                match self.peers.conns.get(&peer).map(|c| matches!(c.role, Role::Serve { .. })) {
+                    // A fresh start from a peer already served: the old connection goes.
+                    Some(true) => self.end_conn(peer, None, true),
+                    // Both sides offering: this agent's own fetch goes on.
+                    Some(false) => return self.refuse(peer),
+                    None => {}
+                }
+                if self.peers.serving() >= MAX_SERVING || self.welcomed_path().is_none() {
+                    return self.refuse(peer);
+                }
+                self.add_conn(peer, Role::Serve { out: None, asked: false }, false);
+                status::post_rtc(&Rtc::Offer { peer: id, sdp });
+            }
+            SignalPayload::Answer(sdp) if self.peers.conns.contains_key(&peer) => {
+                status::post_rtc(&Rtc::Answer { peer: id, sdp });
+            }
+            SignalPayload::Candidate(c) if self.peers.conns.contains_key(&peer) => {
+                status::post_rtc(&Rtc::Candidate { peer: id, candidate: c.candidate, mid: c.mid, mline: c.mline });
+            }
+            // For a connection already ended: nothing to do.
+            SignalPayload::Answer(_) | SignalPayload::Candidate(_) => {}
+        }
+    }
+
+    fn refuse(&mut self, peer: u64) {
+        self.send_msg(&WorkerMessage::Signal(Signal { peer, payload: SignalPayload::Close }));
+    }
+
+    fn on_page_rtc(&mut self, rtc: Rtc) {
+        let (peer, payload) = match rtc {
+            Rtc::Offer { peer, sdp } => (peer, SignalPayload::Offer(sdp)),
+            Rtc::Answer { peer, sdp } => (peer, SignalPayload::Answer(sdp)),
+            Rtc::Candidate { peer, candidate, mid, mline } => {
+                (peer, SignalPayload::Candidate(idlecore_protocol::IceCandidate { candidate, mid, mline }))
+            }
+            Rtc::Closed { peer, why } => {
+                if let Ok(peer) = peer.parse() {
+                    if self.peers.conns.contains_key(&peer) {
+                        self.refuse(peer);
+                        self.end_conn(peer, Some(&why), false);
+                    }
+                }
+                return;
+            }
+            Rtc::Open { .. } | Rtc::Close { .. } => return,
+        };
+        if let Some(peer) = peer.parse().ok().filter(|p| self.peers.conns.contains_key(p)) {
+            self.send_msg(&WorkerMessage::Signal(Signal { peer, payload }));
+        }
+    }
+
+    fn on_link(&mut self, peer: u64, event: LinkEvent) {
+        let Some(conn) = self.peers.conns.get_mut(&peer) else { return };
+        conn.progress_ms = now_ms();
+        let link = conn.link.as_ref();
+        let step = match (event, &mut conn.role) {
+            (LinkEvent::Closed, _) => Err("the data channel closed".to_string()),
+            (LinkEvent::Open, Role::Fetch { blob, .. }) => link
+                .map_or(Ok(()), |l| l.send(&blob_transfer::request(blob)))
+                .map(|()| Step::Wait)
+                .map_err(|e| format!("sending the request failed: {e:?}")),
+            (LinkEvent::Data(bytes), Role::Fetch { blob, fetch }) => match fetch.on_message(&bytes) {
+                Ok(Progress::Pending { .. }) => Ok(Step::Wait),
+                Ok(Progress::Done(module)) => Ok(Step::Fetched(*blob, module)),
+                Err(e) => Err(e.to_string()),
+            },
+            (LinkEvent::Data(bytes), Role::Serve { asked, .. }) => {
+                let first = !std::mem::replace(asked, true);
+                match blob_transfer::requested(&bytes) {
+                    Ok(hash) if first => Ok(Step::Read(hash)),
+                    Ok(_) => Err("a second request".to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            (LinkEvent::Drain, Role::Serve { .. }) => Ok(Step::Pump),
+            (LinkEvent::Open | LinkEvent::Drain, _) => Ok(Step::Wait),
+        };
+        match step {
+            Err(why) => self.give_up(peer, &why),
+            Ok(Step::Wait) => {}
+            Ok(Step::Pump) => self.pump(peer),
+            Ok(Step::Fetched(hash, module)) => {
+                self.status.bytes_from_peers += module.len() as u64;
+                self.end_conn(peer, None, true);
+                match self.module_url(&hash) {
+                    Ok(url) => {
+                        let notify = self.notify.clone();
+                        wasm_bindgen_futures::spawn_local(async move {
+                            notify(Event::Module(hash, modules::from_peer(&url, module).await));
+                        });
+                    }
+                    Err(_) => self.download(hash),
+                }
+            }
+            Ok(Step::Read(hash)) => match self.module_url(&hash) {
+                Ok(url) => {
+                    let notify = self.notify.clone();
+                    wasm_bindgen_futures::spawn_local(async move {
+                        let bytes = match modules::open_cache().await {
+                            Some(cache) => modules::cached_bytes(&cache, &url).await,
+                            None => None,
+                        };
+                        notify(Event::Peer(PeerEvent::Read(peer, bytes)));
+                    });
+                }
+                Err(e) => self.give_up(peer, &e),
+            },
+        }
+    }
+
+    /// Hands the served blob's next chunks to the channel while it has room.
+    fn pump(&mut self, peer: u64) {
+        let Some(conn) = self.peers.conns.get_mut(&peer) else { return };
+        let (Some(link), Role::Serve { out: Some(out), .. }) = (&conn.link, &mut conn.role) else { return };
+        let mut sent = 0u64;
+        let mut failed = None;
+        while link.buffered() < HIGH_WATER {
+            let Some(chunk) = out.next_chunk() else { break };
+            if let Err(e) = link.send(&chunk) {
+                failed = Some(format!("sending failed: {e:?}"));
+                break;
+            }
+            sent += chunk.len() as u64;
+        }
+        if sent > 0 {
+            conn.progress_ms = now_ms();
+            self.status.bytes_to_peers += sent;
+            self.publish();
+        }
+        if let Some(why) = failed {
+            self.give_up(peer, &why);
+        }
+    }
+
+    /// Ends a connection for a reason of this side's own, telling the peer.
+    fn give_up(&mut self, peer: u64, why: &str) {
+        if self.peers.conns.contains_key(&peer) {
+            self.refuse(peer);
+            self.end_conn(peer, Some(why), true);
+        }
+    }
+
+    /// Forgets a connection (closing the page's side if `tell_page`). A fetch
+    /// that `failed` falls back to HTTP, and why is kept as the last error.
+    fn end_conn(&mut self, peer: u64, failed: Option<&str>, tell_page: bool) {
+        let Some(conn) = self.peers.conns.remove(&peer) else { return };
+        drop(conn.link);
+        if tell_page {
+            status::post_rtc(&Rtc::Close { peer: peer.to_string() });
+        }
+        if let (Role::Fetch { blob, .. }, Some(why)) = (conn.role, failed) {
+            self.status.peer_fallbacks += 1;
+            self.status.last_error = Some(format!("fetching module {} from a peer: {why}", hex::encode(&blob[..8])));
+            self.publish();
+            self.download(blob);
+        }
+    }
+
+    /// The session ended: connections need its signaling, so they end too.
+    pub(super) fn end_peers(&mut self) {
+        for hash in std::mem::take(&mut self.peers.asked).into_keys().collect::<Vec<_>>() {
+            self.download(hash);
+        }
+        for peer in self.peers.conns.keys().copied().collect::<Vec<_>>() {
+            self.end_conn(peer, Some("the coordinator session ended"), true);
+        }
+    }
+}
