@@ -1,7 +1,8 @@
 // WebRTC for the agent Worker. RTCPeerConnection is a page API (workers do
 // not have it), so the page holds the peer connections and the agent drives
-// them: the agent posts `{type: 'rtc', op, peer, ...}` and hears back
-// `{cmd: 'rtc', peer, signal | channel | closed}`. Signals travel between
+// them: the agent posts `{type: 'rtc', op, peer, ...}` (open, offer, answer,
+// candidate, close) and hears back `{cmd: 'rtc', op, peer, ...}` (offer,
+// answer, candidate, closed) or `{cmd: 'rtc', peer, channel}`. Signals travel between
 // agents through their coordinator sessions; this file never talks to the
 // network itself.
 //
@@ -27,7 +28,7 @@ export function peerHost(agent) {
     peers.delete(peer);
     if (p.port) p.port.close();
     p.pc.close();
-    if (why) tell(peer, { closed: why });
+    if (why) tell(peer, { op: 'closed', why });
   };
 
   // Gives the data channel to the agent: moved whole, or relayed.
@@ -72,7 +73,7 @@ export function peerHost(agent) {
     peers.set(peer, p);
     pc.onicecandidate = (e) => {
       const c = e.candidate;
-      if (c && c.candidate) tell(peer, { signal: { candidate: c.candidate, mid: c.sdpMid || '', mline: c.sdpMLineIndex || 0 } });
+      if (c && c.candidate) tell(peer, { op: 'candidate', candidate: c.candidate, mid: c.sdpMid || '', mline: c.sdpMLineIndex || 0 });
     };
     pc.onconnectionstatechange = () => {
       if (pc.connectionState === 'failed' || pc.connectionState === 'closed') end(peer, `peer connection ${pc.connectionState}`);
@@ -81,7 +82,7 @@ export function peerHost(agent) {
       hand(peer, p, pc.createDataChannel('idlecore-blob'));
       return pc.createOffer().then(async (offer) => {
         await pc.setLocalDescription(offer);
-        tell(peer, { signal: { offer: pc.localDescription.sdp } });
+        tell(peer, { op: 'offer', sdp: pc.localDescription.sdp });
       });
     }
     pc.ondatachannel = (e) => hand(peer, p, e.channel);
@@ -99,7 +100,7 @@ export function peerHost(agent) {
       if (msg.op === 'offer') {
         await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
         await pc.setLocalDescription(await pc.createAnswer());
-        if (peers.get(peer)?.pc === pc) tell(peer, { signal: { answer: pc.localDescription.sdp } });
+        if (peers.get(peer)?.pc === pc) tell(peer, { op: 'answer', sdp: pc.localDescription.sdp });
       } else if (msg.op === 'answer') {
         await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
       } else if (msg.op === 'candidate') {
@@ -108,7 +109,7 @@ export function peerHost(agent) {
     } catch (e) {
       const why = String(e && e.message ? e.message : e);
       if (peers.has(peer)) end(peer, why);
-      else if (msg.op === 'open') tell(peer, { closed: why });
+      else if (msg.op === 'open') tell(peer, { op: 'closed', why });
     }
     return undefined;
   };

@@ -9,9 +9,7 @@ use wasm_bindgen::prelude::*;
 #[wasm_bindgen]
 pub fn agent_main(options: JsValue, spawn_executor: Function) -> Result<(), JsValue> {
     console_error_panic_hook::set_once();
-    let opts: AgentOptions = serde_wasm_bindgen::from_value(options)
-        .map_err(|e| js_sys::Error::new(&format!("idlecore: invalid options: {e}")))?;
-    opts.validate().map_err(|e| js_sys::Error::new(&format!("idlecore: invalid options: {e}")))?;
+    let opts = AgentOptions::from_js(&options).map_err(|e| js_sys::Error::new(&format!("idlecore: invalid options: {e}")))?;
     wasm_bindgen_futures::spawn_local(async move {
         if let Err(e) = agent::run(opts, spawn_executor).await {
             web_sys::console::error_2(&"idlecore: agent stopped:".into(), &e);

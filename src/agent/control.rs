@@ -1,55 +1,107 @@
 //! What the page tells the agent: its options once (`start(options)`), then
 //! control messages (pause, resume, a new CPU share) and its peer
-//! connections' news (`cmd: 'rtc'`, see `peers`). All are checked by serde; a
-//! bad message is reported as an `error` event and ignored.
+//! connections' news (`cmd: 'rtc'`, see `peers`). Both are read field by
+//! field ([`AgentOptions::from_js`], [`parse`]; serde_wasm_bindgen's
+//! deserializer and serde's tagged-enum machinery would cost the package
+//! several KiB). Bad options stop the agent with an error naming the
+//! option; a bad message is reported as an `error` event and ignored.
 
 use super::peers::{PeerEvent, Rtc};
 use super::Event;
 use crate::budget::{self, Plan};
 use idlecore_protocol::limits::MAX_SLOTS;
-use serde::Deserialize;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
 /// Options from `start(options)` as `index.js` passes them to the agent.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct AgentOptions {
     /// `ws://` or `wss://` URL of the coordinator's worker endpoint.
     pub coordinator: String,
-    /// Share of the device's cores × time to give, 0 to 1.
-    #[serde(default = "default_cpu")]
+    /// Share of the device's cores × time to give, 0 to 1 (default 0.25).
     pub cpu: f64,
     /// Cores of the device (`navigator.hardwareConcurrency`).
-    #[serde(default)]
     pub cores: Option<u32>,
     /// Most executors at once; default all cores but one.
-    #[serde(default)]
     pub max_workers: Option<u32>,
     /// Description sent in `Hello`.
-    #[serde(default)]
     pub agent: String,
     /// Byte budget of compiled modules kept in memory, in MiB.
-    #[serde(default)]
     pub module_cache_mib: Option<u32>,
     /// Leases to hold queued beyond the running ones, so an executor that
     /// finishes starts its next task without waiting a round trip to the
     /// coordinator. Default: one per executor.
-    #[serde(default)]
     pub prefetch: Option<u32>,
     /// Start paused (the page is hidden, or `pause()` came first).
-    #[serde(default)]
     pub paused: bool,
 }
 
-fn default_cpu() -> f64 {
-    0.25
+/// A JS object's fields by name (`null` and `undefined` are absent); each
+/// error names the field.
+struct Fields<'a>(&'a JsValue);
+
+impl Fields<'_> {
+    fn get(&self, k: &str) -> Option<JsValue> {
+        js_sys::Reflect::get(self.0, &k.into()).ok().filter(|v| !v.is_undefined() && !v.is_null())
+    }
+
+    fn text(&self, k: &str) -> Result<Option<String>, String> {
+        self.get(k).map(|v| v.as_string().ok_or_else(|| format!("`{k}` must be a string"))).transpose()
+    }
+
+    fn need(&self, k: &str) -> Result<String, String> {
+        self.text(k)?.ok_or_else(|| format!("`{k}` is missing"))
+    }
+
+    fn number(&self, k: &str) -> Result<Option<f64>, String> {
+        self.get(k).map(|v| v.as_f64().ok_or_else(|| format!("`{k}` must be a number"))).transpose()
+    }
+
+    fn whole(&self, k: &str) -> Result<Option<u32>, String> {
+        self.number(k)?
+            .map(|n| (n.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(&n)).then_some(n as u32).ok_or_else(|| format!("`{k}` must be a whole number")))
+            .transpose()
+    }
+
+    fn flag(&self, k: &str) -> Result<Option<bool>, String> {
+        self.get(k).map(|v| v.as_bool().ok_or_else(|| format!("`{k}` must be true or false"))).transpose()
+    }
+
+    /// Refuses fields other than `known`.
+    fn only(&self, known: &[&str]) -> Result<(), String> {
+        let keys = js_sys::Object::keys(self.0.unchecked_ref::<js_sys::Object>());
+        match keys.iter().filter_map(|k| k.as_string()).find(|k| !known.contains(&k.as_str())) {
+            Some(k) => Err(format!("unknown field `{k}`")),
+            None => Ok(()),
+        }
+    }
 }
 
 impl AgentOptions {
-    /// Checks what serde cannot: URL scheme and ranges. The message names the option.
+    /// Reads and checks the options `index.js` passes.
+    pub fn from_js(value: &JsValue) -> Result<AgentOptions, String> {
+        if !value.is_object() {
+            return Err("the options must be an object".into());
+        }
+        let f = Fields(value);
+        f.only(&["coordinator", "cpu", "cores", "maxWorkers", "agent", "moduleCacheMib", "prefetch", "paused"])?;
+        let opts = AgentOptions {
+            coordinator: f.need("coordinator")?,
+            cpu: f.number("cpu")?.unwrap_or(0.25),
+            cores: f.whole("cores")?,
+            max_workers: f.whole("maxWorkers")?,
+            agent: f.text("agent")?.unwrap_or_default(),
+            module_cache_mib: f.whole("moduleCacheMib")?,
+            prefetch: f.whole("prefetch")?,
+            paused: f.flag("paused")?.unwrap_or(false),
+        };
+        opts.validate()?;
+        Ok(opts)
+    }
+
+    /// Checks URL scheme and ranges. The message names the option.
     pub fn validate(&self) -> Result<(), String> {
         if !(self.coordinator.starts_with("ws://") || self.coordinator.starts_with("wss://")) {
             return Err("`coordinator` must be a ws:// or wss:// URL".into());
@@ -82,13 +134,12 @@ fn check_cpu(cpu: f64) -> Result<(), String> {
     if cpu.is_finite() && (0.0..=1.0).contains(&cpu) {
         Ok(())
     } else {
-        Err(format!("`cpu` must be a number from 0 to 1, not {cpu}"))
+        Err("`cpu` must be a number from 0 to 1".into())
     }
 }
 
 /// A message from the page to a running agent.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "cmd", rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Control {
     /// Stop computing within a second: executors end, held leases go back.
     Pause,
@@ -110,36 +161,62 @@ impl Drop for Listener {
     }
 }
 
-/// `{cmd: 'rtc', ...}` from the page's peer connections: a data channel
-/// (`channel`) or an [`Rtc`] message. `None` for other messages.
-fn peer_news(data: &JsValue) -> Option<Result<Event, String>> {
-    let get = |k: &str| js_sys::Reflect::get(data, &k.into()).ok().filter(|v| !v.is_undefined());
-    if get("cmd")?.as_string()? != "rtc" {
-        return None;
+/// What the page posts to a running agent.
+#[derive(Debug)]
+pub enum PageMessage {
+    /// `{cmd: 'pause' | 'resume'}`, `{cmd: 'cpu', cpu}`.
+    Control(Control),
+    /// `{cmd: 'rtc', op, peer, ...}` from the page's peer connections.
+    Rtc(Rtc),
+    /// `{cmd: 'rtc', peer, channel}`: a connection's data channel (or its relay port).
+    Channel(u64, JsValue),
+}
+
+/// Reads a message from the page; the error says what is wrong.
+pub fn parse(data: &JsValue) -> Result<PageMessage, String> {
+    if !data.is_object() {
+        return Err("not an object".into());
     }
-    if let Some(channel) = get("channel") {
-        let peer = get("peer").and_then(|p| p.as_string()).and_then(|p| p.parse().ok());
-        return Some(peer.map(|p| Event::Peer(PeerEvent::Channel(p, channel))).ok_or_else(|| "a channel without a peer".into()));
-    }
-    Some(serde_wasm_bindgen::from_value::<Rtc>(data.clone()).map(|r| Event::Peer(PeerEvent::Page(r))).map_err(|e| e.to_string()))
+    let f = Fields(data);
+    let control = match f.need("cmd")?.as_str() {
+        "pause" => Control::Pause,
+        "resume" => Control::Resume,
+        "cpu" => {
+            f.only(&["cmd", "cpu"])?;
+            let cpu = f.number("cpu")?.ok_or("`cpu` is missing")?;
+            check_cpu(cpu)?;
+            return Ok(PageMessage::Control(Control::Cpu { cpu }));
+        }
+        "rtc" => {
+            let peer = f.need("peer")?;
+            if let Some(channel) = f.get("channel") {
+                let id = peer.parse().map_err(|_| format!("bad peer id {peer:?}"))?;
+                return Ok(PageMessage::Channel(id, channel));
+            }
+            return Ok(PageMessage::Rtc(match f.need("op")?.as_str() {
+                "offer" => Rtc::Offer { peer, sdp: f.need("sdp")? },
+                "answer" => Rtc::Answer { peer, sdp: f.need("sdp")? },
+                "candidate" => {
+                    let mline = f.whole("mline")?.ok_or("`mline` is missing")?;
+                    Rtc::Candidate { peer, candidate: f.need("candidate")?, mid: f.need("mid")?, mline }
+                }
+                "closed" => Rtc::Closed { peer, why: f.need("why")? },
+                other => return Err(format!("unknown op {other:?}")),
+            }));
+        }
+        other => return Err(format!("unknown cmd {other:?}")),
+    };
+    f.only(&["cmd"])?;
+    Ok(PageMessage::Control(control))
 }
 
 pub fn listen(notify: Rc<dyn Fn(Event)>) -> Option<Listener> {
     let scope = js_sys::global().dyn_into::<DedicatedWorkerGlobalScope>().ok()?;
-    let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
-        if let Some(event) = peer_news(&e.data()) {
-            return event.map_or_else(|why| crate::status::report_error(&format!("idlecore: ignored a peer message: {why}")), |e| notify(e));
-        }
-        let parsed = serde_wasm_bindgen::from_value::<Control>(e.data()).map_err(|e| e.to_string()).and_then(|c| {
-            match c {
-                Control::Cpu { cpu } => check_cpu(cpu).map(|()| c),
-                c => Ok(c),
-            }
-        });
-        match parsed {
-            Ok(c) => notify(Event::Control(c)),
-            Err(why) => crate::status::report_error(&format!("idlecore: ignored a control message: {why}")),
-        }
+    let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| match parse(&e.data()) {
+        Ok(PageMessage::Control(c)) => notify(Event::Control(c)),
+        Ok(PageMessage::Rtc(r)) => notify(Event::Peer(PeerEvent::Page(r))),
+        Ok(PageMessage::Channel(peer, channel)) => notify(Event::Peer(PeerEvent::Channel(peer, channel))),
+        Err(why) => crate::status::report_error(&format!("idlecore: ignored a message from the page: {why}")),
     });
     scope.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
     Some(Listener { scope, _on_message: on_message })

@@ -9,8 +9,8 @@
 //! message, no progress for [`STALL_MS`], the session ending) falls back to
 //! HTTP from the coordinator at once.
 //!
-//! Serving: an offer from a peer gets a connection (at most [`MAX_SERVING`]
-//! at once; the coordinator relays only between peers it introduced) and a
+//! Serving: an offer from a peer gets a connection while the agent is active
+//! (at most [`MAX_SERVING`] at once; the coordinator relays only between peers it introduced) and a
 //! request is answered from the persistent module cache, a chunk at a time
 //! as the channel drains.
 
@@ -20,7 +20,7 @@ use crate::peer_link::{LinkEvent, PeerLink};
 use crate::status;
 use gloo_timers::callback::Timeout;
 use idlecore_protocol::{IceServer, ModuleHash, Signal, SignalPayload, Sources, Want, WorkerMessage};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::HashMap;
 use wasm_bindgen::JsValue;
 
@@ -33,9 +33,10 @@ pub const MAX_SERVING: usize = 4;
 /// Chunks are handed to a channel while it buffers less than this.
 const HIGH_WATER: f64 = 256.0 * 1024.0;
 
-/// Between the agent and the page's peer connections (`pkg-config/peers.js`).
-/// Peer ids travel as strings (JavaScript numbers cannot hold every u64).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Between the agent and the page's peer connections (`pkg-config/peers.js`;
+/// the page's messages are read in `control`). Peer ids travel as strings
+/// (JavaScript numbers cannot hold every u64).
+#[derive(Debug, Clone, Serialize)]
 #[serde(tag = "op", rename_all = "camelCase")]
 pub enum Rtc {
     /// To the page: make a connection (the initiator also makes the channel and the offer).
@@ -217,7 +218,8 @@ impl Agent {
                     Some(false) => return self.refuse(peer),
                     None => {}
                 }
-                if self.peers.serving() >= MAX_SERVING || self.welcomed_path().is_none() {
+                // Paused (hidden, on battery, `pause()`) or sharing no CPU: serve no one either.
+                if self.peers.serving() >= MAX_SERVING || self.welcomed_path().is_none() || !self.active() {
                     return self.refuse(peer);
                 }
                 self.add_conn(peer, Role::Serve { out: None, asked: false }, false);

@@ -60,6 +60,7 @@ function api(base) {
     cancel: (job) => call('POST', `/api/jobs/${job}/cancel`),
     /** Uploads a task module built by the xtask; returns its hash. */
     upload: async (name) => (await call('POST', '/api/modules', new Uint8Array(readFileSync(join(TASKS, `${name}.wasm`))))).hash,
+    uploadBytes: async (bytes) => (await call('POST', '/api/modules', bytes)).hash,
     /** A job of `n` tasks whose stdins are "0", "1", ...; `more` adds request fields (`validation`). */
     job: async (hash, n, args = [], limits = {}, more = {}) =>
       (await call('POST', '/api/jobs', { module: hash, limits, tasks: Array.from({ length: n }, (_, i) => ({ stdin: btoa(String(i)), args })), ...more })).id,
@@ -94,11 +95,11 @@ export async function staticServer(dir, pages = {}) {
   return { origin: `http://localhost:${server.address().port}`, close: () => server.close() };
 }
 
-/** Headless Chromium; `browser.pid` is its main process (for CPU accounting). */
-export async function launch() {
+/** Headless Chromium (with extra command-line `args`); `browser.pid` is its main process (for CPU accounting). */
+export async function launch({ args = [] } = {}) {
   const server = await chromium.launchServer({
     executablePath: '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking', '--disable-quic'],
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--disable-background-networking', '--disable-quic', ...args],
   });
   const browser = await chromium.connect(server.wsEndpoint());
   browser.pid = server.process().pid;

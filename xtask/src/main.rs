@@ -20,7 +20,7 @@ const USAGE: &str = "usage:
   cargo xtask demo [--visitors K] [--once] [--port P]
                                        run the coordinator, K headless browser visitors (default 2; 0 to use
                                        your own browser), submit the example job and write its picture
-  cargo xtask test [--only unit|browser|e2e|embed|chaos]
+  cargo xtask test [--only unit|browser|e2e|embed|webrtc|chaos]
                                        run every test (or one group)
   cargo xtask bench [--iters N]        measure execution overheads; writes docs/benchmarks.md
   cargo xtask chaos [--tasks N] [--kill-workers FRACTION] [--kill-coordinator K]

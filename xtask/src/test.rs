@@ -1,7 +1,8 @@
 //! `cargo xtask test`: every test. Native unit and integration tests, browser
 //! tests in headless Chromium (wasm-pack test), end-to-end tests against the
 //! release build, the embed tests (npm package, script tag, consent, CPU
-//! budget; see `embed.rs`), then a small chaos run (see `chaos.rs`).
+//! budget; see `embed.rs`), peer transfers over WebRTC in a network
+//! namespace, then a small chaos run (see `chaos.rs`).
 
 use crate::{build, flag_value, tools};
 use anyhow::bail;
@@ -19,6 +20,8 @@ pub fn run_group(group: &str) -> anyhow::Result<()> {
         "e2e" => crate::run(Command::new("cargo").args(["test", "-p", "idlecore-e2e", "--", "--test-threads=1"])),
         // The npm package, script tag, consent and CPU budget in headless Chromium.
         "embed" => crate::embed::test(),
+        // Peer transfers in headless Chromium, in a network namespace.
+        "webrtc" => crate::embed::test_webrtc(),
         // A small chaos run: every result checked after worker and coordinator kills.
         "chaos" => crate::chaos::check(&crate::chaos::Config {
             tasks: 150,
@@ -29,7 +32,7 @@ pub fn run_group(group: &str) -> anyhow::Result<()> {
             loadgen_workers: 4,
             seed: 7,
         }),
-        other => bail!("unknown test group {other:?} (unit, browser, e2e, embed, chaos)"),
+        other => bail!("unknown test group {other:?} (unit, browser, e2e, embed, webrtc, chaos)"),
     }
 }
 
@@ -40,7 +43,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     match only {
         Some(group) => run_group(group),
         None => {
-            for group in ["unit", "browser", "e2e", "embed", "chaos"] {
+            for group in ["unit", "browser", "e2e", "embed", "webrtc", "chaos"] {
                 run_group(group)?;
             }
             eprintln!("xtask: all test groups passed");
