@@ -155,6 +155,11 @@ impl Outgoing {
         Outgoing { blob, header_sent: false, offset: 0 }
     }
 
+    /// Bytes of the blob handed out so far (in chunks).
+    pub fn sent(&self) -> usize {
+        self.offset
+    }
+
     /// The next message to send, `None` when all are sent.
     pub fn next_chunk(&mut self) -> Option<Vec<u8>> {
         let Some(blob) = &self.blob else {

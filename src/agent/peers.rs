@@ -326,7 +326,7 @@ impl Agent {
     fn pump(&mut self, peer: u64) {
         let Some(conn) = self.peers.conns.get_mut(&peer) else { return };
         let (Some(link), Role::Serve { out: Some(out), .. }) = (&conn.link, &mut conn.role) else { return };
-        let mut sent = 0u64;
+        let start = out.sent();
         let mut failed = None;
         while link.buffered() < HIGH_WATER {
             let Some(chunk) = out.next_chunk() else { break };
@@ -334,8 +334,8 @@ impl Agent {
                 failed = Some(format!("sending failed: {e:?}"));
                 break;
             }
-            sent += chunk.len() as u64;
         }
+        let sent = (out.sent() - start) as u64;
         if sent > 0 {
             conn.progress_ms = now_ms();
             self.status.bytes_to_peers += sent;

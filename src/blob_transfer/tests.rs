@@ -15,8 +15,14 @@ fn exchange(asked: BlobHash, held: Option<Vec<u8>>, limit: u64) -> (Result<Vec<u
         assert!(msg.len() <= CHUNK_BYTES + 1, "every message fits a data channel message");
         sent += 1;
         match fetch.on_message(&msg) {
-            Ok(Progress::Done(data)) => return (Ok(data), sent),
-            Ok(Progress::Pending { received, size }) => assert!(received < size || size == 0),
+            Ok(Progress::Done(data)) => {
+                assert_eq!(out.sent(), data.len(), "the holder counts the blob's bytes");
+                return (Ok(data), sent);
+            }
+            Ok(Progress::Pending { received, size }) => {
+                assert!(received < size || size == 0);
+                assert_eq!(out.sent() as u64, received, "the holder counts what it handed out");
+            }
             Err(e) => return (Err(e), sent),
         }
     }
