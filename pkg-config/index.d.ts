@@ -21,6 +21,8 @@ export interface Options {
   pauseWhenHidden?: boolean;
   /** Pause while the device runs on battery, where the Battery Status API exists. Default true. */
   pauseOnBattery?: boolean;
+  /** Fetch task modules from other visitors and serve them to others over WebRTC data channels (peers learn each other's IP addresses). Default true. */
+  peers?: boolean;
   /** Show the "Sharing idle CPU · Stop" badge while running. Default true; a site that hides it must offer its own stop control. */
   indicator?: boolean;
   /** Texts of the consent banner. */

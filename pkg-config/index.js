@@ -35,6 +35,7 @@ const OPTIONS = {
   cores: [(v) => isInt(v, 1, 1024), 'an integer from 1 to 1024'],
   pauseWhenHidden: [isBool, 'true or false'],
   pauseOnBattery: [isBool, 'true or false'],
+  peers: [isBool, 'true or false'],
   indicator: [isBool, 'true or false'],
   banner: [(v) => v && typeof v === 'object' && Object.entries(v).every(([k, s]) => k in TEXTS && typeof s === 'string'),
     'an object with string fields text, allow and decline'],
@@ -220,7 +221,7 @@ export function start(options) {
       agent: `idlecore-web/0.1 ${globalThis.navigator ? navigator.userAgent : ''}`.slice(0, 512),
       paused: paused(),
     };
-    for (const k of ['maxWorkers', 'prefetch', 'moduleCacheMib']) if (opts[k] !== undefined) config[k] = opts[k];
+    for (const k of ['maxWorkers', 'prefetch', 'moduleCacheMib', 'peers']) if (opts[k] !== undefined) config[k] = opts[k];
     worker.postMessage(config);
     status('loading');
     if (opts.indicator && typeof document !== 'undefined') {

@@ -71,9 +71,16 @@ export function peerHost(agent) {
     const pc = new RTCPeerConnection({ iceServers: ice });
     const p = { pc, port: null };
     peers.set(peer, p);
+    let gathered = 0;
     pc.onicecandidate = (e) => {
       const c = e.candidate;
-      if (c && c.candidate) tell(peer, { op: 'candidate', candidate: c.candidate, mid: c.sdpMid || '', mline: c.sdpMLineIndex || 0 });
+      if (c && c.candidate) {
+        gathered += 1;
+        tell(peer, { op: 'candidate', candidate: c.candidate, mid: c.sdpMid || '', mline: c.sdpMLineIndex || 0 });
+      } else if (!c && gathered === 0) {
+        // Gathering is over and found no way out: give up now, not at the agent's timeout.
+        end(peer, 'no ICE candidates');
+      }
     };
     pc.onconnectionstatechange = () => {
       if (pc.connectionState === 'failed' || pc.connectionState === 'closed') end(peer, `peer connection ${pc.connectionState}`);

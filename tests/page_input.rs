@@ -31,12 +31,13 @@ fn message(source: &str) -> Result<PageMessage, String> {
 #[wasm_bindgen_test]
 fn options_take_defaults_and_every_field() {
     let o = options("{coordinator: 'ws://h/ws'}").unwrap();
-    assert_eq!((o.cpu, o.cores, o.max_workers, o.paused, o.agent.as_str()), (0.25, None, None, false, ""));
+    assert_eq!((o.cpu, o.cores, o.max_workers, o.paused, o.peers, o.agent.as_str()), (0.25, None, None, false, true, ""));
     let o = options(
-        "{coordinator: 'wss://h/ws', cpu: 0.5, cores: 8, maxWorkers: 3, agent: 'x', moduleCacheMib: 16, prefetch: 0, paused: true}",
+        "{coordinator: 'wss://h/ws', cpu: 0.5, cores: 8, maxWorkers: 3, agent: 'x', moduleCacheMib: 16, prefetch: 0, paused: true, peers: false}",
     )
     .unwrap();
     assert_eq!((o.cpu, o.cores, o.max_workers, o.module_cache_mib, o.prefetch, o.paused), (0.5, Some(8), Some(3), Some(16), Some(0), true));
+    assert!(!o.peers);
 }
 
 #[wasm_bindgen_test]

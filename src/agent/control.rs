@@ -36,6 +36,8 @@ pub struct AgentOptions {
     pub prefetch: Option<u32>,
     /// Start paused (the page is hidden, or `pause()` came first).
     pub paused: bool,
+    /// Fetch modules from peers and serve them (default true).
+    pub peers: bool,
 }
 
 /// A JS object's fields by name (`null` and `undefined` are absent); each
@@ -86,7 +88,7 @@ impl AgentOptions {
             return Err("the options must be an object".into());
         }
         let f = Fields(value);
-        f.only(&["coordinator", "cpu", "cores", "maxWorkers", "agent", "moduleCacheMib", "prefetch", "paused"])?;
+        f.only(&["coordinator", "cpu", "cores", "maxWorkers", "agent", "moduleCacheMib", "prefetch", "paused", "peers"])?;
         let opts = AgentOptions {
             coordinator: f.need("coordinator")?,
             cpu: f.number("cpu")?.unwrap_or(0.25),
@@ -96,6 +98,7 @@ impl AgentOptions {
             module_cache_mib: f.whole("moduleCacheMib")?,
             prefetch: f.whole("prefetch")?,
             paused: f.flag("paused")?.unwrap_or(false),
+            peers: f.flag("peers")?.unwrap_or(true),
         };
         opts.validate()?;
         Ok(opts)

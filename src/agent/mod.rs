@@ -380,7 +380,7 @@ impl Agent {
             return;
         }
         let path = self.session.as_ref().and_then(|s| s.module_path.clone());
-        let ask_peers = path.is_some();
+        let ask_peers = path.is_some() && self.opts.peers;
         let notify = self.notify.clone();
         match modules::module_url(&self.opts.coordinator, path.as_deref().unwrap_or("/modules/"), &hash) {
             Ok(url) => {
@@ -401,7 +401,7 @@ impl Agent {
     /// for peer transfers).
     fn tell_have(&mut self, blobs: Vec<ModuleHash>, from_peers: bool) {
         let welcomed = self.session.as_ref().is_some_and(|s| s.module_path.is_some());
-        if welcomed && !blobs.is_empty() {
+        if welcomed && self.opts.peers && !blobs.is_empty() {
             self.send_msg(&WorkerMessage::Have(Have { blobs, from_peers }));
         }
     }

@@ -218,8 +218,9 @@ impl Agent {
                     Some(false) => return self.refuse(peer),
                     None => {}
                 }
-                // Paused (hidden, on battery, `pause()`) or sharing no CPU: serve no one either.
-                if self.peers.serving() >= MAX_SERVING || self.welcomed_path().is_none() || !self.active() {
+                // Peers turned off, paused (hidden, on battery, `pause()`) or sharing no CPU: serve no one.
+                let willing = self.opts.peers && self.active() && self.welcomed_path().is_some();
+                if !willing || self.peers.serving() >= MAX_SERVING {
                     return self.refuse(peer);
                 }
                 self.add_conn(peer, Role::Serve { out: None, asked: false }, false);

@@ -247,7 +247,7 @@ fn a_returning_visitor_does_not_download_the_module_again() {
         let peers = api.stats().unwrap()["peers"].clone();
         assert_eq!((&peers["blobs"], &peers["holders"]), (&json!(1), &json!(1)), "visit {visit}: {peers}");
         if visit == 0 {
-            a_peer_asking_the_visitor_is_turned_down(c, &hash);
+            a_malformed_offer_is_turned_down(c, &hash);
         }
         assert!(visitor.is_running());
         drop(visitor);
@@ -256,9 +256,11 @@ fn a_returning_visitor_does_not_download_the_module_again() {
 }
 
 /// A protocol client that wants the module (by the hash leases name) is
-/// introduced to the visitor, which does not serve peers yet: its offer is
-/// turned down at once, so the asker falls back to the coordinator.
-fn a_peer_asking_the_visitor_is_turned_down(c: &Coordinator, hash: &str) {
+/// introduced to the visitor and sends it an offer that is not SDP: the
+/// visitor's page cannot use it, so the agent turns it down with `Close` at
+/// once (the asker falls back to the coordinator) and goes on running.
+/// `tests/embed/webrtc` has real peers.
+fn a_malformed_offer_is_turned_down(c: &Coordinator, hash: &str) {
     use idlecore_protocol::*;
     let bytes = std::fs::read(Paths::workspace().tasks.join("wasi-probe.wasm")).unwrap();
     let uploaded = c.api().request("POST", "/api/modules", Some(&format!("Bearer {}", c.token)), bytes).unwrap();
