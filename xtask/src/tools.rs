@@ -2,8 +2,9 @@
 //! wasm targets, wasm-bindgen-cli at the Cargo.lock version, wasm-pack,
 //! Chromium with its matching ChromeDriver, Node.js and npm, binaryen's
 //! wasm-opt (from npm: Debian's is too old for current Rust output), clang
-//! with wasi-libc (for the C test task), and the wasmtime Python package (the
-//! reference WASI runtime of the conformance tests).
+//! with wasi-libc (for the C test task), iproute2 (`ip netns`, for the WebRTC
+//! tests), and the wasmtime Python package (the reference WASI runtime of the
+//! conformance tests).
 
 use crate::{root, run};
 use anyhow::{bail, Context};
@@ -63,6 +64,10 @@ pub fn ensure() -> anyhow::Result<()> {
     }
     if !Path::new("/usr/bin/chromedriver").exists() {
         packages.push("chromium-driver");
+    }
+    // `ip netns` for the WebRTC tests' network namespace.
+    if output("ip", &["-V"]).is_none() {
+        packages.push("iproute2");
     }
     if output("node", &["--version"]).is_none() || output("npm", &["--version"]).is_none() {
         packages.extend(["nodejs", "npm"]);
