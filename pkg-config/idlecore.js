@@ -20,7 +20,7 @@
     'consent': ['consent', text], 'max-workers': ['maxWorkers', number], 'prefetch': ['prefetch', number],
     'module-cache-mib': ['moduleCacheMib', number], 'pause-when-hidden': ['pauseWhenHidden', bool],
     'pause-on-battery': ['pauseOnBattery', bool], 'indicator': ['indicator', bool],
-    'peers': ['peers', bool],
+    'peers': ['peers', bool], 'transport': ['transport', text],
   };
   var options = {};
   var banner = {};

@@ -23,6 +23,8 @@ export interface Options {
   pauseOnBattery?: boolean;
   /** Fetch task modules from other visitors and serve them to others over WebRTC data channels (peers learn each other's IP addresses). Default true. */
   peers?: boolean;
+  /** How to reach the coordinator: `'websocket'` (default), or `'webrtc'`: a WebRTC data channel (for networks that block WebSockets; the coordinator must run with `--rtc-listen`). */
+  transport?: 'websocket' | 'webrtc';
   /** Show the "Sharing idle CPU · Stop" badge while running. Default true; a site that hides it must offer its own stop control. */
   indicator?: boolean;
   /** Texts of the consent banner. */

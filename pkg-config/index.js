@@ -36,6 +36,7 @@ const OPTIONS = {
   pauseWhenHidden: [isBool, 'true or false'],
   pauseOnBattery: [isBool, 'true or false'],
   peers: [isBool, 'true or false'],
+  transport: [(v) => v === 'websocket' || v === 'webrtc', '"websocket" or "webrtc"'],
   indicator: [isBool, 'true or false'],
   banner: [(v) => v && typeof v === 'object' && Object.entries(v).every(([k, s]) => k in TEXTS && typeof s === 'string'),
     'an object with string fields text, allow and decline'],
@@ -221,7 +222,7 @@ export function start(options) {
       agent: `idlecore-web/0.1 ${globalThis.navigator ? navigator.userAgent : ''}`.slice(0, 512),
       paused: paused(),
     };
-    for (const k of ['maxWorkers', 'prefetch', 'moduleCacheMib', 'peers']) if (opts[k] !== undefined) config[k] = opts[k];
+    for (const k of ['maxWorkers', 'prefetch', 'moduleCacheMib', 'peers', 'transport']) if (opts[k] !== undefined) config[k] = opts[k];
     worker.postMessage(config);
     status('loading');
     if (opts.indicator && typeof document !== 'undefined') {

@@ -21,10 +21,11 @@ export function peerHost(agent) {
   const peers = new Map();
   const tell = (peer, fields, transfer) => agent.postMessage({ cmd: 'rtc', peer, ...fields }, transfer || []);
 
-  // Ends a connection; `why` (a reason) tells the agent, which did not ask for it.
-  const end = (peer, why) => {
+  // Ends a connection (only if it is still `owner`, when given: events of a
+  // replaced one are late); `why` (a reason) tells the agent, which did not ask for it.
+  const end = (peer, why, owner) => {
     const p = peers.get(peer);
-    if (!p) return;
+    if (!p || (owner && p !== owner)) return;
     peers.delete(peer);
     if (p.port) p.port.close();
     p.pc.close();
@@ -50,13 +51,13 @@ export function peerHost(agent) {
       if (e.data instanceof ArrayBuffer) port1.postMessage(e.data, [e.data]);
     };
     dc.onbufferedamountlow = drained;
-    dc.onclose = () => end(peer, 'the data channel closed');
+    dc.onclose = () => end(peer, 'the data channel closed', p);
     port1.onmessage = (e) => {
       if (!(e.data instanceof ArrayBuffer)) return;
       try {
         dc.send(e.data);
       } catch (err) {
-        return end(peer, `sending on the data channel failed: ${err && err.message}`);
+        return end(peer, `sending on the data channel failed: ${err && err.message}`, p);
       }
       given += e.data.byteLength;
       if (dc.bufferedAmount <= LOW_WATER) drained();
@@ -79,11 +80,11 @@ export function peerHost(agent) {
         tell(peer, { op: 'candidate', candidate: c.candidate, mid: c.sdpMid || '', mline: c.sdpMLineIndex || 0 });
       } else if (!c && gathered === 0) {
         // Gathering is over and found no way out: give up now, not at the agent's timeout.
-        end(peer, 'no ICE candidates');
+        end(peer, 'no ICE candidates', p);
       }
     };
     pc.onconnectionstatechange = () => {
-      if (pc.connectionState === 'failed' || pc.connectionState === 'closed') end(peer, `peer connection ${pc.connectionState}`);
+      if (pc.connectionState === 'failed' || pc.connectionState === 'closed') end(peer, `peer connection ${pc.connectionState}`, p);
     };
     if (initiator) {
       hand(peer, p, pc.createDataChannel('idlecore-blob'));
@@ -97,17 +98,19 @@ export function peerHost(agent) {
   };
 
   // One agent message; a failure ends that connection and tells the agent why.
+  // (A connection's operations run in order: a candidate waits for the offer.)
   const onMessage = async (msg) => {
     const { peer } = msg;
+    const owner = msg.op === 'open' ? null : peers.get(peer);
     try {
       if (msg.op === 'open') return await open(peer, msg.ice || [], msg.initiator);
       if (msg.op === 'close') return end(peer);
-      const pc = peers.get(peer)?.pc;
-      if (!pc) return undefined;
+      if (!owner) return undefined;
+      const { pc } = owner;
       if (msg.op === 'offer') {
         await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
         await pc.setLocalDescription(await pc.createAnswer());
-        if (peers.get(peer)?.pc === pc) tell(peer, { op: 'answer', sdp: pc.localDescription.sdp });
+        if (peers.get(peer) === owner) tell(peer, { op: 'answer', sdp: pc.localDescription.sdp });
       } else if (msg.op === 'answer') {
         await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
       } else if (msg.op === 'candidate') {
@@ -115,8 +118,9 @@ export function peerHost(agent) {
       }
     } catch (e) {
       const why = String(e && e.message ? e.message : e);
-      if (peers.has(peer)) end(peer, why);
-      else if (msg.op === 'open') tell(peer, { op: 'closed', why });
+      if (owner) end(peer, why, owner);
+      else if (peers.has(peer)) end(peer, why);
+      else tell(peer, { op: 'closed', why });
     }
     return undefined;
   };

@@ -36,7 +36,7 @@ async fn a_damaged_entry_is_dropped_and_the_network_tried() {
     let hash: [u8; 32] = Sha256::digest(PROBE).into();
     let u = url("damaged");
     store_bytes(&cache, &u, b"not the module").await;
-    let err = load(&u, hash).await.err().expect("the network has no such module");
+    let err = load(&u, hash).await.expect_err("the network has no such module");
     assert_eq!(err.0, FailureKind::ModuleFetch);
     assert!(err.1.contains("HTTP 404"), "{}", err.1);
     assert!(cached_bytes(&cache, &u).await.is_none(), "the damaged entry is gone");
@@ -49,7 +49,7 @@ async fn invalid_module_bytes_fail_to_compile_even_with_a_matching_hash() {
     let hash: [u8; 32] = Sha256::digest(bytes).into();
     let u = url("invalid");
     store_bytes(&cache, &u, bytes).await;
-    let err = load(&u, hash).await.err().expect("does not compile");
+    let err = load(&u, hash).await.expect_err("does not compile");
     assert_eq!(err.0, FailureKind::ModuleInvalid);
 }
 

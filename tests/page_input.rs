@@ -38,6 +38,8 @@ fn options_take_defaults_and_every_field() {
     .unwrap();
     assert_eq!((o.cpu, o.cores, o.max_workers, o.module_cache_mib, o.prefetch, o.paused), (0.5, Some(8), Some(3), Some(16), Some(0), true));
     assert!(!o.peers);
+    assert!(!o.data_channel, "WebSockets by default");
+    assert!(options("{coordinator: 'ws://h/ws', transport: 'webrtc'}").unwrap().data_channel);
 }
 
 #[wasm_bindgen_test]
@@ -54,6 +56,7 @@ fn bad_options_are_refused_by_name() {
         ("{coordinator: 'ws://h', maxWorkers: 0}", "`maxWorkers` must be between"),
         ("{coordinator: 'ws://h', paused: 1}", "`paused` must be true or false"),
         ("{coordinator: 'ws://h', cpus: 1}", "unknown field `cpus`"),
+        ("{coordinator: 'ws://h', transport: 'carrier pigeon'}", "`transport` must be"),
     ] {
         let err = options(source).expect_err(source);
         assert!(err.contains(why), "{source}: {err}");
@@ -87,6 +90,10 @@ fn peer_messages_are_read_and_bad_ones_refused() {
     assert!(matches!(message("{cmd: 'rtc', op: 'offer', peer: '3', sdp: 'v=0'}"), Ok(PageMessage::Rtc(Rtc::Offer { .. }))));
     assert!(matches!(message("{cmd: 'rtc', op: 'closed', peer: '3', why: 'gone'}"), Ok(PageMessage::Rtc(Rtc::Closed { .. }))));
     assert!(matches!(message("{cmd: 'rtc', peer: '7', channel: new MessageChannel().port1}"), Ok(PageMessage::Channel(7, _))));
+    assert!(matches!(
+        message("{cmd: 'rtc', peer: 'coordinator', channel: new MessageChannel().port1}"),
+        Ok(PageMessage::CoordinatorChannel(_))
+    ));
     for (source, why) in [
         ("{cmd: 'rtc', op: 'offer', sdp: 'v=0'}", "`peer` is missing"),
         ("{cmd: 'rtc', op: 'offer', peer: '3'}", "`sdp` is missing"),
@@ -141,4 +148,12 @@ async fn a_relayed_channel_carries_bytes_both_ways_with_flow_control() {
     page.post_message(&"open".into()).unwrap();
     gloo_timers::future::TimeoutFuture::new(50).await;
     assert_eq!(seen.borrow().len(), 3, "a dropped link hears nothing more");
+}
+
+#[wasm_bindgen_test]
+fn the_data_channel_endpoint_sits_beside_the_worker_socket() {
+    use idlecore_wasm::transport::rtc_endpoint;
+    assert_eq!(rtc_endpoint("ws://127.0.0.1:8080/ws").unwrap(), "http://127.0.0.1:8080/rtc");
+    assert_eq!(rtc_endpoint("wss://example.org/idle/ws?site=blog").unwrap(), "https://example.org/idle/rtc?site=blog");
+    assert!(rtc_endpoint("not a url").is_err());
 }

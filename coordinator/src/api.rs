@@ -34,6 +34,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/stats", get(stats))
         .route("/modules/{hash}", get(get_module))
         .route("/ws", get(worker_socket));
+    #[cfg(feature = "webrtc")]
+    let api = api.route(
+        "/rtc",
+        post(crate::rtc::offer).layer(DefaultBodyLimit::max(idlecore_protocol::limits::MAX_SDP_BYTES)),
+    );
     let mut app = api;
     if let Some(pkg) = &state.config.pkg {
         // Pages on other origins may load the package from here as from a CDN
@@ -224,13 +229,32 @@ async fn stats(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
     v["peers"] = serde_json::to_value(peers.stats).expect("stats serialize");
     v["peers"]["blobs"] = blobs.into();
     v["peers"]["holders"] = holders.into();
+    let (websocket, data_channel) = state.sessions_by_transport();
+    v["transports"] = serde_json::json!({ "websocket": websocket, "data_channel": data_channel });
     Json(v)
 }
 
 /// `?site=KEY` on the worker socket: which embedding site the visitor came from.
 #[derive(serde::Deserialize)]
-struct SocketQuery {
+pub(crate) struct SocketQuery {
     site: Option<String>,
+}
+
+/// The embedding site's key ("" if none) and the worker's network (see
+/// `sessions::origin_of`), or the answer to a bad site key.
+pub(crate) fn worker_site_and_origin(
+    query: SocketQuery,
+    extensions: &axum::http::Extensions,
+) -> Result<(String, Option<u64>), Response> {
+    // The peer address, where the server records it (a router served without it has none).
+    let peer = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+    let origin = peer.and_then(|p| crate::sessions::origin_of(p.0.ip()));
+    let site = query.site.unwrap_or_default();
+    if site.len() > 128 || !site.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        let why = "site key: up to 128 letters, digits, '.', '_' or '-'";
+        return Err((axum::http::StatusCode::BAD_REQUEST, [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")], why).into_response());
+    }
+    Ok((site, origin))
 }
 
 async fn worker_socket(
@@ -239,16 +263,12 @@ async fn worker_socket(
     extensions: axum::http::Extensions,
     ws: WebSocketUpgrade,
 ) -> Response {
-    // The peer address, where the server records it (a router served without it has none).
-    let peer = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
-    let origin = peer.and_then(|p| crate::sessions::origin_of(p.0.ip()));
-    let site = query.site.unwrap_or_default();
-    if site.len() > 128 || !site.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
-        let why = "site key: up to 128 letters, digits, '.', '_' or '-'";
-        return (axum::http::StatusCode::BAD_REQUEST, why).into_response();
-    }
+    let (site, origin) = match worker_site_and_origin(query, &extensions) {
+        Ok(found) => found,
+        Err(refused) => return refused,
+    };
     // Frames a little over the protocol maximum still arrive whole, so the
     // session can answer them with a `TooLarge` error instead of a bare close.
     let limit = idlecore_protocol::MAX_FRAME_BYTES + 64 * 1024;
-    ws.max_message_size(limit).max_frame_size(limit).on_upgrade(move |socket| sessions::run(socket, state, site, origin))
+    ws.max_message_size(limit).max_frame_size(limit).on_upgrade(move |socket| sessions::run(sessions::Link::WebSocket(socket), state, site, origin))
 }

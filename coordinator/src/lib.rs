@@ -11,6 +11,8 @@ pub mod error;
 pub mod jobs;
 pub mod model;
 pub mod peers;
+#[cfg(feature = "webrtc")]
+pub mod rtc;
 pub mod scheduler;
 pub mod sabotage;
 pub mod sandbox;

@@ -49,6 +49,12 @@ pub struct ServeArgs {
     pub validation: ValidationArgs,
     #[command(flatten)]
     pub ice: IceArgs,
+    /// Take worker sessions over WebRTC data channels too (`POST /rtc`), on
+    /// this UDP address (an address browsers reach: it is the ICE candidate;
+    /// port 0 picks one). For visitors whose network blocks WebSockets.
+    #[cfg(feature = "webrtc")]
+    #[arg(long)]
+    pub rtc_listen: Option<std::net::SocketAddr>,
 }
 
 /// STUN/TURN servers handed to workers for their peer connections.
@@ -169,7 +175,16 @@ pub async fn bind(args: &ServeArgs) -> anyhow::Result<Bound> {
         ice_servers: args.ice.servers()?,
     };
     let (stop, stop_rx) = watch::channel(false);
-    let state = Arc::new(AppState::new(store, scheduler, token_hash, config, stop_rx));
+    #[allow(unused_mut)]
+    let mut state = AppState::new(store, scheduler, token_hash, config, stop_rx);
+    #[cfg(feature = "webrtc")]
+    if let Some(addr) = args.rtc_listen {
+        let hub = crate::rtc::RtcHub::bind(addr).await?;
+        tracing::info!(addr = %hub.addr(), "WebRTC sessions on UDP");
+        println!("webrtc on udp {}", hub.addr());
+        state.rtc = Some(hub);
+    }
+    let state = Arc::new(state);
     let restored = jobs::restore(&state).await.context("restoring unfinished jobs")?;
     if restored > 0 {
         tracing::info!(jobs = restored, "restored unfinished jobs");

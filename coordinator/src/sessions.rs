@@ -1,4 +1,5 @@
-//! One task per worker WebSocket: handshake, then leases out and reports in.
+//! One task per worker connection (a WebSocket, or a WebRTC data channel with
+//! the `webrtc` feature): handshake, then leases out and reports in.
 
 use crate::jobs;
 use crate::scheduler::WorkerId;
@@ -47,36 +48,81 @@ pub fn origin_of(ip: std::net::IpAddr) -> Option<u64> {
     })
 }
 
-/// Serves one worker socket; `site` is the embedding site's key ("" if none),
-/// `origin` its network (see `origin_of`).
-pub async fn run(mut socket: WebSocket, state: Arc<AppState>, site: String, origin: Option<u64>) {
-    let _open = state.open_session();
-    let session = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
-    let result = serve(&mut socket, &state, session, &site, origin).await;
-    if let Err(Refusal(code, message)) = result {
-        tracing::info!(session, ?code, "closing worker session: {message}");
-        let frame = encode_coordinator(&CoordinatorMessage::Error(ProtocolError { code, message }));
-        let _ = socket.send(Message::Binary(frame.into())).await;
-    }
-    let _ = socket.send(Message::Close(None)).await;
+/// A worker's connection, carrying whole protocol frames.
+pub enum Link {
+    WebSocket(WebSocket),
+    #[cfg(feature = "webrtc")]
+    DataChannel(crate::rtc::ChannelLink),
 }
 
-/// Waits for the next binary frame; `None` when the socket is closed.
-async fn next_frame(socket: &mut WebSocket) -> Result<Option<Vec<u8>>, Refusal> {
-    loop {
-        match socket.recv().await {
-            None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(None),
-            Some(Ok(Message::Binary(b))) => return Ok(Some(b.to_vec())),
-            Some(Ok(Message::Text(_))) => {
-                return Err(Refusal(ErrorCode::Malformed, "text frames are not part of the protocol; send binary frames".into()))
+impl Link {
+    /// Waits for the next frame; `None` when the connection is closed.
+    async fn recv(&mut self) -> Result<Option<Vec<u8>>, Refusal> {
+        let socket = match self {
+            Link::WebSocket(socket) => socket,
+            #[cfg(feature = "webrtc")]
+            Link::DataChannel(channel) => return Ok(channel.recv().await),
+        };
+        loop {
+            match socket.recv().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(None),
+                Some(Ok(Message::Binary(b))) => return Ok(Some(b.to_vec())),
+                Some(Ok(Message::Text(_))) => {
+                    return Err(Refusal(ErrorCode::Malformed, "text frames are not part of the protocol; send binary frames".into()))
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+        }
+    }
+
+    async fn send(&mut self, frame: Vec<u8>) -> Result<(), Refusal> {
+        let failed = |e: String| Refusal(ErrorCode::Malformed, format!("send failed: {e}"));
+        match self {
+            Link::WebSocket(socket) => socket.send(Message::Binary(frame.into())).await.map_err(|e| failed(e.to_string())),
+            #[cfg(feature = "webrtc")]
+            Link::DataChannel(channel) => channel.send(frame).map_err(|e| failed(e.to_string())),
+        }
+    }
+
+    /// Ends the connection politely (a data channel ends when the link is dropped).
+    async fn close(&mut self) {
+        if let Link::WebSocket(socket) = self {
+            let _ = socket.send(Message::Close(None)).await;
+        }
+    }
+
+    pub fn transport(&self) -> Transport {
+        match self {
+            Link::WebSocket(_) => Transport::WebSocket,
+            #[cfg(feature = "webrtc")]
+            Link::DataChannel(_) => Transport::DataChannel,
         }
     }
 }
 
-async fn serve(socket: &mut WebSocket, state: &Arc<AppState>, session: u64, site: &str, origin: Option<u64>) -> Result<(), Refusal> {
-    let hello = match tokio::time::timeout(Duration::from_secs(10), next_frame(socket)).await {
+/// How a worker reached the coordinator (counted in `/api/stats` → `transports`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    WebSocket,
+    DataChannel,
+}
+
+/// Serves one worker connection; `site` is the embedding site's key ("" if
+/// none), `origin` its network (see `origin_of`).
+pub async fn run(mut link: Link, state: Arc<AppState>, site: String, origin: Option<u64>) {
+    let _open = state.open_session(link.transport());
+    let session = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+    let result = serve(&mut link, &state, session, &site, origin).await;
+    if let Err(Refusal(code, message)) = result {
+        tracing::info!(session, ?code, "closing worker session: {message}");
+        let frame = encode_coordinator(&CoordinatorMessage::Error(ProtocolError { code, message }));
+        let _ = link.send(frame).await;
+    }
+    link.close().await;
+}
+
+async fn serve(link: &mut Link, state: &Arc<AppState>, session: u64, site: &str, origin: Option<u64>) -> Result<(), Refusal> {
+    let hello = match tokio::time::timeout(Duration::from_secs(10), link.recv()).await {
         Err(_) => return Err(Refusal(ErrorCode::UnexpectedMessage, "no Hello within 10 s".into())),
         Ok(frame) => match frame? {
             None => return Ok(()),
@@ -101,27 +147,25 @@ async fn serve(socket: &mut WebSocket, state: &Arc<AppState>, session: u64, site
         max_frame: MAX_FRAME_BYTES as u32,
         ice_servers: state.config.ice_servers.clone(),
     });
-    send(socket, &welcome).await?;
+    send(link, &welcome).await?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let worker = state.scheduler().register_worker_from(hello.slots, tx.clone(), origin);
     state.peers().join(worker, tx, origin);
-    tracing::info!(session, worker, slots = hello.slots, site, agent = %hello.agent, "worker joined");
-    let outcome = session_loop(socket, state, worker, &mut rx, heartbeat_ms).await;
+    let transport = link.transport();
+    tracing::info!(session, worker, slots = hello.slots, site, ?transport, agent = %hello.agent, "worker joined");
+    let outcome = session_loop(link, state, worker, &mut rx, heartbeat_ms).await;
     state.peers().leave(worker);
     let requeued = state.scheduler().remove_worker(worker);
     tracing::info!(session, worker, requeued, "worker left");
     outcome
 }
 
-async fn send(socket: &mut WebSocket, msg: &CoordinatorMessage) -> Result<(), Refusal> {
-    socket
-        .send(Message::Binary(encode_coordinator(msg).into()))
-        .await
-        .map_err(|e| Refusal(ErrorCode::Malformed, format!("send failed: {e}")))
+async fn send(link: &mut Link, msg: &CoordinatorMessage) -> Result<(), Refusal> {
+    link.send(encode_coordinator(msg)).await
 }
 
 async fn session_loop(
-    socket: &mut WebSocket,
+    link: &mut Link,
     state: &Arc<AppState>,
     worker: WorkerId,
     rx: &mut mpsc::UnboundedReceiver<CoordinatorMessage>,
@@ -133,15 +177,15 @@ async fn session_loop(
     let mut shutdown = state.shutdown.clone();
     loop {
         tokio::select! {
-            frame = tokio::time::timeout(silence, next_frame(socket)) => {
+            frame = tokio::time::timeout(silence, link.recv()) => {
                 let Ok(frame) = frame else {
                     return Err(Refusal(ErrorCode::UnexpectedMessage, "no message for three heartbeat periods".into()));
                 };
                 let Some(frame) = frame? else { return Ok(()) };
                 handle(state, worker, decode_worker(&frame)?, &reply_tx)?;
             }
-            Some(msg) = rx.recv() => send_batched(socket, msg, rx).await?,
-            Some(msg) = reply_rx.recv() => send(socket, &msg).await?,
+            Some(msg) = rx.recv() => send_batched(link, msg, rx).await?,
+            Some(msg) = reply_rx.recv() => send(link, &msg).await?,
             _ = shutdown.changed() => {
                 return Err(Refusal(ErrorCode::ShuttingDown, "the coordinator is shutting down; reconnect later".into()));
             }
@@ -164,11 +208,11 @@ fn encoded_size(lease: idlecore_protocol::Lease) -> (idlecore_protocol::Lease, u
 /// Sends `first` and whatever else is already queued, with leases that are
 /// ready together in one `Leases` frame (in order; other messages after them).
 async fn send_batched(
-    socket: &mut WebSocket,
+    link: &mut Link,
     first: CoordinatorMessage,
     rx: &mut mpsc::UnboundedReceiver<CoordinatorMessage>,
 ) -> Result<(), Refusal> {
-    let CoordinatorMessage::Lease(lease) = first else { return send(socket, &first).await };
+    let CoordinatorMessage::Lease(lease) = first else { return send(link, &first).await };
     let (lease, mut bytes) = encoded_size(lease);
     let mut batch = vec![lease];
     let mut after = None;
@@ -195,9 +239,9 @@ async fn send_batched(
     } else {
         CoordinatorMessage::Leases(batch)
     };
-    send(socket, &msg).await?;
+    send(link, &msg).await?;
     match after {
-        Some(m) => send(socket, &m).await,
+        Some(m) => send(link, &m).await,
         None => Ok(()),
     }
 }

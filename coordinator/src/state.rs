@@ -1,6 +1,7 @@
 //! Shared state of a running coordinator.
 
 use crate::scheduler::Scheduler;
+use crate::sessions::Transport;
 use crate::store::Store;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -50,6 +51,11 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Worker sessions still open; shutdown waits for them to say goodbye.
     sessions: AtomicUsize,
+    /// Of those, the ones over WebRTC data channels.
+    data_channel_sessions: AtomicUsize,
+    /// Worker sessions over WebRTC data channels (`--rtc-listen`).
+    #[cfg(feature = "webrtc")]
+    pub rtc: Option<crate::rtc::RtcHub>,
     /// Module downloads served (`GET /modules/{hash}`), for egress accounting.
     pub module_downloads: std::sync::atomic::AtomicU64,
     /// Comparator modules of jobs that have one.
@@ -60,10 +66,13 @@ pub struct AppState {
 }
 
 /// Counts a worker session as open until dropped.
-pub struct SessionGuard<'a>(&'a AppState);
+pub struct SessionGuard<'a>(&'a AppState, Transport);
 
 impl Drop for SessionGuard<'_> {
     fn drop(&mut self) {
+        if self.1 == Transport::DataChannel {
+            self.0.data_channel_sessions.fetch_sub(1, Ordering::SeqCst);
+        }
         self.0.sessions.fetch_sub(1, Ordering::SeqCst);
         self.0.session_ended.notify_waiters();
     }
@@ -86,6 +95,9 @@ impl AppState {
             config,
             shutdown,
             sessions: AtomicUsize::new(0),
+            data_channel_sessions: AtomicUsize::new(0),
+            #[cfg(feature = "webrtc")]
+            rtc: None,
             module_downloads: Default::default(),
             comparators: Default::default(),
             peers: Default::default(),
@@ -93,9 +105,18 @@ impl AppState {
         }
     }
 
-    pub fn open_session(&self) -> SessionGuard<'_> {
+    pub fn open_session(&self, transport: Transport) -> SessionGuard<'_> {
         self.sessions.fetch_add(1, Ordering::SeqCst);
-        SessionGuard(self)
+        if transport == Transport::DataChannel {
+            self.data_channel_sessions.fetch_add(1, Ordering::SeqCst);
+        }
+        SessionGuard(self, transport)
+    }
+
+    /// Worker sessions open now: (over WebSockets, over data channels).
+    pub fn sessions_by_transport(&self) -> (usize, usize) {
+        let rtc = self.data_channel_sessions.load(Ordering::SeqCst);
+        (self.sessions.load(Ordering::SeqCst).saturating_sub(rtc), rtc)
     }
 
     /// Waits until every worker session has closed, or `limit` passes.

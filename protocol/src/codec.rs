@@ -70,7 +70,10 @@ fn check_files<'a>(files: impl Iterator<Item = &'a crate::TaskFile>) -> Result<(
     check(count <= MAX_FILES, "files", MAX_FILES)
 }
 
-fn check_signal(s: &crate::Signal) -> Result<(), DecodeError> {
+/// Checks a signal's limits (SDP and candidate lengths), as decoding does:
+/// a sender checks before sending, since the receiver ends a session that
+/// breaks them.
+pub fn check_signal(s: &crate::Signal) -> Result<(), DecodeError> {
     use crate::SignalPayload::*;
     match &s.payload {
         Offer(sdp) | Answer(sdp) => check(sdp.len() <= MAX_SDP_BYTES, "sdp", MAX_SDP_BYTES),

@@ -18,9 +18,10 @@ mod codec;
 pub mod limits;
 mod peers;
 
+pub mod pieces;
 pub use peers::{Have, IceCandidate, IceServer, Signal, SignalPayload, Sources, Want};
 pub use codec::{
-    decode_coordinator, decode_worker, encode_coordinator, encode_worker, DecodeError,
+    check_signal, decode_coordinator, decode_worker, encode_coordinator, encode_worker, DecodeError,
 };
 
 /// The protocol version this crate speaks. A coordinator refuses a `Hello`

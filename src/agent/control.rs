@@ -38,6 +38,9 @@ pub struct AgentOptions {
     pub paused: bool,
     /// Fetch modules from peers and serve them (default true).
     pub peers: bool,
+    /// Reach the coordinator over a WebRTC data channel instead of a
+    /// WebSocket (`transport: 'webrtc'`; default `'websocket'`).
+    pub data_channel: bool,
 }
 
 /// A JS object's fields by name (`null` and `undefined` are absent); each
@@ -88,7 +91,7 @@ impl AgentOptions {
             return Err("the options must be an object".into());
         }
         let f = Fields(value);
-        f.only(&["coordinator", "cpu", "cores", "maxWorkers", "agent", "moduleCacheMib", "prefetch", "paused", "peers"])?;
+        f.only(&["coordinator", "cpu", "cores", "maxWorkers", "agent", "moduleCacheMib", "prefetch", "paused", "peers", "transport"])?;
         let opts = AgentOptions {
             coordinator: f.need("coordinator")?,
             cpu: f.number("cpu")?.unwrap_or(0.25),
@@ -99,6 +102,11 @@ impl AgentOptions {
             prefetch: f.whole("prefetch")?,
             paused: f.flag("paused")?.unwrap_or(false),
             peers: f.flag("peers")?.unwrap_or(true),
+            data_channel: match f.text("transport")?.as_deref() {
+                None | Some("websocket") => false,
+                Some("webrtc") => true,
+                Some(_) => return Err("`transport` must be \"websocket\" or \"webrtc\"".into()),
+            },
         };
         opts.validate()?;
         Ok(opts)
@@ -173,6 +181,8 @@ pub enum PageMessage {
     Rtc(Rtc),
     /// `{cmd: 'rtc', peer, channel}`: a connection's data channel (or its relay port).
     Channel(u64, JsValue),
+    /// The same for the page's connection to the coordinator.
+    CoordinatorChannel(JsValue),
 }
 
 /// Reads a message from the page; the error says what is wrong.
@@ -193,6 +203,9 @@ pub fn parse(data: &JsValue) -> Result<PageMessage, String> {
         "rtc" => {
             let peer = f.need("peer")?;
             if let Some(channel) = f.get("channel") {
+                if peer == crate::transport::COORDINATOR_PEER {
+                    return Ok(PageMessage::CoordinatorChannel(channel));
+                }
                 let id = peer.parse().map_err(|_| format!("bad peer id {peer:?}"))?;
                 return Ok(PageMessage::Channel(id, channel));
             }
@@ -219,6 +232,7 @@ pub fn listen(notify: Rc<dyn Fn(Event)>) -> Option<Listener> {
         Ok(PageMessage::Control(c)) => notify(Event::Control(c)),
         Ok(PageMessage::Rtc(r)) => notify(Event::Peer(PeerEvent::Page(r))),
         Ok(PageMessage::Channel(peer, channel)) => notify(Event::Peer(PeerEvent::Channel(peer, channel))),
+        Ok(PageMessage::CoordinatorChannel(channel)) => notify(Event::Peer(PeerEvent::CoordinatorChannel(channel))),
         Err(why) => crate::status::report_error(&format!("idlecore: ignored a message from the page: {why}")),
     });
     scope.set_onmessage(Some(on_message.as_ref().unchecked_ref()));

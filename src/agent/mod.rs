@@ -18,7 +18,7 @@ pub use control::{AgentOptions, Control};
 use crate::budget::Plan;
 use crate::executor::pool::{ExecutorPool, PoolEvent};
 use crate::status::{report_status, report_task, Status, TaskEvent};
-use crate::transport::{Socket, SocketEvent};
+use crate::transport::{DataChannelSocket, Socket, SocketEvent, WebSocketConn};
 use futures_channel::mpsc;
 use futures_util::StreamExt;
 use gloo_timers::callback::{Interval, Timeout};
@@ -177,12 +177,18 @@ impl Agent {
         self.generation += 1;
         let generation = self.generation;
         let notify = self.notify.clone();
-        match Socket::connect(&self.opts.coordinator, Rc::new(move |e| notify(Event::Socket(generation, e)))) {
+        let notify: Rc<dyn Fn(SocketEvent)> = Rc::new(move |e| notify(Event::Socket(generation, e)));
+        let socket = if self.opts.data_channel {
+            DataChannelSocket::connect(&self.opts.coordinator, notify).map(Socket::DataChannel)
+        } else {
+            WebSocketConn::connect(&self.opts.coordinator, notify).map(Socket::WebSocket)
+        };
+        match socket {
             Ok(socket) => {
                 self.session = Some(Session { socket, generation, module_path: None, ice_servers: Vec::new(), capacity: 0, _heartbeat: None });
                 self.refresh_state();
             }
-            Err(e) => self.lost(format!("cannot open a WebSocket to {}: {e:?}", self.opts.coordinator)),
+            Err(e) => self.lost(format!("cannot connect to {}: {e:?}", self.opts.coordinator)),
         }
     }
 

@@ -18,6 +18,7 @@ use super::{modules, Agent, Event};
 use crate::blob_transfer::{self, Fetch, Outgoing, Progress};
 use crate::peer_link::{LinkEvent, PeerLink};
 use crate::status;
+use crate::transport::{Socket, COORDINATOR_PEER};
 use gloo_timers::callback::Timeout;
 use idlecore_protocol::{IceServer, ModuleHash, Signal, SignalPayload, Sources, Want, WorkerMessage};
 use serde::Serialize;
@@ -50,6 +51,19 @@ pub enum Rtc {
     Closed { peer: String, why: String },
 }
 
+impl Rtc {
+    pub fn peer(&self) -> &str {
+        match self {
+            Rtc::Open { peer, .. }
+            | Rtc::Offer { peer, .. }
+            | Rtc::Answer { peer, .. }
+            | Rtc::Candidate { peer, .. }
+            | Rtc::Close { peer }
+            | Rtc::Closed { peer, .. } => peer,
+        }
+    }
+}
+
 pub enum PeerEvent {
     /// Not in the persistent cache: ask peers, then the coordinator.
     Missing(ModuleHash),
@@ -59,6 +73,8 @@ pub enum PeerEvent {
     Page(Rtc),
     /// From the page: the connection's data channel (or its relay port).
     Channel(u64, JsValue),
+    /// From the page: the data channel of the connection to the coordinator.
+    CoordinatorChannel(JsValue),
     Link(u64, LinkEvent),
     /// The bytes a peer asked for, read from the persistent cache.
     Read(u64, Option<Vec<u8>>),
@@ -156,6 +172,16 @@ impl Agent {
                     self.download(hash);
                 }
             }
+            PeerEvent::Page(rtc) if rtc.peer() == COORDINATOR_PEER => {
+                if let Some(Socket::DataChannel(dc)) = self.session.as_mut().map(|s| &mut s.socket) {
+                    dc.on_page(rtc);
+                }
+            }
+            PeerEvent::CoordinatorChannel(end) => match self.session.as_mut().map(|s| &mut s.socket) {
+                Some(Socket::DataChannel(dc)) => dc.on_channel(&end),
+                // Not asked for: taking it over and dropping it closes it.
+                _ => drop(PeerLink::new(&end, std::rc::Rc::new(|_| {}))),
+            },
             PeerEvent::Page(rtc) => self.on_page_rtc(rtc),
             PeerEvent::Channel(peer, end) => {
                 let notify = self.notify.clone();
@@ -259,8 +285,12 @@ impl Agent {
             }
             Rtc::Open { .. } | Rtc::Close { .. } => return,
         };
-        if let Some(peer) = peer.parse().ok().filter(|p| self.peers.conns.contains_key(p)) {
-            self.send_msg(&WorkerMessage::Signal(Signal { peer, payload }));
+        let Some(peer) = peer.parse().ok().filter(|p| self.peers.conns.contains_key(p)) else { return };
+        let signal = Signal { peer, payload };
+        // The coordinator would end this session over a signal past the limits.
+        match idlecore_protocol::check_signal(&signal) {
+            Ok(()) => self.send_msg(&WorkerMessage::Signal(signal)),
+            Err(e) => self.give_up(peer, &format!("the page's signal is too large: {e}")),
         }
     }
 

@@ -110,6 +110,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunOutcome> {
         // One browser, the task author's own: nothing to check it against.
         validation: server::ValidationArgs::off(),
         ice: Default::default(),
+        #[cfg(feature = "webrtc")]
+        rtc_listen: None,
     };
     let bound = server::bind(&serve_args).await?;
     let base = format!("http://{}", bound.addr);

@@ -1,28 +1,23 @@
-//! The coordinator connection: a WebSocket carrying binary protocol frames.
-//! Event handlers are owned by [`Socket`] and removed when it is dropped.
+//! The coordinator connection over a WebSocket carrying binary protocol
+//! frames. Event handlers are owned by [`WebSocketConn`] and removed when it
+//! is dropped.
 
+use super::SocketEvent;
 use js_sys::{ArrayBuffer, Uint8Array};
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{BinaryType, CloseEvent, Event, MessageEvent, WebSocket};
 
-pub enum SocketEvent {
-    Open,
-    Frame(Vec<u8>),
-    /// The socket closed (or failed to open); no more events follow.
-    Closed { code: u16, reason: String },
-}
-
-pub struct Socket {
+pub struct WebSocketConn {
     ws: WebSocket,
     _on_open: Closure<dyn FnMut(Event)>,
     _on_message: Closure<dyn FnMut(MessageEvent)>,
     _on_close: Closure<dyn FnMut(CloseEvent)>,
 }
 
-impl Socket {
-    pub fn connect(url: &str, notify: Rc<dyn Fn(SocketEvent)>) -> Result<Socket, JsValue> {
+impl WebSocketConn {
+    pub fn connect(url: &str, notify: Rc<dyn Fn(SocketEvent)>) -> Result<WebSocketConn, JsValue> {
         let ws = WebSocket::new(url)?;
         ws.set_binary_type(BinaryType::Arraybuffer);
         let n = notify.clone();
@@ -40,7 +35,7 @@ impl Socket {
         ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
         ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
-        Ok(Socket { ws, _on_open: on_open, _on_message: on_message, _on_close: on_close })
+        Ok(WebSocketConn { ws, _on_open: on_open, _on_message: on_message, _on_close: on_close })
     }
 
     pub fn send(&self, frame: &[u8]) -> Result<(), JsValue> {
@@ -48,7 +43,7 @@ impl Socket {
     }
 }
 
-impl Drop for Socket {
+impl Drop for WebSocketConn {
     fn drop(&mut self) {
         self.ws.set_onopen(None);
         self.ws.set_onmessage(None);
