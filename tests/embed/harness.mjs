@@ -14,11 +14,11 @@ export const TOKEN = 'embed-token';
 const BIN = join(ROOT, 'target/release/idlecore');
 const TASKS = join(ROOT, 'target/wasm32-wasip1/release');
 
-/** Starts `idlecore serve` on loopback; resolves once it listens. */
-export async function startCoordinator({ www = join(ROOT, 'www'), pkg = join(ROOT, 'pkg'), heartbeatMs = 1000 } = {}) {
+/** Starts `idlecore serve` on loopback (with `extraArgs`); resolves once it listens. */
+export async function startCoordinator({ www = join(ROOT, 'www'), pkg = join(ROOT, 'pkg'), heartbeatMs = 1000, extraArgs = [] } = {}) {
   const data = mkdtempSync(join(tmpdir(), 'idlecore-embed-'));
   const child = spawn(BIN, ['serve', '--data', data, '--listen', '127.0.0.1:0', '--heartbeat-ms', String(heartbeatMs),
-    '--token', TOKEN, '--www', www, '--pkg', pkg, '--no-validation'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, IDLECORE_TOKEN: '' } });
+    '--token', TOKEN, '--www', www, '--pkg', pkg, '--no-validation', ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, IDLECORE_TOKEN: '' } });
   let log = '';
   child.stderr.on('data', (d) => { log += d; });
   const addr = await new Promise((ok, fail) => {
@@ -61,6 +61,8 @@ function api(base) {
     /** Uploads a task module built by the xtask; returns its hash. */
     upload: async (name) => (await call('POST', '/api/modules', new Uint8Array(readFileSync(join(TASKS, `${name}.wasm`))))).hash,
     uploadBytes: async (bytes) => (await call('POST', '/api/modules', bytes)).hash,
+    /** A job from a whole request body (see docs/protocol.md); returns its id. */
+    createJob: async (body) => (await call('POST', '/api/jobs', body)).id,
     /** A job of `n` tasks whose stdins are "0", "1", ...; `more` adds request fields (`validation`). */
     job: async (hash, n, args = [], limits = {}, more = {}) =>
       (await call('POST', '/api/jobs', { module: hash, limits, tasks: Array.from({ length: n }, (_, i) => ({ stdin: btoa(String(i)), args })), ...more })).id,
