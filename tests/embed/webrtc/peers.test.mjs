@@ -14,6 +14,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startCoordinator, launch, open, lastStatus, waitFor, finish, ROOT } from '../harness.mjs';
+import { NO_CHANNEL_TRANSFER } from './common.mjs';
 
 // One executor and no prefetched leases: a visitor holds one lease at a time,
 // so the other visitor gets leases too.
@@ -110,17 +111,6 @@ const COUNT_PAGE_SENDS = `{
     send.call(this, data);
   };
 }`;
-// A browser that cannot move an RTCDataChannel to a Worker: the page relays it.
-const NO_CHANNEL_TRANSFER = `{
-  const post = Worker.prototype.postMessage;
-  Worker.prototype.postMessage = function (msg, transfer) {
-    if (Array.isArray(transfer) && transfer.some((t) => t instanceof RTCDataChannel)) {
-      throw new DOMException('RTCDataChannel is not transferable here', 'DataCloneError');
-    }
-    return post.apply(this, arguments);
-  };
-}`;
-
 const sentByPage = (v) => v.page.evaluate(() => window.__sentToPeers);
 
 /** Can this browser move an RTCDataChannel to another context? */

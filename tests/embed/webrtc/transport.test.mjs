@@ -12,6 +12,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startCoordinator, launch, open, lastStatus, waitFor, finish, ROOT } from '../harness.mjs';
+import { NO_CHANNEL_TRANSFER } from './common.mjs';
 
 const PAGE = '<!doctype html><body><script src="/pkg/idlecore.js" data-coordinator="/ws" data-cpu="1" '
   + 'data-consent="granted" data-max-workers="1" data-transport="webrtc" defer></script>';
@@ -30,8 +31,10 @@ after(async () => {
   c?.stop();
 });
 
-test('a visitor runs its whole session over a data channel', async () => {
+/** One visitor's session over the data channel, checked end to end; `script` runs in its page first. */
+async function wholeSession(script) {
   const context = await browser.newContext();
+  if (script) await context.addInitScript(script);
   const { page, errors } = await open(context, `${c.base}/rtc.html`);
   await waitFor('the visitor to connect', async () => (await lastStatus(page))?.state === 'connected', 30_000);
   assert.deepEqual((await c.api.stats()).transports, { websocket: 0, data_channel: 1 });
@@ -73,4 +76,8 @@ test('a visitor runs its whole session over a data channel', async () => {
   await context.close();
   await waitFor('the session to end', async () => (await c.api.stats()).workers === 0, 30_000);
   assert.deepEqual((await c.api.stats()).transports, { websocket: 0, data_channel: 0 });
-});
+}
+
+test('a visitor runs its whole session over a data channel', () => wholeSession());
+
+test('a visitor runs its whole session over a data channel the page relays', () => wholeSession(NO_CHANNEL_TRANSFER));
