@@ -10,7 +10,11 @@ use std::process::Command;
 
 pub fn run_group(group: &str) -> anyhow::Result<()> {
     match group {
-        "unit" => crate::run(Command::new("cargo").args(["test", "--workspace", "--exclude", "idlecore-e2e"])),
+        "unit" => {
+            crate::run(Command::new("cargo").args(["test", "--workspace", "--exclude", "idlecore-e2e"]))?;
+            // The coordinator builds without WebRTC too (`--no-default-features`).
+            crate::run(Command::new("cargo").args(["check", "-p", "idlecore-coordinator", "--no-default-features"]))
+        }
         "browser" => crate::run(
             Command::new("wasm-pack")
                 .args(["test", "--headless", "--chrome", "--mode", "no-install"])
