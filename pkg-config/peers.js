@@ -34,6 +34,7 @@ export function peerHost(agent) {
 
   // Gives the data channel to the agent: moved whole, or relayed.
   const hand = (peer, p, dc) => {
+    p.handed = true;
     try {
       tell(peer, { channel: dc }, [dc]);
       return;
@@ -75,6 +76,7 @@ export function peerHost(agent) {
     let gathered = 0;
     pc.onicecandidate = (e) => {
       const c = e.candidate;
+      if (peers.get(peer) !== p) return;
       if (c && c.candidate) {
         gathered += 1;
         tell(peer, { op: 'candidate', candidate: c.candidate, mid: c.sdpMid || '', mline: c.sdpMLineIndex || 0 });
@@ -86,14 +88,18 @@ export function peerHost(agent) {
     pc.onconnectionstatechange = () => {
       if (pc.connectionState === 'failed' || pc.connectionState === 'closed') end(peer, `peer connection ${pc.connectionState}`, p);
     };
+    // One channel per connection: any further one the remote side opens is closed.
+    pc.ondatachannel = (e) => {
+      if (p.handed || peers.get(peer) !== p) e.channel.close();
+      else hand(peer, p, e.channel);
+    };
     if (initiator) {
       hand(peer, p, pc.createDataChannel('idlecore-blob'));
       return pc.createOffer().then(async (offer) => {
         await pc.setLocalDescription(offer);
-        tell(peer, { op: 'offer', sdp: pc.localDescription.sdp });
+        if (peers.get(peer) === p) tell(peer, { op: 'offer', sdp: pc.localDescription.sdp });
       });
     }
-    pc.ondatachannel = (e) => hand(peer, p, e.channel);
     return null;
   };
 
@@ -102,8 +108,13 @@ export function peerHost(agent) {
   const onMessage = async (msg) => {
     const { peer } = msg;
     const owner = msg.op === 'open' ? null : peers.get(peer);
+    let opened = null;
     try {
-      if (msg.op === 'open') return await open(peer, msg.ice || [], msg.initiator);
+      if (msg.op === 'open') {
+        const made = open(peer, msg.ice || [], msg.initiator);
+        opened = peers.get(peer);
+        return await made;
+      }
       if (msg.op === 'close') return end(peer);
       if (!owner) return undefined;
       const { pc } = owner;
@@ -119,7 +130,7 @@ export function peerHost(agent) {
     } catch (e) {
       const why = String(e && e.message ? e.message : e);
       if (owner) end(peer, why, owner);
-      else if (peers.has(peer)) end(peer, why);
+      else if (peers.has(peer)) end(peer, why, opened);
       else tell(peer, { op: 'closed', why });
     }
     return undefined;

@@ -160,6 +160,11 @@ impl Outgoing {
         self.offset
     }
 
+    /// Everything is handed out (the header, every chunk; or `Missing`).
+    pub fn finished(&self) -> bool {
+        self.header_sent && self.blob.as_ref().is_none_or(|b| self.offset >= b.len())
+    }
+
     /// The next message to send, `None` when all are sent.
     pub fn next_chunk(&mut self) -> Option<Vec<u8>> {
         let Some(blob) = &self.blob else {

@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use idlecore_protocol::pieces::{self, Joiner};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use str0m::change::SdpOffer;
@@ -35,8 +35,13 @@ use tokio::sync::{mpsc, oneshot};
 const MAX_QUEUED_BYTES: usize = 64 << 20;
 /// SCTP bytes in flight to one peer (str0m's default, 128 KiB, limits throughput).
 const MAX_IN_FLIGHT: usize = 4 << 20;
-/// Whole frames waiting for the session task; a peer that outruns it ends.
+/// Whole frames, and their bytes, waiting for the session task; a peer that
+/// outruns it ends.
 const INBOUND_FRAMES: usize = 256;
+const INBOUND_BYTES: usize = 64 << 20;
+/// Peers whose data channel has not opened yet, at most: offers past it get
+/// 503 (each costs a DTLS key and a session waiting for `Hello`).
+const MAX_CONNECTING: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RtcError {
@@ -46,10 +51,12 @@ pub enum RtcError {
     Refused(String),
     #[error("the WebRTC hub has stopped")]
     Stopped,
+    #[error("too many WebRTC connections are being set up; try again later")]
+    Busy,
 }
 
 enum Command {
-    Add { id: u64, rtc: Box<Rtc>, inbound: mpsc::Sender<Vec<u8>>, added: oneshot::Sender<()> },
+    Add { id: u64, rtc: Box<Rtc>, inbound: Inbound, added: oneshot::Sender<Result<(), RtcError>> },
     Send { id: u64, frame: Vec<u8> },
     Close { id: u64 },
 }
@@ -60,18 +67,27 @@ pub struct RtcHub {
     commands: mpsc::UnboundedSender<Command>,
 }
 
+/// The hub's side of a session's incoming frames: the channel and the bytes in it.
+struct Inbound {
+    frames: mpsc::Sender<Vec<u8>>,
+    bytes: Arc<AtomicUsize>,
+}
+
 /// A session's side of its data channel: whole frames in and out. Dropping
 /// it ends the peer connection.
 pub struct ChannelLink {
     id: u64,
     inbound: mpsc::Receiver<Vec<u8>>,
+    inbound_bytes: Arc<AtomicUsize>,
     commands: mpsc::UnboundedSender<Command>,
 }
 
 impl ChannelLink {
     /// The next frame; `None` once the channel or the connection is gone.
     pub async fn recv(&mut self) -> Option<Vec<u8>> {
-        self.inbound.recv().await
+        let frame = self.inbound.recv().await?;
+        self.inbound_bytes.fetch_sub(frame.len(), Ordering::Relaxed);
+        Some(frame)
     }
 
     pub fn send(&self, frame: Vec<u8>) -> Result<(), RtcError> {
@@ -110,7 +126,7 @@ pub(crate) async fn offer(
             tokio::spawn(sessions::run(Link::DataChannel(link), state.clone(), site, origin));
             (cors, [(header::CONTENT_TYPE, "application/sdp")], answer).into_response()
         }
-        Err(e @ RtcError::Stopped) => (StatusCode::SERVICE_UNAVAILABLE, cors, e.to_string()).into_response(),
+        Err(e @ (RtcError::Stopped | RtcError::Busy)) => (StatusCode::SERVICE_UNAVAILABLE, cors, e.to_string()).into_response(),
         Err(e) => (StatusCode::BAD_REQUEST, cors, e.to_string()).into_response(),
     }
 }
@@ -145,11 +161,13 @@ impl RtcHub {
         rtc.add_local_candidate(candidate);
         let answer = rtc.sdp_api().accept_offer(offer).map_err(|e| RtcError::Refused(e.to_string()))?;
         let id = NEXT_PEER.fetch_add(1, Ordering::Relaxed);
-        let (inbound_tx, inbound) = mpsc::channel(INBOUND_FRAMES);
+        let (frames, inbound) = mpsc::channel(INBOUND_FRAMES);
+        let bytes = Arc::new(AtomicUsize::new(0));
         let (added, done) = oneshot::channel();
-        self.commands.send(Command::Add { id, rtc: Box::new(rtc), inbound: inbound_tx, added }).map_err(|_| RtcError::Stopped)?;
-        done.await.map_err(|_| RtcError::Stopped)?;
-        Ok((answer.to_sdp_string(), ChannelLink { id, inbound, commands: self.commands.clone() }))
+        let add = Command::Add { id, rtc: Box::new(rtc), inbound: Inbound { frames, bytes: bytes.clone() }, added };
+        self.commands.send(add).map_err(|_| RtcError::Stopped)?;
+        done.await.map_err(|_| RtcError::Stopped)??;
+        Ok((answer.to_sdp_string(), ChannelLink { id, inbound, inbound_bytes: bytes, commands: self.commands.clone() }))
     }
 }
 
@@ -157,7 +175,7 @@ struct Peer {
     rtc: Box<Rtc>,
     channel: Option<ChannelId>,
     joiner: Joiner,
-    inbound: mpsc::Sender<Vec<u8>>,
+    inbound: Inbound,
     out: VecDeque<Vec<u8>>,
     out_bytes: usize,
     /// Pieces wait for the channel to open or to drain.
@@ -218,10 +236,14 @@ impl Peer {
                 self.flush = true;
             }
             Event::ChannelOpen(..) => return Err("a second data channel".into()),
-            Event::ChannelData(d) => match self.joiner.push(&d.data).map_err(|e| e.to_string())? {
-                Some(frame) => self.inbound.try_send(frame).map_err(|_| "the worker sends faster than its session reads".to_string())?,
-                None => {}
-            },
+            Event::ChannelData(d) => {
+                if let Some(frame) = self.joiner.push(&d.data).map_err(|e| e.to_string())? {
+                    let bytes = self.inbound.bytes.fetch_add(frame.len(), Ordering::Relaxed) + frame.len();
+                    if bytes > INBOUND_BYTES || self.inbound.frames.try_send(frame).is_err() {
+                        return Err("the worker sends faster than its session reads".into());
+                    }
+                }
+            }
             Event::ChannelBufferedAmountLow(_) => self.flush = true,
             Event::ChannelClose(_) => return Err("the data channel closed".into()),
             Event::Closed => return Err("the peer closed the connection".into()),
@@ -229,6 +251,11 @@ impl Peer {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Bytes written to the channel and not yet acknowledged.
+    fn unacknowledged(&mut self) -> usize {
+        self.channel.and_then(|id| self.rtc.channel(id)).map_or(0, |mut c| c.buffered_amount())
     }
 
     fn queue(&mut self, frame: &[u8]) -> Result<(), Ended> {
@@ -256,10 +283,12 @@ async fn run(socket: UdpSocket, addr: SocketAddr, mut commands: mpsc::UnboundedR
             match p.pump(&socket) {
                 Ok(at) if p.rtc.is_alive() => {
                     p.wake = at;
+                    let sent = p.out.is_empty() && p.unacknowledged() == 0;
                     match p.closing {
                         Some(by) if by <= Instant::now() => end(&mut peers, id, "the session ended"),
-                        // Graceful: SCTP shutdown and DTLS close_notify, drained on later turns.
-                        Some(by) if p.out.is_empty() && !p.shutting => {
+                        // Graceful once everything queued is sent and acknowledged: SCTP
+                        // shutdown and DTLS close_notify, drained on later turns.
+                        Some(by) if sent && !p.shutting => {
                             p.shutting = true;
                             let _ = p.rtc.close();
                             match p.drain(&socket) {
@@ -292,11 +321,17 @@ async fn run(socket: UdpSocket, addr: SocketAddr, mut commands: mpsc::UnboundedR
             command = commands.recv() => match command {
                 None => return,
                 Some(Command::Add { id, rtc, inbound, added }) => {
+                    if peers.values().filter(|p| p.channel.is_none()).count() >= MAX_CONNECTING {
+                        let _ = added.send(Err(RtcError::Busy));
+                        continue;
+                    }
                     let joiner = Joiner::new(idlecore_protocol::MAX_FRAME_BYTES + 64 * 1024);
                     let peer = Peer { rtc, channel: None, joiner, inbound, out: VecDeque::new(), out_bytes: 0, flush: false, wake: Instant::now(), closing: None, shutting: false };
-                    peers.insert(id, peer);
-                    let _ = added.send(());
-                    touched.push(id);
+                    // The offer's request was dropped meanwhile: no session will come for it.
+                    if added.send(Ok(())).is_ok() {
+                        peers.insert(id, peer);
+                        touched.push(id);
+                    }
                 }
                 Some(Command::Send { id, frame }) => {
                     let Some(p) = peers.get_mut(&id) else { continue };

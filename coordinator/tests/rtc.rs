@@ -124,3 +124,23 @@ fn an_unusable_rtc_address_is_refused_at_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("the address browsers reach"), "{stderr}");
 }
+
+#[test]
+fn offers_past_the_connecting_limit_get_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = common::start_extra(dir.path(), &["--rtc-listen", "127.0.0.1:0"]);
+    let mut rtc = Rtc::new(Instant::now());
+    let mut change = rtc.sdp_api();
+    change.add_channel("idlecore".into());
+    let (offer, _) = change.apply().unwrap();
+    let offer = offer.to_sdp_string();
+    // Nobody connects: every accepted offer stays a peer being set up (until its session gives up).
+    for i in 0..256 {
+        let (status, why) = post_offer(&c, offer.clone().into_bytes());
+        assert_eq!(status, 200, "offer {i}: {why}");
+    }
+    let (status, why) = post_offer(&c, offer.into_bytes());
+    assert_eq!(status, 503);
+    assert!(why.contains("too many"), "{why}");
+    assert!(c.api().stats().is_ok(), "still serving");
+}

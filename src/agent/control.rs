@@ -180,9 +180,7 @@ pub enum PageMessage {
     /// `{cmd: 'rtc', op, peer, ...}` from the page's peer connections.
     Rtc(Rtc),
     /// `{cmd: 'rtc', peer, channel}`: a connection's data channel (or its relay port).
-    Channel(u64, JsValue),
-    /// The same for the page's connection to the coordinator.
-    CoordinatorChannel(JsValue),
+    Channel(String, JsValue),
 }
 
 /// Reads a message from the page; the error says what is wrong.
@@ -203,11 +201,7 @@ pub fn parse(data: &JsValue) -> Result<PageMessage, String> {
         "rtc" => {
             let peer = f.need("peer")?;
             if let Some(channel) = f.get("channel") {
-                if peer == crate::transport::COORDINATOR_PEER {
-                    return Ok(PageMessage::CoordinatorChannel(channel));
-                }
-                let id = peer.parse().map_err(|_| format!("bad peer id {peer:?}"))?;
-                return Ok(PageMessage::Channel(id, channel));
+                return Ok(PageMessage::Channel(peer, channel));
             }
             return Ok(PageMessage::Rtc(match f.need("op")?.as_str() {
                 "offer" => Rtc::Offer { peer, sdp: f.need("sdp")? },
@@ -232,7 +226,6 @@ pub fn listen(notify: Rc<dyn Fn(Event)>) -> Option<Listener> {
         Ok(PageMessage::Control(c)) => notify(Event::Control(c)),
         Ok(PageMessage::Rtc(r)) => notify(Event::Peer(PeerEvent::Page(r))),
         Ok(PageMessage::Channel(peer, channel)) => notify(Event::Peer(PeerEvent::Channel(peer, channel))),
-        Ok(PageMessage::CoordinatorChannel(channel)) => notify(Event::Peer(PeerEvent::CoordinatorChannel(channel))),
         Err(why) => crate::status::report_error(&format!("idlecore: ignored a message from the page: {why}")),
     });
     scope.set_onmessage(Some(on_message.as_ref().unchecked_ref()));

@@ -179,7 +179,7 @@ impl Agent {
         let notify = self.notify.clone();
         let notify: Rc<dyn Fn(SocketEvent)> = Rc::new(move |e| notify(Event::Socket(generation, e)));
         let socket = if self.opts.data_channel {
-            DataChannelSocket::connect(&self.opts.coordinator, notify).map(Socket::DataChannel)
+            DataChannelSocket::connect(&self.opts.coordinator, generation, notify).map(Socket::DataChannel)
         } else {
             WebSocketConn::connect(&self.opts.coordinator, notify).map(Socket::WebSocket)
         };
@@ -293,6 +293,9 @@ impl Agent {
                     }
                 }
                 self.apply_budget();
+                if !self.active() {
+                    self.stop_serving();
+                }
             }
         }
     }

@@ -35,8 +35,10 @@ pub const MAX_SERVING: usize = 4;
 const HIGH_WATER: f64 = 256.0 * 1024.0;
 
 /// Between the agent and the page's peer connections (`pkg-config/peers.js`;
-/// the page's messages are read in `control`). Peer ids travel as strings
-/// (JavaScript numbers cannot hold every u64).
+/// the page's messages are read in `control`). `peer` names one connection:
+/// `"{worker}.{n}"` for a peer (its `n`th connection, so late news of an
+/// ended one cannot touch the next), `"coordinator.{n}"` for the session's
+/// own (see `transport`). Strings, as JavaScript numbers cannot hold every u64.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "op", rename_all = "camelCase")]
 pub enum Rtc {
@@ -71,15 +73,24 @@ pub enum PeerEvent {
     NoSources(ModuleHash),
     /// From the page: a signal for the peer, or the connection's end.
     Page(Rtc),
-    /// From the page: the connection's data channel (or its relay port).
-    Channel(u64, JsValue),
-    /// From the page: the data channel of the connection to the coordinator.
-    CoordinatorChannel(JsValue),
-    Link(u64, LinkEvent),
+    /// From the page: a connection's data channel (or its relay port).
+    Channel(String, JsValue),
+    /// Each of the rest names a connection: the peer and the connection's number.
+    Link(u64, u32, LinkEvent),
     /// The bytes a peer asked for, read from the persistent cache.
-    Read(u64, Option<Vec<u8>>),
+    Read(u64, u32, Option<Vec<u8>>),
     /// A connection's stall timer ran out: check its progress.
-    Stalled(u64),
+    Stalled(u64, u32),
+}
+
+/// The page's name of a peer connection.
+fn key(peer: u64, n: u32) -> String {
+    format!("{peer}.{n}")
+}
+
+fn parse_key(key: &str) -> Option<(u64, u32)> {
+    let (peer, n) = key.split_once('.')?;
+    Some((peer.parse().ok()?, n.parse().ok()?))
 }
 
 /// What a data-channel event leads to.
@@ -98,6 +109,8 @@ enum Role {
 }
 
 struct Conn {
+    /// Which connection to this peer it is.
+    n: u32,
     role: Role,
     link: Option<PeerLink>,
     /// When the connection last moved something.
@@ -110,9 +123,22 @@ struct Conn {
 pub struct Peers {
     conns: HashMap<u64, Conn>,
     asked: HashMap<ModuleHash, Timeout>,
+    /// Connections made so far (numbers them).
+    made: u32,
 }
 
 impl Peers {
+    /// The connection `n` to `peer`, if it is still the current one.
+    fn conn(&mut self, peer: u64, n: u32) -> Option<&mut Conn> {
+        self.conns.get_mut(&peer).filter(|c| c.n == n)
+    }
+
+    /// The current connection the page's name `key` stands for.
+    fn by_key(&self, key: &str) -> Option<u64> {
+        let (peer, n) = parse_key(key)?;
+        self.conns.get(&peer).filter(|c| c.n == n).map(|_| peer)
+    }
+
     fn serving(&self) -> usize {
         self.conns.values().filter(|c| matches!(c.role, Role::Serve { .. })).count()
     }
@@ -143,16 +169,23 @@ impl Agent {
         }
     }
 
-    fn stall_timer(&self, peer: u64, ms: u32) -> Timeout {
+    fn stall_timer(&self, peer: u64, n: u32, ms: u32) -> Timeout {
         let notify = self.notify.clone();
-        Timeout::new(ms, move || notify(Event::Peer(PeerEvent::Stalled(peer))))
+        Timeout::new(ms, move || notify(Event::Peer(PeerEvent::Stalled(peer, n))))
+    }
+
+    /// The page's name of the current connection to `peer`.
+    fn key_of(&self, peer: u64) -> String {
+        key(peer, self.peers.conns.get(&peer).map_or(0, |c| c.n))
     }
 
     fn add_conn(&mut self, peer: u64, role: Role, initiator: bool) {
-        let stall = self.stall_timer(peer, STALL_MS);
-        self.peers.conns.insert(peer, Conn { role, link: None, progress_ms: now_ms(), _stall: stall });
+        self.peers.made += 1;
+        let n = self.peers.made;
+        let stall = self.stall_timer(peer, n, STALL_MS);
+        self.peers.conns.insert(peer, Conn { n, role, link: None, progress_ms: now_ms(), _stall: stall });
         let ice = self.session.as_ref().map(|s| s.ice_servers.clone()).unwrap_or_default();
-        status::post_rtc(&Rtc::Open { peer: peer.to_string(), ice, initiator });
+        status::post_rtc(&Rtc::Open { peer: key(peer, n), ice, initiator });
     }
 
     pub(super) fn on_peer(&mut self, event: PeerEvent) {
@@ -172,47 +205,67 @@ impl Agent {
                     self.download(hash);
                 }
             }
-            PeerEvent::Page(rtc) if rtc.peer() == COORDINATOR_PEER => {
-                if let Some(Socket::DataChannel(dc)) = self.session.as_mut().map(|s| &mut s.socket) {
-                    dc.on_page(rtc);
-                }
-            }
-            PeerEvent::CoordinatorChannel(end) => match self.session.as_mut().map(|s| &mut s.socket) {
-                Some(Socket::DataChannel(dc)) => dc.on_channel(&end),
-                // Not asked for: taking it over and dropping it closes it.
-                _ => drop(PeerLink::new(&end, std::rc::Rc::new(|_| {}))),
+            PeerEvent::Page(rtc) if rtc.peer().starts_with(COORDINATOR_PEER) => match self.session_channel(rtc.peer()) {
+                Some(dc) => dc.on_page(rtc),
+                None => {}
+            },
+            PeerEvent::Channel(name, end) if name.starts_with(COORDINATOR_PEER) => match self.session_channel(&name) {
+                Some(dc) => dc.on_channel(&end),
+                // Not asked for (an ended session's): taking it over and dropping it closes it.
+                None => drop(PeerLink::new(&end, std::rc::Rc::new(|_| {}))),
             },
             PeerEvent::Page(rtc) => self.on_page_rtc(rtc),
-            PeerEvent::Channel(peer, end) => {
+            PeerEvent::Channel(name, end) => {
                 let notify = self.notify.clone();
-                let Some(conn) = self.peers.conns.get_mut(&peer).filter(|c| c.link.is_none()) else {
-                    // Not wanted: taking it over and dropping it closes it.
+                let current = self.peers.by_key(&name);
+                let Some((peer, conn)) = current.and_then(|p| self.peers.conns.get_mut(&p).map(|c| (p, c))).filter(|(_, c)| c.link.is_none()) else {
                     drop(PeerLink::new(&end, std::rc::Rc::new(|_| {})));
                     return;
                 };
-                match PeerLink::new(&end, std::rc::Rc::new(move |e| notify(Event::Peer(PeerEvent::Link(peer, e))))) {
+                let n = conn.n;
+                match PeerLink::new(&end, std::rc::Rc::new(move |e| notify(Event::Peer(PeerEvent::Link(peer, n, e))))) {
                     Ok(link) => conn.link = Some(link),
                     Err(e) => self.give_up(peer, &format!("the data channel cannot be used: {e:?}")),
                 }
             }
-            PeerEvent::Link(peer, e) => self.on_link(peer, e),
-            PeerEvent::Read(peer, bytes) => {
-                if let Some(Role::Serve { out, .. }) = self.peers.conns.get_mut(&peer).map(|c| &mut c.role) {
+            PeerEvent::Link(peer, n, e) => {
+                if self.peers.conn(peer, n).is_some() {
+                    self.on_link(peer, e);
+                }
+            }
+            PeerEvent::Read(peer, n, bytes) => {
+                if let Some(Role::Serve { out, .. }) = self.peers.conn(peer, n).map(|c| &mut c.role) {
                     *out = Some(Outgoing::new(bytes));
                     self.pump(peer);
                 }
             }
-            PeerEvent::Stalled(peer) => {
-                let Some(since) = self.peers.conns.get(&peer).map(|c| now_ms() - c.progress_ms) else { return };
+            PeerEvent::Stalled(peer, n) => {
+                let Some(since) = self.peers.conn(peer, n).map(|c| now_ms() - c.progress_ms) else { return };
                 if since >= STALL_MS as f64 {
                     self.give_up(peer, &format!("no progress for {} s", STALL_MS / 1000));
                 } else {
-                    let timer = self.stall_timer(peer, (STALL_MS as f64 - since) as u32 + 1);
-                    if let Some(c) = self.peers.conns.get_mut(&peer) {
+                    let timer = self.stall_timer(peer, n, (STALL_MS as f64 - since) as u32 + 1);
+                    if let Some(c) = self.peers.conn(peer, n) {
                         c._stall = timer;
                     }
                 }
             }
+        }
+    }
+
+    /// The session's data channel socket, if the page's name `key` is its connection.
+    fn session_channel(&mut self, key: &str) -> Option<&mut crate::transport::DataChannelSocket> {
+        match self.session.as_mut().map(|s| &mut s.socket) {
+            Some(Socket::DataChannel(dc)) if dc.key() == key => Some(dc),
+            _ => None,
+        }
+    }
+
+    /// Ends the peers being served (the agent was paused or its share set to 0).
+    pub(super) fn stop_serving(&mut self) {
+        let serving: Vec<u64> = self.peers.conns.iter().filter(|(_, c)| matches!(c.role, Role::Serve { .. })).map(|(p, _)| *p).collect();
+        for peer in serving {
+            self.give_up(peer, "paused");
         }
     }
 
@@ -233,7 +286,6 @@ impl Agent {
 
     /// A signal another agent sent through the coordinator.
     pub(super) fn on_peer_signal(&mut self, Signal { peer, payload }: Signal) {
-        let id = peer.to_string();
         match payload {
             SignalPayload::Close => self.end_conn(peer, Some("the peer closed the connection"), true),
             SignalPayload::Offer(sdp) => {
@@ -250,13 +302,14 @@ impl Agent {
                     return self.refuse(peer);
                 }
                 self.add_conn(peer, Role::Serve { out: None, asked: false }, false);
-                status::post_rtc(&Rtc::Offer { peer: id, sdp });
+                status::post_rtc(&Rtc::Offer { peer: self.key_of(peer), sdp });
             }
             SignalPayload::Answer(sdp) if self.peers.conns.contains_key(&peer) => {
-                status::post_rtc(&Rtc::Answer { peer: id, sdp });
+                status::post_rtc(&Rtc::Answer { peer: self.key_of(peer), sdp });
             }
             SignalPayload::Candidate(c) if self.peers.conns.contains_key(&peer) => {
-                status::post_rtc(&Rtc::Candidate { peer: id, candidate: c.candidate, mid: c.mid, mline: c.mline });
+                let (candidate, mid, mline) = (c.candidate, c.mid, c.mline);
+                status::post_rtc(&Rtc::Candidate { peer: self.key_of(peer), candidate, mid, mline });
             }
             // For a connection already ended: nothing to do.
             SignalPayload::Answer(_) | SignalPayload::Candidate(_) => {}
@@ -275,17 +328,15 @@ impl Agent {
                 (peer, SignalPayload::Candidate(idlecore_protocol::IceCandidate { candidate, mid, mline }))
             }
             Rtc::Closed { peer, why } => {
-                if let Ok(peer) = peer.parse() {
-                    if self.peers.conns.contains_key(&peer) {
-                        self.refuse(peer);
-                        self.end_conn(peer, Some(&why), false);
-                    }
+                if let Some(peer) = self.peers.by_key(&peer) {
+                    self.refuse(peer);
+                    self.end_conn(peer, Some(&why), false);
                 }
                 return;
             }
             Rtc::Open { .. } | Rtc::Close { .. } => return,
         };
-        let Some(peer) = peer.parse().ok().filter(|p| self.peers.conns.contains_key(p)) else { return };
+        let Some(peer) = self.peers.by_key(&peer) else { return };
         let signal = Signal { peer, payload };
         // The coordinator would end this session over a signal past the limits.
         match idlecore_protocol::check_signal(&signal) {
@@ -340,12 +391,13 @@ impl Agent {
             Ok(Step::Read(hash)) => match self.module_url(&hash) {
                 Ok(url) => {
                     let notify = self.notify.clone();
+                    let n = self.peers.conns.get(&peer).map_or(0, |c| c.n);
                     wasm_bindgen_futures::spawn_local(async move {
                         let bytes = match modules::open_cache().await {
                             Some(cache) => modules::cached_bytes(&cache, &url).await,
                             None => None,
                         };
-                        notify(Event::Peer(PeerEvent::Read(peer, bytes)));
+                        notify(Event::Peer(PeerEvent::Read(peer, n, bytes)));
                     });
                 }
                 Err(e) => self.give_up(peer, &e),
@@ -377,10 +429,15 @@ impl Agent {
         }
     }
 
-    /// Ends a connection for a reason of this side's own, telling the peer.
+    /// Ends a connection for a reason of this side's own, telling the peer
+    /// (unless it was served the whole blob already: a `Close` now could only
+    /// end its next connection to this agent).
     fn give_up(&mut self, peer: u64, why: &str) {
-        if self.peers.conns.contains_key(&peer) {
-            self.refuse(peer);
+        if let Some(conn) = self.peers.conns.get(&peer) {
+            let served = matches!(&conn.role, Role::Serve { out: Some(out), .. } if out.finished());
+            if !served {
+                self.refuse(peer);
+            }
             self.end_conn(peer, Some(why), true);
         }
     }
@@ -391,7 +448,7 @@ impl Agent {
         let Some(conn) = self.peers.conns.remove(&peer) else { return };
         drop(conn.link);
         if tell_page {
-            status::post_rtc(&Rtc::Close { peer: peer.to_string() });
+            status::post_rtc(&Rtc::Close { peer: key(peer, conn.n) });
         }
         if let (Role::Fetch { blob, .. }, Some(why)) = (conn.role, failed) {
             self.status.peer_fallbacks += 1;

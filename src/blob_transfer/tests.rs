@@ -17,11 +17,13 @@ fn exchange(asked: BlobHash, held: Option<Vec<u8>>, limit: u64) -> (Result<Vec<u
         match fetch.on_message(&msg) {
             Ok(Progress::Done(data)) => {
                 assert_eq!(out.sent(), data.len(), "the holder counts the blob's bytes");
+                assert!(out.finished());
                 return (Ok(data), sent);
             }
             Ok(Progress::Pending { received, size }) => {
                 assert!(received < size || size == 0);
                 assert_eq!(out.sent() as u64, received, "the holder counts what it handed out");
+                assert!(!out.finished() || received == size);
             }
             Err(e) => return (Err(e), sent),
         }

@@ -13,12 +13,21 @@ export class PeerLink {
     this.relayed = typeof MessagePort === 'function' && end instanceof MessagePort;
     this.posted = 0;
     this.drained = 0;
+    // Set by close(): the callbacks belong to the agent and may be gone.
+    this.closed = false;
+    let opened = false;
+    const open = () => {
+      if (!opened && !this.closed) {
+        opened = true;
+        onOpen();
+      }
+    };
     const data = (d) => {
       if (d instanceof ArrayBuffer) onData(new Uint8Array(d));
     };
     if (this.relayed) {
       end.onmessage = (e) => {
-        if (e.data === 'open') onOpen();
+        if (e.data === 'open') open();
         else if (typeof e.data === 'number') {
           this.drained = e.data;
           onDrain();
@@ -27,11 +36,12 @@ export class PeerLink {
     } else {
       end.binaryType = 'arraybuffer';
       end.bufferedAmountLowThreshold = LOW_WATER;
-      end.onopen = () => onOpen();
+      end.onopen = open;
       end.onmessage = (e) => data(e.data);
       end.onbufferedamountlow = () => onDrain();
       end.onclose = () => onClose();
-      if (end.readyState === 'open') queueMicrotask(onOpen);
+      // A channel the remote side made may be open already when it arrives.
+      if (end.readyState === 'open') queueMicrotask(open);
     }
   }
 
@@ -51,6 +61,7 @@ export class PeerLink {
   }
 
   close() {
+    this.closed = true;
     this.end.onmessage = null;
     if (!this.relayed) {
       this.end.onopen = null;

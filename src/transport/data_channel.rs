@@ -1,9 +1,11 @@
 //! The coordinator connection over a WebRTC data channel, for networks that
-//! block WebSockets. The page makes the peer connection (`peers.js`, peer id
-//! [`COORDINATOR_PEER`]) and its offer; the agent POSTs the offer to the
-//! coordinator's `/rtc` and hands the answer back (the coordinator is an
-//! ICE-lite peer: it learns the browser's address from its checks, so no
-//! candidates travel). Frames go as pieces (`idlecore_protocol::pieces`).
+//! block WebSockets. The page makes the peer connection (`peers.js`, named
+//! `coordinator.{n}` for the agent's `n`th session) and its offer; the agent
+//! POSTs the offer to the coordinator's `/rtc` and hands the answer back (the
+//! coordinator is an ICE-lite peer: it learns the browser's address from its
+//! checks, so no candidates travel). Frames go as pieces
+//! (`idlecore_protocol::pieces`), handed to the channel while it buffers
+//! less than [`HIGH_WATER`].
 
 use super::SocketEvent;
 use crate::agent::peers::Rtc;
@@ -11,17 +13,40 @@ use crate::peer_link::{LinkEvent, PeerLink};
 use crate::status::post_rtc;
 use idlecore_protocol::pieces::{self, Joiner};
 use std::cell::RefCell;
-use std::rc::Rc;
+use std::collections::VecDeque;
+use std::rc::{Rc, Weak};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
-/// The peer id the page's connection to the coordinator goes by.
+/// How the page's connections to the coordinator are named (then `.{n}`).
 pub const COORDINATOR_PEER: &str = "coordinator";
 
+/// Pieces are handed to the channel while it buffers less than this.
+pub const HIGH_WATER: f64 = 1024.0 * 1024.0;
+
 pub struct DataChannelSocket {
+    key: String,
     endpoint: String,
     notify: Rc<dyn Fn(SocketEvent)>,
+    outbox: Rc<RefCell<Outbox>>,
+}
+
+/// The channel and the pieces waiting for room in it.
+#[derive(Default)]
+struct Outbox {
     link: Option<PeerLink>,
+    queue: VecDeque<Vec<u8>>,
+}
+
+impl Outbox {
+    fn pump(&mut self) -> Result<(), JsValue> {
+        let Some(link) = &self.link else { return Ok(()) };
+        while link.buffered() < HIGH_WATER {
+            let Some(piece) = self.queue.pop_front() else { break };
+            link.send(&piece)?;
+        }
+        Ok(())
+    }
 }
 
 /// `ws://host/path/ws?site=k` → `http://host/path/rtc?site=k`.
@@ -34,11 +59,17 @@ pub fn rtc_endpoint(coordinator: &str) -> Result<String, JsValue> {
 }
 
 impl DataChannelSocket {
-    /// Asks the page for a peer connection to the coordinator.
-    pub fn connect(coordinator: &str, notify: Rc<dyn Fn(SocketEvent)>) -> Result<DataChannelSocket, JsValue> {
+    /// Asks the page for a peer connection to the coordinator, the agent's `n`th.
+    pub fn connect(coordinator: &str, n: u32, notify: Rc<dyn Fn(SocketEvent)>) -> Result<DataChannelSocket, JsValue> {
         let endpoint = rtc_endpoint(coordinator)?;
-        post_rtc(&Rtc::Open { peer: COORDINATOR_PEER.into(), ice: Vec::new(), initiator: true });
-        Ok(DataChannelSocket { endpoint, notify, link: None })
+        let key = format!("{COORDINATOR_PEER}.{n}");
+        post_rtc(&Rtc::Open { peer: key.clone(), ice: Vec::new(), initiator: true });
+        Ok(DataChannelSocket { key, endpoint, notify, outbox: Default::default() })
+    }
+
+    /// The page's name of this connection.
+    pub fn key(&self) -> &str {
+        &self.key
     }
 
     /// The page's news of this connection: its offer (sent on to the
@@ -46,10 +77,10 @@ impl DataChannelSocket {
     pub fn on_page(&mut self, rtc: Rtc) {
         match rtc {
             Rtc::Offer { sdp, .. } => {
-                let (endpoint, notify) = (self.endpoint.clone(), self.notify.clone());
+                let (endpoint, notify, key) = (self.endpoint.clone(), self.notify.clone(), self.key.clone());
                 wasm_bindgen_futures::spawn_local(async move {
                     match exchange(&endpoint, &sdp).await {
-                        Ok(answer) => post_rtc(&Rtc::Answer { peer: COORDINATOR_PEER.into(), sdp: answer }),
+                        Ok(answer) => post_rtc(&Rtc::Answer { peer: key, sdp: answer }),
                         Err(reason) => notify(SocketEvent::Closed { code: 0, reason }),
                     }
                 });
@@ -64,6 +95,8 @@ impl DataChannelSocket {
     pub fn on_channel(&mut self, end: &JsValue) {
         let notify = self.notify.clone();
         let joiner = RefCell::new(Joiner::new(idlecore_protocol::MAX_FRAME_BYTES));
+        // The link owns this callback, and the outbox owns the link: a weak reference, no cycle.
+        let outbox: Weak<RefCell<Outbox>> = Rc::downgrade(&self.outbox);
         let on_event = move |e| match e {
             LinkEvent::Open => notify(SocketEvent::Open),
             LinkEvent::Data(piece) => match joiner.borrow_mut().push(&piece) {
@@ -71,25 +104,35 @@ impl DataChannelSocket {
                 Ok(None) => {}
                 Err(e) => notify(SocketEvent::Closed { code: 0, reason: format!("the coordinator sent {e}") }),
             },
-            LinkEvent::Drain => {}
+            LinkEvent::Drain => {
+                let sent = outbox.upgrade().map_or(Ok(()), |o| o.borrow_mut().pump());
+                if let Err(e) = sent {
+                    notify(SocketEvent::Closed { code: 0, reason: format!("sending on the data channel: {e:?}") });
+                }
+            }
             LinkEvent::Closed => notify(SocketEvent::Closed { code: 0, reason: "the data channel closed".into() }),
         };
         match PeerLink::new(end, Rc::new(on_event)) {
-            Ok(link) => self.link = Some(link),
+            Ok(link) => self.outbox.borrow_mut().link = Some(link),
             Err(e) => (self.notify)(SocketEvent::Closed { code: 0, reason: format!("the data channel cannot be used: {e:?}") }),
         }
     }
 
+    /// Queues a frame's pieces and hands the channel what it has room for.
     pub fn send(&self, frame: &[u8]) -> Result<(), JsValue> {
-        let link = self.link.as_ref().ok_or_else(|| JsValue::from_str("the data channel is not open"))?;
-        pieces::split(frame).try_for_each(|piece| link.send(&piece))
+        let mut outbox = self.outbox.borrow_mut();
+        if outbox.link.is_none() {
+            return Err(JsValue::from_str("the data channel is not open"));
+        }
+        outbox.queue.extend(pieces::split(frame));
+        outbox.pump()
     }
 }
 
 impl Drop for DataChannelSocket {
     fn drop(&mut self) {
-        self.link = None;
-        post_rtc(&Rtc::Close { peer: COORDINATOR_PEER.into() });
+        self.outbox.borrow_mut().link = None;
+        post_rtc(&Rtc::Close { peer: self.key.clone() });
     }
 }
 
