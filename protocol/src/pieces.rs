@@ -95,7 +95,7 @@ mod tests {
     fn oversized_frames_and_bad_pieces_are_refused() {
         let mut joiner = Joiner::new(10);
         assert_eq!(joiner.push(&[0, 1, 2, 3, 4, 5, 6]), Ok(None));
-        assert_eq!(joiner.push(&[1, 7, 8, 9, 10]), Err(PieceError::TooLarge { limit: 10 }));
+        assert_eq!(joiner.push(&[1, 7, 8, 9, 10, 11]), Err(PieceError::TooLarge { limit: 10 }));
         assert_eq!(Joiner::new(10).push(&[]), Err(PieceError::Malformed));
         assert_eq!(Joiner::new(10).push(&[2, 1]), Err(PieceError::Malformed));
     }
