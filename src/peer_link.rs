@@ -64,6 +64,12 @@ impl PeerLink {
         Ok(PeerLink { raw, _on_open: on_open, _on_data: on_data, _on_drain: on_drain, _on_close: on_close })
     }
 
+    /// Closes a channel the page handed over that nothing here wants (taking
+    /// it over and dropping the link closes it).
+    pub fn close_unwanted(end: &JsValue) {
+        drop(PeerLink::new(end, Rc::new(|_| {})));
+    }
+
     pub fn send(&self, bytes: &[u8]) -> Result<(), JsValue> {
         self.raw.send(bytes)
     }

@@ -382,16 +382,26 @@ impl Agent {
         self.dispatch();
     }
 
+    /// The session's module path, once `Welcome` gave it.
+    fn welcomed_path(&self) -> Option<String> {
+        self.session.as_ref().and_then(|s| s.module_path.clone())
+    }
+
+    /// Where the coordinator serves a module (its default path before `Welcome`).
+    fn module_url(&self, hash: &ModuleHash) -> Result<String, String> {
+        let path = self.welcomed_path().unwrap_or_else(|| "/modules/".into());
+        modules::module_url(&self.opts.coordinator, &path, hash)
+    }
+
     /// Loads a module from the persistent cache, else from peers (with a
     /// session to find them through), else from the coordinator.
     fn load_module(&mut self, hash: ModuleHash) {
         if self.modules.contains(&hash) || self.loading.contains(&hash) {
             return;
         }
-        let path = self.session.as_ref().and_then(|s| s.module_path.clone());
-        let ask_peers = path.is_some() && self.opts.peers;
+        let ask_peers = self.welcomed_path().is_some() && self.opts.peers;
         let notify = self.notify.clone();
-        match modules::module_url(&self.opts.coordinator, path.as_deref().unwrap_or("/modules/"), &hash) {
+        match self.module_url(&hash) {
             Ok(url) => {
                 self.loading.insert(hash);
                 wasm_bindgen_futures::spawn_local(async move {
@@ -409,8 +419,7 @@ impl Agent {
     /// Tells the coordinator which modules this worker holds (its directory
     /// for peer transfers).
     fn tell_have(&mut self, blobs: Vec<ModuleHash>, from_peers: bool) {
-        let welcomed = self.session.as_ref().is_some_and(|s| s.module_path.is_some());
-        if welcomed && self.opts.peers && !blobs.is_empty() {
+        if self.welcomed_path().is_some() && self.opts.peers && !blobs.is_empty() {
             self.send_msg(&WorkerMessage::Have(Have { blobs, from_peers }));
         }
     }

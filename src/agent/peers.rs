@@ -149,15 +149,6 @@ fn now_ms() -> f64 {
 }
 
 impl Agent {
-    fn welcomed_path(&self) -> Option<String> {
-        self.session.as_ref().and_then(|s| s.module_path.clone())
-    }
-
-    fn module_url(&self, hash: &ModuleHash) -> Result<String, String> {
-        let path = self.welcomed_path().unwrap_or_else(|| "/modules/".into());
-        modules::module_url(&self.opts.coordinator, &path, hash)
-    }
-
     /// Downloads a module from the coordinator (the fallback for every peer failure).
     pub(super) fn download(&mut self, hash: ModuleHash) {
         let notify = self.notify.clone();
@@ -205,21 +196,22 @@ impl Agent {
                     self.download(hash);
                 }
             }
-            PeerEvent::Page(rtc) if rtc.peer().starts_with(COORDINATOR_PEER) => match self.session_channel(rtc.peer()) {
-                Some(dc) => dc.on_page(rtc),
-                None => {}
-            },
+            PeerEvent::Page(rtc) if rtc.peer().starts_with(COORDINATOR_PEER) => {
+                if let Some(dc) = self.session_channel(rtc.peer()) {
+                    dc.on_page(rtc);
+                }
+            }
             PeerEvent::Channel(name, end) if name.starts_with(COORDINATOR_PEER) => match self.session_channel(&name) {
                 Some(dc) => dc.on_channel(&end),
-                // Not asked for (an ended session's): taking it over and dropping it closes it.
-                None => drop(PeerLink::new(&end, std::rc::Rc::new(|_| {}))),
+                // Not asked for (an ended session's).
+                None => PeerLink::close_unwanted(&end),
             },
             PeerEvent::Page(rtc) => self.on_page_rtc(rtc),
             PeerEvent::Channel(name, end) => {
                 let notify = self.notify.clone();
                 let current = self.peers.by_key(&name);
                 let Some((peer, conn)) = current.and_then(|p| self.peers.conns.get_mut(&p).map(|c| (p, c))).filter(|(_, c)| c.link.is_none()) else {
-                    drop(PeerLink::new(&end, std::rc::Rc::new(|_| {})));
+                    PeerLink::close_unwanted(&end);
                     return;
                 };
                 let n = conn.n;
