@@ -26,18 +26,30 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/modules",
             post(upload_module).layer(DefaultBodyLimit::max(state.config.max_module_bytes)),
         )
-        .route("/api/jobs", post(create_job).get(list_jobs).layer(DefaultBodyLimit::max(state.config.max_job_bytes)))
+        .route(
+            "/api/blobs",
+            post(upload_blob).layer(DefaultBodyLimit::max(state.config.max_blob_bytes)),
+        )
+        .route(
+            "/api/jobs",
+            post(create_job)
+                .get(list_jobs)
+                .layer(DefaultBodyLimit::max(state.config.max_job_bytes)),
+        )
         .route("/api/jobs/{id}", get(job_status))
         .route("/api/jobs/{id}/cancel", post(cancel_job))
         .route("/api/jobs/{id}/results", get(list_results))
         .route("/api/jobs/{id}/results/stream", get(stream_results))
         .route("/api/stats", get(stats))
         .route("/modules/{hash}", get(get_module))
+        .route("/blobs/{hash}", get(get_blob))
         .route("/ws", get(worker_socket));
     #[cfg(feature = "webrtc")]
     let api = api.route(
         "/rtc",
-        post(crate::rtc::offer).layer(DefaultBodyLimit::max(idlecore_protocol::limits::MAX_SDP_BYTES)),
+        post(crate::rtc::offer).layer(DefaultBodyLimit::max(
+            idlecore_protocol::limits::MAX_SDP_BYTES,
+        )),
     );
     let mut app = api;
     if let Some(pkg) = &state.config.pkg {
@@ -47,7 +59,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             header::ACCESS_CONTROL_ALLOW_ORIGIN,
             header::HeaderValue::from_static("*"),
         );
-        app = app.nest_service("/pkg", tower::ServiceBuilder::new().layer(cors).service(ServeDir::new(pkg)));
+        app = app.nest_service(
+            "/pkg",
+            tower::ServiceBuilder::new()
+                .layer(cors)
+                .service(ServeDir::new(pkg)),
+        );
     }
     if let Some(www) = &state.config.www {
         app = app.fallback_service(ServeDir::new(www));
@@ -59,10 +76,16 @@ fn auth(state: &AppState, headers: &HeaderMap) -> AppResult<()> {
     crate::auth::check(headers, &state.token_hash)
 }
 
-async fn upload_module(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> AppResult<Response> {
+async fn upload_module(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> AppResult<Response> {
     auth(&state, &headers)?;
     if body.is_empty() {
-        return Err(ApiError::BadRequest("empty body; send the module's bytes".into()));
+        return Err(ApiError::BadRequest(
+            "empty body; send the module's bytes".into(),
+        ));
     }
     // Instrumenting is CPU work proportional to the module: keep it off the async threads.
     let module = body.clone();
@@ -73,51 +96,147 @@ async fn upload_module(State(state): State<Arc<AppState>>, headers: HeaderMap, b
     let hash = hex::encode(Sha256::digest(&body));
     let runnable = hex::encode(Sha256::digest(&sandboxed));
     let size = body.len();
-    let sandboxed_row = Write::PutModule { hash: runnable.clone(), bytes: sandboxed, runnable: runnable.clone() };
+    let sandboxed_row = Write::PutModule {
+        hash: runnable.clone(),
+        bytes: sandboxed,
+        runnable: runnable.clone(),
+    };
     state.store.write(sandboxed_row).await?;
-    state.store.write(Write::PutModule { hash: hash.clone(), bytes: body.to_vec(), runnable: runnable.clone() }).await?;
+    state
+        .store
+        .write(Write::PutModule {
+            hash: hash.clone(),
+            bytes: body.to_vec(),
+            runnable: runnable.clone(),
+        })
+        .await?;
     tracing::info!(%hash, %runnable, size, "module stored");
     let answer = serde_json::json!({ "hash": hash, "size": size, "runnable": runnable });
     Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
-async fn get_module(State(state): State<Arc<AppState>>, Path(hash): Path<String>) -> AppResult<Response> {
-    let hash = hex::encode(jobs::parse_hash(hash.trim_end_matches(".wasm"))?);
-    let bytes = state.store.module(&hash).await?.ok_or_else(|| ApiError::NotFound(format!("module {hash}")))?;
-    state.module_downloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+/// Stores a task input by its SHA-256, for tasks to name in `stdin_blob`
+/// and `file_blobs`. Uploading the same bytes again changes nothing.
+async fn upload_blob(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> AppResult<Response> {
+    auth(&state, &headers)?;
+    let hash = hex::encode(Sha256::digest(&body));
+    let size = body.len();
+    state
+        .store
+        .write(Write::PutBlob {
+            hash: hash.clone(),
+            bytes: body.to_vec(),
+        })
+        .await?;
+    tracing::info!(%hash, size, "blob stored");
     Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "hash": hash, "size": size })),
+    )
+        .into_response())
+}
+
+async fn get_module(
+    State(state): State<Arc<AppState>>,
+    Path(hash): Path<String>,
+) -> AppResult<Response> {
+    let hash = hex::encode(jobs::parse_hash(hash.trim_end_matches(".wasm"))?);
+    let bytes = state
+        .store
+        .module(&hash)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("module {hash}")))?;
+    state
+        .module_downloads
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(content_addressed(&state, &hash, "application/wasm", bytes))
+}
+
+/// Any blob workers fetch by hash: a task input or a module.
+async fn get_blob(
+    State(state): State<Arc<AppState>>,
+    Path(hash): Path<String>,
+) -> AppResult<Response> {
+    let hash = hex::encode(jobs::parse_hash(&hash)?);
+    let bytes = state
+        .store
+        .blob(&hash)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("blob {hash}")))?;
+    state
+        .blob_downloads
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(content_addressed(
+        &state,
+        &hash,
+        "application/octet-stream",
+        bytes,
+    ))
+}
+
+fn content_addressed(state: &AppState, hash: &str, content_type: &str, bytes: Vec<u8>) -> Response {
+    state
+        .download_bytes
+        .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    (
         [
-            (header::CONTENT_TYPE, "application/wasm".to_string()),
+            (header::CONTENT_TYPE, content_type.to_string()),
             // Content-addressed: a hash never names other bytes.
-            (header::CACHE_CONTROL, "public, max-age=31536000, immutable".to_string()),
+            (
+                header::CACHE_CONTROL,
+                "public, max-age=31536000, immutable".to_string(),
+            ),
             (header::ETAG, format!("\"{hash}\"")),
             (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*".to_string()),
         ],
         bytes,
     )
+        .into_response()
+}
+
+async fn create_job(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> AppResult<Response> {
+    auth(&state, &headers)?;
+    let req: JobRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid job request: {e}")))?;
+    let tasks = req.tasks.len();
+    let id = jobs::create(&state, req).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "id": id, "tasks": tasks })),
+    )
         .into_response())
 }
 
-async fn create_job(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> AppResult<Response> {
-    auth(&state, &headers)?;
-    let req: JobRequest =
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid job request: {e}")))?;
-    let tasks = req.tasks.len();
-    let id = jobs::create(&state, req).await?;
-    Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id, "tasks": tasks }))).into_response())
-}
-
-async fn list_jobs(State(state): State<Arc<AppState>>, headers: HeaderMap) -> AppResult<Json<Vec<JobStatus>>> {
+async fn list_jobs(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> AppResult<Json<Vec<JobStatus>>> {
     auth(&state, &headers)?;
     Ok(Json(jobs::list(&state).await?))
 }
 
-async fn job_status(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<u64>) -> AppResult<Json<JobStatus>> {
+async fn job_status(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> AppResult<Json<JobStatus>> {
     auth(&state, &headers)?;
     Ok(Json(jobs::status(&state, id).await?))
 }
 
-async fn cancel_job(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<u64>) -> AppResult<Json<JobStatus>> {
+async fn cancel_job(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> AppResult<Json<JobStatus>> {
     auth(&state, &headers)?;
     Ok(Json(jobs::cancel(&state, id).await?))
 }
@@ -142,7 +261,11 @@ async fn list_results(
 
 /// Newline-delimited JSON: every final record so far, then each new one as it
 /// is stored; the stream ends when the job ends.
-async fn stream_results(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<u64>) -> AppResult<Response> {
+async fn stream_results(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<u64>,
+) -> AppResult<Response> {
     auth(&state, &headers)?;
     jobs::status(&state, id).await?;
     // Subscribe before reading, so nothing stored in between is missed.
@@ -153,7 +276,10 @@ async fn stream_results(State(state): State<Arc<AppState>>, headers: HeaderMap, 
         let ended = |s: &str| s != crate::model::JobState::Running.as_str();
         // Read the state first: a job that ended before this point has all its
         // records in the store; one that ends later announces it as an event.
-        let ended_before = jobs::status(&state, id).await.map(|s| ended(&s.state)).unwrap_or(true);
+        let ended_before = jobs::status(&state, id)
+            .await
+            .map(|s| ended(&s.state))
+            .unwrap_or(true);
         if catch_up(&state, id, &mut sent, &tx).await.is_err() || ended_before {
             return;
         }
@@ -178,7 +304,10 @@ async fn stream_results(State(state): State<Arc<AppState>>, headers: HeaderMap, 
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                     // Too slow a reader: catch up from the store.
-                    let ended_before = jobs::status(&state, id).await.map(|s| ended(&s.state)).unwrap_or(true);
+                    let ended_before = jobs::status(&state, id)
+                        .await
+                        .map(|s| ended(&s.state))
+                        .unwrap_or(true);
                     if catch_up(&state, id, &mut sent, &tx).await.is_err() || ended_before {
                         return;
                     }
@@ -222,8 +351,18 @@ async fn catch_up(
 
 async fn stats(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
     let mut v = serde_json::to_value(state.scheduler().stats()).expect("stats serialize");
-    let downloads = state.module_downloads.load(std::sync::atomic::Ordering::Relaxed);
+    let downloads = state
+        .module_downloads
+        .load(std::sync::atomic::Ordering::Relaxed);
     v["module_downloads"] = downloads.into();
+    v["blob_downloads"] = state
+        .blob_downloads
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .into();
+    v["download_bytes"] = state
+        .download_bytes
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .into();
     let peers = state.peers();
     let (blobs, holders) = peers.holdings();
     v["peers"] = serde_json::to_value(peers.stats).expect("stats serialize");
@@ -250,9 +389,18 @@ pub(crate) fn worker_site_and_origin(
     let peer = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
     let origin = peer.and_then(|p| crate::sessions::origin_of(p.0.ip()));
     let site = query.site.unwrap_or_default();
-    if site.len() > 128 || !site.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+    if site.len() > 128
+        || !site
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
         let why = "site key: up to 128 letters, digits, '.', '_' or '-'";
-        return Err((axum::http::StatusCode::BAD_REQUEST, [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")], why).into_response());
+        return Err((
+            axum::http::StatusCode::BAD_REQUEST,
+            [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")],
+            why,
+        )
+            .into_response());
     }
     Ok((site, origin))
 }
@@ -270,5 +418,9 @@ async fn worker_socket(
     // Frames a little over the protocol maximum still arrive whole, so the
     // session can answer them with a `TooLarge` error instead of a bare close.
     let limit = idlecore_protocol::MAX_FRAME_BYTES + 64 * 1024;
-    ws.max_message_size(limit).max_frame_size(limit).on_upgrade(move |socket| sessions::run(sessions::Link::WebSocket(socket), state, site, origin))
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| {
+            sessions::run(sessions::Link::WebSocket(socket), state, site, origin)
+        })
 }

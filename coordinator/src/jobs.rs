@@ -1,11 +1,13 @@
 //! What happens to jobs, between the API, worker sessions, the scheduler and the store.
 
 use crate::error::ApiError;
-use crate::model::{JobChecks, JobLimits, JobRequest, JobState, JobStatus, ResultRecord, TaskStatus};
+use crate::model::{
+    JobChecks, JobLimits, JobRequest, JobState, JobStatus, ResultRecord, TaskStatus,
+};
 use crate::scheduler::{counts_against_task, Finishing, Outcome, WorkerId};
-use crate::validate::Policy;
 use crate::state::{AppState, Event};
 use crate::store::{StoreError, Write};
+use crate::validate::Policy;
 use idlecore_protocol::{FailureKind, ModuleHash, TaskFailure, TaskResult};
 
 /// Most tasks in one job.
@@ -14,9 +16,11 @@ pub const MAX_TASKS: usize = 1_000_000;
 pub fn parse_hash(hex_hash: &str) -> Result<ModuleHash, ApiError> {
     let bytes = hex::decode(hex_hash)
         .map_err(|_| ApiError::BadRequest(format!("module hash {hex_hash:?} is not hex")))?;
-    bytes
-        .try_into()
-        .map_err(|_| ApiError::BadRequest(format!("module hash {hex_hash:?} is not 32 bytes of SHA-256")))
+    bytes.try_into().map_err(|_| {
+        ApiError::BadRequest(format!(
+            "module hash {hex_hash:?} is not 32 bytes of SHA-256"
+        ))
+    })
 }
 
 /// Loads every unfinished job into the scheduler (at start-up). A job whose
@@ -31,7 +35,15 @@ pub async fn restore(state: &AppState) -> Result<usize, StoreError> {
             continue;
         }
         let module = parse_hash(&job.runnable).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        state.scheduler().add_validated_job(job.id, module, job.limits, job.validation, job.tasks, job.finished, job.failures);
+        state.scheduler().add_validated_job(
+            job.id,
+            module,
+            job.limits,
+            job.validation,
+            job.tasks,
+            job.finished,
+            job.failures,
+        );
     }
     Ok(n)
 }
@@ -42,7 +54,9 @@ pub async fn create(state: &AppState, req: JobRequest) -> Result<u64, ApiError> 
         return Err(ApiError::BadRequest("a job needs at least one task".into()));
     }
     if req.tasks.len() > MAX_TASKS {
-        return Err(ApiError::BadRequest(format!("a job has at most {MAX_TASKS} tasks")));
+        return Err(ApiError::BadRequest(format!(
+            "a job has at most {MAX_TASKS} tasks"
+        )));
     }
     req.limits.validate().map_err(ApiError::BadRequest)?;
     let validation = req.validation.unwrap_or(state.config.validation);
@@ -51,21 +65,57 @@ pub async fn create(state: &AppState, req: JobRequest) -> Result<u64, ApiError> 
         let usable = state.comparators.get(&state.store, hash).await;
         usable.map_err(|e| ApiError::BadRequest(format!("validation.comparator: {e}")))?;
     }
-    for (i, t) in req.tasks.iter().enumerate() {
+    // Hashing large inputs is CPU work proportional to the job: off the async threads.
+    let (threshold, mut tasks) = (state.config.blob_threshold, req.tasks);
+    let (mut tasks, extracted) = tokio::task::spawn_blocking(move || {
+        let extracted = crate::input_blobs::extract(&mut tasks, threshold);
+        (tasks, extracted)
+    })
+    .await
+    .map_err(|e| ApiError::BadRequest(format!("reading the tasks failed: {e}")))?;
+    for (i, t) in tasks.iter().enumerate() {
         check_task(t).map_err(|e| ApiError::BadRequest(format!("task {i}: {e}")))?;
     }
-    admit(state, &req.tasks)?;
+    crate::input_blobs::resolve(&state.store, &mut tasks, &extracted).await?;
+    admit(state, &tasks)?;
     let Some(runnable_hex) = state.store.runnable(&module_hex).await? else {
-        return Err(ApiError::NotFound(format!("module {module_hex} (upload it first)")));
+        return Err(ApiError::NotFound(format!(
+            "module {module_hex} (upload it first)"
+        )));
     };
     let runnable = parse_hash(&runnable_hex)?;
-    let tasks = req.tasks;
+    let stored: Vec<_> = extracted
+        .into_iter()
+        .map(|(hash, bytes)| {
+            state.store.enqueue(Write::PutBlob {
+                hash: hex::encode(hash),
+                bytes,
+            })
+        })
+        .collect();
+    for blob in stored {
+        blob.await?;
+    }
     let id = state
         .store
-        .write(Write::CreateJob { module: module_hex, runnable: runnable_hex, limits: req.limits, validation, tasks: tasks.clone() })
+        .write(Write::CreateJob {
+            module: module_hex,
+            runnable: runnable_hex,
+            limits: req.limits,
+            validation,
+            tasks: tasks.clone(),
+        })
         .await?;
     let n = tasks.len();
-    state.scheduler().add_validated_job(id, runnable, req.limits, validation, tasks, vec![], vec![]);
+    state.scheduler().add_validated_job(
+        id,
+        runnable,
+        req.limits,
+        validation,
+        tasks,
+        vec![],
+        vec![],
+    );
     tracing::info!(job = id, tasks = n, "job accepted");
     Ok(id)
 }
@@ -107,25 +157,58 @@ fn check_task(t: &crate::model::TaskInput) -> Result<(), String> {
     use idlecore_protocol::limits::*;
     let (stdin, args, env) = (&t.stdin, &t.args, &t.env);
     let all_files = || std::iter::once(&t.files).chain(t.dirs.iter().map(|d| &d.files));
+    let all_blobs = || std::iter::once(&t.file_blobs).chain(t.dirs.iter().map(|d| &d.file_blobs));
     let file_bytes: usize = all_files().flat_map(|m| m.0.values()).map(Vec::len).sum();
-    if stdin.len() + file_bytes > MAX_FRAME_BYTES - 256 * 1024 {
-        return Err(format!("stdin and files together are larger than {} bytes", MAX_FRAME_BYTES - 256 * 1024));
+    if t.stdin_blob.is_some() && !stdin.is_empty() {
+        return Err("give `stdin` or `stdin_blob`, not both".into());
     }
-    if all_files().map(|m| m.0.len()).sum::<usize>() > MAX_FILES {
+    all_blobs()
+        .flat_map(|m| m.0.keys())
+        .try_for_each(|p| check_relative(p))?;
+    let both = |f: &crate::model::FileMap, b: &crate::model::BlobFiles| {
+        f.0.keys().find(|p| b.0.contains_key(*p)).cloned()
+    };
+    let twice = both(&t.files, &t.file_blobs)
+        .or_else(|| t.dirs.iter().find_map(|d| both(&d.files, &d.file_blobs)));
+    if let Some(p) = twice {
+        return Err(format!("file {p:?} is in both `files` and `file_blobs`"));
+    }
+    if !t.dirs.is_empty() && !t.file_blobs.is_empty() {
+        return Err(
+            "`file_blobs` fill the default `/input`; a task with its own `dirs` puts blobs in them"
+                .into(),
+        );
+    }
+    if stdin.len() + file_bytes > MAX_FRAME_BYTES - 256 * 1024 {
+        return Err(format!(
+            "stdin and files together are larger than {} bytes",
+            MAX_FRAME_BYTES - 256 * 1024
+        ));
+    }
+    if all_files().map(|m| m.0.len()).sum::<usize>() + all_blobs().map(|m| m.0.len()).sum::<usize>()
+        > MAX_FILES
+    {
         return Err(format!("at most {MAX_FILES} files"));
     }
-    all_files().flat_map(|m| m.0.keys()).try_for_each(|p| check_relative(p))?;
+    all_files()
+        .flat_map(|m| m.0.keys())
+        .try_for_each(|p| check_relative(p))?;
     if t.dirs.len() > MAX_DIRS {
         return Err(format!("at most {MAX_DIRS} dirs"));
     }
     if !t.dirs.is_empty() && !t.files.is_empty() {
-        return Err("`files` fill the default `/input`; a task with its own `dirs` puts files in them".into());
+        return Err(
+            "`files` fill the default `/input`; a task with its own `dirs` puts files in them"
+                .into(),
+        );
     }
     let mut guests: Vec<&str> = vec![];
     for d in &t.dirs {
         // `.` is the task's working directory, as in `wasmtime run --dir .`.
         if d.guest != "." {
-            let inner = d.guest.strip_prefix('/').ok_or_else(|| format!("dir {:?} must be `.` or an absolute guest path", d.guest))?;
+            let inner = d.guest.strip_prefix('/').ok_or_else(|| {
+                format!("dir {:?} must be `.` or an absolute guest path", d.guest)
+            })?;
             if inner.is_empty() {
                 return Err("dir `/` is not allowed; name a directory such as `/data`".into());
             }
@@ -137,14 +220,25 @@ fn check_task(t: &crate::model::TaskInput) -> Result<(), String> {
         guests.push(&d.guest);
     }
     if stdin.len() > MAX_FRAME_BYTES - 256 * 1024 {
-        return Err(format!("stdin is larger than {} bytes", MAX_FRAME_BYTES - 256 * 1024));
+        return Err(format!(
+            "stdin is larger than {} bytes",
+            MAX_FRAME_BYTES - 256 * 1024
+        ));
     }
     if args.len() > MAX_ARGS || env.len() > MAX_ENV {
         return Err(format!("at most {MAX_ARGS} args and {MAX_ENV} env entries"));
     }
-    let text: usize = args.iter().map(String::len).sum::<usize>() + env.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
-    if args.iter().chain(env.iter().flat_map(|(k, v)| [k, v])).any(|s| s.len() > MAX_ARG_BYTES) || text > 128 * 1024 {
-        return Err(format!("an arg or env entry exceeds {MAX_ARG_BYTES} bytes, or all exceed 128 KiB"));
+    let text: usize = args.iter().map(String::len).sum::<usize>()
+        + env.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    if args
+        .iter()
+        .chain(env.iter().flat_map(|(k, v)| [k, v]))
+        .any(|s| s.len() > MAX_ARG_BYTES)
+        || text > 128 * 1024
+    {
+        return Err(format!(
+            "an arg or env entry exceeds {MAX_ARG_BYTES} bytes, or all exceed 128 KiB"
+        ));
     }
     if env.iter().any(|(k, _)| k.is_empty() || k.contains('=')) {
         return Err("env names must be non-empty and contain no '='".into());
@@ -161,9 +255,13 @@ fn check_relative(path: &str) -> Result<(), String> {
     let bad = path.is_empty()
         || path.len() > idlecore_protocol::limits::MAX_PATH_BYTES
         || path.starts_with('/')
-        || path.split('/').any(|p| p.is_empty() || p == "." || p == "..");
+        || path
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == "..");
     if bad {
-        return Err(format!("file path {path:?} must be relative, like `dir/name.txt`, without `.` or `..`"));
+        return Err(format!(
+            "file path {path:?} must be relative, like `dir/name.txt`, without `.` or `..`"
+        ));
     }
     Ok(())
 }
@@ -179,9 +277,17 @@ pub fn claim(state: &AppState, worker: WorkerId, lease: u64) -> Option<Finishing
 }
 
 /// Stores the result of a claimed lease; the task is finished once it is on disk.
-pub async fn record_result(state: &AppState, f: Finishing, r: TaskResult) -> Result<(), StoreError> {
-    let limit = state.scheduler().limits(f.job).map(|l| l.max_output_bytes as usize);
-    let size = r.stdout.len() + r.stderr.len() + r.files.iter().map(|f| f.data.len()).sum::<usize>();
+pub async fn record_result(
+    state: &AppState,
+    f: Finishing,
+    r: TaskResult,
+) -> Result<(), StoreError> {
+    let limit = state
+        .scheduler()
+        .limits(f.job)
+        .map(|l| l.max_output_bytes as usize);
+    let size =
+        r.stdout.len() + r.stderr.len() + r.files.iter().map(|f| f.data.len()).sum::<usize>();
     if limit.is_some_and(|max| size > max) {
         let failure = TaskFailure {
             lease: r.lease,
@@ -214,7 +320,11 @@ pub async fn record_result(state: &AppState, f: Finishing, r: TaskResult) -> Res
     } else {
         record
     };
-    if let Err(e) = state.store.write(Write::PutResult { job: f.job, record }).await {
+    if let Err(e) = state
+        .store
+        .write(Write::PutResult { job: f.job, record })
+        .await
+    {
         // Not durable: give the task to someone else rather than lose it.
         state.scheduler().retry(f.lease, false);
         return Err(e);
@@ -225,24 +335,51 @@ pub async fn record_result(state: &AppState, f: Finishing, r: TaskResult) -> Res
 
 /// Records a claimed lease's failure, then retries the task or, after its
 /// last attempt, stores it as failed with every attempt's reason.
-pub async fn record_failure(state: &AppState, f: Finishing, failure: TaskFailure) -> Result<(), StoreError> {
+pub async fn record_failure(
+    state: &AppState,
+    f: Finishing,
+    failure: TaskFailure,
+) -> Result<(), StoreError> {
     let counted = counts_against_task(failure.kind);
     if f.spot {
         // A spot check that failed to run proves nothing either way.
-        tracing::debug!(job = f.job, task = f.task, kind = failure.kind.as_str(), "spot check failed to run: {}", failure.message);
+        tracing::debug!(
+            job = f.job,
+            task = f.task,
+            kind = failure.kind.as_str(),
+            "spot check failed to run: {}",
+            failure.message
+        );
         state.scheduler().drop_spot_check(f.lease);
         return Ok(());
     }
     if failure.kind == FailureKind::Withdrawn {
         // Given back unrun (paused, budget lowered): nothing worth keeping.
-        tracing::debug!(job = f.job, task = f.task, "lease withdrawn: {}", failure.message);
+        tracing::debug!(
+            job = f.job,
+            task = f.task,
+            "lease withdrawn: {}",
+            failure.message
+        );
         state.scheduler().withdrawn(f.lease);
         return Ok(());
     }
-    tracing::info!(job = f.job, task = f.task, kind = failure.kind.as_str(), counted, "task attempt failed: {}", failure.message);
+    tracing::info!(
+        job = f.job,
+        task = f.task,
+        kind = failure.kind.as_str(),
+        counted,
+        "task attempt failed: {}",
+        failure.message
+    );
     let logged = state
         .store
-        .write(Write::PutFailure { job: f.job, task: f.task, kind: failure.kind.as_str().into(), message: failure.message })
+        .write(Write::PutFailure {
+            job: f.job,
+            task: f.task,
+            kind: failure.kind.as_str().into(),
+            message: failure.message,
+        })
         .await;
     if let Err(e) = logged {
         state.scheduler().retry(f.lease, false);
@@ -259,9 +396,17 @@ pub async fn record_failure(state: &AppState, f: Finishing, failure: TaskFailure
             return Err(e);
         }
     };
-    let error = reasons.iter().map(|(k, m)| format!("{k}: {m}")).collect::<Vec<_>>().join("\n");
+    let error = reasons
+        .iter()
+        .map(|(k, m)| format!("{k}: {m}"))
+        .collect::<Vec<_>>()
+        .join("\n");
     let record = ResultRecord::failed(f.task, error);
-    if let Err(e) = state.store.write(Write::PutResult { job: f.job, record }).await {
+    if let Err(e) = state
+        .store
+        .write(Write::PutResult { job: f.job, record })
+        .await
+    {
         state.scheduler().retry(f.lease, false);
         return Err(e);
     }
@@ -283,7 +428,11 @@ pub fn end_job(
     to: JobState,
     checks: Option<crate::scheduler::ValidationStats>,
 ) -> impl std::future::Future<Output = ()> + use<> {
-    let write = state.store.enqueue(Write::SetJobState { job, state: to, checks });
+    let write = state.store.enqueue(Write::SetJobState {
+        job,
+        state: to,
+        checks,
+    });
     let events = state.events.clone();
     async move {
         if let Err(e) = write.await {
@@ -310,12 +459,23 @@ pub async fn cancel(state: &AppState, job: u64) -> Result<JobStatus, ApiError> {
 }
 
 pub async fn status(state: &AppState, job: u64) -> Result<JobStatus, ApiError> {
-    let row = state.store.job_rows(Some(job)).await?.pop().ok_or_else(|| ApiError::NotFound(format!("job {job}")))?;
+    let row = state
+        .store
+        .job_rows(Some(job))
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::NotFound(format!("job {job}")))?;
     Ok(to_status(state, row))
 }
 
 pub async fn list(state: &AppState) -> Result<Vec<JobStatus>, ApiError> {
-    Ok(state.store.job_rows(None).await?.into_iter().map(|r| to_status(state, r)).collect())
+    Ok(state
+        .store
+        .job_rows(None)
+        .await?
+        .into_iter()
+        .map(|r| to_status(state, r))
+        .collect())
 }
 
 fn to_status(state: &AppState, row: crate::model::JobRow) -> JobStatus {
@@ -327,10 +487,16 @@ fn to_status(state: &AppState, row: crate::model::JobRow) -> JobStatus {
     };
     let stats = match live {
         Some((_, stats)) => Some(stats),
-        None => row.checks.as_deref().and_then(|c| serde_json::from_str(c).ok()),
+        None => row
+            .checks
+            .as_deref()
+            .and_then(|c| serde_json::from_str(c).ok()),
     };
     let decided = (row.done + row.failed).max(1) as f64;
-    let checks = stats.filter(|_| validation.is_on()).map(|stats| JobChecks { stats, overhead: stats.results.max(1) as f64 / decided });
+    let checks = stats.filter(|_| validation.is_on()).map(|stats| JobChecks {
+        stats,
+        overhead: stats.results.max(1) as f64 / decided,
+    });
     JobStatus {
         id: row.id,
         module: row.module,

@@ -8,14 +8,15 @@ pub mod cli;
 pub mod client;
 pub mod comparators;
 pub mod error;
+pub mod input_blobs;
 pub mod jobs;
 pub mod model;
 pub mod peers;
 #[cfg(feature = "webrtc")]
 pub mod rtc;
-pub mod scheduler;
 pub mod sabotage;
 pub mod sandbox;
+pub mod scheduler;
 pub mod server;
 pub mod sessions;
 pub mod state;

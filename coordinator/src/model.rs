@@ -1,9 +1,9 @@
 //! Jobs, tasks and results as the API, the store and the scheduler see them.
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
 use crate::scheduler::ValidationStats;
 use crate::validate::Policy;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
 use idlecore_protocol::TaskLimits;
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +23,12 @@ pub struct TaskInput {
     /// The task's preopened directories, instead of `/input` and `/output`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dirs: Vec<DirSpec>,
+    /// Stdin as an uploaded blob (instead of `stdin`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_blob: Option<BlobRef>,
+    /// Files under `/input` whose contents are uploaded blobs.
+    #[serde(default, skip_serializing_if = "BlobFiles::is_empty")]
+    pub file_blobs: BlobFiles,
 }
 
 impl TaskInput {
@@ -31,9 +37,111 @@ impl TaskInput {
         let files = |m: &FileMap| m.0.iter().map(|(p, d)| p.len() + d.len()).sum::<usize>();
         self.stdin.len()
             + self.args.iter().map(String::len).sum::<usize>()
-            + self.env.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            + self
+                .env
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
             + files(&self.files)
-            + self.dirs.iter().map(|d| d.guest.len() + files(&d.files)).sum::<usize>()
+            + self
+                .dirs
+                .iter()
+                .map(|d| d.guest.len() + files(&d.files) + d.file_blobs.size())
+                .sum::<usize>()
+            + self.file_blobs.size()
+            + self.stdin_blob.as_ref().map_or(0, |_| BLOB_REF_BYTES)
+    }
+
+    /// Every blob the task names, with where it goes: `None` for stdin, else
+    /// (directory index among the lease's dirs, path).
+    pub fn blob_refs(&self) -> impl Iterator<Item = (Option<(usize, &str)>, &BlobRef)> {
+        fn files(
+            i: usize,
+            m: &BlobFiles,
+        ) -> impl Iterator<Item = (Option<(usize, &str)>, &BlobRef)> {
+            m.0.iter().map(move |(p, b)| (Some((i, p.as_str())), b))
+        }
+        let stdin = self.stdin_blob.iter().map(|b| (None, b));
+        // Without `dirs`, `/input` is the lease's first directory.
+        let own: Box<dyn Iterator<Item = _>> = if self.dirs.is_empty() {
+            Box::new(files(0, &self.file_blobs))
+        } else {
+            Box::new(
+                self.dirs
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, d)| files(i, &d.file_blobs)),
+            )
+        };
+        stdin.chain(own)
+    }
+
+    /// Every blob reference, to fill in or check.
+    pub fn blob_refs_mut(&mut self) -> impl Iterator<Item = &mut BlobRef> {
+        let dirs = self
+            .dirs
+            .iter_mut()
+            .flat_map(|d| d.file_blobs.0.values_mut());
+        self.stdin_blob
+            .iter_mut()
+            .chain(self.file_blobs.0.values_mut())
+            .chain(dirs)
+    }
+}
+
+/// What one blob reference costs in memory, roughly (for admission control).
+const BLOB_REF_BYTES: usize = 48;
+
+/// An uploaded blob a task input names: its SHA-256 and size. In a job
+/// request it is the hex hash alone; the coordinator fills in the size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobRef {
+    pub hash: idlecore_protocol::BlobHash,
+    pub size: u64,
+}
+
+impl Serialize for BlobRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut m = s.serialize_struct("BlobRef", 2)?;
+        m.serialize_field("hash", &hex::encode(self.hash))?;
+        m.serialize_field("size", &self.size)?;
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for BlobRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<BlobRef, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Hash(String),
+            Full { hash: String, size: u64 },
+        }
+        let (hash, size) = match Raw::deserialize(d)? {
+            Raw::Hash(h) => (h, 0),
+            Raw::Full { hash, size } => (hash, size),
+        };
+        let bytes = hex::decode(&hash)
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok());
+        let hash = bytes.ok_or_else(|| {
+            serde::de::Error::custom(format!("blob {hash:?} is not a hex SHA-256"))
+        })?;
+        Ok(BlobRef { hash, size })
+    }
+}
+
+/// Files whose contents are blobs, by relative path.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobFiles(pub std::collections::BTreeMap<String, BlobRef>);
+
+impl BlobFiles {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    fn size(&self) -> usize {
+        self.0.keys().map(|p| p.len() + BLOB_REF_BYTES).sum()
     }
 }
 
@@ -47,6 +155,9 @@ pub struct DirSpec {
     pub writable: bool,
     #[serde(default)]
     pub files: FileMap,
+    /// Files whose contents are uploaded blobs.
+    #[serde(default, skip_serializing_if = "BlobFiles::is_empty")]
+    pub file_blobs: BlobFiles,
 }
 
 /// Files by relative path, with base64 contents in JSON.
@@ -75,7 +186,9 @@ impl<'de> Deserialize<'de> for FileMap {
         let raw = std::collections::BTreeMap::<String, String>::deserialize(d)?;
         raw.into_iter()
             .map(|(k, v)| {
-                let bytes = B64.decode(v.as_bytes()).map_err(|e| serde::de::Error::custom(format!("file {k:?}: invalid base64: {e}")))?;
+                let bytes = B64.decode(v.as_bytes()).map_err(|e| {
+                    serde::de::Error::custom(format!("file {k:?}: invalid base64: {e}"))
+                })?;
                 Ok((k, bytes))
             })
             .collect::<Result<_, _>>()
@@ -320,6 +433,7 @@ pub mod b64 {
     }
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let s = String::deserialize(d)?;
-        B64.decode(s.as_bytes()).map_err(|e| serde::de::Error::custom(format!("invalid base64: {e}")))
+        B64.decode(s.as_bytes())
+            .map_err(|e| serde::de::Error::custom(format!("invalid base64: {e}")))
     }
 }

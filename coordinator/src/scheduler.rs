@@ -56,7 +56,8 @@ impl Job {
     /// spot check (whose task is decided by definition).
     fn wants(&self, unit: u32) -> bool {
         !self.cancelled
-            && (!self.done[self.units[unit as usize] as usize] || self.checks.as_ref().is_some_and(|c| c.is_spot(unit)))
+            && (!self.done[self.units[unit as usize] as usize]
+                || self.checks.as_ref().is_some_and(|c| c.is_spot(unit)))
     }
 }
 
@@ -122,8 +123,13 @@ pub fn counts_against_task(kind: FailureKind) -> bool {
 }
 
 /// The infrastructure's failures: retried elsewhere without counting.
-pub const FREE_FAILURES: [FailureKind; 4] =
-    [FailureKind::ModuleFetch, FailureKind::ExecutorCrashed, FailureKind::Internal, FailureKind::Withdrawn];
+pub const FREE_FAILURES: [FailureKind; 5] = [
+    FailureKind::ModuleFetch,
+    FailureKind::InputFetch,
+    FailureKind::ExecutorCrashed,
+    FailureKind::Internal,
+    FailureKind::Withdrawn,
+];
 
 /// Derives a task's seed, the same on every attempt so honest runs agree.
 pub fn task_seed(job: u64, task: u32) -> u64 {
@@ -229,8 +235,18 @@ impl Scheduler {
         let n = tasks.len();
         let mut done = finished;
         done.resize(n, false);
-        let state = done.iter().map(|&d| if d { TaskState::Finished } else { TaskState::Ready }).collect();
-        self.ready.extend((0..n).filter(|&i| !done[i]).map(|i| (id, i as u32)));
+        let state = done
+            .iter()
+            .map(|&d| {
+                if d {
+                    TaskState::Finished
+                } else {
+                    TaskState::Ready
+                }
+            })
+            .collect();
+        self.ready
+            .extend((0..n).filter(|&i| !done[i]).map(|i| (id, i as u32)));
         let mut failures = failures;
         failures.resize(n, 0);
         let bytes = tasks.iter().map(TaskInput::size).sum();
@@ -249,7 +265,9 @@ impl Scheduler {
                 cancelled: false,
                 bytes,
                 second: HashMap::new(),
-                checks: policy.is_on().then(|| Box::new(validation::JobChecks::new(policy))),
+                checks: policy
+                    .is_on()
+                    .then(|| Box::new(validation::JobChecks::new(policy))),
                 done_time: Duration::ZERO,
                 done_count: 0,
             },
@@ -259,17 +277,35 @@ impl Scheduler {
     }
 
     /// A worker session with no known network origin.
-    pub fn register_worker(&mut self, slots: u32, tx: UnboundedSender<CoordinatorMessage>) -> WorkerId {
+    pub fn register_worker(
+        &mut self,
+        slots: u32,
+        tx: UnboundedSender<CoordinatorMessage>,
+    ) -> WorkerId {
         self.register_worker_from(slots, tx, None)
     }
 
     /// A worker session; `origin` identifies its network (replicas of a task
     /// never go to two workers of one origin).
-    pub fn register_worker_from(&mut self, slots: u32, tx: UnboundedSender<CoordinatorMessage>, origin: Option<u64>) -> WorkerId {
+    pub fn register_worker_from(
+        &mut self,
+        slots: u32,
+        tx: UnboundedSender<CoordinatorMessage>,
+        origin: Option<u64>,
+    ) -> WorkerId {
         let id = self.next_worker;
         self.next_worker += 1;
         let voter = Voter { worker: id, origin };
-        self.workers.insert(id, Worker { slots, voter, leases: HashSet::new(), tx, queued: false });
+        self.workers.insert(
+            id,
+            Worker {
+                slots,
+                voter,
+                leases: HashSet::new(),
+                tx,
+                queued: false,
+            },
+        );
         self.mark_hungry(id);
         self.pump();
         id
@@ -283,7 +319,9 @@ impl Scheduler {
     /// The worker now takes at most `slots` leases (0: paused). Leases it
     /// holds stay; it gives back what it will not run.
     pub fn set_capacity(&mut self, id: WorkerId, slots: u32) {
-        let Some(w) = self.workers.get_mut(&id) else { return };
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
         w.slots = slots;
         if slots == 0 {
             self.worker_paused(id);
@@ -294,7 +332,9 @@ impl Scheduler {
 
     /// Forgets a worker; its unfinished leases go back to the front of the queue.
     pub fn remove_worker(&mut self, id: WorkerId) -> usize {
-        let Some(w) = self.workers.remove(&id) else { return 0 };
+        let Some(w) = self.workers.remove(&id) else {
+            return 0;
+        };
         if w.queued {
             // Idle workers that come and go would otherwise pile up here.
             self.hungry.retain(|h| *h != id);
@@ -313,7 +353,9 @@ impl Scheduler {
     }
 
     fn requeue(&mut self, lease: LeaseId) {
-        let Some(info) = self.leases.remove(&lease) else { return };
+        let Some(info) = self.leases.remove(&lease) else {
+            return;
+        };
         if let Some(w) = self.workers.get_mut(&info.worker) {
             w.leases.remove(&lease);
         }
@@ -355,7 +397,10 @@ impl Scheduler {
         if info.finishing {
             return None;
         }
-        if self.sibling(lease).is_some_and(|s| self.leases.get(&s).is_some_and(|l| l.finishing)) {
+        if self
+            .sibling(lease)
+            .is_some_and(|s| self.leases.get(&s).is_some_and(|l| l.finishing))
+        {
             // The task's other attempt is being stored: that one counts, and
             // this one is over.
             self.requeue(lease);
@@ -400,7 +445,9 @@ impl Scheduler {
     /// The task's final record is stored: mark it finished and free the slot.
     /// Returns true when this finished the whole job.
     pub fn finish(&mut self, lease: LeaseId) -> bool {
-        let Some((job_id, unit)) = self.close_unit(lease) else { return false };
+        let Some((job_id, unit)) = self.close_unit(lease) else {
+            return false;
+        };
         let mut job_done = false;
         if let Some(job) = self.jobs.get_mut(&job_id) {
             let task = job.units[unit as usize];
@@ -494,7 +541,9 @@ impl Scheduler {
 
     /// Stops a job: queued tasks are dropped, running leases cancelled.
     pub fn cancel_job(&mut self, job_id: u64) -> bool {
-        let Some(job) = self.jobs.get_mut(&job_id) else { return false };
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return false;
+        };
         job.cancelled = true;
         let running: Vec<LeaseId> = self
             .leases
@@ -521,7 +570,11 @@ impl Scheduler {
 
     /// Unfinished tasks, and bytes of task inputs, of the jobs held in memory.
     pub fn load(&self) -> (usize, usize) {
-        let tasks = self.jobs.values().map(|j| j.tasks.len() - j.finished as usize).sum();
+        let tasks = self
+            .jobs
+            .values()
+            .map(|j| j.tasks.len() - j.finished as usize)
+            .sum();
         (tasks, self.jobs.values().map(|j| j.bytes).sum())
     }
 

@@ -39,6 +39,14 @@ pub struct ServeArgs {
     /// Largest job request body, in MiB.
     #[arg(long, default_value_t = 512)]
     pub max_job_mib: usize,
+    /// Largest input blob upload (`POST /api/blobs`), in MiB.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub max_blob_mib: u64,
+    /// Inline task inputs (stdin or a file) larger than this, in KiB, are
+    /// stored once as blobs and fetched by hash (from peers or the
+    /// coordinator) instead of travelling in every lease.
+    #[arg(long, default_value_t = 256)]
+    pub blob_threshold_kib: usize,
     /// Unfinished tasks held in memory at most; new jobs past it get 503 with Retry-After.
     #[arg(long, default_value_t = 1_000_000)]
     pub max_pending_tasks: usize,
@@ -75,19 +83,42 @@ impl IceArgs {
     /// The servers as workers receive them in `Welcome`, checked.
     pub fn servers(&self) -> anyhow::Result<Vec<idlecore_protocol::IceServer>> {
         use idlecore_protocol::limits::{MAX_ICE_BYTES, MAX_ICE_SERVERS};
-        anyhow::ensure!(self.ice_servers.len() <= MAX_ICE_SERVERS, "at most {MAX_ICE_SERVERS} --ice-server");
+        anyhow::ensure!(
+            self.ice_servers.len() <= MAX_ICE_SERVERS,
+            "at most {MAX_ICE_SERVERS} --ice-server"
+        );
         let secret = |v: &Option<String>| v.clone().unwrap_or_default();
         let (username, credential) = (secret(&self.turn_username), secret(&self.turn_credential));
-        anyhow::ensure!(username.len() <= MAX_ICE_BYTES && credential.len() <= MAX_ICE_BYTES, "TURN username and credential: at most {MAX_ICE_BYTES} bytes");
+        anyhow::ensure!(
+            username.len() <= MAX_ICE_BYTES && credential.len() <= MAX_ICE_BYTES,
+            "TURN username and credential: at most {MAX_ICE_BYTES} bytes"
+        );
         self.ice_servers
             .iter()
             .map(|url| {
-                anyhow::ensure!(url.len() <= MAX_ICE_BYTES, "--ice-server {url}: longer than {MAX_ICE_BYTES} bytes");
+                anyhow::ensure!(
+                    url.len() <= MAX_ICE_BYTES,
+                    "--ice-server {url}: longer than {MAX_ICE_BYTES} bytes"
+                );
                 let turn = url.starts_with("turn:") || url.starts_with("turns:");
-                anyhow::ensure!(turn || url.starts_with("stun:") || url.starts_with("stuns:"), "--ice-server {url}: not a stun:, stuns:, turn: or turns: URL");
-                anyhow::ensure!(!turn || !username.is_empty() && !credential.is_empty(), "--ice-server {url}: a TURN server needs --turn-username and --turn-credential");
-                let (username, credential) = if turn { (username.clone(), credential.clone()) } else { Default::default() };
-                Ok(idlecore_protocol::IceServer { urls: vec![url.clone()], username, credential })
+                anyhow::ensure!(
+                    turn || url.starts_with("stun:") || url.starts_with("stuns:"),
+                    "--ice-server {url}: not a stun:, stuns:, turn: or turns: URL"
+                );
+                anyhow::ensure!(
+                    !turn || !username.is_empty() && !credential.is_empty(),
+                    "--ice-server {url}: a TURN server needs --turn-username and --turn-credential"
+                );
+                let (username, credential) = if turn {
+                    (username.clone(), credential.clone())
+                } else {
+                    Default::default()
+                };
+                Ok(idlecore_protocol::IceServer {
+                    urls: vec![url.clone()],
+                    username,
+                    credential,
+                })
             })
             .collect()
     }
@@ -116,7 +147,13 @@ pub struct ValidationArgs {
 impl ValidationArgs {
     /// Validation off: for coordinators whose only worker is the operator's own.
     pub fn off() -> ValidationArgs {
-        ValidationArgs { replicas: 1, max_replicas: 1, trust_threshold: 10, spot_checks: 0.0, no_validation: true }
+        ValidationArgs {
+            replicas: 1,
+            max_replicas: 1,
+            trust_threshold: 10,
+            spot_checks: 0.0,
+            no_validation: true,
+        }
     }
 
     pub fn policy(&self) -> anyhow::Result<Policy> {
@@ -147,12 +184,15 @@ pub struct Bound {
 
 /// Opens the store, settles the token, restores unfinished jobs and binds.
 pub async fn bind(args: &ServeArgs) -> anyhow::Result<Bound> {
-    let store = Store::open(&args.data).with_context(|| format!("opening the store in {}", args.data.display()))?;
+    let store = Store::open(&args.data)
+        .with_context(|| format!("opening the store in {}", args.data.display()))?;
     let (token_hash, source) = auth::init(&store, args.token.clone()).await?;
     let generated_token = match source {
         auth::TokenSource::Generated(token) => Some(token),
         auth::TokenSource::Stored => {
-            tracing::info!("using the job-owner token set on an earlier start (pass --token to replace it)");
+            tracing::info!(
+                "using the job-owner token set on an earlier start (pass --token to replace it)"
+            );
             None
         }
         auth::TokenSource::Configured => None,
@@ -162,11 +202,14 @@ pub async fn bind(args: &ServeArgs) -> anyhow::Result<Bound> {
     let heartbeat = Duration::from_millis(args.heartbeat_ms as u64);
     let mut key = [0u8; 8];
     getrandom::fill(&mut key).context("no randomness for lease ids")?;
-    let scheduler = Scheduler::new(u32::from_le_bytes(epoch), heartbeat * 3).with_key(u64::from_le_bytes(key));
+    let scheduler =
+        Scheduler::new(u32::from_le_bytes(epoch), heartbeat * 3).with_key(u64::from_le_bytes(key));
     let config = Config {
         heartbeat_ms: args.heartbeat_ms,
         max_module_bytes: args.max_module_mib * 1024 * 1024,
         max_job_bytes: args.max_job_mib * 1024 * 1024,
+        max_blob_bytes: args.max_blob_mib as usize * 1024 * 1024,
+        blob_threshold: args.blob_threshold_kib * 1024,
         max_pending_tasks: args.max_pending_tasks,
         max_pending_bytes: args.max_pending_mib * 1024 * 1024,
         www: args.www.clone(),
@@ -185,19 +228,38 @@ pub async fn bind(args: &ServeArgs) -> anyhow::Result<Bound> {
         state.rtc = Some(hub);
     }
     let state = Arc::new(state);
-    let restored = jobs::restore(&state).await.context("restoring unfinished jobs")?;
+    let restored = jobs::restore(&state)
+        .await
+        .context("restoring unfinished jobs")?;
     if restored > 0 {
         tracing::info!(jobs = restored, "restored unfinished jobs");
     }
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
-    Ok(Bound { addr, generated_token, listener, state, stop })
+    Ok(Bound {
+        addr,
+        generated_token,
+        listener,
+        state,
+        stop,
+    })
 }
 
 impl Bound {
     /// Serves until `shutdown` completes, then closes worker sessions gracefully.
-    pub async fn serve(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Bound { listener, state, stop, addr, .. } = self;
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Bound {
+            listener,
+            state,
+            stop,
+            addr,
+            ..
+        } = self;
         tracing::info!(%addr, "coordinator started");
         let ticker_state = state.clone();
         let ticker = tokio::spawn(async move {
@@ -210,21 +272,30 @@ impl Bound {
                     (s.expire(now), s.speculate(now))
                 };
                 if expired > 0 {
-                    tracing::info!(leases = expired, "leases expired without heartbeats; tasks requeued");
+                    tracing::info!(
+                        leases = expired,
+                        "leases expired without heartbeats; tasks requeued"
+                    );
                 }
                 if speculated > 0 {
-                    tracing::info!(leases = speculated, "second attempts of stragglers sent to idle workers");
+                    tracing::info!(
+                        leases = speculated,
+                        "second attempts of stragglers sent to idle workers"
+                    );
                 }
             }
         });
         let app = api::router(state.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
-        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down");
-                let _ = stop.send(true);
-            })
-            .await?;
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            let _ = stop.send(true);
+        })
+        .await?;
         ticker.abort();
         // Upgraded WebSockets outlive the HTTP server: let each send its goodbye.
         state.sessions_closed(Duration::from_secs(5)).await;

@@ -6,8 +6,8 @@ use crate::scheduler::WorkerId;
 use crate::state::AppState;
 use axum::extract::ws::{Message, WebSocket};
 use idlecore_protocol::{
-    decode_worker, encode_coordinator, CoordinatorMessage, DecodeError, ErrorCode, ProtocolError, Welcome,
-    WorkerMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    decode_worker, encode_coordinator, CoordinatorMessage, DecodeError, ErrorCode, ProtocolError,
+    Welcome, WorkerMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,7 +36,10 @@ impl From<DecodeError> for Refusal {
 pub fn origin_of(ip: std::net::IpAddr) -> Option<u64> {
     use std::net::IpAddr;
     let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     };
     if ip.is_loopback() || ip.is_unspecified() {
@@ -68,7 +71,10 @@ impl Link {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(None),
                 Some(Ok(Message::Binary(b))) => return Ok(Some(b.to_vec())),
                 Some(Ok(Message::Text(_))) => {
-                    return Err(Refusal(ErrorCode::Malformed, "text frames are not part of the protocol; send binary frames".into()))
+                    return Err(Refusal(
+                        ErrorCode::Malformed,
+                        "text frames are not part of the protocol; send binary frames".into(),
+                    ))
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             }
@@ -78,7 +84,10 @@ impl Link {
     async fn send(&mut self, frame: Vec<u8>) -> Result<(), Refusal> {
         let failed = |e: String| Refusal(ErrorCode::Malformed, format!("send failed: {e}"));
         match self {
-            Link::WebSocket(socket) => socket.send(Message::Binary(frame.into())).await.map_err(|e| failed(e.to_string())),
+            Link::WebSocket(socket) => socket
+                .send(Message::Binary(frame.into()))
+                .await
+                .map_err(|e| failed(e.to_string())),
             #[cfg(feature = "webrtc")]
             Link::DataChannel(channel) => channel.send(frame).map_err(|e| failed(e.to_string())),
         }
@@ -121,21 +130,38 @@ pub async fn run(mut link: Link, state: Arc<AppState>, site: String, origin: Opt
     link.close().await;
 }
 
-async fn serve(link: &mut Link, state: &Arc<AppState>, session: u64, site: &str, origin: Option<u64>) -> Result<(), Refusal> {
+async fn serve(
+    link: &mut Link,
+    state: &Arc<AppState>,
+    session: u64,
+    site: &str,
+    origin: Option<u64>,
+) -> Result<(), Refusal> {
     let hello = match tokio::time::timeout(Duration::from_secs(10), link.recv()).await {
-        Err(_) => return Err(Refusal(ErrorCode::UnexpectedMessage, "no Hello within 10 s".into())),
+        Err(_) => {
+            return Err(Refusal(
+                ErrorCode::UnexpectedMessage,
+                "no Hello within 10 s".into(),
+            ))
+        }
         Ok(frame) => match frame? {
             None => return Ok(()),
             Some(f) => decode_worker(&f)?,
         },
     };
     let WorkerMessage::Hello(hello) = hello else {
-        return Err(Refusal(ErrorCode::UnexpectedMessage, "the first message must be Hello".into()));
+        return Err(Refusal(
+            ErrorCode::UnexpectedMessage,
+            "the first message must be Hello".into(),
+        ));
     };
     if hello.version != PROTOCOL_VERSION {
         return Err(Refusal(
             ErrorCode::UnsupportedVersion,
-            format!("protocol version {} is not supported; this coordinator speaks {PROTOCOL_VERSION}", hello.version),
+            format!(
+                "protocol version {} is not supported; this coordinator speaks {PROTOCOL_VERSION}",
+                hello.version
+            ),
         ));
     }
     let heartbeat_ms = state.config.heartbeat_ms;
@@ -143,13 +169,15 @@ async fn serve(link: &mut Link, state: &Arc<AppState>, session: u64, site: &str,
         version: PROTOCOL_VERSION,
         session,
         heartbeat_ms,
-        module_path: "/modules/".into(),
+        blob_path: "/blobs/".into(),
         max_frame: MAX_FRAME_BYTES as u32,
         ice_servers: state.config.ice_servers.clone(),
     });
     send(link, &welcome).await?;
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let worker = state.scheduler().register_worker_from(hello.slots, tx.clone(), origin);
+    let worker = state
+        .scheduler()
+        .register_worker_from(hello.slots, tx.clone(), origin);
     state.peers().join(worker, tx, origin);
     let transport = link.transport();
     tracing::info!(session, worker, slots = hello.slots, site, ?transport, agent = %hello.agent, "worker joined");
@@ -201,7 +229,9 @@ const MAX_BATCH_BYTES: usize = 1 << 20;
 fn encoded_size(lease: idlecore_protocol::Lease) -> (idlecore_protocol::Lease, usize) {
     let msg = CoordinatorMessage::Lease(lease);
     let size = encode_coordinator(&msg).len();
-    let CoordinatorMessage::Lease(lease) = msg else { unreachable!("built above") };
+    let CoordinatorMessage::Lease(lease) = msg else {
+        unreachable!("built above")
+    };
     (lease, size)
 }
 
@@ -212,7 +242,9 @@ async fn send_batched(
     first: CoordinatorMessage,
     rx: &mut mpsc::UnboundedReceiver<CoordinatorMessage>,
 ) -> Result<(), Refusal> {
-    let CoordinatorMessage::Lease(lease) = first else { return send(link, &first).await };
+    let CoordinatorMessage::Lease(lease) = first else {
+        return send(link, &first).await;
+    };
     let (lease, mut bytes) = encoded_size(lease);
     let mut batch = vec![lease];
     let mut after = None;
@@ -256,11 +288,16 @@ fn handle(
 ) -> Result<(), Refusal> {
     match msg {
         WorkerMessage::Hello(_) => {
-            return Err(Refusal(ErrorCode::UnexpectedMessage, "Hello was already received".into()));
+            return Err(Refusal(
+                ErrorCode::UnexpectedMessage,
+                "Hello was already received".into(),
+            ));
         }
         WorkerMessage::Heartbeat(h) => {
             for lease in state.scheduler().heartbeat(worker, &h.leases) {
-                let _ = reply.send(CoordinatorMessage::Cancel(idlecore_protocol::Cancel { lease }));
+                let _ = reply.send(CoordinatorMessage::Cancel(idlecore_protocol::Cancel {
+                    lease,
+                }));
             }
         }
         WorkerMessage::Capacity(c) => state.scheduler().set_capacity(worker, c.slots),
@@ -287,7 +324,13 @@ fn handle(
         WorkerMessage::Result(r) => {
             let (s, lease) = (state.clone(), r.lease);
             match jobs::claim(state, worker, lease) {
-                Some(f) => ack_when_stored(reply, lease, async move { jobs::record_result(&s, f, r).await }),
+                Some(f) => {
+                    ack_when_stored(
+                        reply,
+                        lease,
+                        async move { jobs::record_result(&s, f, r).await },
+                    )
+                }
                 None => ack(reply, lease),
             }
         }
@@ -295,14 +338,17 @@ fn handle(
         // before a reconnect, already re-queued) tells nothing: taking it over
         // would cancel the task's live attempt elsewhere.
         WorkerMessage::Failure(failure)
-            if !crate::scheduler::counts_against_task(failure.kind) && !state.scheduler().holds(worker, failure.lease) =>
+            if !crate::scheduler::counts_against_task(failure.kind)
+                && !state.scheduler().holds(worker, failure.lease) =>
         {
             ack(reply, failure.lease)
         }
         WorkerMessage::Failure(failure) => {
             let (s, lease) = (state.clone(), failure.lease);
             match jobs::claim(state, worker, lease) {
-                Some(f) => ack_when_stored(reply, lease, async move { jobs::record_failure(&s, f, failure).await }),
+                Some(f) => ack_when_stored(reply, lease, async move {
+                    jobs::record_failure(&s, f, failure).await
+                }),
                 None => ack(reply, lease),
             }
         }
@@ -314,7 +360,12 @@ fn handle(
 /// dozen): the coordinator's egress saved.
 async fn count_peer_bytes(state: Arc<AppState>, blobs: Vec<idlecore_protocol::ModuleHash>) {
     for blob in blobs {
-        let size = state.store.module_size(&hex::encode(blob)).await.ok().flatten();
+        let size = state
+            .store
+            .blob_size(&hex::encode(blob))
+            .await
+            .ok()
+            .flatten();
         let mut peers = state.peers();
         peers.stats.peer_fetches += 1;
         peers.stats.peer_bytes += size.unwrap_or(0);
@@ -354,6 +405,10 @@ mod tests {
         assert_ne!(o("192.0.2.1"), o("192.0.2.2"));
         assert_eq!(o("2001:db8::1"), o("2001:db8::2"), "one /64");
         assert_ne!(o("2001:db8::1"), o("2001:db8:0:1::1"));
-        assert_ne!(o("0.0.0.1"), o("::1:0:0:0:0").or(Some(0)), "families never collide");
+        assert_ne!(
+            o("0.0.0.1"),
+            o("::1:0:0:0:0").or(Some(0)),
+            "families never collide"
+        );
     }
 }

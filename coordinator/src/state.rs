@@ -15,6 +15,11 @@ pub struct Config {
     pub heartbeat_ms: u32,
     pub max_module_bytes: usize,
     pub max_job_bytes: usize,
+    /// Largest input blob upload.
+    pub max_blob_bytes: usize,
+    /// Inline inputs (stdin, a file) larger than this are stored as blobs
+    /// at job creation and fetched by hash, not sent in every lease.
+    pub blob_threshold: usize,
     /// Admission control: unfinished tasks and bytes of task inputs the
     /// coordinator holds in memory at most. Past them, new jobs get 503.
     pub max_pending_tasks: usize,
@@ -58,6 +63,10 @@ pub struct AppState {
     pub rtc: Option<crate::rtc::RtcHub>,
     /// Module downloads served (`GET /modules/{hash}`), for egress accounting.
     pub module_downloads: std::sync::atomic::AtomicU64,
+    /// Blob downloads served (`GET /blobs/{hash}`: inputs and modules), and
+    /// the bytes of every module and blob download: the coordinator's egress.
+    pub blob_downloads: std::sync::atomic::AtomicU64,
+    pub download_bytes: std::sync::atomic::AtomicU64,
     /// Comparator modules of jobs that have one.
     pub comparators: crate::comparators::Comparators,
     /// Who holds which blob, and signaling between workers.
@@ -99,6 +108,8 @@ impl AppState {
             #[cfg(feature = "webrtc")]
             rtc: None,
             module_downloads: Default::default(),
+            blob_downloads: Default::default(),
+            download_bytes: Default::default(),
             comparators: Default::default(),
             peers: Default::default(),
             session_ended: Notify::new(),
@@ -116,7 +127,10 @@ impl AppState {
     /// Worker sessions open now: (over WebSockets, over data channels).
     pub fn sessions_by_transport(&self) -> (usize, usize) {
         let rtc = self.data_channel_sessions.load(Ordering::SeqCst);
-        (self.sessions.load(Ordering::SeqCst).saturating_sub(rtc), rtc)
+        (
+            self.sessions.load(Ordering::SeqCst).saturating_sub(rtc),
+            rtc,
+        )
     }
 
     /// Waits until every worker session has closed, or `limit` passes.
@@ -141,7 +155,10 @@ impl AppState {
     /// The scheduler, locked for one short synchronous call. What the call
     /// decided that the store must follow is queued when the guard drops.
     pub fn scheduler(&self) -> SchedulerGuard<'_> {
-        SchedulerGuard { guard: self.scheduler.lock().expect("scheduler lock poisoned"), state: self }
+        SchedulerGuard {
+            guard: self.scheduler.lock().expect("scheduler lock poisoned"),
+            state: self,
+        }
     }
 }
 
@@ -176,18 +193,29 @@ impl Drop for SchedulerGuard<'_> {
             return;
         }
         let store = &self.state.store;
-        let voids: Vec<_> = voided.into_iter().map(|(job, task)| (job, task, store.enqueue(Write::VoidResult { job, task }))).collect();
-        let ends: Vec<_> =
-            ended.into_iter().map(|(job, checks)| crate::jobs::end_job(self.state, job, JobState::Completed, checks)).collect();
+        let voids: Vec<_> = voided
+            .into_iter()
+            .map(|(job, task)| (job, task, store.enqueue(Write::VoidResult { job, task })))
+            .collect();
+        let ends: Vec<_> = ended
+            .into_iter()
+            .map(|(job, checks)| crate::jobs::end_job(self.state, job, JobState::Completed, checks))
+            .collect();
         let events = self.state.events.clone();
         let announce = async move {
             for (job, task, write) in voids {
                 match write.await {
                     Ok(_) => {
-                        tracing::info!(job, task, "accepted result voided: the task is decided again");
+                        tracing::info!(
+                            job,
+                            task,
+                            "accepted result voided: the task is decided again"
+                        );
                         let _ = events.send(Event::Voided { job, task });
                     }
-                    Err(e) => tracing::error!(job, task, error = %e, "could not void a doubtful result"),
+                    Err(e) => {
+                        tracing::error!(job, task, error = %e, "could not void a doubtful result")
+                    }
                 }
             }
             for end in ends {

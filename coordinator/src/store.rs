@@ -29,16 +29,49 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// One durable write. Each answers with a number: the new job id for
 /// `CreateJob`, rows changed otherwise.
 pub enum Write {
-    SetSetting { key: String, value: String },
+    SetSetting {
+        key: String,
+        value: String,
+    },
     /// `runnable`: hash of the sandboxed module that workers run for this one.
-    PutModule { hash: String, bytes: Vec<u8>, runnable: String },
-    CreateJob { module: String, runnable: String, limits: JobLimits, validation: Policy, tasks: Vec<TaskInput> },
-    PutResult { job: u64, record: ResultRecord },
+    PutModule {
+        hash: String,
+        bytes: Vec<u8>,
+        runnable: String,
+    },
+    /// A task input uploaded by hash (stored once, however many tasks name it).
+    PutBlob {
+        hash: String,
+        bytes: Vec<u8>,
+    },
+    CreateJob {
+        module: String,
+        runnable: String,
+        limits: JobLimits,
+        validation: Policy,
+        tasks: Vec<TaskInput>,
+    },
+    PutResult {
+        job: u64,
+        record: ResultRecord,
+    },
     /// An accepted result turned out doubtful: its task is decided again.
-    VoidResult { job: u64, task: u32 },
-    PutFailure { job: u64, task: u32, kind: String, message: String },
+    VoidResult {
+        job: u64,
+        task: u32,
+    },
+    PutFailure {
+        job: u64,
+        task: u32,
+        kind: String,
+        message: String,
+    },
     /// `checks`: the job's final validation figures, if it had validation.
-    SetJobState { job: u64, state: JobState, checks: Option<ValidationStats> },
+    SetJobState {
+        job: u64,
+        state: JobState,
+        checks: Option<ValidationStats>,
+    },
 }
 
 type Pending = (Write, oneshot::Sender<StoreResult<u64>>);
@@ -68,6 +101,7 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS modules(
   hash TEXT PRIMARY KEY, bytes BLOB NOT NULL, size INTEGER NOT NULL, runnable TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS blobs(hash TEXT PRIMARY KEY, bytes BLOB NOT NULL, size INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs(
   id INTEGER PRIMARY KEY AUTOINCREMENT, module TEXT NOT NULL, runnable TEXT NOT NULL, limits TEXT NOT NULL,
   task_count INTEGER NOT NULL, state TEXT NOT NULL, created_at INTEGER NOT NULL);
@@ -86,7 +120,10 @@ CREATE INDEX IF NOT EXISTS failures_by_task ON failures(job, idx);
 /// Columns added to `jobs` after its first release, with their default for
 /// older rows: those jobs took every result as it came.
 const JOB_COLUMNS: [(&str, &str); 2] = [
-    ("validation", "TEXT NOT NULL DEFAULT '{\"replicas\":1,\"max_replicas\":1,\"spot_checks\":0.0}'"),
+    (
+        "validation",
+        "TEXT NOT NULL DEFAULT '{\"replicas\":1,\"max_replicas\":1,\"spot_checks\":0.0}'",
+    ),
     ("checks", "TEXT"),
 ];
 
@@ -127,6 +164,10 @@ fn apply(conn: &Connection, write: &Write) -> StoreResult<u64> {
             "INSERT OR IGNORE INTO modules(hash, bytes, size, runnable) VALUES (?1, ?2, ?3, ?4)",
             params![hash, bytes, bytes.len() as i64, runnable],
         )?,
+        Write::PutBlob { hash, bytes } => conn.execute(
+            "INSERT OR IGNORE INTO blobs(hash, bytes, size) VALUES (?1, ?2, ?3)",
+            params![hash, bytes, bytes.len() as i64],
+        )?,
         Write::CreateJob { module, runnable, limits, validation, tasks } => {
             let limits_json = serde_json::to_string(limits).expect("limits serialize");
             let validation_json = serde_json::to_string(validation).expect("policy serializes");
@@ -146,7 +187,8 @@ fn apply(conn: &Connection, write: &Write) -> StoreResult<u64> {
                     t.stdin,
                     serde_json::to_string(&t.args).expect("args serialize"),
                     serde_json::to_string(&t.env).expect("env serialize"),
-                    serde_json::json!({ "files": t.files, "dirs": t.dirs }).to_string(),
+                    serde_json::json!({ "files": t.files, "dirs": t.dirs, "stdin_blob": t.stdin_blob, "file_blobs": t.file_blobs })
+                        .to_string(),
                 ])?;
             }
             return Ok(job as u64);
@@ -180,6 +222,15 @@ fn apply(conn: &Connection, write: &Write) -> StoreResult<u64> {
         }
     };
     Ok(n as u64)
+}
+
+fn blob_size(c: &Connection, hash: &str) -> rusqlite::Result<Option<u64>> {
+    c.query_row(
+        "SELECT size FROM blobs WHERE hash = ?1 UNION ALL SELECT size FROM modules WHERE hash = ?1 LIMIT 1",
+        [hash],
+        |r| r.get::<_, i64>(0).map(|n| n as u64),
+    )
+    .optional()
 }
 
 /// The writer thread: one transaction per drained batch.
@@ -230,14 +281,23 @@ impl Store {
             .name("store-writer".into())
             .spawn(move || writer_loop(writer_conn, rx))
             .expect("spawn store writer");
-        Ok(Store { writer: tx, reader: Arc::new(Mutex::new(reader)) })
+        Ok(Store {
+            writer: tx,
+            reader: Arc::new(Mutex::new(reader)),
+        })
     }
 
     /// Queues a write now (writes commit in the order queued) and returns
     /// what waits for its commit.
-    pub fn enqueue(&self, write: Write) -> impl std::future::Future<Output = StoreResult<u64>> + use<> {
+    pub fn enqueue(
+        &self,
+        write: Write,
+    ) -> impl std::future::Future<Output = StoreResult<u64>> + use<> {
         let (reply, done) = oneshot::channel();
-        let sent = self.writer.send((write, reply)).map_err(|_| StoreError::WriterGone);
+        let sent = self
+            .writer
+            .send((write, reply))
+            .map_err(|_| StoreError::WriterGone);
         async move {
             sent?;
             done.await.map_err(|_| StoreError::WriterGone)?
@@ -247,7 +307,9 @@ impl Store {
     /// Queues a write and waits until it is committed.
     pub async fn write(&self, write: Write) -> StoreResult<u64> {
         let (reply, done) = oneshot::channel();
-        self.writer.send((write, reply)).map_err(|_| StoreError::WriterGone)?;
+        self.writer
+            .send((write, reply))
+            .map_err(|_| StoreError::WriterGone)?;
         done.await.map_err(|_| StoreError::WriterGone)?
     }
 
@@ -265,8 +327,12 @@ impl Store {
     pub async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
         let key = key.to_owned();
         self.read(move |c| {
-            Ok(c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
-                .optional()?)
+            Ok(
+                c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                    r.get(0)
+                })
+                .optional()?,
+            )
         })
         .await
     }
@@ -274,17 +340,53 @@ impl Store {
     pub async fn module(&self, hash: &str) -> StoreResult<Option<Vec<u8>>> {
         let hash = hash.to_owned();
         self.read(move |c| {
-            Ok(c.query_row("SELECT bytes FROM modules WHERE hash = ?1", [hash], |r| r.get(0))
-                .optional()?)
+            Ok(
+                c.query_row("SELECT bytes FROM modules WHERE hash = ?1", [hash], |r| {
+                    r.get(0)
+                })
+                .optional()?,
+            )
         })
         .await
     }
 
-    /// Bytes of the module stored under `hash`, if any.
-    pub async fn module_size(&self, hash: &str) -> StoreResult<Option<u64>> {
+    /// The bytes of a blob workers fetch by hash: an input blob or a module.
+    pub async fn blob(&self, hash: &str) -> StoreResult<Option<Vec<u8>>> {
         let hash = hash.to_owned();
         self.read(move |c| {
-            Ok(c.query_row("SELECT length(bytes) FROM modules WHERE hash = ?1", [hash], |r| r.get(0)).optional()?)
+            Ok(c.query_row(
+                "SELECT bytes FROM blobs WHERE hash = ?1 UNION ALL SELECT bytes FROM modules WHERE hash = ?1 LIMIT 1",
+                [hash],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    /// Size of the blob (input or module) stored under `hash`, if any.
+    pub async fn blob_size(&self, hash: &str) -> StoreResult<Option<u64>> {
+        let hash = hash.to_owned();
+        self.read(move |c| Ok(blob_size(c, &hash)?)).await
+    }
+
+    /// Sizes of the input blobs among `hashes` (absent ones are left out).
+    pub async fn input_blob_sizes(
+        &self,
+        hashes: Vec<idlecore_protocol::BlobHash>,
+    ) -> StoreResult<std::collections::HashMap<idlecore_protocol::BlobHash, u64>> {
+        self.read(move |c| {
+            let mut q = c.prepare_cached("SELECT size FROM blobs WHERE hash = ?1")?;
+            let mut sizes = std::collections::HashMap::new();
+            for h in hashes {
+                if let Some(size) = q
+                    .query_row([hex::encode(h)], |r| r.get::<_, i64>(0))
+                    .optional()?
+                {
+                    sizes.insert(h, size as u64);
+                }
+            }
+            Ok(sizes)
         })
         .await
     }
@@ -293,13 +395,23 @@ impl Store {
     pub async fn runnable(&self, hash: &str) -> StoreResult<Option<String>> {
         let hash = hash.to_owned();
         self.read(move |c| {
-            Ok(c.query_row("SELECT runnable FROM modules WHERE hash = ?1", [hash], |r| r.get(0)).optional()?)
+            Ok(c.query_row(
+                "SELECT runnable FROM modules WHERE hash = ?1",
+                [hash],
+                |r| r.get(0),
+            )
+            .optional()?)
         })
         .await
     }
 
     /// Final records of a job's tasks with index > `after`, in index order.
-    pub async fn results(&self, job: u64, after: Option<u32>, limit: u32) -> StoreResult<Vec<ResultRecord>> {
+    pub async fn results(
+        &self,
+        job: u64,
+        after: Option<u32>,
+        limit: u32,
+    ) -> StoreResult<Vec<ResultRecord>> {
         self.read(move |c| {
             let mut q = c.prepare_cached(
                 "SELECT idx, status, exit_code, stdout, stderr, elapsed_ms, fuel_used, error, files FROM results
@@ -329,25 +441,39 @@ impl Store {
     pub fn load_open_jobs(&self) -> StoreResult<Vec<StoredJob>> {
         let c = self.reader.lock().expect("reader lock");
         let mut jobs = Vec::new();
-        let mut q = c.prepare("SELECT id, runnable, limits, state, validation FROM jobs ORDER BY id")?;
+        let mut q =
+            c.prepare("SELECT id, runnable, limits, state, validation FROM jobs ORDER BY id")?;
         let rows = q.query_map([], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+            ))
         })?;
         for row in rows {
             let (id, runnable, limits, state, validation) = row?;
-            let state = JobState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("job {id} state {state}")))?;
+            let state = JobState::parse(&state)
+                .ok_or_else(|| StoreError::Corrupt(format!("job {id} state {state}")))?;
             if state != JobState::Running {
                 continue;
             }
-            let limits: JobLimits =
-                serde_json::from_str(&limits).map_err(|e| StoreError::Corrupt(format!("job {id} limits: {e}")))?;
-            let validation: Policy =
-                serde_json::from_str(&validation).map_err(|e| StoreError::Corrupt(format!("job {id} validation: {e}")))?;
-            let mut tq = c.prepare("SELECT stdin, args, env, files FROM tasks WHERE job = ?1 ORDER BY idx")?;
+            let limits: JobLimits = serde_json::from_str(&limits)
+                .map_err(|e| StoreError::Corrupt(format!("job {id} limits: {e}")))?;
+            let validation: Policy = serde_json::from_str(&validation)
+                .map_err(|e| StoreError::Corrupt(format!("job {id} validation: {e}")))?;
+            let mut tq =
+                c.prepare("SELECT stdin, args, env, files FROM tasks WHERE job = ?1 ORDER BY idx")?;
             let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
             let tasks = tq
                 .query_map([id], |r| {
-                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
                 })?
                 .map(|row| {
                     let (stdin, args, env, files) = row?;
@@ -355,6 +481,10 @@ impl Store {
                     struct Files {
                         files: crate::model::FileMap,
                         dirs: Vec<crate::model::DirSpec>,
+                        #[serde(default)]
+                        stdin_blob: Option<crate::model::BlobRef>,
+                        #[serde(default)]
+                        file_blobs: crate::model::BlobFiles,
                     }
                     let files: Files = serde_json::from_str(&files).map_err(corrupt)?;
                     Ok(TaskInput {
@@ -363,6 +493,8 @@ impl Store {
                         env: serde_json::from_str(&env).map_err(corrupt)?,
                         files: files.files,
                         dirs: files.dirs,
+                        stdin_blob: files.stdin_blob,
+                        file_blobs: files.file_blobs,
                     })
                 })
                 .collect::<StoreResult<Vec<_>>>()?;
@@ -375,8 +507,10 @@ impl Store {
             }
             let mut failures = vec![0u32; tasks.len()];
             // Only failures that count against the task.
-            let free: Vec<String> =
-                crate::scheduler::FREE_FAILURES.iter().map(|k| format!("'{}'", k.as_str())).collect();
+            let free: Vec<String> = crate::scheduler::FREE_FAILURES
+                .iter()
+                .map(|k| format!("'{}'", k.as_str()))
+                .collect();
             let mut cq = c.prepare(&format!(
                 "SELECT idx, COUNT(*) FROM failures WHERE job = ?1 AND kind NOT IN ({}) GROUP BY idx",
                 free.join(", ")
@@ -387,7 +521,16 @@ impl Store {
                     *f = n as u32;
                 }
             }
-            jobs.push(StoredJob { id: id as u64, runnable, limits, validation, state, tasks, finished, failures });
+            jobs.push(StoredJob {
+                id: id as u64,
+                runnable,
+                limits,
+                validation,
+                state,
+                tasks,
+                finished,
+                failures,
+            });
         }
         Ok(jobs)
     }
@@ -424,7 +567,9 @@ impl Store {
     /// Every recorded failure of one task, oldest first.
     pub async fn failures(&self, job: u64, task: u32) -> StoreResult<Vec<(String, String)>> {
         self.read(move |c| {
-            let mut q = c.prepare_cached("SELECT kind, message FROM failures WHERE job = ?1 AND idx = ?2 ORDER BY rowid")?;
+            let mut q = c.prepare_cached(
+                "SELECT kind, message FROM failures WHERE job = ?1 AND idx = ?2 ORDER BY rowid",
+            )?;
             let rows = q.query_map(params![job as i64, task], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
@@ -436,7 +581,8 @@ fn row_to_result(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRecord> {
     let status: String = r.get(1)?;
     Ok(ResultRecord {
         task: r.get(0)?,
-        status: crate::model::TaskStatus::parse(&status).unwrap_or(crate::model::TaskStatus::Failed),
+        status: crate::model::TaskStatus::parse(&status)
+            .unwrap_or(crate::model::TaskStatus::Failed),
         exit_code: r.get(2)?,
         stdout: r.get(3)?,
         stderr: r.get(4)?,

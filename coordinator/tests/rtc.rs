@@ -8,7 +8,9 @@
 mod common;
 
 use idlecore_protocol::pieces::{self, Joiner};
-use idlecore_protocol::{decode_coordinator, encode_worker, CoordinatorMessage, Hello, WorkerMessage, PROTOCOL_VERSION};
+use idlecore_protocol::{
+    decode_coordinator, encode_worker, CoordinatorMessage, Hello, WorkerMessage, PROTOCOL_VERSION,
+};
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 use str0m::change::SdpAnswer;
@@ -17,7 +19,13 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 
 fn post_offer(c: &idlecore_e2e::Coordinator, body: Vec<u8>) -> (u16, String) {
     let reply = c.api().request("POST", "/rtc", None, body).unwrap();
-    (reply.status, reply.body["raw"].as_str().map(String::from).unwrap_or_else(|| reply.body.to_string()))
+    (
+        reply.status,
+        reply.body["raw"]
+            .as_str()
+            .map(String::from)
+            .unwrap_or_else(|| reply.body.to_string()),
+    )
 }
 
 /// A worker's side: offers a data channel, says `Hello` on it once open, and
@@ -32,13 +40,18 @@ fn session_over_a_data_channel(c: &idlecore_e2e::Coordinator, slots: u32) -> Coo
     let (offer, pending) = change.apply().unwrap();
     let (status, answer) = post_offer(c, offer.to_sdp_string().into_bytes());
     assert_eq!(status, 200, "{answer}");
-    rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap()).unwrap();
+    rtc.sdp_api()
+        .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
+        .unwrap();
 
     let mut joiner = Joiner::new(1 << 20);
     let mut buf = vec![0u8; 2048];
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        assert!(Instant::now() < deadline, "no answer to Hello over the data channel");
+        assert!(
+            Instant::now() < deadline,
+            "no answer to Hello over the data channel"
+        );
         let wake = match rtc.poll_output().unwrap() {
             Output::Transmit(t) => {
                 socket.send_to(&t.contents, t.destination).unwrap();
@@ -46,7 +59,11 @@ fn session_over_a_data_channel(c: &idlecore_e2e::Coordinator, slots: u32) -> Coo
             }
             Output::Event(Event::ChannelOpen(id, _)) => {
                 assert_eq!(id, channel);
-                let hello = WorkerMessage::Hello(Hello { version: PROTOCOL_VERSION, slots, agent: "str0m".into() });
+                let hello = WorkerMessage::Hello(Hello {
+                    version: PROTOCOL_VERSION,
+                    slots,
+                    agent: "str0m".into(),
+                });
                 for piece in pieces::split(&encode_worker(&hello)) {
                     assert!(rtc.channel(id).unwrap().write(true, &piece).unwrap());
                 }
@@ -59,12 +76,17 @@ fn session_over_a_data_channel(c: &idlecore_e2e::Coordinator, slots: u32) -> Coo
             Output::Event(_) => continue,
             Output::Timeout(at) => at,
         };
-        let wait = wake.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-        socket.set_read_timeout(Some(wait.min(Duration::from_millis(100)))).unwrap();
+        let wait = wake
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        socket
+            .set_read_timeout(Some(wait.min(Duration::from_millis(100))))
+            .unwrap();
         match socket.recv_from(&mut buf) {
             Ok((n, source)) => {
                 let packet = Receive::new(Protocol::Udp, source, local, &buf[..n]).unwrap();
-                rtc.handle_input(Input::Receive(Instant::now(), packet)).unwrap();
+                rtc.handle_input(Input::Receive(Instant::now(), packet))
+                    .unwrap();
             }
             Err(_) => rtc.handle_input(Input::Timeout(Instant::now())).unwrap(),
         }
@@ -75,15 +97,23 @@ fn session_over_a_data_channel(c: &idlecore_e2e::Coordinator, slots: u32) -> Coo
 fn a_worker_joins_over_a_data_channel() {
     let dir = tempfile::tempdir().unwrap();
     let c = common::start_extra(dir.path(), &["--rtc-listen", "127.0.0.1:0"]);
-    let CoordinatorMessage::Welcome(w) = session_over_a_data_channel(&c, 2) else { panic!("Welcome expected") };
-    assert_eq!(w.module_path, "/modules/");
+    let CoordinatorMessage::Welcome(w) = session_over_a_data_channel(&c, 2) else {
+        panic!("Welcome expected")
+    };
+    assert_eq!(w.blob_path, "/blobs/");
     let stats = c.api().stats().unwrap();
     assert_eq!(stats["workers"], 1, "{stats}");
-    assert_eq!(stats["transports"], serde_json::json!({ "websocket": 0, "data_channel": 1 }), "{stats}");
+    assert_eq!(
+        stats["transports"],
+        serde_json::json!({ "websocket": 0, "data_channel": 1 }),
+        "{stats}"
+    );
     // This worker never speaks again: its session ends after three heartbeat periods.
-    idlecore_e2e::wait_for("the silent worker to be dropped", Duration::from_secs(15), || {
-        (c.api().stats().ok()?["transports"]["data_channel"] == 0).then_some(())
-    })
+    idlecore_e2e::wait_for(
+        "the silent worker to be dropped",
+        Duration::from_secs(15),
+        || (c.api().stats().ok()?["transports"]["data_channel"] == 0).then_some(()),
+    )
     .unwrap();
 }
 
@@ -98,10 +128,16 @@ fn bad_offers_are_refused_and_the_coordinator_goes_on() {
     assert_eq!(status, 413, "an offer past the SDP limit");
     let (status, why) = post_offer(&c, vec![0xff, 0xfe]);
     assert_eq!(status, 400, "not UTF-8: {why}");
-    let reply = c.api().request("POST", "/rtc?site=no%20spaces", None, b"v=0".to_vec()).unwrap();
+    let reply = c
+        .api()
+        .request("POST", "/rtc?site=no%20spaces", None, b"v=0".to_vec())
+        .unwrap();
     assert_eq!(reply.status, 400, "a bad site key");
     // Still serving: a worker joins over a data channel after all that.
-    assert!(matches!(session_over_a_data_channel(&c, 1), CoordinatorMessage::Welcome(_)));
+    assert!(matches!(
+        session_over_a_data_channel(&c, 1),
+        CoordinatorMessage::Welcome(_)
+    ));
 }
 
 #[test]
@@ -117,12 +153,24 @@ fn offers_need_rtc_listen() {
 fn an_unusable_rtc_address_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(common::bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--token", common::TOKEN, "--rtc-listen", "0.0.0.0:0", "--data"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--token",
+            common::TOKEN,
+            "--rtc-listen",
+            "0.0.0.0:0",
+            "--data",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("the address browsers reach"), "{stderr}");
+    assert!(
+        !out.status.success() && stderr.contains("the address browsers reach"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -19,20 +19,22 @@ pub mod limits;
 mod peers;
 
 pub mod pieces;
-pub use peers::{Have, IceCandidate, IceServer, Signal, SignalPayload, Sources, Want};
 pub use codec::{
     check_signal, decode_coordinator, decode_worker, encode_coordinator, encode_worker, DecodeError,
 };
+pub use peers::{Have, IceCandidate, IceServer, Signal, SignalPayload, Sources, Want};
 
 /// The protocol version this crate speaks. A coordinator refuses a `Hello`
 /// carrying any other version with [`ErrorCode::UnsupportedVersion`].
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest frame either side accepts, in bytes.
 pub const MAX_FRAME_BYTES: usize = limits::MAX_FRAME_BYTES;
 
 /// SHA-256 of a module's bytes.
 pub type ModuleHash = [u8; 32];
+/// SHA-256 of a blob's bytes: a module or a task input fetched by hash.
+pub type BlobHash = [u8; 32];
 
 /// Messages a worker sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,9 +96,9 @@ pub struct Welcome {
     pub session: u64,
     /// How often the worker sends `Heartbeat`, in milliseconds.
     pub heartbeat_ms: u32,
-    /// Path (resolved against the coordinator's HTTP origin) under which a
-    /// module is served as `{module_path}{hex sha256}`.
-    pub module_path: String,
+    /// Path (resolved against the coordinator's HTTP origin) under which
+    /// every blob (modules and task inputs) is served as `{blob_path}{hex sha256}`.
+    pub blob_path: String,
     /// Largest frame the coordinator accepts from this worker.
     pub max_frame: u32,
     /// STUN/TURN servers for peer connections, as the operator configured them.
@@ -135,6 +137,27 @@ pub struct Lease {
     pub deterministic: bool,
     /// Directories the task starts with (WASI preopens), with their files.
     pub dirs: Vec<TaskDir>,
+    /// Inputs too large to travel in the lease: the worker fetches each by
+    /// hash (from peers or `{blob_path}{hex}`) and puts it in place before the run.
+    pub blobs: Vec<InputBlob>,
+}
+
+/// A task input fetched by hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputBlob {
+    pub hash: BlobHash,
+    /// Exact size in bytes (a fetch stops past it).
+    pub size: u64,
+    pub target: BlobTarget,
+}
+
+/// Where a fetched input goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlobTarget {
+    /// The task's stdin (the lease's own `stdin` is then empty).
+    Stdin,
+    /// A file of `dirs[dir]`, at `path` relative to it.
+    File { dir: u32, path: String },
 }
 
 /// A preopened directory: its guest path, whether the task may change it, and
@@ -211,6 +234,8 @@ pub enum FailureKind {
     /// The worker gave the lease back unrun or stopped it (paused, stopped,
     /// or its CPU budget lowered); nothing is wrong with the task.
     Withdrawn,
+    /// An input blob could not be fetched or its hash did not match.
+    InputFetch,
 }
 
 impl FailureKind {
@@ -227,6 +252,7 @@ impl FailureKind {
             FailureKind::Internal => "internal",
             FailureKind::FuelExhausted => "fuel_exhausted",
             FailureKind::Withdrawn => "withdrawn",
+            FailureKind::InputFetch => "input_fetch",
         }
     }
 }

@@ -32,3 +32,7 @@ pub const MAX_ICE_SERVERS: usize = 8;
 pub const MAX_HAVE_BLOBS: usize = 1024;
 /// Most peers in one `Sources`.
 pub const MAX_SOURCES: usize = 8;
+/// Most input blobs in a lease.
+pub const MAX_LEASE_BLOBS: usize = 64;
+/// Most bytes of input blobs one lease names, all together.
+pub const MAX_LEASE_BLOB_BYTES: u64 = 256 * 1024 * 1024;

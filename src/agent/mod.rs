@@ -3,14 +3,14 @@
 //! an [`Event`] handled one at a time by [`Agent::handle`], so the state needs
 //! no locking and every transition is in one place. The handlers are split
 //! by concern: `capacity` (CPU budget and the coordinator's credit),
-//! `executors` (executor Workers' events), `modules` (task modules),
-//! `control` (options and the page's commands), `peers` (modules to and from
-//! other visitors over WebRTC).
+//! `executors` (executor Workers' events), `blobs` (task modules and
+//! inputs fetched by hash), `control` (options and the page's commands),
+//! `peers` (blobs to and from other visitors over WebRTC).
 
+pub mod blobs;
 mod capacity;
 pub mod control;
 mod executors;
-pub mod modules;
 pub mod peers;
 
 pub use control::{AgentOptions, Control};
@@ -19,12 +19,13 @@ use crate::budget::Plan;
 use crate::executor::pool::{ExecutorPool, PoolEvent};
 use crate::status::{report_status, report_task, Status, TaskEvent};
 use crate::transport::{DataChannelSocket, Socket, SocketEvent, WebSocketConn};
+use blobs::Kind;
 use futures_channel::mpsc;
 use futures_util::StreamExt;
 use gloo_timers::callback::{Interval, Timeout};
 use idlecore_protocol::{
-    decode_coordinator, encode_worker, CoordinatorMessage, FailureKind, Have, Heartbeat, Hello,
-    IceServer, Lease, ModuleHash, TaskFailure, WorkerMessage, PROTOCOL_VERSION,
+    decode_coordinator, encode_worker, BlobHash, CoordinatorMessage, FailureKind, Have, Heartbeat,
+    Hello, IceServer, Lease, ModuleHash, TaskFailure, WorkerMessage, PROTOCOL_VERSION,
 };
 use js_sys::{Function, WebAssembly};
 use std::collections::{HashMap, VecDeque};
@@ -49,7 +50,8 @@ pub enum Event {
     /// Tagged with the socket generation, so events of an old socket are ignored.
     Socket(u32, SocketEvent),
     Pool(PoolEvent),
-    Module(ModuleHash, Result<modules::Loaded, modules::ModuleError>),
+    /// A module or input is loaded (or could not be).
+    Loaded(BlobHash, Kind, Result<blobs::Loaded, blobs::BlobError>),
     /// Peer transfers: signals, data channels, timers (see `peers`).
     Peer(peers::PeerEvent),
     Heartbeat,
@@ -64,12 +66,14 @@ pub enum Event {
 
 /// Default byte budget of compiled modules kept by one agent.
 const MODULE_CACHE_MIB: u32 = 256;
+/// Bytes of task inputs kept by one agent (a lease needing more fails).
+const INPUT_BUDGET: usize = 256 * 1024 * 1024;
 
 struct Session {
     socket: Socket,
     generation: u32,
     /// Set once `Welcome` arrived.
-    module_path: Option<String>,
+    blob_path: Option<String>,
     /// STUN/TURN servers for peer connections, from `Welcome`.
     ice_servers: Vec<IceServer>,
     /// The capacity the coordinator knows (sent in `Hello` or `Capacity`).
@@ -89,8 +93,10 @@ pub struct Agent {
     backoff_ms: u32,
     /// Compiled modules, least recently used evicted past the budget.
     modules: crate::lru::Lru<ModuleHash, WebAssembly::Module>,
-    /// Modules being downloaded (from peers or the coordinator) or compiled.
-    loading: std::collections::HashSet<ModuleHash>,
+    /// Task inputs fetched by hash, least recently used evicted past [`INPUT_BUDGET`].
+    inputs: crate::lru::Lru<BlobHash, js_sys::Uint8Array>,
+    /// Blobs being downloaded (from peers or the coordinator) or compiled.
+    loading: std::collections::HashSet<(BlobHash, Kind)>,
     peers: peers::Peers,
     waiting: VecDeque<Lease>,
     running: HashMap<u64, (u64, u32)>,
@@ -120,10 +126,17 @@ pub async fn run(opts: AgentOptions, spawn_executor: Function) -> Result<(), JsV
         let _ = tx.unbounded_send(e);
     });
     let pool_notify = notify.clone();
-    let pool = ExecutorPool::new(spawn_executor, Rc::new(move |e| pool_notify(Event::Pool(e))));
+    let pool = ExecutorPool::new(
+        spawn_executor,
+        Rc::new(move |e| pool_notify(Event::Pool(e))),
+    );
     let _control = control::listen(notify.clone());
     let mut agent = Agent {
-        status: Status { state: "connecting", coordinator: opts.coordinator.clone(), ..Status::default() },
+        status: Status {
+            state: "connecting",
+            coordinator: opts.coordinator.clone(),
+            ..Status::default()
+        },
         crashes: Vec::new(),
         carried: Default::default(),
         plan: opts.plan(),
@@ -137,7 +150,10 @@ pub async fn run(opts: AgentOptions, spawn_executor: Function) -> Result<(), JsV
         reconnect: None,
         revivals: HashMap::new(),
         backoff_ms: BACKOFF_START_MS,
-        modules: crate::lru::Lru::new(opts.module_cache_mib.unwrap_or(MODULE_CACHE_MIB) as usize * 1024 * 1024),
+        modules: crate::lru::Lru::new(
+            opts.module_cache_mib.unwrap_or(MODULE_CACHE_MIB) as usize * 1024 * 1024,
+        ),
+        inputs: crate::lru::Lru::new(INPUT_BUDGET),
         loading: Default::default(),
         peers: Default::default(),
         waiting: VecDeque::new(),
@@ -157,7 +173,13 @@ impl Agent {
     /// The state follows from the session and the pause; set after every change of either.
     fn refresh_state(&mut self) {
         self.status.state = match &self.session {
-            Some(s) if s.module_path.is_some() => if self.active() { "connected" } else { "paused" },
+            Some(s) if s.blob_path.is_some() => {
+                if self.active() {
+                    "connected"
+                } else {
+                    "paused"
+                }
+            }
             Some(_) => "connecting",
             None if !self.active() => "paused",
             None => "disconnected",
@@ -177,18 +199,30 @@ impl Agent {
         self.generation += 1;
         let generation = self.generation;
         let notify = self.notify.clone();
-        let notify: Rc<dyn Fn(SocketEvent)> = Rc::new(move |e| notify(Event::Socket(generation, e)));
+        let notify: Rc<dyn Fn(SocketEvent)> =
+            Rc::new(move |e| notify(Event::Socket(generation, e)));
         let socket = if self.opts.data_channel {
-            DataChannelSocket::connect(&self.opts.coordinator, generation, notify).map(Socket::DataChannel)
+            DataChannelSocket::connect(&self.opts.coordinator, generation, notify)
+                .map(Socket::DataChannel)
         } else {
             WebSocketConn::connect(&self.opts.coordinator, notify).map(Socket::WebSocket)
         };
         match socket {
             Ok(socket) => {
-                self.session = Some(Session { socket, generation, module_path: None, ice_servers: Vec::new(), capacity: 0, _heartbeat: None });
+                self.session = Some(Session {
+                    socket,
+                    generation,
+                    blob_path: None,
+                    ice_servers: Vec::new(),
+                    capacity: 0,
+                    _heartbeat: None,
+                });
                 self.refresh_state();
             }
-            Err(e) => self.lost(format!("cannot connect to {}: {e:?}", self.opts.coordinator)),
+            Err(e) => self.lost(format!(
+                "cannot connect to {}: {e:?}",
+                self.opts.coordinator
+            )),
         }
     }
 
@@ -224,7 +258,9 @@ impl Agent {
         report_status(&self.status);
         self.status_dirty = false;
         let notify = self.notify.clone();
-        self.status_timer = Some(Timeout::new(STATUS_INTERVAL_MS, move || notify(Event::StatusTick)));
+        self.status_timer = Some(Timeout::new(STATUS_INTERVAL_MS, move || {
+            notify(Event::StatusTick)
+        }));
     }
 
     fn send(&mut self, frame: &[u8]) {
@@ -249,7 +285,7 @@ impl Agent {
                 None => break,
             }
         }
-        if self.session.as_ref().is_some_and(|s| s.module_path.is_some()) {
+        if self.session.as_ref().is_some_and(|s| s.blob_path.is_some()) {
             self.send(&frame);
         }
     }
@@ -266,10 +302,15 @@ impl Agent {
                 }
             }
             Event::Pool(e) => self.on_pool(e),
-            Event::Module(hash, result) => self.on_module(hash, result),
+            Event::Loaded(hash, kind, result) => self.on_loaded(hash, kind, result),
             Event::Peer(e) => self.on_peer(e),
             Event::Heartbeat => {
-                let leases = self.running.keys().copied().chain(self.waiting.iter().map(|l| l.lease)).collect();
+                let leases = self
+                    .running
+                    .keys()
+                    .copied()
+                    .chain(self.waiting.iter().map(|l| l.lease))
+                    .collect();
                 self.send_msg(&WorkerMessage::Heartbeat(Heartbeat { leases }));
             }
             Event::Reconnect => self.connect(),
@@ -308,11 +349,18 @@ impl Agent {
                 if let Some(s) = &mut self.session {
                     s.capacity = slots;
                 }
-                let hello = Hello { version: PROTOCOL_VERSION, slots, agent: self.opts.agent.clone() };
+                let hello = Hello {
+                    version: PROTOCOL_VERSION,
+                    slots,
+                    agent: self.opts.agent.clone(),
+                };
                 self.send_msg(&WorkerMessage::Hello(hello));
             }
             SocketEvent::Closed { code, reason } => {
-                self.lost(format!("connection closed (code {code}{}{reason})", if reason.is_empty() { "" } else { ": " }));
+                self.lost(format!(
+                    "connection closed (code {code}{}{reason})",
+                    if reason.is_empty() { "" } else { ": " }
+                ));
             }
             SocketEvent::Frame(frame) => {
                 self.status.bytes_in += frame.len() as u64;
@@ -329,15 +377,24 @@ impl Agent {
             CoordinatorMessage::Welcome(w) => {
                 let notify = self.notify.clone();
                 if let Some(s) = &mut self.session {
-                    s.module_path = Some(w.module_path);
+                    s.blob_path = Some(w.blob_path);
                     s.ice_servers = w.ice_servers;
-                    s._heartbeat = Some(Interval::new(w.heartbeat_ms.max(100), move || notify(Event::Heartbeat)));
+                    s._heartbeat = Some(Interval::new(w.heartbeat_ms.max(100), move || {
+                        notify(Event::Heartbeat)
+                    }));
                 }
                 self.backoff_ms = BACKOFF_START_MS;
                 self.status.connects += 1;
                 self.refresh_state();
                 self.tell_capacity();
-                self.tell_have(self.modules.keys().copied().collect(), false);
+                self.tell_have(
+                    self.modules
+                        .keys()
+                        .chain(self.inputs.keys())
+                        .copied()
+                        .collect(),
+                    false,
+                );
                 let again: Vec<Vec<u8>> = self.unacked.iter().map(|(_, f)| f.clone()).collect();
                 for frame in again {
                     self.send(&frame);
@@ -368,101 +425,166 @@ impl Agent {
         }
     }
 
-    /// Queues leases (loading their modules) and starts what can start.
-    /// Leases beyond the capacity (sent before a lower `Capacity` arrived) go back.
+    /// Queues leases (loading their modules and inputs) and starts what can
+    /// start. Leases beyond the capacity (sent before a lower `Capacity`
+    /// arrived) go back.
     fn take(&mut self, leases: Vec<Lease>) {
         for lease in leases {
             if self.waiting.len() + self.running.len() >= self.capacity() as usize {
                 self.withdraw(lease.lease);
                 continue;
             }
-            self.load_module(lease.module);
+            let inputs: u64 = lease.blobs.iter().map(|b| b.size).sum();
+            if inputs > INPUT_BUDGET as u64 {
+                let why = format!("inputs of {inputs} bytes exceed this agent's {INPUT_BUDGET}");
+                self.fail(
+                    lease.lease,
+                    (lease.job, lease.task),
+                    FailureKind::InputFetch,
+                    why,
+                );
+                continue;
+            }
+            self.load_all(&lease);
             self.waiting.push_back(lease);
         }
         self.dispatch();
     }
 
-    /// The session's module path, once `Welcome` gave it.
+    /// Loads what the lease needs and is not held (or was evicted meanwhile).
+    fn load_all(&mut self, lease: &Lease) {
+        self.load(lease.module, Kind::Module, self.module_budget());
+        for b in &lease.blobs {
+            self.load(b.hash, Kind::Input, b.size);
+        }
+    }
+
+    fn module_budget(&self) -> u64 {
+        self.opts.module_cache_mib.unwrap_or(MODULE_CACHE_MIB) as u64 * 1024 * 1024
+    }
+
+    fn held(&self, hash: &BlobHash, kind: Kind) -> bool {
+        match kind {
+            Kind::Module => self.modules.contains(hash),
+            Kind::Input => self.inputs.contains(hash),
+        }
+    }
+
+    fn ready(&self, lease: &Lease) -> bool {
+        self.modules.contains(&lease.module)
+            && lease.blobs.iter().all(|b| self.inputs.contains(&b.hash))
+    }
+
+    /// The session's blob path, once `Welcome` gave it.
     fn welcomed_path(&self) -> Option<String> {
-        self.session.as_ref().and_then(|s| s.module_path.clone())
+        self.session.as_ref().and_then(|s| s.blob_path.clone())
     }
 
-    /// Where the coordinator serves a module (its default path before `Welcome`).
-    fn module_url(&self, hash: &ModuleHash) -> Result<String, String> {
-        let path = self.welcomed_path().unwrap_or_else(|| "/modules/".into());
-        modules::module_url(&self.opts.coordinator, &path, hash)
+    /// Where the coordinator serves a blob (its default path before `Welcome`).
+    fn blob_url(&self, hash: &BlobHash) -> Result<String, String> {
+        let path = self.welcomed_path().unwrap_or_else(|| "/blobs/".into());
+        blobs::blob_url(&self.opts.coordinator, &path, hash)
     }
 
-    /// Loads a module from the persistent cache, else from peers (with a
-    /// session to find them through), else from the coordinator.
-    fn load_module(&mut self, hash: ModuleHash) {
-        if self.modules.contains(&hash) || self.loading.contains(&hash) {
+    /// Loads a blob from the persistent cache (modules), else from peers
+    /// (with a session to find them through), else from the coordinator.
+    /// `limit`: the most bytes a peer may send for it.
+    fn load(&mut self, hash: BlobHash, kind: Kind, limit: u64) {
+        if self.held(&hash, kind) || !self.loading.insert((hash, kind)) {
             return;
         }
         let ask_peers = self.welcomed_path().is_some() && self.opts.peers;
         let notify = self.notify.clone();
-        match self.module_url(&hash) {
-            Ok(url) => {
-                self.loading.insert(hash);
-                wasm_bindgen_futures::spawn_local(async move {
-                    notify(match modules::from_cache(&url, hash).await {
-                        Some(loaded) => Event::Module(hash, loaded),
-                        None if ask_peers => Event::Peer(peers::PeerEvent::Missing(hash)),
-                        None => Event::Module(hash, modules::from_network(&url, hash).await),
-                    });
+        match self.blob_url(&hash) {
+            Ok(url) => wasm_bindgen_futures::spawn_local(async move {
+                notify(match blobs::from_cache(&url, hash, kind).await {
+                    Some(loaded) => Event::Loaded(hash, kind, loaded),
+                    None if ask_peers => Event::Peer(peers::PeerEvent::Missing(hash, kind, limit)),
+                    None => Event::Loaded(hash, kind, blobs::from_network(&url, hash, kind).await),
                 });
-            }
-            Err(e) => notify(Event::Module(hash, Err((FailureKind::ModuleFetch, e)))),
+            }),
+            Err(e) => notify(Event::Loaded(hash, kind, Err((kind.fetch_failure(), e)))),
         }
     }
 
-    /// Tells the coordinator which modules this worker holds (its directory
+    /// Tells the coordinator which blobs this worker holds (its directory
     /// for peer transfers).
-    fn tell_have(&mut self, blobs: Vec<ModuleHash>, from_peers: bool) {
+    fn tell_have(&mut self, blobs: Vec<BlobHash>, from_peers: bool) {
         if self.welcomed_path().is_some() && self.opts.peers && !blobs.is_empty() {
             self.send_msg(&WorkerMessage::Have(Have { blobs, from_peers }));
         }
     }
 
-    fn on_module(&mut self, hash: ModuleHash, result: Result<modules::Loaded, modules::ModuleError>) {
-        self.loading.remove(&hash);
+    fn on_loaded(
+        &mut self,
+        hash: BlobHash,
+        kind: Kind,
+        result: Result<blobs::Loaded, blobs::BlobError>,
+    ) {
+        self.loading.remove(&(hash, kind));
         match result {
-            Ok((module, size, source)) => {
+            Ok((blob, size, source)) => {
                 match source {
-                    modules::Source::Cache => self.status.modules_from_cache += 1,
-                    modules::Source::Network => self.status.bytes_in += size as u64,
+                    blobs::Source::Cache => self.status.modules_from_cache += 1,
+                    blobs::Source::Network => self.status.bytes_in += size as u64,
                     // Bytes counted as they arrived (see `peers`).
-                    modules::Source::Peer => self.status.modules_from_peers += 1,
+                    blobs::Source::Peer if kind == Kind::Module => {
+                        self.status.modules_from_peers += 1
+                    }
+                    blobs::Source::Peer => {}
                 }
-                self.modules.insert(hash, module, size);
-                self.tell_have(vec![hash], source == modules::Source::Peer);
-                // A lease may wait for a module evicted meanwhile: load it again.
-                let missing: Vec<ModuleHash> =
-                    self.waiting.iter().map(|l| l.module).filter(|m| !self.modules.contains(m)).collect();
-                for m in missing {
-                    self.load_module(m);
+                match blob {
+                    blobs::Blob::Module(m) => self.modules.insert(hash, m, size),
+                    blobs::Blob::Input(bytes) => self.inputs.insert(hash, bytes, size),
+                };
+                self.tell_have(vec![hash], source == blobs::Source::Peer);
+                // A lease may wait for a blob evicted meanwhile: load it again.
+                let waiting: Vec<Lease> = self
+                    .waiting
+                    .iter()
+                    .filter(|l| !self.ready(l))
+                    .cloned()
+                    .collect();
+                for l in &waiting {
+                    self.load_all(l);
                 }
                 self.dispatch();
             }
-            Err((kind, message)) => {
-                let failed: Vec<Lease> = self.waiting.iter().filter(|l| l.module == hash).cloned().collect();
-                self.waiting.retain(|l| l.module != hash);
+            Err((failure, message)) => {
+                let needs = |l: &Lease| match kind {
+                    Kind::Module => l.module == hash,
+                    Kind::Input => l.blobs.iter().any(|b| b.hash == hash),
+                };
+                let failed: Vec<Lease> =
+                    self.waiting.iter().filter(|l| needs(l)).cloned().collect();
+                self.waiting.retain(|l| !needs(l));
                 for l in failed {
-                    self.fail(l.lease, (l.job, l.task), kind, message.clone());
+                    self.fail(l.lease, (l.job, l.task), failure, message.clone());
                 }
                 self.publish();
             }
         }
     }
 
-    /// Starts waiting leases whose module is ready on idle executors.
+    /// Starts waiting leases whose module and inputs are ready on idle executors.
     fn dispatch(&mut self) {
         while let Some(slot) = self.pool.idle_slot() {
-            let Some(pos) = self.waiting.iter().position(|l| self.modules.contains(&l.module)) else { break };
+            let Some(pos) = self.waiting.iter().position(|l| self.ready(l)) else {
+                break;
+            };
             let lease = self.waiting.remove(pos).expect("position is valid");
-            let module = self.modules.get(&lease.module).expect("checked above").clone();
+            let module = self
+                .modules
+                .get(&lease.module)
+                .expect("checked above")
+                .clone();
+            let inputs: Vec<js_sys::Uint8Array> = lease
+                .blobs
+                .iter()
+                .filter_map(|b| self.inputs.get(&b.hash).cloned())
+                .collect();
             let (id, ids) = (lease.lease, (lease.job, lease.task));
-            if let Err(e) = self.pool.start(slot, &module, lease) {
+            if let Err(e) = self.pool.start(slot, &module, lease, &inputs) {
                 self.fail(id, ids, FailureKind::ExecutorCrashed, format!("{e:?}"));
                 self.replace_slot(slot);
                 continue;
@@ -474,7 +596,19 @@ impl Agent {
 
     fn fail(&mut self, lease: u64, (job, task): (u64, u32), kind: FailureKind, message: String) {
         self.status.tasks_failed += 1;
-        report_task(&TaskEvent { job, task, ok: false, elapsed_ms: 0 });
-        self.report(lease, encode_worker(&WorkerMessage::Failure(TaskFailure { lease, kind, message })));
+        report_task(&TaskEvent {
+            job,
+            task,
+            ok: false,
+            elapsed_ms: 0,
+        });
+        self.report(
+            lease,
+            encode_worker(&WorkerMessage::Failure(TaskFailure {
+                lease,
+                kind,
+                message,
+            })),
+        );
     }
 }

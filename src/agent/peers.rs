@@ -1,6 +1,7 @@
-//! Modules from other visitors over WebRTC data channels, and modules for them.
+//! Blobs (modules and task inputs) from other visitors over WebRTC data
+//! channels, and blobs for them.
 //!
-//! Fetching: a module missing from the persistent cache is asked for with
+//! Fetching: a blob missing from the persistent cache is asked for with
 //! `Want`. The coordinator answers `Sources` (peers holding it, now
 //! introduced). The agent asks the page to open a peer connection to the
 //! first one, relays the signals between the page and the coordinator,
@@ -11,23 +12,24 @@
 //!
 //! Serving: an offer from a peer gets a connection while the agent is active
 //! (at most [`MAX_SERVING`] at once; the coordinator relays only between peers it introduced) and a
-//! request is answered from the persistent module cache, a chunk at a time
-//! as the channel drains.
+//! request is answered from the inputs in memory or the persistent module
+//! cache, a chunk at a time as the channel drains.
 
-use super::{modules, Agent, Event};
+use super::blobs::{self, Kind};
+use super::{Agent, Event};
 use crate::blob_transfer::{self, Fetch, Outgoing, Progress};
 use crate::peer_link::{LinkEvent, PeerLink};
 use crate::status;
 use crate::transport::{Socket, COORDINATOR_PEER};
 use gloo_timers::callback::Timeout;
-use idlecore_protocol::{IceServer, ModuleHash, Signal, SignalPayload, Sources, Want, WorkerMessage};
+use idlecore_protocol::{BlobHash, IceServer, Signal, SignalPayload, Sources, Want, WorkerMessage};
 use serde::Serialize;
 use std::collections::HashMap;
 use wasm_bindgen::JsValue;
 
 /// A connection that moves nothing for this long is given up.
 pub const STALL_MS: u32 = 5_000;
-/// How long `Sources` may take before the module is fetched over HTTP.
+/// How long `Sources` may take before the blob is fetched over HTTP.
 const SOURCES_MS: u32 = 3_000;
 /// Peers served at once; further offers are turned down.
 pub const MAX_SERVING: usize = 4;
@@ -43,14 +45,34 @@ const HIGH_WATER: f64 = 256.0 * 1024.0;
 #[serde(tag = "op", rename_all = "camelCase")]
 pub enum Rtc {
     /// To the page: make a connection (the initiator also makes the channel and the offer).
-    Open { peer: String, ice: Vec<IceServer>, initiator: bool },
-    Offer { peer: String, sdp: String },
-    Answer { peer: String, sdp: String },
-    Candidate { peer: String, candidate: String, mid: String, mline: u32 },
+    Open {
+        peer: String,
+        ice: Vec<IceServer>,
+        initiator: bool,
+    },
+    Offer {
+        peer: String,
+        sdp: String,
+    },
+    Answer {
+        peer: String,
+        sdp: String,
+    },
+    Candidate {
+        peer: String,
+        candidate: String,
+        mid: String,
+        mline: u32,
+    },
     /// To the page: end the connection.
-    Close { peer: String },
+    Close {
+        peer: String,
+    },
     /// From the page: the connection ended (or could not be made).
-    Closed { peer: String, why: String },
+    Closed {
+        peer: String,
+        why: String,
+    },
 }
 
 impl Rtc {
@@ -67,10 +89,11 @@ impl Rtc {
 }
 
 pub enum PeerEvent {
-    /// Not in the persistent cache: ask peers, then the coordinator.
-    Missing(ModuleHash),
+    /// Not in the persistent cache: ask peers, then the coordinator. The
+    /// most bytes a peer may send for it.
+    Missing(BlobHash, Kind, u64),
     /// `Sources` did not come in time.
-    NoSources(ModuleHash),
+    NoSources(BlobHash),
     /// From the page: a signal for the peer, or the connection's end.
     Page(Rtc),
     /// From the page: a connection's data channel (or its relay port).
@@ -97,13 +120,17 @@ fn parse_key(key: &str) -> Option<(u64, u32)> {
 enum Step {
     Wait,
     Pump,
-    Fetched(ModuleHash, Vec<u8>),
-    /// A peer asked for this blob: read it from the cache.
-    Read(ModuleHash),
+    Fetched(BlobHash, Kind, Vec<u8>),
+    /// A peer asked for this blob: read it from memory or the cache.
+    Read(BlobHash),
 }
 
 enum Role {
-    Fetch { blob: ModuleHash, fetch: Fetch },
+    Fetch {
+        blob: BlobHash,
+        kind: Kind,
+        fetch: Fetch,
+    },
     /// `out` is set once the request was read; `asked` once it arrived.
     Serve { out: Option<Outgoing>, asked: bool },
 }
@@ -122,7 +149,9 @@ struct Conn {
 #[derive(Default)]
 pub struct Peers {
     conns: HashMap<u64, Conn>,
-    asked: HashMap<ModuleHash, Timeout>,
+    /// Blobs asked for: what for, the most bytes a peer may send, and the
+    /// timer for `Sources`.
+    asked: HashMap<BlobHash, (Kind, u64, Timeout)>,
     /// Connections made so far (numbers them).
     made: u32,
 }
@@ -140,7 +169,10 @@ impl Peers {
     }
 
     fn serving(&self) -> usize {
-        self.conns.values().filter(|c| matches!(c.role, Role::Serve { .. })).count()
+        self.conns
+            .values()
+            .filter(|c| matches!(c.role, Role::Serve { .. }))
+            .count()
     }
 }
 
@@ -149,14 +181,18 @@ fn now_ms() -> f64 {
 }
 
 impl Agent {
-    /// Downloads a module from the coordinator (the fallback for every peer failure).
-    pub(super) fn download(&mut self, hash: ModuleHash) {
+    /// Downloads a blob from the coordinator (the fallback for every peer failure).
+    pub(super) fn download(&mut self, hash: BlobHash, kind: Kind) {
         let notify = self.notify.clone();
-        match self.module_url(&hash) {
+        match self.blob_url(&hash) {
             Ok(url) => wasm_bindgen_futures::spawn_local(async move {
-                notify(Event::Module(hash, modules::from_network(&url, hash).await));
+                notify(Event::Loaded(
+                    hash,
+                    kind,
+                    blobs::from_network(&url, hash, kind).await,
+                ));
             }),
-            Err(e) => notify(Event::Module(hash, Err((idlecore_protocol::FailureKind::ModuleFetch, e)))),
+            Err(e) => notify(Event::Loaded(hash, kind, Err((kind.fetch_failure(), e)))),
         }
     }
 
@@ -174,26 +210,46 @@ impl Agent {
         self.peers.made += 1;
         let n = self.peers.made;
         let stall = self.stall_timer(peer, n, STALL_MS);
-        self.peers.conns.insert(peer, Conn { n, role, link: None, progress_ms: now_ms(), _stall: stall });
-        let ice = self.session.as_ref().map(|s| s.ice_servers.clone()).unwrap_or_default();
-        status::post_rtc(&Rtc::Open { peer: key(peer, n), ice, initiator });
+        self.peers.conns.insert(
+            peer,
+            Conn {
+                n,
+                role,
+                link: None,
+                progress_ms: now_ms(),
+                _stall: stall,
+            },
+        );
+        let ice = self
+            .session
+            .as_ref()
+            .map(|s| s.ice_servers.clone())
+            .unwrap_or_default();
+        status::post_rtc(&Rtc::Open {
+            peer: key(peer, n),
+            ice,
+            initiator,
+        });
     }
 
     pub(super) fn on_peer(&mut self, event: PeerEvent) {
         match event {
-            PeerEvent::Missing(hash) => {
-                if self.welcomed_path().is_some() {
+            PeerEvent::Missing(hash, kind, limit) => {
+                // One question per hash: the same blob wanted as both a module and an input comes over HTTP.
+                if self.welcomed_path().is_some() && !self.peers.asked.contains_key(&hash) {
                     self.send_msg(&WorkerMessage::Want(Want { blob: hash }));
                     let notify = self.notify.clone();
-                    let timer = Timeout::new(SOURCES_MS, move || notify(Event::Peer(PeerEvent::NoSources(hash))));
-                    self.peers.asked.insert(hash, timer);
+                    let timer = Timeout::new(SOURCES_MS, move || {
+                        notify(Event::Peer(PeerEvent::NoSources(hash)))
+                    });
+                    self.peers.asked.insert(hash, (kind, limit, timer));
                 } else {
-                    self.download(hash);
+                    self.download(hash, kind);
                 }
             }
             PeerEvent::NoSources(hash) => {
-                if self.peers.asked.remove(&hash).is_some() {
-                    self.download(hash);
+                if let Some((kind, ..)) = self.peers.asked.remove(&hash) {
+                    self.download(hash, kind);
                 }
             }
             PeerEvent::Page(rtc) if rtc.peer().starts_with(COORDINATOR_PEER) => {
@@ -201,23 +257,33 @@ impl Agent {
                     dc.on_page(rtc);
                 }
             }
-            PeerEvent::Channel(name, end) if name.starts_with(COORDINATOR_PEER) => match self.session_channel(&name) {
-                Some(dc) => dc.on_channel(&end),
-                // Not asked for (an ended session's).
-                None => PeerLink::close_unwanted(&end),
-            },
+            PeerEvent::Channel(name, end) if name.starts_with(COORDINATOR_PEER) => {
+                match self.session_channel(&name) {
+                    Some(dc) => dc.on_channel(&end),
+                    // Not asked for (an ended session's).
+                    None => PeerLink::close_unwanted(&end),
+                }
+            }
             PeerEvent::Page(rtc) => self.on_page_rtc(rtc),
             PeerEvent::Channel(name, end) => {
                 let notify = self.notify.clone();
                 let current = self.peers.by_key(&name);
-                let Some((peer, conn)) = current.and_then(|p| self.peers.conns.get_mut(&p).map(|c| (p, c))).filter(|(_, c)| c.link.is_none()) else {
+                let Some((peer, conn)) = current
+                    .and_then(|p| self.peers.conns.get_mut(&p).map(|c| (p, c)))
+                    .filter(|(_, c)| c.link.is_none())
+                else {
                     PeerLink::close_unwanted(&end);
                     return;
                 };
                 let n = conn.n;
-                match PeerLink::new(&end, std::rc::Rc::new(move |e| notify(Event::Peer(PeerEvent::Link(peer, n, e))))) {
+                match PeerLink::new(
+                    &end,
+                    std::rc::Rc::new(move |e| notify(Event::Peer(PeerEvent::Link(peer, n, e)))),
+                ) {
                     Ok(link) => conn.link = Some(link),
-                    Err(e) => self.give_up(peer, &format!("the data channel cannot be used: {e:?}")),
+                    Err(e) => {
+                        self.give_up(peer, &format!("the data channel cannot be used: {e:?}"))
+                    }
                 }
             }
             PeerEvent::Link(peer, n, e) => {
@@ -226,13 +292,16 @@ impl Agent {
                 }
             }
             PeerEvent::Read(peer, n, bytes) => {
-                if let Some(Role::Serve { out, .. }) = self.peers.conn(peer, n).map(|c| &mut c.role) {
+                if let Some(Role::Serve { out, .. }) = self.peers.conn(peer, n).map(|c| &mut c.role)
+                {
                     *out = Some(Outgoing::new(bytes));
                     self.pump(peer);
                 }
             }
             PeerEvent::Stalled(peer, n) => {
-                let Some(since) = self.peers.conn(peer, n).map(|c| now_ms() - c.progress_ms) else { return };
+                let Some(since) = self.peers.conn(peer, n).map(|c| now_ms() - c.progress_ms) else {
+                    return;
+                };
                 if since >= STALL_MS as f64 {
                     self.give_up(peer, &format!("no progress for {} s", STALL_MS / 1000));
                 } else {
@@ -255,33 +324,56 @@ impl Agent {
 
     /// Ends the peers being served (the agent was paused or its share set to 0).
     pub(super) fn stop_serving(&mut self) {
-        let serving: Vec<u64> = self.peers.conns.iter().filter(|(_, c)| matches!(c.role, Role::Serve { .. })).map(|(p, _)| *p).collect();
+        let serving: Vec<u64> = self
+            .peers
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c.role, Role::Serve { .. }))
+            .map(|(p, _)| *p)
+            .collect();
         for peer in serving {
             self.give_up(peer, "paused");
         }
     }
 
-    /// The coordinator named peers holding a module this agent asked for.
+    /// The coordinator named peers holding a blob this agent asked for.
     pub(super) fn on_sources(&mut self, sources: Sources) {
-        if self.peers.asked.remove(&sources.blob).is_none() {
-            return; // Late: the module is already coming over HTTP.
-        }
-        match sources.peers.first().copied().filter(|p| !self.peers.conns.contains_key(p)) {
+        let Some((kind, limit, _)) = self.peers.asked.remove(&sources.blob) else {
+            return; // Late: the blob is already coming over HTTP.
+        };
+        // One connection per peer at a time: a second blob from the same
+        // holder (often a module and its task's input) comes over HTTP.
+        match sources
+            .peers
+            .first()
+            .copied()
+            .filter(|p| !self.peers.conns.contains_key(p))
+        {
             Some(peer) => {
-                let limit = self.opts.module_cache_mib.unwrap_or(super::MODULE_CACHE_MIB) as u64 * 1024 * 1024;
-                let role = Role::Fetch { blob: sources.blob, fetch: Fetch::new(sources.blob, limit) };
+                let role = Role::Fetch {
+                    blob: sources.blob,
+                    kind,
+                    fetch: Fetch::new(sources.blob, limit),
+                };
                 self.add_conn(peer, role, true);
             }
-            None => self.download(sources.blob),
+            None => self.download(sources.blob, kind),
         }
     }
 
     /// A signal another agent sent through the coordinator.
     pub(super) fn on_peer_signal(&mut self, Signal { peer, payload }: Signal) {
         match payload {
-            SignalPayload::Close => self.end_conn(peer, Some("the peer closed the connection"), true),
+            SignalPayload::Close => {
+                self.end_conn(peer, Some("the peer closed the connection"), true)
+            }
             SignalPayload::Offer(sdp) => {
-                match self.peers.conns.get(&peer).map(|c| matches!(c.role, Role::Serve { .. })) {
+                match self
+                    .peers
+                    .conns
+                    .get(&peer)
+                    .map(|c| matches!(c.role, Role::Serve { .. }))
+                {
                     // A fresh start from a peer already served: the old connection goes.
                     Some(true) => self.end_conn(peer, None, true),
                     // Both sides offering: this agent's own fetch goes on.
@@ -293,15 +385,33 @@ impl Agent {
                 if !willing || self.peers.serving() >= MAX_SERVING {
                     return self.refuse(peer);
                 }
-                self.add_conn(peer, Role::Serve { out: None, asked: false }, false);
-                status::post_rtc(&Rtc::Offer { peer: self.key_of(peer), sdp });
+                self.add_conn(
+                    peer,
+                    Role::Serve {
+                        out: None,
+                        asked: false,
+                    },
+                    false,
+                );
+                status::post_rtc(&Rtc::Offer {
+                    peer: self.key_of(peer),
+                    sdp,
+                });
             }
             SignalPayload::Answer(sdp) if self.peers.conns.contains_key(&peer) => {
-                status::post_rtc(&Rtc::Answer { peer: self.key_of(peer), sdp });
+                status::post_rtc(&Rtc::Answer {
+                    peer: self.key_of(peer),
+                    sdp,
+                });
             }
             SignalPayload::Candidate(c) if self.peers.conns.contains_key(&peer) => {
                 let (candidate, mid, mline) = (c.candidate, c.mid, c.mline);
-                status::post_rtc(&Rtc::Candidate { peer: self.key_of(peer), candidate, mid, mline });
+                status::post_rtc(&Rtc::Candidate {
+                    peer: self.key_of(peer),
+                    candidate,
+                    mid,
+                    mline,
+                });
             }
             // For a connection already ended: nothing to do.
             SignalPayload::Answer(_) | SignalPayload::Candidate(_) => {}
@@ -309,16 +419,29 @@ impl Agent {
     }
 
     fn refuse(&mut self, peer: u64) {
-        self.send_msg(&WorkerMessage::Signal(Signal { peer, payload: SignalPayload::Close }));
+        self.send_msg(&WorkerMessage::Signal(Signal {
+            peer,
+            payload: SignalPayload::Close,
+        }));
     }
 
     fn on_page_rtc(&mut self, rtc: Rtc) {
         let (peer, payload) = match rtc {
             Rtc::Offer { peer, sdp } => (peer, SignalPayload::Offer(sdp)),
             Rtc::Answer { peer, sdp } => (peer, SignalPayload::Answer(sdp)),
-            Rtc::Candidate { peer, candidate, mid, mline } => {
-                (peer, SignalPayload::Candidate(idlecore_protocol::IceCandidate { candidate, mid, mline }))
-            }
+            Rtc::Candidate {
+                peer,
+                candidate,
+                mid,
+                mline,
+            } => (
+                peer,
+                SignalPayload::Candidate(idlecore_protocol::IceCandidate {
+                    candidate,
+                    mid,
+                    mline,
+                }),
+            ),
             Rtc::Closed { peer, why } => {
                 if let Some(peer) = self.peers.by_key(&peer) {
                     self.refuse(peer);
@@ -328,7 +451,9 @@ impl Agent {
             }
             Rtc::Open { .. } | Rtc::Close { .. } => return,
         };
-        let Some(peer) = self.peers.by_key(&peer) else { return };
+        let Some(peer) = self.peers.by_key(&peer) else {
+            return;
+        };
         let signal = Signal { peer, payload };
         // The coordinator would end this session over a signal past the limits.
         match idlecore_protocol::check_signal(&signal) {
@@ -338,7 +463,9 @@ impl Agent {
     }
 
     fn on_link(&mut self, peer: u64, event: LinkEvent) {
-        let Some(conn) = self.peers.conns.get_mut(&peer) else { return };
+        let Some(conn) = self.peers.conns.get_mut(&peer) else {
+            return;
+        };
         conn.progress_ms = now_ms();
         let link = conn.link.as_ref();
         let step = match (event, &mut conn.role) {
@@ -347,11 +474,13 @@ impl Agent {
                 .map_or(Ok(()), |l| l.send(&blob_transfer::request(blob)))
                 .map(|()| Step::Wait)
                 .map_err(|e| format!("sending the request failed: {e:?}")),
-            (LinkEvent::Data(bytes), Role::Fetch { blob, fetch }) => match fetch.on_message(&bytes) {
-                Ok(Progress::Pending { .. }) => Ok(Step::Wait),
-                Ok(Progress::Done(module)) => Ok(Step::Fetched(*blob, module)),
-                Err(e) => Err(e.to_string()),
-            },
+            (LinkEvent::Data(bytes), Role::Fetch { blob, kind, fetch }) => {
+                match fetch.on_message(&bytes) {
+                    Ok(Progress::Pending { .. }) => Ok(Step::Wait),
+                    Ok(Progress::Done(bytes)) => Ok(Step::Fetched(*blob, *kind, bytes)),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
             (LinkEvent::Data(bytes), Role::Serve { asked, .. }) => {
                 let first = !std::mem::replace(asked, true);
                 match blob_transfer::requested(&bytes) {
@@ -367,40 +496,51 @@ impl Agent {
             Err(why) => self.give_up(peer, &why),
             Ok(Step::Wait) => {}
             Ok(Step::Pump) => self.pump(peer),
-            Ok(Step::Fetched(hash, module)) => {
-                self.status.bytes_from_peers += module.len() as u64;
+            Ok(Step::Fetched(hash, kind, bytes)) => {
+                self.status.bytes_from_peers += bytes.len() as u64;
                 self.end_conn(peer, None, true);
-                match self.module_url(&hash) {
+                match self.blob_url(&hash) {
                     Ok(url) => {
                         let notify = self.notify.clone();
                         wasm_bindgen_futures::spawn_local(async move {
-                            notify(Event::Module(hash, modules::from_peer(&url, module).await));
+                            notify(Event::Loaded(
+                                hash,
+                                kind,
+                                blobs::from_peer(&url, bytes, kind).await,
+                            ));
                         });
                     }
-                    Err(_) => self.download(hash),
+                    Err(_) => self.download(hash, kind),
                 }
             }
-            Ok(Step::Read(hash)) => match self.module_url(&hash) {
-                Ok(url) => {
-                    let notify = self.notify.clone();
-                    let n = self.peers.conns.get(&peer).map_or(0, |c| c.n);
-                    wasm_bindgen_futures::spawn_local(async move {
-                        let bytes = match modules::open_cache().await {
-                            Some(cache) => modules::cached_bytes(&cache, &url).await,
+            Ok(Step::Read(hash)) => {
+                let notify = self.notify.clone();
+                let n = self.peers.conns.get(&peer).map_or(0, |c| c.n);
+                if let Some(input) = self.inputs.get(&hash) {
+                    return notify(Event::Peer(PeerEvent::Read(peer, n, Some(input.to_vec()))));
+                }
+                match self.blob_url(&hash) {
+                    Ok(url) => wasm_bindgen_futures::spawn_local(async move {
+                        let bytes = match blobs::open_cache().await {
+                            Some(cache) => blobs::cached_bytes(&cache, &url).await,
                             None => None,
                         };
                         notify(Event::Peer(PeerEvent::Read(peer, n, bytes)));
-                    });
+                    }),
+                    Err(e) => self.give_up(peer, &e),
                 }
-                Err(e) => self.give_up(peer, &e),
-            },
+            }
         }
     }
 
     /// Hands the served blob's next chunks to the channel while it has room.
     fn pump(&mut self, peer: u64) {
-        let Some(conn) = self.peers.conns.get_mut(&peer) else { return };
-        let (Some(link), Role::Serve { out: Some(out), .. }) = (&conn.link, &mut conn.role) else { return };
+        let Some(conn) = self.peers.conns.get_mut(&peer) else {
+            return;
+        };
+        let (Some(link), Role::Serve { out: Some(out), .. }) = (&conn.link, &mut conn.role) else {
+            return;
+        };
         let start = out.sent();
         let mut failed = None;
         while link.buffered() < HIGH_WATER {
@@ -437,23 +577,31 @@ impl Agent {
     /// Forgets a connection (closing the page's side if `tell_page`). A fetch
     /// that `failed` falls back to HTTP, and why is kept as the last error.
     fn end_conn(&mut self, peer: u64, failed: Option<&str>, tell_page: bool) {
-        let Some(conn) = self.peers.conns.remove(&peer) else { return };
+        let Some(conn) = self.peers.conns.remove(&peer) else {
+            return;
+        };
         drop(conn.link);
         if tell_page {
-            status::post_rtc(&Rtc::Close { peer: key(peer, conn.n) });
+            status::post_rtc(&Rtc::Close {
+                peer: key(peer, conn.n),
+            });
         }
-        if let (Role::Fetch { blob, .. }, Some(why)) = (conn.role, failed) {
+        if let (Role::Fetch { blob, kind, .. }, Some(why)) = (conn.role, failed) {
             self.status.peer_fallbacks += 1;
-            self.status.last_error = Some(format!("fetching module {} from a peer: {why}", hex::encode(&blob[..8])));
+            self.status.last_error = Some(format!(
+                "fetching {} {} from a peer: {why}",
+                kind.name(),
+                hex::encode(&blob[..8])
+            ));
             self.publish();
-            self.download(blob);
+            self.download(blob, kind);
         }
     }
 
     /// The session ended: connections need its signaling, so they end too.
     pub(super) fn end_peers(&mut self) {
-        for hash in std::mem::take(&mut self.peers.asked).into_keys().collect::<Vec<_>>() {
-            self.download(hash);
+        for (hash, (kind, ..)) in std::mem::take(&mut self.peers.asked) {
+            self.download(hash, kind);
         }
         for peer in self.peers.conns.keys().copied().collect::<Vec<_>>() {
             self.end_conn(peer, Some("the coordinator session ended"), true);

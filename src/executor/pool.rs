@@ -5,8 +5,8 @@
 //! Events name a slot by the id of the Worker that sent them, so an event
 //! from a Worker already replaced or removed is recognised as stale.
 
-use idlecore_protocol::{encode_coordinator, CoordinatorMessage, Lease};
 use gloo_timers::callback::Timeout;
+use idlecore_protocol::{encode_coordinator, CoordinatorMessage, Lease};
 use js_sys::{Array, Function, Uint8Array, WebAssembly};
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
@@ -62,7 +62,12 @@ pub struct ExecutorPool {
 impl ExecutorPool {
     /// An empty pool; `spawn()` must return a new executor `Worker` (see `agent.js`).
     pub fn new(spawn: Function, notify: Rc<dyn Fn(PoolEvent)>) -> ExecutorPool {
-        ExecutorPool { spawn, notify, slots: Vec::new(), next_id: 0 }
+        ExecutorPool {
+            spawn,
+            notify,
+            slots: Vec::new(),
+            next_id: 0,
+        }
     }
 
     fn make_slot(&mut self) -> Result<Slot, JsValue> {
@@ -110,7 +115,11 @@ impl ExecutorPool {
     /// Grows to `size` slots by starting Workers, or shrinks by terminating
     /// the last ones; returns the leases that were running in removed slots.
     pub fn resize(&mut self, size: usize) -> Result<Vec<u64>, JsValue> {
-        let removed = if size < self.slots.len() { self.slots.split_off(size) } else { Vec::new() };
+        let removed = if size < self.slots.len() {
+            self.slots.split_off(size)
+        } else {
+            Vec::new()
+        };
         while self.slots.len() < size {
             let slot = self.make_slot()?;
             self.slots.push(slot);
@@ -126,18 +135,24 @@ impl ExecutorPool {
 
     /// A loaded slot with nothing running and no rest to finish.
     pub fn idle_slot(&self) -> Option<usize> {
-        self.slots.iter().position(|s| s.ready && s.running.is_none() && s.rest.is_none())
+        self.slots
+            .iter()
+            .position(|s| s.ready && s.running.is_none() && s.rest.is_none())
     }
 
     /// Keeps the slot from taking a run for `ms`; `Rested` follows.
     pub fn rest(&mut self, index: usize, ms: f64) {
-        let Some(slot) = self.slots.get_mut(index) else { return };
+        let Some(slot) = self.slots.get_mut(index) else {
+            return;
+        };
         if ms < 1.0 {
             slot.rest = None;
             return;
         }
         let (notify, id) = (self.notify.clone(), slot.id);
-        slot.rest = Some(Timeout::new(ms.min(u32::MAX as f64) as u32, move || notify(PoolEvent::Rested(id))));
+        slot.rest = Some(Timeout::new(ms.min(u32::MAX as f64) as u32, move || {
+            notify(PoolEvent::Rested(id))
+        }));
     }
 
     pub fn rested(&mut self, index: usize) {
@@ -154,15 +169,30 @@ impl ExecutorPool {
         self.slots.iter().position(|s| s.running == Some(lease))
     }
 
-    pub fn start(&mut self, index: usize, module: &WebAssembly::Module, job: Lease) -> Result<(), JsValue> {
+    /// Runs `job` in the slot's executor; `inputs` are the bytes of its
+    /// input blobs, in the order the lease names them.
+    pub fn start(
+        &mut self,
+        index: usize,
+        module: &WebAssembly::Module,
+        job: Lease,
+        inputs: &[Uint8Array],
+    ) -> Result<(), JsValue> {
         let slot = &mut self.slots[index];
         let (lease, timeout_ms) = (job.lease, job.limits.timeout_ms);
-        let bytes = Uint8Array::from(encode_coordinator(&CoordinatorMessage::Lease(job)).as_slice());
-        slot.worker.post_message(&Array::of2(module, &bytes))?;
+        let bytes =
+            Uint8Array::from(encode_coordinator(&CoordinatorMessage::Lease(job)).as_slice());
+        let message = Array::of2(module, &bytes);
+        for input in inputs {
+            message.push(input);
+        }
+        slot.worker.post_message(&message)?;
         slot.running = Some(lease);
         slot.started = super::now_ms();
         let (notify, id) = (self.notify.clone(), slot.id);
-        slot.deadline = Some(Timeout::new(timeout_ms, move || notify(PoolEvent::TimedOut(id, lease))));
+        slot.deadline = Some(Timeout::new(timeout_ms, move || {
+            notify(PoolEvent::TimedOut(id, lease))
+        }));
         Ok(())
     }
 
@@ -176,7 +206,9 @@ impl ExecutorPool {
 
     /// Terminates the slot's Worker (stopping any run) and starts a new one.
     pub fn replace(&mut self, index: usize) -> Result<Option<u64>, JsValue> {
-        let Some(running) = self.slots.get(index).map(|s| s.running) else { return Ok(None) };
+        let Some(running) = self.slots.get(index).map(|s| s.running) else {
+            return Ok(None);
+        };
         let fresh = self.make_slot()?;
         self.slots[index] = fresh;
         Ok(running)

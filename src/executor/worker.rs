@@ -5,8 +5,8 @@ use crate::wasi::host::HostClocks;
 use crate::wasi::instance::{Prepared, RunError, RunLimits};
 use crate::wasi::WasiCtx;
 use idlecore_protocol::{
-    decode_coordinator, encode_worker, CoordinatorMessage, FailureKind, Lease, ModuleHash, TaskFailure, TaskResult,
-    WorkerMessage,
+    decode_coordinator, encode_worker, CoordinatorMessage, FailureKind, Lease, ModuleHash,
+    TaskFailure, TaskResult, WorkerMessage,
 };
 use js_sys::{Array, Uint8Array, WebAssembly};
 use std::cell::RefCell;
@@ -41,22 +41,79 @@ fn prepared(hash: ModuleHash, module: WebAssembly::Module) -> Result<Rc<Prepared
     })
 }
 
-/// Runs one job and returns the protocol message to report.
-pub fn run_job(module: WebAssembly::Module, job: &Lease) -> WorkerMessage {
-    let failure = |kind, message: String| WorkerMessage::Failure(TaskFailure { lease: job.lease, kind, message });
-    let mut ctx = WasiCtx::new("task.wasm", &job.args, &job.env, job.stdin.clone(), job.seed, job.limits.max_output_bytes);
+/// Runs one job and returns the protocol message to report. `inputs` are
+/// the bytes of the lease's input blobs, in the order it names them.
+pub fn run_job(
+    module: WebAssembly::Module,
+    job: &Lease,
+    mut inputs: Vec<Vec<u8>>,
+) -> WorkerMessage {
+    use idlecore_protocol::BlobTarget;
+    let failure = |kind, message: String| {
+        WorkerMessage::Failure(TaskFailure {
+            lease: job.lease,
+            kind,
+            message,
+        })
+    };
+    let sizes_match = inputs.len() == job.blobs.len()
+        && job
+            .blobs
+            .iter()
+            .zip(&inputs)
+            .all(|(b, i)| b.size == i.len() as u64);
+    if !sizes_match {
+        return failure(
+            FailureKind::Internal,
+            "the executor was not given the lease's inputs".into(),
+        );
+    }
+    let mut dirs: Vec<Vec<(String, Vec<u8>)>> = job
+        .dirs
+        .iter()
+        .map(|d| {
+            d.files
+                .iter()
+                .map(|f| (f.path.clone(), f.data.clone()))
+                .collect()
+        })
+        .collect();
+    let mut stdin = job.stdin.clone();
+    for (blob, bytes) in job.blobs.iter().zip(inputs.iter_mut()) {
+        let bytes = std::mem::take(bytes);
+        match &blob.target {
+            BlobTarget::Stdin => stdin = bytes,
+            // `decode_coordinator` checked that `dir` is one of the lease's.
+            BlobTarget::File { dir, path } => dirs[*dir as usize].push((path.clone(), bytes)),
+        }
+    }
+    let mut ctx = WasiCtx::new(
+        "task.wasm",
+        &job.args,
+        &job.env,
+        stdin,
+        job.seed,
+        job.limits.max_output_bytes,
+    );
     if !job.deterministic {
         ctx = ctx.with_clocks(Box::new(HostClocks::new()));
     }
-    for dir in &job.dirs {
-        let files: Vec<(String, Vec<u8>)> = dir.files.iter().map(|f| (f.path.clone(), f.data.clone())).collect();
-        ctx = match ctx.with_preopen(&dir.guest, dir.writable, &files) {
+    for (dir, files) in job.dirs.iter().zip(&dirs) {
+        ctx = match ctx.with_preopen(&dir.guest, dir.writable, files) {
             Ok(c) => c,
-            Err(e) => return failure(FailureKind::Internal, format!("preparing {}: {e}", dir.guest)),
+            Err(e) => {
+                return failure(
+                    FailureKind::Internal,
+                    format!("preparing {}: {e}", dir.guest),
+                )
+            }
         };
     }
     let started = super::now_ms();
-    let limits = RunLimits { fuel: job.limits.fuel, max_memory_pages: job.limits.max_memory_pages };
+    let limits = RunLimits {
+        fuel: job.limits.fuel,
+        max_memory_pages: job.limits.max_memory_pages,
+    };
     let prepared = match prepared(job.module, module) {
         Ok(p) => p,
         Err(m) => return failure(FailureKind::ModuleInvalid, m),
@@ -73,12 +130,14 @@ pub fn run_job(module: WebAssembly::Module, job: &Lease) -> WorkerMessage {
         }),
         Err(RunError::Invalid(m)) => failure(FailureKind::ModuleInvalid, m),
         Err(RunError::Trap(m)) => failure(FailureKind::Trap, m),
-        Err(RunError::OutputLimit(max)) => {
-            failure(FailureKind::OutputLimit, format!("stdout and stderr exceeded {max} bytes"))
-        }
-        Err(RunError::FuelExhausted(used)) => {
-            failure(FailureKind::FuelExhausted, format!("ran out of fuel after {used} instructions"))
-        }
+        Err(RunError::OutputLimit(max)) => failure(
+            FailureKind::OutputLimit,
+            format!("stdout and stderr exceeded {max} bytes"),
+        ),
+        Err(RunError::FuelExhausted(used)) => failure(
+            FailureKind::FuelExhausted,
+            format!("ran out of fuel after {used} instructions"),
+        ),
         Err(RunError::MemoryLimit(m)) => failure(FailureKind::MemoryLimit, m),
     }
 }
@@ -87,8 +146,11 @@ fn handle(event: MessageEvent) -> WorkerMessage {
     let data: Array = event.data().unchecked_into();
     let module: WebAssembly::Module = data.get(0).unchecked_into();
     let bytes = Uint8Array::new(&data.get(1)).to_vec();
+    let inputs = (2..data.length())
+        .map(|i| Uint8Array::new(&data.get(i)).to_vec())
+        .collect();
     match decode_coordinator(&bytes) {
-        Ok(CoordinatorMessage::Lease(lease)) => run_job(module, &lease),
+        Ok(CoordinatorMessage::Lease(lease)) => run_job(module, &lease, inputs),
         other => WorkerMessage::Failure(TaskFailure {
             lease: 0,
             kind: FailureKind::Internal,

@@ -61,6 +61,8 @@ function api(base) {
     /** Uploads a task module built by the xtask; returns its hash. */
     upload: async (name) => (await call('POST', '/api/modules', new Uint8Array(readFileSync(join(TASKS, `${name}.wasm`))))).hash,
     uploadBytes: async (bytes) => (await call('POST', '/api/modules', bytes)).hash,
+    /** Uploads a task input; returns its hash. */
+    uploadBlob: async (bytes) => (await call('POST', '/api/blobs', bytes)).hash,
     /** A job from a whole request body (see docs/protocol.md); returns its id. */
     createJob: async (body) => (await call('POST', '/api/jobs', body)).id,
     /** A job of `n` tasks whose stdins are "0", "1", ...; `more` adds request fields (`validation`). */

@@ -6,7 +6,13 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// Example and test task crates, built for wasm32-wasip1 and natively.
-pub const TASKS: &[&str] = &["mandelbrot-task", "wasi-probe-task", "wasi-conformance-task", "hashchain-task", "numbers-agree-task"];
+pub const TASKS: &[&str] = &[
+    "mandelbrot-task",
+    "wasi-probe-task",
+    "wasi-conformance-task",
+    "hashchain-task",
+    "numbers-agree-task",
+];
 
 pub fn all() -> anyhow::Result<idlecore_e2e::Paths> {
     package()?;
@@ -17,7 +23,14 @@ pub fn all() -> anyhow::Result<idlecore_e2e::Paths> {
     }
     run(&mut cargo)?;
     // Alone: `--bin` would restrict every package in the same command.
-    run(Command::new("cargo").args(["build", "--release", "-p", "idlecore-e2e", "--bin", "loadgen"]))?;
+    run(Command::new("cargo").args([
+        "build",
+        "--release",
+        "-p",
+        "idlecore-e2e",
+        "--bin",
+        "loadgen",
+    ]))?;
     let mut wasi = Command::new("cargo");
     wasi.args(["build", "--release", "--target", "wasm32-wasip1"]);
     for p in TASKS {
@@ -27,7 +40,12 @@ pub fn all() -> anyhow::Result<idlecore_e2e::Paths> {
     let paths = idlecore_e2e::Paths::workspace();
     // The C conformance program, against Debian's wasi-libc.
     run(Command::new("clang")
-        .args(["--target=wasm32-wasi", "-O2", "tests/tasks/c/conformance.c", "-o"])
+        .args([
+            "--target=wasm32-wasi",
+            "-O2",
+            "tests/tasks/c/conformance.c",
+            "-o",
+        ])
         .arg(paths.tasks.join("wasi-conformance-c.wasm")))?;
     paths.check_built()?;
     sandboxed_modules(&paths)?;
@@ -37,7 +55,17 @@ pub fn all() -> anyhow::Result<idlecore_e2e::Paths> {
 /// The browser package: wasm-pack's output plus the hand-written files in `pkg-config/`.
 pub fn package() -> anyhow::Result<PathBuf> {
     let pkg = root().join("pkg");
-    run(Command::new("wasm-pack").args(["build", "--release", "--target", "web", "--out-dir", "pkg", "--mode", "no-install", "--no-pack"]))?;
+    run(Command::new("wasm-pack").args([
+        "build",
+        "--release",
+        "--target",
+        "web",
+        "--out-dir",
+        "pkg",
+        "--mode",
+        "no-install",
+        "--no-pack",
+    ]))?;
     for entry in std::fs::read_dir(root().join("pkg-config"))? {
         let from = entry?.path();
         let to = pkg.join(from.file_name().context("file name")?);
@@ -46,6 +74,7 @@ pub fn package() -> anyhow::Result<PathBuf> {
     // wasm-pack writes a .gitignore of `*` that would hide everything from npm pack.
     let _ = std::fs::remove_file(pkg.join(".gitignore"));
     optimize(&pkg.join("idlecore_wasm_bg.wasm"))?;
+    minify_scripts(&pkg)?;
     let (wasm, js) = shipped_gzip_bytes(&pkg)?;
     eprintln!(
         "xtask: package size, gzipped: wasm {:.1} KiB + scripts {:.1} KiB = {:.1} KiB (budget {} KiB)",
@@ -62,7 +91,14 @@ pub const SIZE_BUDGET_KIB: u64 = 150;
 
 /// wasm-opt -O3 (binaryen from npm; see `tools`). Same size as -Oz here, and faster code.
 fn optimize(wasm: &std::path::Path) -> anyhow::Result<()> {
-    let features = ["reference-types", "bulk-memory", "nontrapping-float-to-int", "sign-ext", "multivalue", "mutable-globals"];
+    let features = [
+        "reference-types",
+        "bulk-memory",
+        "nontrapping-float-to-int",
+        "sign-ext",
+        "multivalue",
+        "mutable-globals",
+    ];
     let mut cmd = Command::new("node");
     cmd.arg(crate::tools::wasm_opt()).arg("-O3");
     for f in features {
@@ -71,12 +107,43 @@ fn optimize(wasm: &std::path::Path) -> anyhow::Result<()> {
     run(cmd.arg(wasm).arg("-o").arg(wasm))
 }
 
+/// Minifies every script of the package in place (ES modules: imports,
+/// exports and `new URL('./x.js', import.meta.url)` stay as they are). The
+/// readable sources are `pkg-config/` and wasm-bindgen's output.
+fn minify_scripts(pkg: &std::path::Path) -> anyhow::Result<()> {
+    let mut dirs = vec![pkg.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "js") {
+                let mut cmd = Command::new("node");
+                cmd.arg(crate::tools::terser()).args([
+                    "--module",
+                    "--compress",
+                    "--mangle",
+                    "--ecma",
+                    "2020",
+                    "-o",
+                ]);
+                run(cmd.arg(&path).arg(&path))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Gzipped bytes of the package's wasm and of all its scripts (what the page,
 /// the agent and the executors load).
 pub fn shipped_gzip_bytes(pkg: &std::path::Path) -> anyhow::Result<(u64, u64)> {
     // gzip -9, as a web server or CDN would send it.
     let gz = |path: &std::path::Path| -> anyhow::Result<u64> {
-        let out = Command::new("gzip").arg("-9c").arg(path).output().context("running gzip")?;
+        let out = Command::new("gzip")
+            .arg("-9c")
+            .arg(path)
+            .output()
+            .context("running gzip")?;
         anyhow::ensure!(out.status.success(), "gzip {} failed", path.display());
         Ok(out.stdout.len() as u64)
     };
@@ -106,12 +173,25 @@ pub fn sandboxed_dir() -> PathBuf {
 fn sandboxed_modules(paths: &idlecore_e2e::Paths) -> anyhow::Result<()> {
     let dir = sandboxed_dir();
     std::fs::create_dir_all(&dir)?;
-    let mut modules = vec![("empty".to_string(), wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start")))"#)?)];
-    for name in ["mandelbrot", "hashchain", "wasi-probe", "wasi-conformance", "wasi-conformance-c"] {
-        modules.push((name.to_string(), std::fs::read(paths.tasks.join(format!("{name}.wasm")))?));
+    let mut modules = vec![(
+        "empty".to_string(),
+        wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start")))"#)?,
+    )];
+    for name in [
+        "mandelbrot",
+        "hashchain",
+        "wasi-probe",
+        "wasi-conformance",
+        "wasi-conformance-c",
+    ] {
+        modules.push((
+            name.to_string(),
+            std::fs::read(paths.tasks.join(format!("{name}.wasm")))?,
+        ));
     }
     for (name, raw) in modules {
-        let sandboxed = idlecore_coordinator::sandbox::instrument(&raw).with_context(|| format!("sandboxing {name}"))?;
+        let sandboxed = idlecore_coordinator::sandbox::instrument(&raw)
+            .with_context(|| format!("sandboxing {name}"))?;
         std::fs::write(dir.join(format!("{name}.wasm")), &raw)?;
         std::fs::write(dir.join(format!("{name}.sandboxed.wasm")), sandboxed)?;
     }

@@ -58,7 +58,11 @@ fn find_pkg(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     let mut candidates: Vec<PathBuf> = given.into_iter().collect();
     if let Ok(exe) = std::env::current_exe() {
         // target/{debug,release}/idlecore → the workspace's pkg/
-        if let Some(root) = exe.parent().and_then(|p| p.parent()).and_then(|p| p.parent()) {
+        if let Some(root) = exe
+            .parent()
+            .and_then(|p| p.parent())
+            .and_then(|p| p.parent())
+        {
             candidates.push(root.join("pkg"));
         }
     }
@@ -76,14 +80,21 @@ fn random_hex(bytes: usize) -> anyhow::Result<String> {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<RunOutcome> {
-    let dirs = args.dirs.iter().map(|d| HostDir::parse(d)).collect::<anyhow::Result<Vec<_>>>()?;
+    let dirs = args
+        .dirs
+        .iter()
+        .map(|d| HostDir::parse(d))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     if !(args.timeout > 0.0 && args.timeout <= 86_400.0) {
         bail!("--timeout must be between 0 and 86400 seconds");
     }
-    let module = std::fs::read(&args.module).with_context(|| format!("reading {}", args.module.display()))?;
+    let module = std::fs::read(&args.module)
+        .with_context(|| format!("reading {}", args.module.display()))?;
     let mut stdin = Vec::new();
     if !std::io::stdin().is_terminal() {
-        std::io::stdin().read_to_end(&mut stdin).context("reading stdin")?;
+        std::io::stdin()
+            .read_to_end(&mut stdin)
+            .context("reading stdin")?;
     }
     let pkg = find_pkg(args.pkg.clone())?;
 
@@ -105,6 +116,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunOutcome> {
         heartbeat_ms: 2000,
         max_module_mib: 256,
         max_job_mib: 512,
+        max_blob_mib: 256,
+        blob_threshold_kib: 256,
         max_pending_tasks: 1,
         max_pending_mib: 1024,
         // One browser, the task author's own: nothing to check it against.
@@ -147,19 +160,33 @@ impl HostDir {
         if !host.is_dir() {
             bail!("--dir {spec}: {} is not a directory", host.display());
         }
-        let guest = if guest == "." || guest.starts_with('/') { guest.to_string() } else { format!("/{guest}") };
+        let guest = if guest == "." || guest.starts_with('/') {
+            guest.to_string()
+        } else {
+            format!("/{guest}")
+        };
         let mut before = FileMap::default();
         let mut budget = idlecore_protocol::MAX_FRAME_BYTES - 256 * 1024;
         read_tree(&host, "", &mut before, &mut budget).with_context(|| format!("--dir {spec}"))?;
-        Ok(HostDir { host, guest: guest.trim_end_matches('/').to_string(), before })
+        Ok(HostDir {
+            host,
+            guest: guest.trim_end_matches('/').to_string(),
+            before,
+        })
     }
 
     /// Applies the task's writes: new and changed files are written, removed ones deleted.
     fn write_back(&self, files: &FileMap) -> anyhow::Result<()> {
         let prefix = format!("{}/", self.guest.trim_end_matches('/'));
-        let after: std::collections::BTreeMap<&str, &Vec<u8>> =
-            files.0.iter().filter_map(|(p, d)| p.strip_prefix(&prefix).map(|rel| (rel, d))).collect();
-        if let Some(bad) = after.keys().find(|rel| rel.split('/').any(|p| p.is_empty() || p == "." || p == "..")) {
+        let after: std::collections::BTreeMap<&str, &Vec<u8>> = files
+            .0
+            .iter()
+            .filter_map(|(p, d)| p.strip_prefix(&prefix).map(|rel| (rel, d)))
+            .collect();
+        if let Some(bad) = after.keys().find(|rel| {
+            rel.split('/')
+                .any(|p| p.is_empty() || p == "." || p == "..")
+        }) {
             bail!("the task returned a file with an unsafe path: {bad:?}");
         }
         for (rel, data) in &after {
@@ -168,13 +195,15 @@ impl HostDir {
                 if let Some(parent) = path.parent() {
                     std::fs::create_dir_all(parent)?;
                 }
-                std::fs::write(&path, data).with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, data)
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
         }
         for rel in self.before.0.keys() {
             if !after.contains_key(rel.as_str()) {
                 let path = self.host.join(rel);
-                std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("removing {}", path.display()))?;
             }
         }
         Ok(())
@@ -183,18 +212,30 @@ impl HostDir {
 
 /// Reads every regular file under `dir` into `out` by relative path, within
 /// `budget` bytes (a task's inputs travel in one protocol frame).
-fn read_tree(dir: &std::path::Path, prefix: &str, out: &mut FileMap, budget: &mut usize) -> anyhow::Result<()> {
+fn read_tree(
+    dir: &std::path::Path,
+    prefix: &str,
+    out: &mut FileMap,
+    budget: &mut usize,
+) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let rel = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+        let rel = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
         let kind = entry.file_type()?;
         if kind.is_dir() {
             read_tree(&entry.path(), &rel, out, budget)?;
         } else if kind.is_file() {
             let size = entry.metadata()?.len() as usize;
             if size > *budget {
-                bail!("the directory holds more than the {} bytes a task's inputs may have", idlecore_protocol::MAX_FRAME_BYTES - 256 * 1024);
+                bail!(
+                    "the directory holds more than the {} bytes a task's inputs may have",
+                    idlecore_protocol::MAX_FRAME_BYTES - 256 * 1024
+                );
             }
             *budget -= size;
             out.0.insert(rel, std::fs::read(entry.path())?);
@@ -211,7 +252,10 @@ async fn run_task(
     args: &RunArgs,
     dirs: &[HostDir],
 ) -> anyhow::Result<RunOutcome> {
-    let client = Client::new(&ClientArgs { coordinator: base.to_string(), token: Some(token.to_string()) })?;
+    let client = Client::new(&ClientArgs {
+        coordinator: base.to_string(),
+        token: Some(token.to_string()),
+    })?;
     let hash = client.upload_module(module).await?;
     let limits = JobLimits {
         timeout_ms: (args.timeout * 1000.0).ceil() as u32,
@@ -225,19 +269,39 @@ async fn run_task(
         stdin,
         args: args.args.clone(),
         env: args.env.clone(),
-        dirs: dirs.iter().map(|d| DirSpec { guest: d.guest.clone(), writable: true, files: d.before.clone() }).collect(),
+        dirs: dirs
+            .iter()
+            .map(|d| DirSpec {
+                guest: d.guest.clone(),
+                writable: true,
+                files: d.before.clone(),
+                file_blobs: Default::default(),
+            })
+            .collect(),
         ..TaskInput::default()
     };
-    let job = client.create_job(&JobRequest { module: hash, tasks: vec![task], limits, validation: Some(crate::validate::Policy::OFF) }).await?;
+    let job = client
+        .create_job(&JobRequest {
+            module: hash,
+            tasks: vec![task],
+            limits,
+            validation: Some(crate::validate::Policy::OFF),
+        })
+        .await?;
     let mut record = None;
     // The page needs a moment to start; a generous bound on top of the task's own.
     let limit = Duration::from_secs_f64(args.timeout + 60.0);
-    tokio::time::timeout(limit, client.stream_results(job, |r| {
-        record = Some(r);
-        Ok(())
-    }))
+    tokio::time::timeout(
+        limit,
+        client.stream_results(job, |r| {
+            record = Some(r);
+            Ok(())
+        }),
+    )
     .await
-    .context("no result in time: did headless Chromium start? (set IDLECORE_CHROMIUM to its path)")??;
+    .context(
+        "no result in time: did headless Chromium start? (set IDLECORE_CHROMIUM to its path)",
+    )??;
     let r = record.context("the job ended without a result")?;
     std::io::stdout().write_all(&r.stdout)?;
     std::io::stdout().flush()?;

@@ -11,17 +11,39 @@ const SCAN: usize = 256;
 pub const INPUT_DIR: &str = "/input";
 pub const OUTPUT_DIR: &str = "/output";
 
+/// The lease's directories; `input_blobs::lease_blobs` numbers them the same way.
 fn task_dirs(input: &TaskInput) -> Vec<idlecore_protocol::TaskDir> {
     use idlecore_protocol::{TaskDir, TaskFile};
     let files = |m: &crate::model::FileMap| {
-        m.0.iter().map(|(path, data)| TaskFile { path: path.clone(), data: data.clone() }).collect()
+        m.0.iter()
+            .map(|(path, data)| TaskFile {
+                path: path.clone(),
+                data: data.clone(),
+            })
+            .collect()
     };
     if !input.dirs.is_empty() {
-        return input.dirs.iter().map(|d| TaskDir { guest: d.guest.clone(), writable: d.writable, files: files(&d.files) }).collect();
+        return input
+            .dirs
+            .iter()
+            .map(|d| TaskDir {
+                guest: d.guest.clone(),
+                writable: d.writable,
+                files: files(&d.files),
+            })
+            .collect();
     }
     vec![
-        TaskDir { guest: INPUT_DIR.into(), writable: false, files: files(&input.files) },
-        TaskDir { guest: OUTPUT_DIR.into(), writable: true, files: vec![] },
+        TaskDir {
+            guest: INPUT_DIR.into(),
+            writable: false,
+            files: files(&input.files),
+        },
+        TaskDir {
+            guest: OUTPUT_DIR.into(),
+            writable: true,
+            files: vec![],
+        },
     ]
 }
 
@@ -35,7 +57,6 @@ fn permute(key: u64, counter: u32) -> u32 {
     }
     (l as u32) << 16 | r as u32
 }
-
 
 impl Scheduler {
     pub(super) fn mark_hungry(&mut self, id: WorkerId) {
@@ -52,9 +73,18 @@ impl Scheduler {
     pub(super) fn grant(&mut self, wid: WorkerId, job_id: u64, unit: u32) -> LeaseId {
         let lease = self.epoch | permute(self.key, self.next_lease as u32) as u64;
         self.next_lease += 1;
-        let voter = self.workers.get(&wid).map_or(Voter { worker: wid, origin: None }, |w| w.voter);
+        let voter = self.workers.get(&wid).map_or(
+            Voter {
+                worker: wid,
+                origin: None,
+            },
+            |w| w.voter,
+        );
         self.on_grant(job_id, unit, voter);
-        let job = self.jobs.get_mut(&job_id).expect("a granted task's job exists");
+        let job = self
+            .jobs
+            .get_mut(&job_id)
+            .expect("a granted task's job exists");
         let task = job.units[unit as usize];
         let input = &job.tasks[task as usize];
         let msg = CoordinatorMessage::Lease(Lease {
@@ -69,12 +99,21 @@ impl Scheduler {
             seed: task_seed(job_id, task),
             deterministic: job.limits.deterministic,
             dirs: task_dirs(input),
+            blobs: crate::input_blobs::lease_blobs(input),
         });
         job.in_flight += 1;
         let now = Instant::now();
         self.leases.insert(
             lease,
-            LeaseInfo { job: job_id, unit, worker: wid, voter, deadline: now + self.lease_ttl, started: now, finishing: false },
+            LeaseInfo {
+                job: job_id,
+                unit,
+                worker: wid,
+                voter,
+                deadline: now + self.lease_ttl,
+                started: now,
+                finishing: false,
+            },
         );
         if let Some(w) = self.workers.get_mut(&wid) {
             w.leases.insert(lease);
@@ -90,7 +129,9 @@ impl Scheduler {
     pub fn pump(&mut self) {
         let mut granted = false;
         while !self.ready.is_empty() || !self.spot_ready.is_empty() {
-            let Some(&wid) = self.hungry.front() else { return };
+            let Some(&wid) = self.hungry.front() else {
+                return;
+            };
             let Some(w) = self.workers.get_mut(&wid) else {
                 self.hungry.pop_front();
                 continue;
@@ -118,7 +159,10 @@ impl Scheduler {
         }
         // Grants change what is at the front of the queue: workers that found
         // nothing they may run look once more.
-        if granted && !self.starved.is_empty() && !(self.ready.is_empty() && self.spot_ready.is_empty()) {
+        if granted
+            && !self.starved.is_empty()
+            && !(self.ready.is_empty() && self.spot_ready.is_empty())
+        {
             self.wake_starved();
             self.pump();
         }
@@ -141,11 +185,17 @@ impl Scheduler {
 
     /// Pops the first unit of `queue` the worker may run, dropping units no
     /// longer ready and looking past at most `SCAN` it may not run.
-    fn first_eligible(&self, wid: WorkerId, queue: &mut VecDeque<(u64, u32)>) -> Option<(u64, u32)> {
+    fn first_eligible(
+        &self,
+        wid: WorkerId,
+        queue: &mut VecDeque<(u64, u32)>,
+    ) -> Option<(u64, u32)> {
         let mut passed = Vec::new();
         let mut found = None;
         while let Some((job_id, unit)) = queue.pop_front() {
-            let Some(job) = self.jobs.get(&job_id) else { continue };
+            let Some(job) = self.jobs.get(&job_id) else {
+                continue;
+            };
             if job.cancelled || job.state[unit as usize] != TaskState::Ready {
                 continue;
             }

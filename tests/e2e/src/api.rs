@@ -19,7 +19,11 @@ pub struct Reply {
 
 impl Api {
     pub fn new(base: &str, token: &str) -> Api {
-        Api { http: reqwest::blocking::Client::new(), base: base.trim_end_matches('/').into(), token: token.into() }
+        Api {
+            http: reqwest::blocking::Client::new(),
+            base: base.trim_end_matches('/').into(),
+            token: token.into(),
+        }
     }
 
     fn reply(resp: reqwest::blocking::Response) -> anyhow::Result<Reply> {
@@ -30,8 +34,17 @@ impl Api {
     }
 
     /// A raw request with a chosen Authorization header (or none).
-    pub fn request(&self, method: &str, path: &str, auth: Option<&str>, body: Vec<u8>) -> anyhow::Result<Reply> {
-        let mut req = self.http.request(method.parse()?, format!("{}{path}", self.base)).body(body);
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: Vec<u8>,
+    ) -> anyhow::Result<Reply> {
+        let mut req = self
+            .http
+            .request(method.parse()?, format!("{}{path}", self.base))
+            .body(body);
         if let Some(a) = auth {
             req = req.header("Authorization", a);
         }
@@ -51,9 +64,34 @@ impl Api {
         Ok(v["hash"].as_str().context("hash")?.to_string())
     }
 
+    /// Uploads a task input; its hex SHA-256.
+    pub fn upload_blob(&self, bytes: &[u8]) -> anyhow::Result<String> {
+        let v = self.ok("POST", "/api/blobs", bytes.to_vec())?;
+        Ok(v["hash"].as_str().context("hash")?.to_string())
+    }
+
+    /// Posts a job request as given (to see how it is answered).
+    pub fn post_job(&self, body: &Value) -> anyhow::Result<Reply> {
+        self.request(
+            "POST",
+            "/api/jobs",
+            Some(&format!("Bearer {}", self.token)),
+            serde_json::to_vec(body)?,
+        )
+    }
+
     /// Creates a job from stdin byte strings, with the same args for every task.
-    pub fn create_job(&self, module: &str, stdins: &[Vec<u8>], args: &[String], limits: Value) -> anyhow::Result<u64> {
-        let tasks: Vec<Value> = stdins.iter().map(|s| json!({ "stdin": B64.encode(s), "args": args })).collect();
+    pub fn create_job(
+        &self,
+        module: &str,
+        stdins: &[Vec<u8>],
+        args: &[String],
+        limits: Value,
+    ) -> anyhow::Result<u64> {
+        let tasks: Vec<Value> = stdins
+            .iter()
+            .map(|s| json!({ "stdin": B64.encode(s), "args": args }))
+            .collect();
         let body = json!({ "module": module, "tasks": tasks, "limits": limits });
         let v = self.ok("POST", "/api/jobs", serde_json::to_vec(&body)?)?;
         v["id"].as_u64().context("job id")
@@ -68,7 +106,11 @@ impl Api {
         let mut out = Vec::new();
         let mut after = String::new();
         loop {
-            let page = self.ok("GET", &format!("/api/jobs/{job}/results?limit=1000{after}"), vec![])?;
+            let page = self.ok(
+                "GET",
+                &format!("/api/jobs/{job}/results?limit=1000{after}"),
+                vec![],
+            )?;
             let page = page.as_array().context("results array")?.clone();
             let Some(last) = page.last() else { break };
             after = format!("&after={}", last["task"]);
@@ -86,7 +128,11 @@ impl Api {
 
     /// Every final record of a job as the API returns it.
     pub fn results_json(&self, job: u64) -> anyhow::Result<Vec<Value>> {
-        let page = self.ok("GET", &format!("/api/jobs/{job}/results?limit=10000"), vec![])?;
+        let page = self.ok(
+            "GET",
+            &format!("/api/jobs/{job}/results?limit=10000"),
+            vec![],
+        )?;
         Ok(page.as_array().context("results array")?.clone())
     }
 

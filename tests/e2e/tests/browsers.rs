@@ -2,6 +2,8 @@
 //! page through its script tag, and real jobs. Needs `cargo xtask build`
 //! (run through `cargo xtask test`).
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
 use idlecore_e2e::*;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -45,30 +47,49 @@ fn setup(n: usize) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let c = start(&dir.path().join("data"), &paths, None);
     let _visitors = visitors(&c, n);
-    Setup { paths, dir, c, _visitors }
+    Setup {
+        paths,
+        dir,
+        c,
+        _visitors,
+    }
 }
 
 impl Setup {
     /// Uploads a task module built by the xtask.
     fn upload(&self, task: &str) -> String {
-        self.c.api().upload(&std::fs::read(self.paths.tasks.join(task)).unwrap()).unwrap()
+        self.c
+            .api()
+            .upload(&std::fs::read(self.paths.tasks.join(task)).unwrap())
+            .unwrap()
     }
 }
 
 fn workers(api: &Api) -> u64 {
-    api.stats().ok().and_then(|s| s["workers"].as_u64()).unwrap_or(0)
+    api.stats()
+        .ok()
+        .and_then(|s| s["workers"].as_u64())
+        .unwrap_or(0)
 }
 
 fn visitors(c: &Coordinator, n: usize) -> Vec<Visitor> {
-    let v: Vec<Visitor> = (0..n).map(|_| Visitor::open(&format!("{}/visitor.html", c.base_url())).unwrap()).collect();
+    let v: Vec<Visitor> = (0..n)
+        .map(|_| Visitor::open(&format!("{}/visitor.html", c.base_url())).unwrap())
+        .collect();
     let api = c.api();
-    wait_for("the visitors to join", Duration::from_secs(60), || (workers(&api) >= n as u64).then_some(())).unwrap();
+    wait_for("the visitors to join", Duration::from_secs(60), || {
+        (workers(&api) >= n as u64).then_some(())
+    })
+    .unwrap();
     v
 }
 
 /// Expected stdout of each Mandelbrot tile, from the natively built task.
 fn reference(paths: &Paths, inputs: &[String], args: &[String]) -> Vec<Vec<u8>> {
-    inputs.iter().map(|i| run_native(&paths.native_tasks.join("mandelbrot"), args, i.as_bytes()).unwrap()).collect()
+    inputs
+        .iter()
+        .map(|i| run_native(&paths.native_tasks.join("mandelbrot"), args, i.as_bytes()).unwrap())
+        .collect()
 }
 
 fn args(list: &[&str]) -> Vec<String> {
@@ -77,7 +98,12 @@ fn args(list: &[&str]) -> Vec<String> {
 
 #[test]
 fn two_browsers_compute_a_job_submitted_with_the_cli() {
-    let Setup { paths, dir, c, _visitors } = setup(2);
+    let Setup {
+        paths,
+        dir,
+        c,
+        _visitors,
+    } = setup(2);
     let inputs = mandelbrot_inputs(8);
     let task_args = args(&["--tiles", "8", "--size", "48", "--iter", "600"]);
     let input_file = dir.path().join("tiles.txt");
@@ -96,7 +122,11 @@ fn two_browsers_compute_a_job_submitted_with_the_cli() {
         submit.arg(format!("--arg={a}"));
     }
     let status = submit.status().unwrap();
-    assert!(status.success(), "idlecore submit failed; coordinator log:\n{}", c.log());
+    assert!(
+        status.success(),
+        "idlecore submit failed; coordinator log:\n{}",
+        c.log()
+    );
 
     let expected = reference(&paths, &inputs, &task_args);
     assert_eq!(inputs.len(), 64);
@@ -122,31 +152,57 @@ fn a_coordinator_killed_mid_job_loses_nothing_and_browsers_come_back() {
     let module = std::fs::read(paths.tasks.join("mandelbrot.wasm")).unwrap();
     let hash = api.upload(&module).unwrap();
     let stdins: Vec<Vec<u8>> = inputs.iter().map(|s| s.as_bytes().to_vec()).collect();
-    let job = api.create_job(&hash, &stdins, &task_args, json!({})).unwrap();
+    let job = api
+        .create_job(&hash, &stdins, &task_args, json!({}))
+        .unwrap();
 
-    wait_for("some results before the crash", Duration::from_secs(120), || {
-        (api.status(job).ok()?["done"].as_u64()? >= 15).then_some(())
-    })
+    wait_for(
+        "some results before the crash",
+        Duration::from_secs(120),
+        || (api.status(job).ok()?["done"].as_u64()? >= 15).then_some(()),
+    )
     .unwrap();
-    let before: BTreeMap<u32, Vec<u8>> = api.results(job).unwrap().into_iter().map(|r| (r.0, r.2)).collect();
-    assert!(before.len() < inputs.len(), "the job finished before the crash; make tasks slower");
+    let before: BTreeMap<u32, Vec<u8>> = api
+        .results(job)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.0, r.2))
+        .collect();
+    assert!(
+        before.len() < inputs.len(),
+        "the job finished before the crash; make tasks slower"
+    );
     c.kill();
     std::thread::sleep(Duration::from_millis(500));
 
     let c = start(&data, &paths, Some(addr));
     let api = c.api();
-    wait_for("the browsers to reconnect", Duration::from_secs(60), || (workers(&api) >= 2).then_some(())).unwrap();
-    wait_for("the job to complete after the restart", Duration::from_secs(300), || {
-        (api.status(job).ok()?["state"] == "completed").then_some(())
+    wait_for("the browsers to reconnect", Duration::from_secs(60), || {
+        (workers(&api) >= 2).then_some(())
     })
-    .unwrap_or_else(|e| panic!("{e}; status {:?}; coordinator log:\n{}", api.status(job).ok(), c.log()));
+    .unwrap();
+    wait_for(
+        "the job to complete after the restart",
+        Duration::from_secs(300),
+        || (api.status(job).ok()?["state"] == "completed").then_some(()),
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}; status {:?}; coordinator log:\n{}",
+            api.status(job).ok(),
+            c.log()
+        )
+    });
 
     let after = api.results(job).unwrap();
     assert_eq!(after.len(), inputs.len());
     let expected = reference(&paths, &inputs, &task_args);
     for (task, status, stdout, _) in &after {
         assert_eq!(status, "done");
-        assert!(stdout == &expected[*task as usize], "tile {task} differs from the native build");
+        assert!(
+            stdout == &expected[*task as usize],
+            "tile {task} differs from the native build"
+        );
         if let Some(old) = before.get(task) {
             assert_eq!(old, stdout, "a result accepted before the crash changed");
         }
@@ -160,25 +216,42 @@ fn hostile_tasks_fail_with_their_kind_and_browsers_go_on() {
     // One job per behaviour, so each can have its own arguments and limits.
     let limits = |extra: serde_json::Value| {
         let mut l = json!({ "timeout_ms": 4000, "max_output_bytes": 10000, "max_attempts": 1 });
-        l.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        l.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         l
     };
     let cases = [
         (args(&["spin"]), json!({}), Some("timeout")),
-        (args(&["spin"]), json!({ "fuel": 20_000_000, "timeout_ms": 60_000 }), Some("fuel_exhausted")),
+        (
+            args(&["spin"]),
+            json!({ "fuel": 20_000_000, "timeout_ms": 60_000 }),
+            Some("fuel_exhausted"),
+        ),
         (args(&["trap"]), json!({}), Some("trap")),
         (args(&["flood", "20000"]), json!({}), Some("output_limit")),
         (args(&["recurse"]), json!({}), Some("trap")),
-        (args(&["hog", "64"]), json!({ "max_memory_mib": 16 }), Some("memory_limit")),
+        (
+            args(&["hog", "64"]),
+            json!({ "max_memory_mib": 16 }),
+            Some("memory_limit"),
+        ),
         (args(&["hog", "8"]), json!({ "max_memory_mib": 16 }), None),
         (args(&["report", "ok"]), json!({}), None),
     ];
-    let jobs: Vec<u64> =
-        cases.iter().map(|(a, l, _)| api.create_job(&hash, &[b"in".to_vec()], a, limits(l.clone())).unwrap()).collect();
-    for (job, (a, _, want)) in jobs.iter().zip(&cases) {
-        wait_for(&format!("job {a:?} to end"), Duration::from_secs(90), || {
-            (api.status(*job).ok()?["state"] == "completed").then_some(())
+    let jobs: Vec<u64> = cases
+        .iter()
+        .map(|(a, l, _)| {
+            api.create_job(&hash, &[b"in".to_vec()], a, limits(l.clone()))
+                .unwrap()
         })
+        .collect();
+    for (job, (a, _, want)) in jobs.iter().zip(&cases) {
+        wait_for(
+            &format!("job {a:?} to end"),
+            Duration::from_secs(90),
+            || (api.status(*job).ok()?["state"] == "completed").then_some(()),
+        )
         .unwrap();
         let r = &api.results(*job).unwrap()[0];
         match want {
@@ -201,12 +274,29 @@ fn fuel_used_is_the_same_on_every_run_of_a_task() {
     let (api, hash) = (s.c.api(), s.upload("mandelbrot.wasm"));
     // The same tile eight times, spread over two browsers.
     let stdins = vec![b"3 4\n".to_vec(); 8];
-    let job = api.create_job(&hash, &stdins, &args(&["--tiles", "8", "--size", "32", "--iter", "300"]), json!({})).unwrap();
-    wait_for("the job", Duration::from_secs(60), || (api.status(job).ok()?["state"] == "completed").then_some(())).unwrap();
+    let job = api
+        .create_job(
+            &hash,
+            &stdins,
+            &args(&["--tiles", "8", "--size", "32", "--iter", "300"]),
+            json!({}),
+        )
+        .unwrap();
+    wait_for("the job", Duration::from_secs(60), || {
+        (api.status(job).ok()?["state"] == "completed").then_some(())
+    })
+    .unwrap();
     let results = api.results_json(job).unwrap();
-    let fuel: Vec<u64> = results.iter().map(|r| r["fuel_used"].as_u64().unwrap()).collect();
+    let fuel: Vec<u64> = results
+        .iter()
+        .map(|r| r["fuel_used"].as_u64().unwrap())
+        .collect();
     assert_eq!(fuel.len(), 8);
-    assert!(fuel[0] > 100_000, "a tile takes many instructions: {}", fuel[0]);
+    assert!(
+        fuel[0] > 100_000,
+        "a tile takes many instructions: {}",
+        fuel[0]
+    );
     assert!(fuel.iter().all(|&f| f == fuel[0]), "{fuel:?}");
 }
 
@@ -219,10 +309,20 @@ fn input_files_go_in_and_output_files_come_back() {
         "tasks": [{ "args": ["copy"], "files": { "in.txt": "aGVsbG8gZmlsZXM=" } }],
     });
     let auth = "Bearer e2e-token";
-    let created = api.request("POST", "/api/jobs", Some(auth), body.to_string().into_bytes()).unwrap();
+    let created = api
+        .request(
+            "POST",
+            "/api/jobs",
+            Some(auth),
+            body.to_string().into_bytes(),
+        )
+        .unwrap();
     assert_eq!(created.status, 201, "{}", created.body);
     let job = created.body["id"].as_u64().unwrap();
-    wait_for("the job", Duration::from_secs(60), || (api.status(job).ok()?["state"] == "completed").then_some(())).unwrap();
+    wait_for("the job", Duration::from_secs(60), || {
+        (api.status(job).ok()?["state"] == "completed").then_some(())
+    })
+    .unwrap();
     let r = &api.results_json(job).unwrap()[0];
     assert_eq!(r["status"], "done", "{r}");
     // "HELLO FILES" in base64.
@@ -230,28 +330,48 @@ fn input_files_go_in_and_output_files_come_back() {
 }
 
 /// Both the browser's HTTP cache (modules are immutable) and the agent's Cache
-/// API store can serve the second visit; `tests/agent_modules.rs` checks the latter alone.
+/// API store can serve the second visit; `tests/agent_blobs.rs` checks the latter alone.
 #[test]
 fn a_returning_visitor_does_not_download_the_module_again() {
     let s = setup(0);
     let (api, hash, c) = (s.c.api(), s.upload("wasi-probe.wasm"), &s.c);
     let profile = s.dir.path().join("profile");
-    let downloads = || api.stats().unwrap()["module_downloads"].as_u64().unwrap();
+    let downloads = || api.stats().unwrap()["blob_downloads"].as_u64().unwrap();
     for visit in 0..2 {
-        let mut visitor = Visitor::returning(&format!("{}/visitor.html", c.base_url()), &profile).unwrap();
-        wait_for("the visitor to join", Duration::from_secs(60), || (workers(&api) == 1).then_some(())).unwrap();
-        let job = api.create_job(&hash, &[vec![]], &args(&["exit", "0"]), json!({})).unwrap();
-        wait_for("the job", Duration::from_secs(60), || (api.status(job).ok()?["state"] == "completed").then_some(())).unwrap();
-        assert_eq!(downloads(), 1, "visit {visit}: the module was downloaded once in all");
+        let mut visitor =
+            Visitor::returning(&format!("{}/visitor.html", c.base_url()), &profile).unwrap();
+        wait_for("the visitor to join", Duration::from_secs(60), || {
+            (workers(&api) == 1).then_some(())
+        })
+        .unwrap();
+        let job = api
+            .create_job(&hash, &[vec![]], &args(&["exit", "0"]), json!({}))
+            .unwrap();
+        wait_for("the job", Duration::from_secs(60), || {
+            (api.status(job).ok()?["state"] == "completed").then_some(())
+        })
+        .unwrap();
+        assert_eq!(
+            downloads(),
+            1,
+            "visit {visit}: the module was downloaded once in all"
+        );
         // Downloaded or from its cache, the visitor tells the coordinator it holds the module.
         let peers = api.stats().unwrap()["peers"].clone();
-        assert_eq!((&peers["blobs"], &peers["holders"]), (&json!(1), &json!(1)), "visit {visit}: {peers}");
+        assert_eq!(
+            (&peers["blobs"], &peers["holders"]),
+            (&json!(1), &json!(1)),
+            "visit {visit}: {peers}"
+        );
         if visit == 0 {
             a_malformed_offer_is_turned_down(c, &hash);
         }
         assert!(visitor.is_running());
         drop(visitor);
-        wait_for("the visitor to leave", Duration::from_secs(30), || (workers(&api) == 0).then_some(())).unwrap();
+        wait_for("the visitor to leave", Duration::from_secs(30), || {
+            (workers(&api) == 0).then_some(())
+        })
+        .unwrap();
     }
 }
 
@@ -263,7 +383,15 @@ fn a_returning_visitor_does_not_download_the_module_again() {
 fn a_malformed_offer_is_turned_down(c: &Coordinator, hash: &str) {
     use idlecore_protocol::*;
     let bytes = std::fs::read(Paths::workspace().tasks.join("wasi-probe.wasm")).unwrap();
-    let uploaded = c.api().request("POST", "/api/modules", Some(&format!("Bearer {}", c.token)), bytes).unwrap();
+    let uploaded = c
+        .api()
+        .request(
+            "POST",
+            "/api/modules",
+            Some(&format!("Bearer {}", c.token)),
+            bytes,
+        )
+        .unwrap();
     assert_eq!(uploaded.body["hash"], hash);
     let blob: ModuleHash = hex_decode(uploaded.body["runnable"].as_str().unwrap());
     let (mut asker, _) = idlecore_e2e::ProtoWorker::join(c.addr, 0).unwrap();
@@ -272,10 +400,25 @@ fn a_malformed_offer_is_turned_down(c: &Coordinator, hash: &str) {
         idlecore_e2e::proto_worker::Received::Msg(m) => m,
         closed => panic!("{closed:?}"),
     };
-    let CoordinatorMessage::Sources(sources) = next(&mut asker) else { panic!("Sources") };
-    let [visitor] = sources.peers[..] else { panic!("the visitor holds it: {sources:?}") };
-    asker.send(&WorkerMessage::Signal(Signal { peer: visitor, payload: SignalPayload::Offer("v=0".into()) })).unwrap();
-    assert_eq!(next(&mut asker), CoordinatorMessage::Signal(Signal { peer: visitor, payload: SignalPayload::Close }));
+    let CoordinatorMessage::Sources(sources) = next(&mut asker) else {
+        panic!("Sources")
+    };
+    let [visitor] = sources.peers[..] else {
+        panic!("the visitor holds it: {sources:?}")
+    };
+    asker
+        .send(&WorkerMessage::Signal(Signal {
+            peer: visitor,
+            payload: SignalPayload::Offer("v=0".into()),
+        }))
+        .unwrap();
+    assert_eq!(
+        next(&mut asker),
+        CoordinatorMessage::Signal(Signal {
+            peer: visitor,
+            payload: SignalPayload::Close
+        })
+    );
 }
 
 fn hex_decode(s: &str) -> [u8; 32] {
@@ -299,35 +442,75 @@ fn enormous_modules_run_or_fail_cleanly_and_the_browser_goes_on() {
     let s = setup(1);
     let api = s.c.api();
     let many_imports: String = (0..20_000)
-        .map(|i| format!(r#"(import "wasi_snapshot_preview1" "sched_yield" (func $y{i} (result i32)))"#))
+        .map(|i| {
+            format!(r#"(import "wasi_snapshot_preview1" "sched_yield" (func $y{i} (result i32)))"#)
+        })
         .collect();
-    let many_functions: String = (0..50_000).map(|i| format!("(func $f{i} (result i32) i32.const {i})")).collect();
-    let big_data = format!(r#"(data (i32.const 0) "{}")"#, "\\00".repeat(24 * 1024 * 1024));
+    let many_functions: String = (0..50_000)
+        .map(|i| format!("(func $f{i} (result i32) i32.const {i})"))
+        .collect();
+    let big_data = format!(
+        r#"(data (i32.const 0) "{}")"#,
+        "\\00".repeat(24 * 1024 * 1024)
+    );
     let cases: Vec<(&str, Vec<u8>, serde_json::Value, Option<&str>)> = vec![
         ("20k imports", command(&many_imports, 1), json!({}), None),
-        ("50k functions", command(&many_functions, 1), json!({}), None),
-        ("24 MiB data over a 16 MiB cap", command(&big_data, 400), json!({ "max_memory_mib": 16 }), Some("memory_limit")),
-        ("4 GiB initial memory", command("", 65536), json!({}), Some("memory_limit")),
+        (
+            "50k functions",
+            command(&many_functions, 1),
+            json!({}),
+            None,
+        ),
+        (
+            "24 MiB data over a 16 MiB cap",
+            command(&big_data, 400),
+            json!({ "max_memory_mib": 16 }),
+            Some("memory_limit"),
+        ),
+        (
+            "4 GiB initial memory",
+            command("", 65536),
+            json!({}),
+            Some("memory_limit"),
+        ),
     ];
     for (what, module, limits, want) in cases {
-        let hash = api.upload(&module).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let hash = api
+            .upload(&module)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
         let mut l = json!({ "max_attempts": 1, "timeout_ms": 60_000 });
-        l.as_object_mut().unwrap().extend(limits.as_object().unwrap().clone());
+        l.as_object_mut()
+            .unwrap()
+            .extend(limits.as_object().unwrap().clone());
         let job = api.create_job(&hash, &[vec![]], &[], l).unwrap();
-        wait_for(what, Duration::from_secs(120), || (api.status(job).ok()?["state"] == "completed").then_some(())).unwrap();
+        wait_for(what, Duration::from_secs(120), || {
+            (api.status(job).ok()?["state"] == "completed").then_some(())
+        })
+        .unwrap();
         let r = &api.results(job).unwrap()[0];
         match want {
             None => assert_eq!(r.1, "done", "{what}: {:?}", r.3),
             Some(kind) => {
                 assert_eq!(r.1, "failed", "{what}");
-                assert!(r.3.as_deref().unwrap_or("").starts_with(&format!("{kind}: ")), "{what}: {:?}", r.3);
+                assert!(
+                    r.3.as_deref()
+                        .unwrap_or("")
+                        .starts_with(&format!("{kind}: ")),
+                    "{what}: {:?}",
+                    r.3
+                );
             }
         }
     }
     // The same browser still runs an ordinary task.
     let probe = s.upload("wasi-probe.wasm");
-    let job = api.create_job(&probe, &[vec![]], &args(&["exit", "3"]), json!({})).unwrap();
-    wait_for("the ordinary task", Duration::from_secs(60), || (api.status(job).ok()?["state"] == "completed").then_some(())).unwrap();
+    let job = api
+        .create_job(&probe, &[vec![]], &args(&["exit", "3"]), json!({}))
+        .unwrap();
+    wait_for("the ordinary task", Duration::from_secs(60), || {
+        (api.status(job).ok()?["state"] == "completed").then_some(())
+    })
+    .unwrap();
     assert_eq!(api.results_json(job).unwrap()[0]["exit_code"], 3);
     assert_eq!(workers(&api), 1);
 }
@@ -341,29 +524,72 @@ fn a_run_that_ends_while_the_network_is_down_is_reported_after_reconnecting() {
     let proxy = idlecore_e2e::proxy::Proxy::start(c.addr).unwrap();
     let _v = Visitor::open(&format!("http://{}/visitor.html", proxy.addr)).unwrap();
     let api = c.api();
-    wait_for("the visitor to join", Duration::from_secs(60), || (workers(&api) >= 1).then_some(())).unwrap();
-    let hash = api.upload(&std::fs::read(paths.tasks.join("hashchain.wasm")).unwrap()).unwrap();
-    // A first job loads the module, so the next run starts as soon as it is leased.
-    let warm = api.create_job(&hash, &[b"warm\n".to_vec()], &args(&["--rounds", "1"]), json!({})).unwrap();
-    wait_for("the warm-up job", Duration::from_secs(60), || (api.status(warm).ok()?["state"] == "completed").then_some(()))
+    wait_for("the visitor to join", Duration::from_secs(60), || {
+        (workers(&api) >= 1).then_some(())
+    })
+    .unwrap();
+    let hash = api
+        .upload(&std::fs::read(paths.tasks.join("hashchain.wasm")).unwrap())
         .unwrap();
+    // A first job loads the module, so the next run starts as soon as it is leased.
+    let warm = api
+        .create_job(
+            &hash,
+            &[b"warm\n".to_vec()],
+            &args(&["--rounds", "1"]),
+            json!({}),
+        )
+        .unwrap();
+    wait_for("the warm-up job", Duration::from_secs(60), || {
+        (api.status(warm).ok()?["state"] == "completed").then_some(())
+    })
+    .unwrap();
 
     let task_args = args(&["--rounds", "8000000"]);
-    let job = api.create_job(&hash, &[b"through a drop\n".to_vec()], &task_args, json!({ "timeout_ms": 120000 })).unwrap();
-    wait_for("the task to be leased", Duration::from_secs(30), || (api.stats().ok()?["leases"].as_u64()? >= 1).then_some(()))
+    let job = api
+        .create_job(
+            &hash,
+            &[b"through a drop\n".to_vec()],
+            &task_args,
+            json!({ "timeout_ms": 120000 }),
+        )
         .unwrap();
+    wait_for("the task to be leased", Duration::from_secs(30), || {
+        (api.stats().ok()?["leases"].as_u64()? >= 1).then_some(())
+    })
+    .unwrap();
     // A backlog of quick tasks: after the drop the visitor is offered only
     // what its carried-over run leaves free, so nothing needs giving back.
-    let quick = api.create_job(&hash, &vec![b"q\n".to_vec(); 6], &args(&["--rounds", "1"]), json!({})).unwrap();
+    let quick = api
+        .create_job(
+            &hash,
+            &vec![b"q\n".to_vec(); 6],
+            &args(&["--rounds", "1"]),
+            json!({}),
+        )
+        .unwrap();
     std::thread::sleep(Duration::from_millis(1000));
     proxy.cut();
-    wait_for("the job to complete", Duration::from_secs(120), || (api.status(job).ok()?["state"] == "completed").then_some(()))
-        .unwrap_or_else(|e| panic!("{e}; coordinator log:\n{}", c.log()));
-    wait_for("the quick job", Duration::from_secs(60), || (api.status(quick).ok()?["state"] == "completed").then_some(()))
-        .unwrap();
-    assert_eq!(api.stats().unwrap()["withdrawn"], 0, "no lease was offered that had to be given back");
+    wait_for("the job to complete", Duration::from_secs(120), || {
+        (api.status(job).ok()?["state"] == "completed").then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}; coordinator log:\n{}", c.log()));
+    wait_for("the quick job", Duration::from_secs(60), || {
+        (api.status(quick).ok()?["state"] == "completed").then_some(())
+    })
+    .unwrap();
+    assert_eq!(
+        api.stats().unwrap()["withdrawn"],
+        0,
+        "no lease was offered that had to be given back"
+    );
     let results = api.results(job).unwrap();
-    let expected = run_native(&paths.native_tasks.join("hashchain"), &task_args, b"through a drop\n").unwrap();
+    let expected = run_native(
+        &paths.native_tasks.join("hashchain"),
+        &task_args,
+        b"through a drop\n",
+    )
+    .unwrap();
     assert_eq!((results[0].1.as_str(), &results[0].2), ("done", &expected));
     assert!(
         api.stats().unwrap()["adopted"].as_u64().unwrap() >= 1,
@@ -386,8 +612,15 @@ fn a_visitor_advertises_its_executors_plus_prefetched_leases() {
     let c = start_site(&dir.path().join("data"), &paths, None, &www, &paths.pkg);
     let _v = Visitor::open(&format!("{}/", c.base_url())).unwrap();
     let api = c.api();
-    wait_for("the visitor to join", Duration::from_secs(60), || (workers(&api) >= 1).then_some(())).unwrap();
-    assert_eq!(api.stats().unwrap()["slots"], 5, "2 executors and 3 prefetched leases");
+    wait_for("the visitor to join", Duration::from_secs(60), || {
+        (workers(&api) >= 1).then_some(())
+    })
+    .unwrap();
+    assert_eq!(
+        api.stats().unwrap()["slots"],
+        5,
+        "2 executors and 3 prefetched leases"
+    );
 }
 
 #[test]
@@ -406,26 +639,114 @@ fn executors_that_cannot_start_are_retried_until_they_can() {
     }
     let snippets = paths.pkg.join("snippets");
     if snippets.exists() {
-        let status = std::process::Command::new("cp").arg("-r").arg(&snippets).arg(&pkg).status().unwrap();
+        let status = std::process::Command::new("cp")
+            .arg("-r")
+            .arg(&snippets)
+            .arg(&pkg)
+            .status()
+            .unwrap();
         assert!(status.success());
     }
     let good = std::fs::read(pkg.join("executor.js")).unwrap();
-    std::fs::write(pkg.join("executor.js"), "throw new Error('this executor cannot start');\n").unwrap();
+    std::fs::write(
+        pkg.join("executor.js"),
+        "throw new Error('this executor cannot start');\n",
+    )
+    .unwrap();
     let c = start_site(&dir.path().join("data"), &paths, None, &paths.www, &pkg);
     let _v = Visitor::open(&format!("{}/visitor.html", c.base_url())).unwrap();
     let api = c.api();
-    wait_for("the visitor to join", Duration::from_secs(60), || (workers(&api) >= 1).then_some(())).unwrap();
-    let hash = api.upload(&std::fs::read(paths.tasks.join("hashchain.wasm")).unwrap()).unwrap();
+    wait_for("the visitor to join", Duration::from_secs(60), || {
+        (workers(&api) >= 1).then_some(())
+    })
+    .unwrap();
+    let hash = api
+        .upload(&std::fs::read(paths.tasks.join("hashchain.wasm")).unwrap())
+        .unwrap();
     let task_args = args(&["--rounds", "10"]);
-    let job = api.create_job(&hash, &[b"a\n".to_vec(), b"b\n".to_vec()], &task_args, json!({})).unwrap();
+    let job = api
+        .create_job(
+            &hash,
+            &[b"a\n".to_vec(), b"b\n".to_vec()],
+            &task_args,
+            json!({}),
+        )
+        .unwrap();
     // Let the executors fail for a while (past the immediate retries).
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(api.status(job).unwrap()["state"], "running");
     std::fs::write(pkg.join("executor.js"), good).unwrap();
-    wait_for("the job once executors can start", Duration::from_secs(120), || {
-        (api.status(job).ok()?["state"] == "completed").then_some(())
-    })
+    wait_for(
+        "the job once executors can start",
+        Duration::from_secs(120),
+        || (api.status(job).ok()?["state"] == "completed").then_some(()),
+    )
     .unwrap_or_else(|e| panic!("{e}; coordinator log:\n{}", c.log()));
     let results = api.results(job).unwrap();
-    assert!(results.iter().all(|r| r.1 == "done"), "free failures do not use up attempts: {results:?}");
+    assert!(
+        results.iter().all(|r| r.1 == "done"),
+        "free failures do not use up attempts: {results:?}"
+    );
+}
+
+/// Inputs as blobs: a 1 MiB file uploaded once and named by six tasks, and
+/// a 300 KiB inline stdin the coordinator turns into a blob. Each visitor
+/// fetches a blob once, however many of its tasks name it, and the tasks
+/// see the same bytes as inline inputs.
+#[test]
+fn large_inputs_travel_as_blobs_fetched_once_per_visitor() {
+    let s = setup(2);
+    let (api, hash) = (s.c.api(), s.upload("wasi-probe.wasm"));
+    let text: String = (0..1024 * 1024)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    let blob = api.upload_blob(text.as_bytes()).unwrap();
+    let stdin: String = (0..300 * 1024)
+        .map(|i| (b'0' + (i % 10) as u8) as char)
+        .collect();
+    let mut tasks: Vec<serde_json::Value> = (0..6)
+        .map(|_| json!({ "args": ["copy"], "file_blobs": { "in.txt": blob } }))
+        .collect();
+    tasks.push(json!({ "args": ["report"], "stdin": B64.encode(&stdin) }));
+    let created = api
+        .post_job(&json!({ "module": hash, "tasks": tasks }))
+        .unwrap();
+    assert_eq!(created.status, 201, "{}", created.body);
+    let job = created.body["id"].as_u64().unwrap();
+    wait_for("the job", Duration::from_secs(90), || {
+        (api.status(job).ok()?["state"] == "completed").then_some(())
+    })
+    .unwrap();
+    let results = api.results_json(job).unwrap();
+    let upper = B64.encode(text.to_uppercase());
+    for r in &results[..6] {
+        assert_eq!(r["status"], "done", "{r}");
+        assert_eq!(
+            r["files"]["/output/sub/out.txt"].as_str(),
+            Some(upper.as_str()),
+            "task {}",
+            r["task"]
+        );
+    }
+    let report =
+        String::from_utf8(B64.decode(results[6]["stdout"].as_str().unwrap()).unwrap()).unwrap();
+    assert!(
+        report.contains(&format!("stdin: {stdin}\n")),
+        "the 300 KiB stdin reached the task whole"
+    );
+    // Six tasks name the 1 MiB file: at most one download per visitor.
+    let stats = api.stats().unwrap();
+    let served = stats["download_bytes"].as_u64().unwrap();
+    // Besides the inputs: the sandboxed module, at most once per visitor.
+    let module = 2 * std::fs::read(s.paths.tasks.join("wasi-probe.wasm"))
+        .unwrap()
+        .len() as u64;
+    assert!(
+        served <= 2 * (text.len() + stdin.len()) as u64 + 2 * module,
+        "{served} bytes served: {stats}"
+    );
+    assert!(
+        served >= (text.len() + stdin.len()) as u64,
+        "{served} bytes served: {stats}"
+    );
 }

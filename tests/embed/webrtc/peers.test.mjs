@@ -1,7 +1,7 @@
-// Peer transfers in headless Chromium: a visitor fetches a task module from
-// another visitor over a WebRTC data channel (moved to the agent Worker, or
-// relayed by the page), and when the holder vanishes or stalls mid-transfer
-// the asker fetches the module from the coordinator instead.
+// Peer transfers in headless Chromium: a visitor fetches a task module or a
+// large task input from another visitor over a WebRTC data channel (moved to
+// the agent Worker, or relayed by the page), and when the holder vanishes or
+// stalls mid-transfer the asker fetches the module from the coordinator instead.
 //
 // Run by `cargo xtask test --only webrtc` inside a network namespace of its
 // own: Chromium gathers no loopback candidates, so the peers meet on the
@@ -179,6 +179,43 @@ test('where a data channel cannot be moved to the agent, the page relays it', as
   const { holder, asker, served } = await exchange(1 << 20, 3, COUNT_PAGE_SENDS + NO_CHANNEL_TRANSFER);
   assert.equal(await sentByPage(holder), onTheWire(served), 'every chunk went through the holder page');
   assert.equal(await sentByPage(asker), 33, 'the asker page relayed the request');
+});
+
+// Over a channel the page relays. (Where the channel is moved to the agent
+// Worker, an input transfer is cut short and the asker fetches it over HTTP:
+// not understood yet, see the issue notes.)
+test('a visitor fetches a large task input from another visitor', async () => {
+  const hash = await c.api.upload('hashchain');
+  // 2 MiB of stdin, the same for every task: uploaded once, fetched by hash.
+  const input = new Uint8Array(2 << 20).map((_, i) => 48 + (i % 10));
+  const blob = await c.api.uploadBlob(input);
+  const want = execFileSync(join(ROOT, 'target/release/hashchain'), ROUNDS, { input }).toString();
+  const run = async (n) => {
+    const tasks = Array.from({ length: n }, () => ({ stdin_blob: blob, args: ROUNDS }));
+    const results = await finish(c, await c.api.createJob({ module: hash, tasks }), 180_000);
+    assert.equal(results.length, n);
+    for (const r of results) assert.equal(Buffer.from(r.stdout, 'base64').toString(), want, JSON.stringify(r));
+  };
+  const script = COUNT_PAGE_SENDS + NO_CHANNEL_TRANSFER;
+  const holder = await visitor(script);
+  await run(2);
+  await statusWhere(holder, 'the holder to download the input', (st) => st.bytesIn >= input.length);
+
+  // The asker gets the module first (one connection per peer at a time), then the input.
+  const asker = await visitor(script);
+  await computes(hash, 4);
+  const before = (await stats()).peers;
+  const moduleBytes = (await lastStatus(asker.page)).bytesFromPeers;
+  await run(12);
+  const s = await statusWhere(asker, 'the asker to fetch the input from the peer',
+    (st) => st.bytesFromPeers - moduleBytes === input.length);
+  assert.equal(s.peerFallbacks, 0, s.lastError);
+  assert.ok(s.bytesIn < input.length, `the asker downloaded only ${s.bytesIn} bytes from the coordinator`);
+  assert.equal(await sentByPage(holder), onTheWire(input.length) + (moduleBytes ? onTheWire(moduleBytes) : 0));
+  const after = (await stats()).peers;
+  assert.equal(after.peer_fetches - before.peer_fetches, 1, 'the coordinator counts the fetch');
+  assert.equal(after.peer_bytes - before.peer_bytes, input.length, 'and the egress it saved');
+  assert.deepEqual([...holder.errors, ...asker.errors], []);
 });
 
 /**

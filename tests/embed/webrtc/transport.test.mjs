@@ -23,7 +23,7 @@ let browser;
 before(async () => {
   const www = mkdtempSync(join(tmpdir(), 'idlecore-www-'));
   writeFileSync(join(www, 'rtc.html'), PAGE);
-  c = await startCoordinator({ www, extraArgs: ['--rtc-listen', '10.99.0.2:0'] });
+  c = await startCoordinator({ www, extraArgs: ['--rtc-listen', '10.99.0.2:0', '--blob-threshold-kib', '1024'] });
   browser = await launch({ args: ['--disable-features=WebRtcHideLocalIpsWithMdns'] });
 });
 after(async () => {
@@ -39,7 +39,7 @@ async function wholeSession(script) {
   await waitFor('the visitor to connect', async () => (await lastStatus(page))?.state === 'connected', 30_000);
   assert.deepEqual((await c.api.stats()).transports, { websocket: 0, data_channel: 1 });
 
-  // Inputs of 300 kB: each lease frame is several pieces on the channel.
+  // Inputs of 300 kB, inline (under the blob threshold): each lease frame is several pieces on the channel.
   const hashchain = await c.api.upload('hashchain');
   const inputs = [0, 1, 2].map((i) => Buffer.alloc(300_000, 97 + i));
   const job = await c.api.createJob({

@@ -18,6 +18,7 @@ use anyhow::{bail, Context};
 use idlecore_e2e::proto_worker::{ProtoWorker, Received};
 use idlecore_e2e::Rng;
 use idlecore_protocol::*;
+use sha2::Digest;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -54,7 +55,9 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         let p = || -> anyhow::Result<f64> {
-            let p: f64 = value.parse().with_context(|| format!("{flag}: not a number"))?;
+            let p: f64 = value
+                .parse()
+                .with_context(|| format!("{flag}: not a number"))?;
             if !(0.0..=1.0).contains(&p) {
                 bail!("{flag}: a probability is between 0 and 1");
             }
@@ -82,9 +85,45 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
     Ok(o)
 }
 
+/// A lease's stdin: its own, or fetched from the coordinator when it names a
+/// stdin blob (with its SHA-256 checked). Input files are not supported.
+fn stdin_of(o: &Options, lease: &Lease) -> Result<Vec<u8>, String> {
+    use idlecore_protocol::BlobTarget;
+    let mut stdin = lease.stdin.clone();
+    for b in &lease.blobs {
+        if b.target != BlobTarget::Stdin {
+            return Err("loadgen gives tasks no input files".into());
+        }
+        let url = format!("http://{}/blobs/{}", o.coordinator, hex(&b.hash));
+        let bytes = reqwest::blocking::get(&url)
+            .and_then(|r| r.error_for_status())
+            .and_then(|r| r.bytes())
+            .map_err(|e| format!("fetching {url}: {e}"))?;
+        if <[u8; 32]>::from(sha2::Sha256::digest(&bytes)) != b.hash {
+            return Err(format!("{url} sent other bytes"));
+        }
+        stdin = bytes.to_vec();
+    }
+    Ok(stdin)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Runs the task natively, as a browser would run its module.
 fn execute(o: &Options, lease: &Lease) -> WorkerMessage {
     let started = Instant::now();
+    let stdin = match stdin_of(o, lease) {
+        Ok(s) => s,
+        Err(message) => {
+            return WorkerMessage::Failure(TaskFailure {
+                lease: lease.lease,
+                kind: FailureKind::InputFetch,
+                message,
+            })
+        }
+    };
     let run = || -> anyhow::Result<std::process::Output> {
         let mut child = Command::new(&o.exec)
             .args(&lease.args)
@@ -93,7 +132,7 @@ fn execute(o: &Options, lease: &Lease) -> WorkerMessage {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
-        child.stdin.take().expect("piped").write_all(&lease.stdin)?;
+        child.stdin.take().expect("piped").write_all(&stdin)?;
         Ok(child.wait_with_output()?)
     };
     match run() {
@@ -121,7 +160,11 @@ fn execute(o: &Options, lease: &Lease) -> WorkerMessage {
 /// worker decides to drop it. An error means it never got going (or broke).
 fn session(o: &Options, rng: &mut Rng, name: &str) -> anyhow::Result<()> {
     let mut w = ProtoWorker::connect(o.coordinator)?;
-    w.send(&WorkerMessage::Hello(Hello { version: PROTOCOL_VERSION, slots: 1, agent: name.into() }))?;
+    w.send(&WorkerMessage::Hello(Hello {
+        version: PROTOCOL_VERSION,
+        slots: 1,
+        agent: name.into(),
+    }))?;
     match w.recv()? {
         Received::Msg(CoordinatorMessage::Welcome(_)) => {}
         other => bail!("expected Welcome, got {other:?}"),
@@ -130,14 +173,18 @@ fn session(o: &Options, rng: &mut Rng, name: &str) -> anyhow::Result<()> {
         let lease = match w.recv()? {
             Received::Msg(CoordinatorMessage::Lease(l)) => l,
             Received::Msg(CoordinatorMessage::Ack(_) | CoordinatorMessage::Cancel(_)) => continue,
-            Received::Msg(CoordinatorMessage::Error(e)) => bail!("coordinator error: {:?}: {}", e.code, e.message),
+            Received::Msg(CoordinatorMessage::Error(e)) => {
+                bail!("coordinator error: {:?}: {}", e.code, e.message)
+            }
             Received::Msg(other) => bail!("unexpected {other:?}"),
             Received::Closed => return Ok(()),
         };
         if rng.chance(o.drop) {
             return Ok(());
         }
-        w.send(&WorkerMessage::Heartbeat(Heartbeat { leases: vec![lease.lease] }))?;
+        w.send(&WorkerMessage::Heartbeat(Heartbeat {
+            leases: vec![lease.lease],
+        }))?;
         let report = if rng.chance(o.fail) {
             WorkerMessage::Failure(TaskFailure {
                 lease: lease.lease,
