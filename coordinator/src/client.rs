@@ -50,6 +50,17 @@ impl Client {
         Ok(v["hash"].as_str().context("no hash in the answer")?.to_string())
     }
 
+    /// Uploads a task input; the reference tasks name it by.
+    pub async fn upload_blob(&self, bytes: Vec<u8>) -> anyhow::Result<crate::model::BlobRef> {
+        let size = bytes.len() as u64;
+        let resp = self.http.post(self.url("/api/blobs")).bearer_auth(&self.token).body(bytes).send().await
+            .with_context(|| format!("cannot reach the coordinator at {}", self.base))?;
+        let v: serde_json::Value = Self::check(resp).await?.json().await?;
+        let hex_hash = v["hash"].as_str().context("no hash in the answer")?;
+        let hash = hex::decode(hex_hash).ok().and_then(|h| h.try_into().ok()).context("the answer's hash is not SHA-256")?;
+        Ok(crate::model::BlobRef { hash, size })
+    }
+
     /// Creates the job; while the coordinator is full (503), waits as long as
     /// its Retry-After says and tries again.
     pub async fn create_job(&self, req: &JobRequest) -> anyhow::Result<u64> {

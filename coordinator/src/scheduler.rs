@@ -55,9 +55,15 @@ impl Job {
     /// Whether the unit still has to run: its task is undecided, or it is a
     /// spot check (whose task is decided by definition).
     fn wants(&self, unit: u32) -> bool {
+        let task = self.units[unit as usize];
         !self.cancelled
-            && (!self.done[self.units[unit as usize] as usize]
-                || self.checks.as_ref().is_some_and(|c| c.is_spot(unit)))
+            && match &self.checks {
+                Some(c) if c.is_spot(unit) => true,
+                // A unit its task's open check does not list (a spot check
+                // dropped while its task is decided again) is not a replica.
+                Some(c) => !self.done[task as usize] && c.open.get(&task).is_some_and(|o| o.units.contains(&unit)),
+                None => !self.done[task as usize],
+            }
     }
 }
 

@@ -110,3 +110,60 @@ fn line_inputs_make_one_task_per_line_and_errors_are_clear() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("not a valid WebAssembly module"));
 }
+
+/// `--file` gives every task one file, uploaded once; an input over
+/// `--blob-over-kib` goes as a blob too: the leases name both by hash.
+#[test]
+fn shared_files_and_large_inputs_are_uploaded_once_as_blobs() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let c = common::start(&dir.path().join("data"));
+    let module = dir.path().join("task.wasm");
+    std::fs::write(&module, common::module(3)).unwrap();
+    let shared = dir.path().join("table.bin");
+    std::fs::write(&shared, vec![5u8; 70_000]).unwrap();
+    let inputs = dir.path().join("inputs");
+    std::fs::create_dir(&inputs).unwrap();
+    let big = vec![b'x'; 2048];
+    std::fs::write(inputs.join("big"), &big).unwrap();
+    std::fs::write(inputs.join("small"), b"s").unwrap();
+    let addr = c.addr;
+    let worker = std::thread::spawn(move || {
+        let (mut w, _) = ProtoWorker::join(addr, 2).unwrap();
+        let leases = [w.next_lease().unwrap(), w.next_lease().unwrap()];
+        for l in &leases {
+            w.send(&common::result(l.lease, b"ok")).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        leases
+    });
+    let submit = cli(&c)
+        .arg("submit")
+        .arg(&module)
+        .arg("--inputs")
+        .arg(&inputs)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .arg("--file")
+        .arg(format!("table.bin={}", shared.display()))
+        .args(["--blob-over-kib", "1", "--no-validation"])
+        .output()
+        .unwrap();
+    let mut leases = worker.join().unwrap();
+    assert!(submit.status.success(), "{}", String::from_utf8_lossy(&submit.stderr));
+    leases.sort_by_key(|l| l.task);
+    let table = InputBlob {
+        hash: Sha256::digest(vec![5u8; 70_000]).into(),
+        size: 70_000,
+        target: BlobTarget::File { dir: 0, path: "table.bin".into() },
+    };
+    // Inputs are read in name order: "big" is task 0.
+    let stdin = InputBlob { hash: Sha256::digest(&big).into(), size: 2048, target: BlobTarget::Stdin };
+    assert_eq!(leases[0].blobs, [stdin, table.clone()]);
+    assert!(leases[0].stdin.is_empty());
+    assert_eq!(leases[1].blobs, [table]);
+    assert_eq!(leases[1].stdin, b"s");
+    let bad = cli(&c).arg("submit").arg(&module).arg("--inputs").arg(&inputs).args(["--file", "no-equals-sign"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("expected NAME=PATH"));
+}

@@ -444,8 +444,7 @@ impl Agent {
             ),
             Rtc::Closed { peer, why } => {
                 if let Some(peer) = self.peers.by_key(&peer) {
-                    self.refuse(peer);
-                    self.end_conn(peer, Some(&why), false);
+                    self.give_up_as(peer, &why, false);
                 }
                 return;
             }
@@ -565,12 +564,18 @@ impl Agent {
     /// (unless it was served the whole blob already: a `Close` now could only
     /// end its next connection to this agent).
     fn give_up(&mut self, peer: u64, why: &str) {
+        self.give_up_as(peer, why, true);
+    }
+
+    /// `give_up`, closing the page's side only if `tell_page` (not when the
+    /// page reported the end itself).
+    fn give_up_as(&mut self, peer: u64, why: &str, tell_page: bool) {
         if let Some(conn) = self.peers.conns.get(&peer) {
             let served = matches!(&conn.role, Role::Serve { out: Some(out), .. } if out.finished());
             if !served {
                 self.refuse(peer);
             }
-            self.end_conn(peer, Some(why), true);
+            self.end_conn(peer, Some(why), tell_page);
         }
     }
 

@@ -2,7 +2,7 @@
 //! progress and write each task's stdout under `--out`.
 
 use crate::client::{Client, ClientArgs};
-use crate::model::{JobLimits, JobRequest, TaskInput, TaskStatus};
+use crate::model::{BlobFiles, JobLimits, JobRequest, TaskInput, TaskStatus};
 use crate::validate::{ModuleHash, Policy};
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -25,6 +25,14 @@ pub struct SubmitArgs {
     /// An environment variable for every task, `KEY=VALUE` (repeatable).
     #[arg(long = "env", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
+    /// A file every task reads at `/input/NAME`, `NAME=PATH` (repeatable):
+    /// uploaded once as a blob, fetched once per worker.
+    #[arg(long = "file", value_parser = parse_file)]
+    pub files: Vec<(String, PathBuf)>,
+    /// Inputs larger than this, in KiB, are uploaded once each as blobs
+    /// (`POST /api/blobs`) and named by hash instead of sent in the job.
+    #[arg(long, default_value_t = 256)]
+    pub blob_over_kib: usize,
     /// Wall-clock limit per task, in seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout: u32,
@@ -87,6 +95,40 @@ pub fn parse_env(s: &str) -> Result<(String, String), String> {
 }
 
 /// Tasks and the output file name of each.
+fn parse_file(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = s.split_once('=').ok_or_else(|| format!("expected NAME=PATH, got {s:?}"))?;
+    if name.is_empty() || path.is_empty() {
+        return Err(format!("expected NAME=PATH, got {s:?}"));
+    }
+    Ok((name.to_string(), PathBuf::from(path)))
+}
+
+/// The shared `--file`s, each uploaded once.
+async fn shared_files(client: &Client, files: &[(String, PathBuf)]) -> anyhow::Result<BlobFiles> {
+    let mut shared = BlobFiles::default();
+    for (name, path) in files {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        shared.0.insert(name.clone(), client.upload_blob(bytes).await?);
+    }
+    Ok(shared)
+}
+
+/// Uploads stdins over `over` bytes as blobs (the same bytes once) and names them instead.
+async fn stdins_as_blobs(client: &Client, tasks: &mut [TaskInput], over: usize) -> anyhow::Result<()> {
+    use sha2::{Digest, Sha256};
+    let mut uploaded = std::collections::HashMap::new();
+    for t in tasks.iter_mut().filter(|t| t.stdin.len() > over) {
+        let stdin = std::mem::take(&mut t.stdin);
+        let key: [u8; 32] = Sha256::digest(&stdin).into();
+        let blob = match uploaded.get(&key) {
+            Some(b) => *b,
+            None => *uploaded.entry(key).or_insert(client.upload_blob(stdin).await?),
+        };
+        t.stdin_blob = Some(blob);
+    }
+    Ok(())
+}
+
 fn read_inputs(path: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     if meta.is_dir() {
@@ -143,10 +185,15 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<()> {
         None => None,
     };
     let hash = client.upload_module(module).await?;
-    let (names, tasks): (Vec<String>, Vec<TaskInput>) = inputs
+    let file_blobs = shared_files(&client, &args.files).await?;
+    let (names, mut tasks): (Vec<String>, Vec<TaskInput>) = inputs
         .into_iter()
-        .map(|(name, stdin)| (name, TaskInput { stdin, args: args.args.clone(), env: args.env.clone(), ..TaskInput::default() }))
+        .map(|(name, stdin)| {
+            let task = TaskInput { stdin, args: args.args.clone(), env: args.env.clone(), file_blobs: file_blobs.clone(), ..TaskInput::default() };
+            (name, task)
+        })
         .unzip();
+    stdins_as_blobs(&client, &mut tasks, args.blob_over_kib.saturating_mul(1024)).await?;
     let limits = JobLimits {
         timeout_ms: args.timeout.saturating_mul(1000),
         max_memory_mib: args.memory,

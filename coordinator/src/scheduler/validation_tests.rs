@@ -450,3 +450,46 @@ fn an_unvouched_result_keeps_its_vote_through_the_comparator_when_decided_again(
         assert_eq!(b.stored[&(1, t)], noisy(t, 1).unwrap(), "the first output of the class");
     }
 }
+
+/// Found by the scheduler's property test: an audit's spot check aimed at a
+/// worker that pauses is dropped; if its task is being decided again
+/// meanwhile, the unit must not come back as an extra replica (which
+/// placement does not know of, so one worker could hold two of the task).
+#[test]
+fn a_dropped_audit_spot_check_of_a_reopened_task_does_not_become_a_second_replica() {
+    let policy = Policy { replicas: 2, max_replicas: 4, trust_threshold: 10, spot_checks: 0.0, comparator: None };
+    let mut b = Bench::new(policy, 2);
+    let a = b.worker(1, None);
+    let w = b.worker(1, None);
+    b.deliver();
+    // A and W agree on task 0 with A trusted: a known answer.
+    for _ in 0..10 {
+        b.s.trust.book.valid(&b.workers[a].id);
+    }
+    assert!(b.run(a, None) && b.run(w, None));
+    let known = b.s.jobs[&1].checks.as_ref().unwrap().known[0].clone();
+    // The audit aims a spot check of task 0 at a third worker, which takes it.
+    let t = b.worker(1, None);
+    let tid = b.workers[t].id;
+    b.s.jobs.get_mut(&1).unwrap().checks.as_mut().unwrap().auditing.insert(tid);
+    b.s.add_spot(1, known, Some(tid));
+    b.s.pump();
+    assert_eq!(b.held(t).len(), 1, "the aimed spot check is leased");
+    // Task 0 is decided again (A's acceptance is suspect): new replicas queued.
+    let va = b.s.workers[&b.workers[a].id].voter;
+    assert!(b.s.reopen(1, 0, va, None));
+    b.s.set_capacity(b.workers[w].id, 0);
+    // The audited worker pauses: its aimed spot check is dropped.
+    b.s.set_capacity(tid, 0);
+    // A new worker with three slots takes what is ready: one replica of task 0 at most.
+    let y = b.worker(3, None);
+    let yid = b.workers[y].id;
+    let job = &b.s.jobs[&1];
+    let checks = job.checks.as_ref().unwrap();
+    let mut tasks: Vec<u32> =
+        b.s.leases.values().filter(|l| l.voter.worker == yid && !checks.is_spot(l.unit)).map(|l| job.units[l.unit as usize]).collect();
+    let n = tasks.len();
+    tasks.sort_unstable();
+    tasks.dedup();
+    assert_eq!(tasks.len(), n, "two live replicas of a task on one worker");
+}
