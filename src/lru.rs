@@ -1,4 +1,5 @@
-//! A least-recently-used map with a byte budget (compiled task modules).
+//! A least-recently-used map with a byte budget (compiled task modules,
+//! task inputs).
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -36,6 +37,12 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
     /// Inserts, then evicts the least recently used others until the total
     /// size fits the budget (the new entry always stays). Returns the evicted keys.
     pub fn insert(&mut self, key: K, value: V, size: usize) -> Vec<K> {
+        self.insert_keeping(key, value, size, |_| false)
+    }
+
+    /// `insert`, never evicting an entry `keep` holds on to (in use): the
+    /// total may stay over the budget until they are let go.
+    pub fn insert_keeping(&mut self, key: K, value: V, size: usize, keep: impl Fn(&K) -> bool) -> Vec<K> {
         self.clock += 1;
         if let Some((_, old, _)) = self.entries.insert(key.clone(), (value, size, self.clock)) {
             self.used -= old;
@@ -43,7 +50,7 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
         self.used += size;
         let mut evicted = Vec::new();
         while self.used > self.budget {
-            let oldest = self.entries.iter().filter(|(k, _)| **k != key).min_by_key(|(_, e)| e.2).map(|(k, _)| k.clone());
+            let oldest = self.entries.iter().filter(|(k, _)| **k != key && !keep(k)).min_by_key(|(_, e)| e.2).map(|(k, _)| k.clone());
             let Some(k) = oldest else { break };
             if let Some((_, s, _)) = self.entries.remove(&k) {
                 self.used -= s;
@@ -89,6 +96,18 @@ mod tests {
         assert_eq!(lru.insert("big", 2, 50), vec!["a"]);
         assert_eq!(lru.len(), 1);
         assert_eq!(lru.get(&"big"), Some(&2));
+    }
+
+    #[test]
+    fn entries_in_use_are_not_evicted() {
+        let mut lru = Lru::new(10);
+        lru.insert("a", 1, 4);
+        lru.insert("b", 2, 4);
+        // "a" is the oldest but in use: "b" goes, and the total may pass the budget.
+        assert_eq!(lru.insert_keeping("c", 3, 4, |k| *k == "a"), vec!["b"]);
+        assert_eq!(lru.insert_keeping("d", 4, 4, |k| *k == "a" || *k == "c"), Vec::<&str>::new());
+        assert_eq!(lru.used(), 12);
+        assert!(lru.contains(&"a") && lru.contains(&"c") && lru.contains(&"d"));
     }
 
     #[test]

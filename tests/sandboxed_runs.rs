@@ -108,7 +108,7 @@ fn filesystem_programs_in_rust_and_c_repeat_exactly() {
         let ctx = || {
             let files = vec![("hello.txt".to_string(), b"hello\n".to_vec()), ("sub/n.txt".to_string(), b"42\n".to_vec())];
             WasiCtx::new("conformance.wasm", &["/data".to_string()], &[], vec![], 9, 1 << 20)
-                .with_preopen("/data", true, &files)
+                .with_preopen("/data", true, files.clone())
                 .unwrap()
         };
         let fresh = outcome(run(&module, ctx(), LIMITS));

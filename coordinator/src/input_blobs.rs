@@ -27,7 +27,10 @@ pub fn extract(tasks: &mut [TaskInput], threshold: usize) -> Extracted {
         if t.stdin.len() > threshold && t.stdin_blob.is_none() {
             t.stdin_blob = Some(take(std::mem::take(&mut t.stdin)));
         }
-        move_files(&mut t.files, &mut t.file_blobs, threshold, &mut take);
+        // Top-level files with `dirs` are refused as given (see `check_task`).
+        if t.dirs.is_empty() {
+            move_files(&mut t.files, &mut t.file_blobs, threshold, &mut take);
+        }
         for d in &mut t.dirs {
             move_files(&mut d.files, &mut d.file_blobs, threshold, &mut take);
         }

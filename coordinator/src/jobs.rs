@@ -77,6 +77,9 @@ pub async fn create(state: &AppState, req: JobRequest) -> Result<u64, ApiError> 
         check_task(t).map_err(|e| ApiError::BadRequest(format!("task {i}: {e}")))?;
     }
     crate::input_blobs::resolve(&state.store, &mut tasks, &extracted).await?;
+    for (i, t) in tasks.iter().enumerate() {
+        check_writable(t, req.limits.max_output_bytes).map_err(|e| ApiError::BadRequest(format!("task {i}: {e}")))?;
+    }
     admit(state, &tasks)?;
     let Some(runnable_hex) = state.store.runnable(&module_hex).await? else {
         return Err(ApiError::NotFound(format!(
@@ -162,6 +165,12 @@ fn check_task(t: &crate::model::TaskInput) -> Result<(), String> {
     if t.stdin_blob.is_some() && !stdin.is_empty() {
         return Err("give `stdin` or `stdin_blob`, not both".into());
     }
+    if !t.dirs.is_empty() && !t.files.is_empty() {
+        return Err(
+            "`files` fill the default `/input`; a task with its own `dirs` puts files in them"
+                .into(),
+        );
+    }
     all_blobs()
         .flat_map(|m| m.0.keys())
         .try_for_each(|p| check_relative(p))?;
@@ -179,11 +188,18 @@ fn check_task(t: &crate::model::TaskInput) -> Result<(), String> {
                 .into(),
         );
     }
-    if stdin.len() + file_bytes > MAX_FRAME_BYTES - 256 * 1024 {
+    // What the lease frame carries: inline bytes, every path, and each blob's hash and size.
+    let blob_count: usize = all_blobs().map(|m| m.0.len()).sum::<usize>() + usize::from(t.stdin_blob.is_some());
+    let paths: usize = all_files().flat_map(|m| m.0.keys()).chain(all_blobs().flat_map(|m| m.0.keys())).map(String::len).sum();
+    if stdin.len() + file_bytes + paths + blob_count * 48 > MAX_FRAME_BYTES - 256 * 1024 {
         return Err(format!(
-            "stdin and files together are larger than {} bytes",
+            "stdin, files and their paths together are larger than {} bytes",
             MAX_FRAME_BYTES - 256 * 1024
         ));
+    }
+    let layouts = std::iter::once((&t.files, &t.file_blobs)).chain(t.dirs.iter().map(|d| (&d.files, &d.file_blobs)));
+    for (files, blobs) in layouts {
+        check_tree(files.0.keys().chain(blobs.0.keys()))?;
     }
     if all_files().map(|m| m.0.len()).sum::<usize>() + all_blobs().map(|m| m.0.len()).sum::<usize>()
         > MAX_FILES
@@ -195,12 +211,6 @@ fn check_task(t: &crate::model::TaskInput) -> Result<(), String> {
         .try_for_each(|p| check_relative(p))?;
     if t.dirs.len() > MAX_DIRS {
         return Err(format!("at most {MAX_DIRS} dirs"));
-    }
-    if !t.dirs.is_empty() && !t.files.is_empty() {
-        return Err(
-            "`files` fill the default `/input`; a task with its own `dirs` puts files in them"
-                .into(),
-        );
     }
     let mut guests: Vec<&str> = vec![];
     for d in &t.dirs {
@@ -249,6 +259,39 @@ fn check_task(t: &crate::model::TaskInput) -> Result<(), String> {
 /// A result's files, by guest path.
 fn output_files(files: Vec<idlecore_protocol::TaskFile>) -> crate::model::FileMap {
     crate::model::FileMap(files.into_iter().map(|f| (f.path, f.data)).collect())
+}
+
+/// Files in a writable directory come back in the result (changed or not):
+/// they must fit the output limit, or every run would fail.
+fn check_writable(t: &crate::model::TaskInput, max_output: u32) -> Result<(), String> {
+    for d in t.dirs.iter().filter(|d| d.writable) {
+        let inline: u64 = d.files.0.values().map(|v| v.len() as u64).sum();
+        let bytes = inline + d.file_blobs.0.values().map(|b| b.size).sum::<u64>();
+        if bytes > max_output as u64 {
+            return Err(format!(
+                "the files of writable dir {:?} ({bytes} bytes) come back in its result, past limits.max_output_bytes ({max_output})",
+                d.guest
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The files of one directory must make a tree: no file where another one's
+/// directory would be (`a` beside `a/b`).
+fn check_tree<'a>(paths: impl Iterator<Item = &'a String>) -> Result<(), String> {
+    let all: std::collections::HashSet<&str> = paths.map(String::as_str).collect();
+    for p in &all {
+        let mut at = 0;
+        while let Some(i) = p[at..].find('/') {
+            let parent = &p[..at + i];
+            if all.contains(parent) {
+                return Err(format!("file {p:?} is inside {parent:?}, which is a file too"));
+            }
+            at += i + 1;
+        }
+    }
+    Ok(())
 }
 
 fn check_relative(path: &str) -> Result<(), String> {

@@ -162,6 +162,21 @@ fn jobs_naming_blobs_badly_are_refused_with_the_reason() {
         why.contains(&format!("at most {}", limits::MAX_LEASE_BLOBS)),
         "{why}"
     );
+    // Files must make a tree: no file where another one's directory would be.
+    let (status, why) = refused(json!([{ "files": { "a": B64.encode(b"x") }, "file_blobs": { "a/b": hash } }]));
+    assert_eq!(status, 400);
+    assert!(why.contains("\"a/b\" is inside \"a\", which is a file too"), "{why}");
+    // Files in a writable dir come back in the result: over the output limit, no run could succeed.
+    let big = api.upload_blob(&vec![1u8; 5000]).unwrap();
+    let writable = json!([{ "dirs": [{ "guest": "/w", "writable": true, "file_blobs": { "big": big } }] }]);
+    let r = api.post_job(&json!({ "module": module, "tasks": writable, "limits": { "max_output_bytes": 4096 } })).unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.body["error"].as_str().unwrap().contains("max_output_bytes"), "{}", r.body);
+    // Large top-level files beside `dirs` are refused for what was sent, not turned into blobs first.
+    let large = B64.encode(vec![0u8; 300 * 1024]);
+    let (status, why) = refused(json!([{ "dirs": [{ "guest": "/d" }], "files": { "a": large } }]));
+    assert_eq!(status, 400);
+    assert!(why.contains("`files` fill the default `/input`"), "{why}");
     // Nothing was created, and the coordinator serves on.
     assert_eq!(api.stats().unwrap()["running_jobs"], 0);
 }

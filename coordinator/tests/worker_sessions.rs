@@ -136,7 +136,8 @@ fn leases_ready_together_travel_in_one_frame() {
 #[test]
 fn big_leases_are_not_batched_past_a_megabyte() {
     let dir = tempfile::tempdir().unwrap();
-    let c = common::start(dir.path());
+    // Inputs inline in the lease, not blobs.
+    let c = common::start_extra(dir.path(), &["--blob-threshold-kib", "1024"]);
     let api = c.api();
     let hash = api.upload(&common::module(6)).unwrap();
     let stdins: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 600 * 1024]).collect();

@@ -12,8 +12,10 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Cache, Response, WorkerGlobalScope};
 
-/// The Cache API bucket holding module bytes, keyed by module URL.
-pub const CACHE_NAME: &str = "idlecore-modules-v1";
+/// The Cache API bucket holding module bytes, keyed by blob URL.
+pub const CACHE_NAME: &str = "idlecore-modules-v2";
+/// The bucket of earlier versions (keyed by `/modules/` URLs): deleted.
+const OLD_CACHE_NAME: &str = "idlecore-modules-v1";
 
 /// Where a module's bytes came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +74,8 @@ fn text(e: wasm_bindgen::JsValue) -> String {
 pub async fn open_cache() -> Option<Cache> {
     let scope: WorkerGlobalScope = js_sys::global().unchecked_into();
     let storage = scope.caches().ok()?;
+    // Its entries are never read again; they only take the origin's quota.
+    let _ = storage.delete(OLD_CACHE_NAME);
     JsFuture::from(storage.open(CACHE_NAME))
         .await
         .ok()?

@@ -434,28 +434,39 @@ impl Agent {
                 self.withdraw(lease.lease);
                 continue;
             }
-            let inputs: u64 = lease.blobs.iter().map(|b| b.size).sum();
-            if inputs > INPUT_BUDGET as u64 {
-                let why = format!("inputs of {inputs} bytes exceed this agent's {INPUT_BUDGET}");
-                self.fail(
-                    lease.lease,
-                    (lease.job, lease.task),
-                    FailureKind::InputFetch,
-                    why,
-                );
-                continue;
-            }
-            self.load_all(&lease);
             self.waiting.push_back(lease);
         }
         self.dispatch();
     }
 
-    /// Loads what the lease needs and is not held (or was evicted meanwhile).
-    fn load_all(&mut self, lease: &Lease) {
-        self.load(lease.module, Kind::Module, self.module_budget());
-        for b in &lease.blobs {
-            self.load(b.hash, Kind::Input, b.size);
+    /// The first waiting leases whose inputs fit the input budget together
+    /// (the first lease always): how many, and their inputs with sizes.
+    /// Only these load; their inputs are not evicted until they run, so
+    /// later leases cannot push them out (and fetch them again).
+    fn admitted(&self) -> (usize, HashMap<BlobHash, u64>) {
+        let (mut n, mut inputs, mut total) = (0, HashMap::new(), 0u64);
+        for l in &self.waiting {
+            let more: u64 = l.blobs.iter().filter(|b| !inputs.contains_key(&b.hash)).map(|b| b.size).sum();
+            if n > 0 && total + more > INPUT_BUDGET as u64 {
+                break;
+            }
+            total += more;
+            inputs.extend(l.blobs.iter().map(|b| (b.hash, b.size)));
+            n += 1;
+        }
+        (n, inputs)
+    }
+
+    /// Loads what the admitted leases need and is not held (nor loading).
+    fn load_waiting(&mut self) {
+        let (n, _) = self.admitted();
+        let needs: Vec<(ModuleHash, Vec<(BlobHash, u64)>)> =
+            self.waiting.iter().take(n).map(|l| (l.module, l.blobs.iter().map(|b| (b.hash, b.size)).collect())).collect();
+        for (module, inputs) in needs {
+            self.load(module, Kind::Module, self.module_budget());
+            for (hash, size) in inputs {
+                self.load(hash, Kind::Input, size);
+            }
         }
     }
 
@@ -510,8 +521,11 @@ impl Agent {
     /// Tells the coordinator which blobs this worker holds (its directory
     /// for peer transfers).
     fn tell_have(&mut self, blobs: Vec<BlobHash>, from_peers: bool) {
-        if self.welcomed_path().is_some() && self.opts.peers && !blobs.is_empty() {
-            self.send_msg(&WorkerMessage::Have(Have { blobs, from_peers }));
+        if self.welcomed_path().is_some() && self.opts.peers {
+            // In messages the coordinator takes (it ends a session sending more).
+            for chunk in blobs.chunks(idlecore_protocol::limits::MAX_HAVE_BLOBS) {
+                self.send_msg(&WorkerMessage::Have(Have { blobs: chunk.to_vec(), from_peers }));
+            }
         }
     }
 
@@ -535,19 +549,12 @@ impl Agent {
                 }
                 match blob {
                     blobs::Blob::Module(m) => self.modules.insert(hash, m, size),
-                    blobs::Blob::Input(bytes) => self.inputs.insert(hash, bytes, size),
+                    blobs::Blob::Input(bytes) => {
+                        let (_, pinned) = self.admitted();
+                        self.inputs.insert_keeping(hash, bytes, size, |h| pinned.contains_key(h))
+                    }
                 };
                 self.tell_have(vec![hash], source == blobs::Source::Peer);
-                // A lease may wait for a blob evicted meanwhile: load it again.
-                let waiting: Vec<Lease> = self
-                    .waiting
-                    .iter()
-                    .filter(|l| !self.ready(l))
-                    .cloned()
-                    .collect();
-                for l in &waiting {
-                    self.load_all(l);
-                }
                 self.dispatch();
             }
             Err((failure, message)) => {
@@ -561,6 +568,7 @@ impl Agent {
                 for l in failed {
                     self.fail(l.lease, (l.job, l.task), failure, message.clone());
                 }
+                self.load_waiting();
                 self.publish();
             }
         }
@@ -591,6 +599,9 @@ impl Agent {
             }
             self.running.insert(id, ids);
         }
+        // Leases that waited behind those may load now; a module evicted
+        // meanwhile loads again.
+        self.load_waiting();
         self.publish();
     }
 

@@ -98,7 +98,7 @@ pub fn run_job(
     if !job.deterministic {
         ctx = ctx.with_clocks(Box::new(HostClocks::new()));
     }
-    for (dir, files) in job.dirs.iter().zip(&dirs) {
+    for (dir, files) in job.dirs.iter().zip(dirs) {
         ctx = match ctx.with_preopen(&dir.guest, dir.writable, files) {
             Ok(c) => c,
             Err(e) => {

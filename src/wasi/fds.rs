@@ -48,13 +48,14 @@ fn read_path(mem: &impl GuestMemory, ptr: u32, len: u32) -> Result<String, Errno
 
 impl WasiCtx {
     /// Adds a preopened directory holding `files` (`a/b` paths).
-    pub fn with_preopen(mut self, guest: &str, writable: bool, files: &[(String, Vec<u8>)]) -> Result<WasiCtx, String> {
+    /// Adds a preopened directory holding `files` (taken, not copied: inputs may be large).
+    pub fn with_preopen(mut self, guest: &str, writable: bool, files: Vec<(String, Vec<u8>)>) -> Result<WasiCtx, String> {
         let root = self.fs.new_root();
-        for (path, data) in files {
-            self.fs.add_path(root, path, data.clone()).map_err(|e| format!("input file {path:?}: {e:?}"))?;
-        }
         if writable {
             self.file_output += files.iter().map(|(_, d)| d.len() as i64).sum::<i64>();
+        }
+        for (path, data) in files {
+            self.fs.add_path(root, &path, data).map_err(|e| format!("input file {path:?}: {e:?}"))?;
         }
         self.preopens.push(Preopen { guest: guest.to_string(), root, writable });
         self.fds.push(Some(Fd::Dir { node: root, preopen: self.preopens.len() - 1 }));

@@ -100,9 +100,9 @@ mod files {
 
     fn ctx(max_output: u32) -> WasiCtx {
         WasiCtx::new("t", &[], &[], vec![], 1, max_output)
-            .with_preopen("/in", false, &[("a.txt".into(), b"abc".to_vec()), ("d/b.txt".into(), b"b".to_vec())])
+            .with_preopen("/in", false, vec![("a.txt".into(), b"abc".to_vec()), ("d/b.txt".into(), b"b".to_vec())])
             .unwrap()
-            .with_preopen("/out", true, &[])
+            .with_preopen("/out", true, vec![])
             .unwrap()
     }
 

@@ -167,6 +167,15 @@ test('the packed package holds every file its code refers to', () => {
   assert.ok([...seen].some((f) => f.startsWith('snippets/')), 'wasm-bindgen snippets are shipped');
 });
 
+test('minified scripts keep the cross-origin spawn hidden from bundlers', () => {
+  // A script name in a variable, behind webpackIgnore: bundlers must not take it for an asset.
+  const dir = join(HERE, 'node_modules/idlecore');
+  for (const file of ['agent.js', 'index.js']) {
+    const code = readFileSync(join(dir, file), 'utf8');
+    assert.match(code, /new URL\(\/\* webpackIgnore: true \*\/\s*[A-Za-z_$][\w$]*\s*,\s*import\.meta\.url\)/, file);
+  }
+});
+
 test('script and wasm together are at most 150 KiB gzipped', () => {
   const dir = join(HERE, 'node_modules/idlecore');
   const files = [];

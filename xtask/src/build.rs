@@ -109,7 +109,9 @@ fn optimize(wasm: &std::path::Path) -> anyhow::Result<()> {
 
 /// Minifies every script of the package in place (ES modules: imports,
 /// exports and `new URL('./x.js', import.meta.url)` stay as they are). The
-/// readable sources are `pkg-config/` and wasm-bindgen's output.
+/// readable sources are `pkg-config/` and wasm-bindgen's output. Script
+/// names held in constants stay there and bundler hints stay in place: the
+/// cross-origin spawn must not look like an asset to bundlers.
 fn minify_scripts(pkg: &std::path::Path) -> anyhow::Result<()> {
     let mut dirs = vec![pkg.to_path_buf()];
     while let Some(dir) = dirs.pop() {
@@ -122,9 +124,12 @@ fn minify_scripts(pkg: &std::path::Path) -> anyhow::Result<()> {
                 cmd.arg(crate::tools::terser()).args([
                     "--module",
                     "--compress",
+                    "reduce_vars=false,collapse_vars=false",
                     "--mangle",
                     "--ecma",
                     "2020",
+                    "--comments",
+                    "/webpackIgnore|@vite-ignore/",
                     "-o",
                 ]);
                 run(cmd.arg(&path).arg(&path))?;

@@ -140,8 +140,8 @@ impl Comparator {
     /// Whether outputs `a` and `b` agree, in the comparator's judgement.
     pub fn agree(&self, a: &ResultRecord, b: &ResultRecord) -> Result<bool, CompareError> {
         let ctx = WasiCtx::new("comparator", &["/a".into(), "/b".into()], &[], Vec::new(), 0, MAX_OUTPUT)
-            .with_preopen("/a", false, &as_files(a))
-            .and_then(|c| c.with_preopen("/b", false, &as_files(b)))
+            .with_preopen("/a", false, as_files(a))
+            .and_then(|c| c.with_preopen("/b", false, as_files(b)))
             .map_err(CompareError::Start)?;
         let mut store = Host::store(&self.engine, ctx, self.deadline);
         store.set_fuel(self.fuel).map_err(|e| CompareError::Start(e.to_string()))?;
