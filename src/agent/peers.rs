@@ -140,6 +140,10 @@ struct Conn {
     n: u32,
     role: Role,
     link: Option<PeerLink>,
+    /// Set when the link reports open. A channel moved to this Worker may
+    /// deliver the peer's request before its own state is `open` (sending
+    /// then throws), so a serve waits for this.
+    open: bool,
     /// When the connection last moved something.
     progress_ms: f64,
     _stall: Timeout,
@@ -216,6 +220,7 @@ impl Agent {
                 n,
                 role,
                 link: None,
+                open: false,
                 progress_ms: now_ms(),
                 _stall: stall,
             },
@@ -466,6 +471,7 @@ impl Agent {
             return;
         };
         conn.progress_ms = now_ms();
+        conn.open |= matches!(event, LinkEvent::Open);
         let link = conn.link.as_ref();
         let step = match (event, &mut conn.role) {
             (LinkEvent::Closed, _) => Err("the data channel closed".to_string()),
@@ -488,8 +494,8 @@ impl Agent {
                     Err(e) => Err(e.to_string()),
                 }
             }
-            (LinkEvent::Drain, Role::Serve { .. }) => Ok(Step::Pump),
-            (LinkEvent::Open | LinkEvent::Drain, _) => Ok(Step::Wait),
+            (LinkEvent::Open | LinkEvent::Drain, Role::Serve { .. }) => Ok(Step::Pump),
+            (LinkEvent::Drain, _) => Ok(Step::Wait),
         };
         match step {
             Err(why) => self.give_up(peer, &why),
@@ -537,7 +543,7 @@ impl Agent {
         let Some(conn) = self.peers.conns.get_mut(&peer) else {
             return;
         };
-        let (Some(link), Role::Serve { out: Some(out), .. }) = (&conn.link, &mut conn.role) else {
+        let (Some(link), true, Role::Serve { out: Some(out), .. }) = (&conn.link, conn.open, &mut conn.role) else {
             return;
         };
         let start = out.sent();
@@ -571,9 +577,14 @@ impl Agent {
     /// page reported the end itself).
     fn give_up_as(&mut self, peer: u64, why: &str, tell_page: bool) {
         if let Some(conn) = self.peers.conns.get(&peer) {
+            let serving = matches!(&conn.role, Role::Serve { .. });
             let served = matches!(&conn.role, Role::Serve { out: Some(out), .. } if out.finished());
             if !served {
                 self.refuse(peer);
+                if serving {
+                    // A fetch's failure is reported by `end_conn`; a serve's is kept here.
+                    self.status.last_error = Some(format!("serving a peer: {why}"));
+                }
             }
             self.end_conn(peer, Some(why), tell_page);
         }
