@@ -144,6 +144,9 @@ struct Conn {
     /// deliver the peer's request before its own state is `open` (sending
     /// then throws), so a serve waits for this.
     open: bool,
+    /// Blobs to fetch from this peer once the current fetch is done (a
+    /// module and its task's input often come from the same holder).
+    then: Vec<(BlobHash, Kind, u64)>,
     /// When the connection last moved something.
     progress_ms: f64,
     _stall: Timeout,
@@ -221,6 +224,7 @@ impl Agent {
                 role,
                 link: None,
                 open: false,
+                then: Vec::new(),
                 progress_ms: now_ms(),
                 _stall: stall,
             },
@@ -346,24 +350,22 @@ impl Agent {
         let Some((kind, limit, _)) = self.peers.asked.remove(&sources.blob) else {
             return; // Late: the blob is already coming over HTTP.
         };
+        let Some(peer) = sources.peers.first().copied() else {
+            return self.download(sources.blob, kind);
+        };
         // One connection per peer at a time: a second blob from the same
-        // holder (often a module and its task's input) comes over HTTP.
-        match sources
-            .peers
-            .first()
-            .copied()
-            .filter(|p| !self.peers.conns.contains_key(p))
-        {
-            Some(peer) => {
-                let role = Role::Fetch {
-                    blob: sources.blob,
-                    kind,
-                    fetch: Fetch::new(sources.blob, limit),
-                };
-                self.add_conn(peer, role, true);
-            }
-            None => self.download(sources.blob, kind),
+        // holder waits for the first, then gets a connection of its own.
+        match self.peers.conns.get_mut(&peer) {
+            None => self.fetch_from(peer, sources.blob, kind, limit),
+            Some(Conn { role: Role::Fetch { .. }, then, .. }) => then.push((sources.blob, kind, limit)),
+            // Serving that peer: not both ways at once.
+            Some(_) => self.download(sources.blob, kind),
         }
+    }
+
+    fn fetch_from(&mut self, peer: u64, blob: BlobHash, kind: Kind, limit: u64) {
+        let fetch = Fetch::new(blob, limit);
+        self.add_conn(peer, Role::Fetch { blob, kind, fetch }, true);
     }
 
     /// A signal another agent sent through the coordinator.
@@ -593,14 +595,28 @@ impl Agent {
     /// Forgets a connection (closing the page's side if `tell_page`). A fetch
     /// that `failed` falls back to HTTP, and why is kept as the last error.
     fn end_conn(&mut self, peer: u64, failed: Option<&str>, tell_page: bool) {
-        let Some(conn) = self.peers.conns.remove(&peer) else {
+        let Some(mut conn) = self.peers.conns.remove(&peer) else {
             return;
         };
-        drop(conn.link);
+        drop(conn.link.take());
         if tell_page {
             status::post_rtc(&Rtc::Close {
                 peer: key(peer, conn.n),
             });
+        }
+        // Blobs waiting for this connection: the next gets one of its own
+        // after a fetch that worked; all come over HTTP after a failure.
+        let mut then = std::mem::take(&mut conn.then).into_iter();
+        if failed.is_none() && self.session.is_some() {
+            if let Some((blob, kind, limit)) = then.next() {
+                self.fetch_from(peer, blob, kind, limit);
+                if let Some(next) = self.peers.conns.get_mut(&peer) {
+                    next.then = then.by_ref().collect();
+                }
+            }
+        }
+        for (blob, kind, _) in then {
+            self.download(blob, kind);
         }
         if let (Role::Fetch { blob, kind, .. }, Some(why)) = (conn.role, failed) {
             self.status.peer_fallbacks += 1;

@@ -182,11 +182,12 @@ test('where a data channel cannot be moved to the agent, the page relays it', as
 });
 
 /**
- * A holder runs tasks whose stdin is a 2 MiB blob; an asker that has the
- * module already (one connection per peer at a time) fetches the input from
- * the holder. Returns the holder, and the bytes of module the asker got from peers.
+ * A holder runs tasks whose stdin is a 2 MiB blob; an asker fetches the
+ * input from the holder: having the module already, or (`fresh`) the module
+ * too, over a second connection once the first is done. Returns the holder,
+ * and the bytes of module the asker got from peers before.
  */
-async function inputExchange(script) {
+async function inputExchange(script, fresh = false) {
   const hash = await c.api.upload('hashchain');
   // 2 MiB of stdin, the same for every task: uploaded once, fetched by hash.
   const input = new Uint8Array(2 << 20).map((_, i) => 48 + (i % 10));
@@ -203,25 +204,30 @@ async function inputExchange(script) {
   await statusWhere(holder, 'the holder to download the input', (st) => st.bytesIn >= input.length);
 
   const asker = await visitor(script);
-  await computes(hash, 4);
   const before = (await stats()).peers;
+  if (!fresh) await computes(hash, 4);
   const moduleBytes = (await lastStatus(asker.page)).bytesFromPeers;
   await run(12);
   const s = await statusWhere(asker, 'the asker to fetch the input from the peer',
-    (st) => st.bytesFromPeers - moduleBytes === input.length);
+    (st) => st.bytesFromPeers - moduleBytes >= input.length && (!fresh || st.modulesFromPeers === 1));
   assert.equal(s.peerFallbacks, 0, s.lastError);
   assert.ok(s.bytesIn < input.length, `the asker downloaded only ${s.bytesIn} bytes from the coordinator`);
   const after = (await stats()).peers;
-  assert.equal(after.peer_fetches - before.peer_fetches, 1, 'the coordinator counts the fetch');
-  assert.equal(after.peer_bytes - before.peer_bytes, input.length, 'and the egress it saved');
+  assert.equal(after.peer_fetches - before.peer_fetches, fresh ? 2 : 1 + (moduleBytes ? 1 : 0), 'the coordinator counts the fetches');
+  assert.equal(after.peer_bytes - before.peer_bytes, s.bytesFromPeers, 'and the egress they saved');
   assert.deepEqual([...holder.errors, ...asker.errors], []);
-  return { holder, moduleBytes, size: input.length };
+  return { holder, moduleBytes, size: input.length, fromPeers: s.bytesFromPeers };
 }
 
 test('a visitor fetches a large task input from another visitor', async () => {
   const { holder } = await inputExchange(COUNT_PAGE_SENDS);
   // Served from the agent Worker, which holds the channel; the holder sends the moment the request is in.
   assert.equal(await sentByPage(holder), 0);
+});
+
+test('a new visitor fetches both the module and the input from the one visitor holding them', async () => {
+  const { fromPeers, size } = await inputExchange(COUNT_PAGE_SENDS, true);
+  assert.ok(fromPeers > size, `${fromPeers} bytes from the peer: the input and the module`);
 });
 
 test('a large task input over a channel the page relays', async () => {
