@@ -52,7 +52,11 @@ impl Agent {
                         false
                     }
                     other => {
-                        let why = format!("executor answered with {other:?}");
+                        // Named, not printed (see `executor::worker::handle`).
+                        let why = match other {
+                            Ok(_) => "executor answered for another lease".to_string(),
+                            Err(e) => format!("executor answered with a bad frame: {e}"),
+                        };
                         self.fail(lease, ids, FailureKind::Internal, why);
                         self.dispatch();
                         return;

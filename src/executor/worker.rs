@@ -149,14 +149,13 @@ fn handle(event: MessageEvent) -> WorkerMessage {
     let inputs = (2..data.length())
         .map(|i| Uint8Array::new(&data.get(i)).to_vec())
         .collect();
-    match decode_coordinator(&bytes) {
-        Ok(CoordinatorMessage::Lease(lease)) => run_job(module, &lease, inputs),
-        other => WorkerMessage::Failure(TaskFailure {
-            lease: 0,
-            kind: FailureKind::Internal,
-            message: format!("executor expected a lease, got {other:?}"),
-        }),
-    }
+    // Messages are named, not printed: formatting whole protocol messages costs the package kilobytes.
+    let message = match decode_coordinator(&bytes) {
+        Ok(CoordinatorMessage::Lease(lease)) => return run_job(module, &lease, inputs),
+        Ok(_) => "executor expected a lease, got another message".to_string(),
+        Err(e) => format!("executor expected a lease: {e}"),
+    };
+    WorkerMessage::Failure(TaskFailure { lease: 0, kind: FailureKind::Internal, message })
 }
 
 /// Entry point of an executor Worker: installs the handler, then says "ready".
