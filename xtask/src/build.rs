@@ -113,28 +113,20 @@ fn optimize(wasm: &std::path::Path) -> anyhow::Result<()> {
 /// names held in constants stay there and bundler hints stay in place: the
 /// cross-origin spawn must not look like an asset to bundlers.
 fn minify_scripts(pkg: &std::path::Path) -> anyhow::Result<()> {
-    let mut dirs = vec![pkg.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "js") {
-                let mut cmd = Command::new("node");
-                cmd.arg(crate::tools::terser()).args([
-                    "--module",
-                    "--compress",
-                    "reduce_vars=false,collapse_vars=false",
-                    "--mangle",
-                    "--ecma",
-                    "2020",
-                    "--comments",
-                    "/webpackIgnore|@vite-ignore/",
-                    "-o",
-                ]);
-                run(cmd.arg(&path).arg(&path))?;
-            }
-        }
+    for path in scripts(pkg)? {
+        let mut cmd = Command::new("node");
+        cmd.arg(crate::tools::terser()).args([
+            "--module",
+            "--compress",
+            "reduce_vars=false,collapse_vars=false",
+            "--mangle",
+            "--ecma",
+            "2020",
+            "--comments",
+            "/webpackIgnore|@vite-ignore/",
+            "-o",
+        ]);
+        run(cmd.arg(&path).arg(&path))?;
     }
     Ok(())
 }
@@ -154,18 +146,26 @@ pub fn shipped_gzip_bytes(pkg: &std::path::Path) -> anyhow::Result<(u64, u64)> {
     };
     let wasm = gz(&pkg.join("idlecore_wasm_bg.wasm"))?;
     let mut js = 0;
-    let mut dirs = vec![pkg.to_path_buf()];
+    for path in scripts(pkg)? {
+        js += gz(&path)?;
+    }
+    Ok((wasm, js))
+}
+
+/// Every script of the package, snippets included.
+fn scripts(pkg: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
+    let (mut found, mut dirs) = (vec![], vec![pkg.to_path_buf()]);
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir)? {
             let path = entry?.path();
             if path.is_dir() {
                 dirs.push(path);
             } else if path.extension().is_some_and(|e| e == "js") {
-                js += gz(&path)?;
+                found.push(path);
             }
         }
     }
-    Ok((wasm, js))
+    Ok(found)
 }
 
 /// Where browser tests and benchmarks find task modules, each raw
