@@ -4,16 +4,15 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startCoordinator, launch, open, lastStatus, waitFor, sleep, browserCpuSeconds } from './harness.mjs';
+import { startCoordinator, launch, open, lastStatus, waitFor, sleep, browserCpuSeconds, scratchDir } from './harness.mjs';
 
 let c;
 let browser;
 
 before(async () => {
-  const www = mkdtempSync(join(tmpdir(), 'idlecore-www-'));
+  const www = scratchDir('www');
   writeFileSync(join(www, 'page.html'),
     '<!doctype html><body><script src="/pkg/idlecore.js" data-coordinator="/ws" data-cpu="0.1" data-consent="granted" defer></script>');
   c = await startCoordinator({ www });

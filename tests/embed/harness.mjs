@@ -3,7 +3,7 @@
 
 import { spawn, execFileSync } from 'node:child_process';
 import { createServer } from 'node:http';
-import { mkdtempSync, readFileSync, statSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, statSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, extname, resolve, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,9 +14,21 @@ export const TOKEN = 'embed-token';
 const BIN = join(ROOT, 'target/release/idlecore');
 const TASKS = join(ROOT, 'target/wasm32-wasip1/release');
 
+const scratch = [];
+process.on('exit', () => {
+  for (const dir of scratch) rmSync(dir, { recursive: true, force: true, maxRetries: 5 });
+});
+
+/** A new directory under the system's temp dir, removed when this test file's process exits. */
+export function scratchDir(prefix) {
+  const dir = mkdtempSync(join(tmpdir(), `idlecore-${prefix}-`));
+  scratch.push(dir);
+  return dir;
+}
+
 /** Starts `idlecore serve` on loopback (with `extraArgs`); resolves once it listens. */
 export async function startCoordinator({ www = join(ROOT, 'www'), pkg = join(ROOT, 'pkg'), heartbeatMs = 1000, extraArgs = [] } = {}) {
-  const data = mkdtempSync(join(tmpdir(), 'idlecore-embed-'));
+  const data = scratchDir('embed');
   const child = spawn(BIN, ['serve', '--data', data, '--listen', '127.0.0.1:0', '--heartbeat-ms', String(heartbeatMs),
     '--token', TOKEN, '--www', www, '--pkg', pkg, '--no-validation', ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, IDLECORE_TOKEN: '' } });
   let log = '';

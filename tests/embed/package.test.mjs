@@ -5,12 +5,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
-import { tmpdir } from 'node:os';
 import { dirname, join, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startCoordinator, staticServer, launch, open, waitFor, finish, ROOT } from './harness.mjs';
+import { startCoordinator, staticServer, launch, open, waitFor, finish, ROOT, scratchDir } from './harness.mjs';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 let c;
@@ -123,14 +122,14 @@ async function appComputes(dir) {
 }
 
 test('a Vite app built against the packed package computes', async () => {
-  const out = mkdtempSync(join(tmpdir(), 'idlecore-vite-'));
+  const out = scratchDir('vite');
   execFileSync(process.execPath, [join(HERE, 'node_modules/vite/bin/vite.js'), 'build', '--outDir', out, '--emptyOutDir'],
     { cwd: join(HERE, 'app'), stdio: 'inherit' });
   await appComputes(out);
 });
 
 test('a webpack app built against the packed package computes', async () => {
-  const out = mkdtempSync(join(tmpdir(), 'idlecore-webpack-'));
+  const out = scratchDir('webpack');
   execFileSync(process.execPath, [join(HERE, 'node_modules/webpack-cli/bin/cli.js'), '--config', join(HERE, 'app/webpack.config.cjs'),
     '--env', `out=${out}`, '--no-stats'], { stdio: 'inherit' });
   // webpack builds scripts only; the app's page loads its bundle under the same name.

@@ -4,10 +4,9 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startCoordinator, launch, open, lastStatus, waitFor, sleep, browserCpuSeconds, ROOT } from './harness.mjs';
+import { startCoordinator, launch, open, lastStatus, waitFor, sleep, browserCpuSeconds, ROOT, scratchDir } from './harness.mjs';
 
 let c;
 let browser;
@@ -20,7 +19,7 @@ const PAGES = {
 };
 
 before(async () => {
-  const www = mkdtempSync(join(tmpdir(), 'idlecore-www-'));
+  const www = scratchDir('www');
   for (const [name, body] of Object.entries(PAGES)) writeFileSync(join(www, name), `<!doctype html><body><h1>host</h1>${body}`);
   copyFileSync(join(ROOT, 'www/index.html'), join(www, 'demo.html'));
   c = await startCoordinator({ www });

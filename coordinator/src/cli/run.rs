@@ -9,7 +9,7 @@ use crate::model::{DirSpec, FileMap, JobLimits, JobRequest, TaskInput, TaskStatu
 use crate::server::{self, ServeArgs};
 use anyhow::{bail, Context};
 use std::io::{IsTerminal, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Exit status for a run that ended without an exit code (trap, limit), as a
@@ -141,8 +141,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunOutcome> {
     let _ = browser.wait();
     let _ = stop.send(());
     let _ = server.await;
-    let _ = std::fs::remove_dir_all(&scratch);
+    remove_scratch(&scratch).await;
     outcome
+}
+
+/// Removes the run's scratch dir. Chromium's helper processes can still be
+/// writing to its profile for a moment after the browser is killed, so a
+/// failed removal is tried again.
+async fn remove_scratch(scratch: &Path) {
+    for _ in 0..50 {
+        match std::fs::remove_dir_all(scratch) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            _ => return,
+        }
+    }
+    tracing::warn!(dir = %scratch.display(), "could not remove the run's scratch dir");
 }
 
 /// A `--dir HOST[::GUEST]`: its files go in before the run, and what the task

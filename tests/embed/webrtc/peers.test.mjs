@@ -10,10 +10,9 @@
 import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startCoordinator, launch, open, lastStatus, waitFor, finish, ROOT } from '../harness.mjs';
+import { startCoordinator, launch, open, lastStatus, waitFor, finish, ROOT, scratchDir } from '../harness.mjs';
 import { NO_CHANNEL_TRANSFER } from './common.mjs';
 
 // One executor and no prefetched leases: a visitor holds one lease at a time,
@@ -26,7 +25,7 @@ let c;
 let browser;
 
 before(async () => {
-  const www = mkdtempSync(join(tmpdir(), 'idlecore-www-'));
+  const www = scratchDir('www');
   writeFileSync(join(www, 'peer.html'), PAGE);
   c = await startCoordinator({ www });
   // Host candidates as plain addresses (not mDNS names, which nothing resolves here).

@@ -8,10 +8,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { startCoordinator, launch, open, lastStatus, waitFor, finish, ROOT } from '../harness.mjs';
+import { startCoordinator, launch, open, lastStatus, waitFor, finish, ROOT, scratchDir } from '../harness.mjs';
 import { NO_CHANNEL_TRANSFER } from './common.mjs';
 
 const PAGE = '<!doctype html><body><script src="/pkg/idlecore.js" data-coordinator="/ws" data-cpu="1" '
@@ -21,7 +20,7 @@ let c;
 let browser;
 
 before(async () => {
-  const www = mkdtempSync(join(tmpdir(), 'idlecore-www-'));
+  const www = scratchDir('www');
   writeFileSync(join(www, 'rtc.html'), PAGE);
   c = await startCoordinator({ www, extraArgs: ['--rtc-listen', '10.99.0.2:0', '--blob-threshold-kib', '1024'] });
   browser = await launch({ args: ['--disable-features=WebRtcHideLocalIpsWithMdns'] });
