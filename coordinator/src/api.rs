@@ -405,6 +405,9 @@ pub(crate) fn worker_site_and_origin(
     Ok((site, origin))
 }
 
+/// Bytes a worker socket reads at a time (see `worker_socket`).
+const WS_READ_BUFFER: usize = 4096;
+
 async fn worker_socket(
     State(state): State<Arc<AppState>>,
     Query(query): Query<SocketQuery>,
@@ -418,7 +421,12 @@ async fn worker_socket(
     // Frames a little over the protocol maximum still arrive whole, so the
     // session can answer them with a `TooLarge` error instead of a bare close.
     let limit = idlecore_protocol::MAX_FRAME_BYTES + 64 * 1024;
-    ws.max_message_size(limit)
+    // Each socket read zeroes this much of the read buffer first, and it stays
+    // resident per connection: the default (128 KiB) made zeroing the largest
+    // cost of a small message and an idle worker cost 128 KiB. Larger frames
+    // still arrive whole (the buffer grows to fit a frame being read).
+    ws.read_buffer_size(WS_READ_BUFFER)
+        .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| {
             sessions::run(sessions::Link::WebSocket(socket), state, site, origin)

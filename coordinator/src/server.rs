@@ -184,6 +184,8 @@ pub struct Bound {
 
 /// Opens the store, settles the token, restores unfinished jobs and binds.
 pub async fn bind(args: &ServeArgs) -> anyhow::Result<Bound> {
+    let open_files = raise_open_files_limit();
+    tracing::info!(open_files, "open files allowed (each connected worker holds one)");
     let store = Store::open(&args.data)
         .with_context(|| format!("opening the store in {}", args.data.display()))?;
     let (token_hash, source) = auth::init(&store, args.token.clone()).await?;
@@ -286,6 +288,14 @@ impl Bound {
             }
         });
         let app = api::router(state.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
+        use axum::serve::ListenerExt;
+        // Without TCP_NODELAY a lease written right after an `Ack` waits for
+        // the worker's delayed ACK (~40 ms): small frames must go at once.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         axum::serve(
             listener,
             app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
@@ -320,5 +330,32 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+/// Raises this process's soft limit on open files to its hard limit (every
+/// worker connection is a file; a soft limit of 1024 is common) and returns
+/// the limit in force.
+pub fn raise_open_files_limit() -> u64 {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return 0;
+            }
+            if limit.rlim_cur < limit.rlim_max {
+                let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    limit = raised;
+                }
+            }
+        }
+        limit.rlim_cur as u64
+    }
+    #[cfg(not(unix))]
+    {
+        0
     }
 }

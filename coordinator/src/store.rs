@@ -244,10 +244,13 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Pending>) {
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         let outcome: StoreResult<Vec<StoreResult<u64>>> = (|| {
             conn.execute_batch("BEGIN IMMEDIATE")?;
             let each = batch.iter().map(|(w, _)| apply(&conn, w)).collect();
+            let applied = started.elapsed();
             conn.execute_batch("COMMIT")?;
+            tracing::debug!(writes = batch.len(), applied_us = applied.as_micros() as u64, total_us = started.elapsed().as_micros() as u64, "committed");
             Ok(each)
         })();
         match outcome {

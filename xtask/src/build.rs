@@ -30,6 +30,8 @@ pub fn all() -> anyhow::Result<idlecore_e2e::Paths> {
         "idlecore-e2e",
         "--bin",
         "loadgen",
+        "--bin",
+        "swarm",
     ]))?;
     let mut wasi = Command::new("cargo");
     wasi.args(["build", "--release", "--target", "wasm32-wasip1"]);

@@ -22,7 +22,10 @@ const USAGE: &str = "usage:
                                        your own browser), submit the example job and write its picture
   cargo xtask test [--only unit|browser|e2e|embed|webrtc|chaos]
                                        run every test (or one group)
-  cargo xtask bench [--iters N]        measure execution overheads; writes docs/benchmarks.md
+  cargo xtask bench [--iters N] [--smoke]
+                                       measure execution, coordinator dispatch, growth, end to end and
+                                       start-up, each beside a baseline; writes docs/benchmarks.md
+                                       (--smoke: every benchmark at a tiny size, nothing written)
   cargo xtask chaos [--tasks N] [--kill-workers FRACTION] [--kill-coordinator K]
                     [--browsers B] [--loadgens L] [--loadgen-workers W] [--seed S]
                                        run a job while killing workers and the coordinator; check every result

@@ -26,6 +26,12 @@ impl Api {
         }
     }
 
+    /// The same client with another timeout per request (30 s by default).
+    pub fn with_timeout(mut self, timeout: std::time::Duration) -> Api {
+        self.http = reqwest::blocking::Client::builder().timeout(timeout).build().expect("a plain HTTP client");
+        self
+    }
+
     fn reply(resp: reqwest::blocking::Response) -> anyhow::Result<Reply> {
         let status = resp.status().as_u16();
         let text = resp.text()?;

@@ -145,6 +145,11 @@ impl Coordinator {
         Ok(Coordinator { child, addr, token, data: cfg.data.to_path_buf() })
     }
 
+    /// The coordinator's process id (for reading its CPU time and memory).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }

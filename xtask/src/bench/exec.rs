@@ -1,12 +1,10 @@
-//! `cargo xtask bench`: measures, side by side in one run, and writes
-//! `docs/benchmarks.md`. Nothing here is a test: no figure fails anything.
-//!
 //! Execution: the fixed cost per task, the round trip to an executor Worker,
 //! and two CPU-bound workloads (a floating-point Mandelbrot tile and an
 //! integer SHA-256 chain) in headless Chromium (`tests/bench_exec.rs`, release
 //! build); the same workloads as native binaries and in wasmtime (the engine gap).
 
-use crate::{build, flag_value, root, tools};
+use super::Table;
+use crate::{build, root};
 use anyhow::{bail, Context};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -130,33 +128,17 @@ print((time.perf_counter() - start) * 1000 / runs)
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let chromium = Command::new("/usr/bin/chromium").arg("--version").output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
-    format!("{cpu}, {cores} cores; {chromium}")
-}
-
 fn row<'a>(rows: &'a [Row], key: &str) -> anyhow::Result<&'a Row> {
     rows.iter().find(|r| r.key == key).with_context(|| format!("the browser benchmarks printed no `{key}` row"))
 }
 
-pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let iters: u32 = flag_value(args, "--iters")?.map(str::parse).transpose().context("--iters")?.unwrap_or(20);
-    tools::ensure()?;
-    build::all()?;
+/// The execution tables; their targets go to `targets`.
+pub fn section(iters: u32, targets: &mut Table) -> anyhow::Result<String> {
     let rows = browser_rows(iters)?;
-    let date = Command::new("date").arg("-u").arg("+%Y-%m-%d").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())?;
-    let mut md = format!(
-        "# Benchmarks\n\nWritten by `cargo xtask bench --iters {iters}` on {date}; machine: {}.\n\
-         Shared, noisy machines: read the ratios, not the absolute times. Every figure stands beside a baseline\n\
-         measured in the same run.\n\n## Execution in the browser sandbox\n\n\
+    let mut md = String::from(
+        "## Execution in the browser sandbox\n\n\
          Measured in a dedicated Worker of headless Chromium (`tests/bench_exec.rs`, release build).\n\n\
          | measurement | idlecore | baseline | ratio | runs |\n| --- | --- | --- | --- | --- |\n",
-        machine()
     );
     for r in &rows {
         md.push_str(&format!(
@@ -164,7 +146,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             r.name, r.value, r.unit, r.baseline, r.unit, r.baseline_name, r.value / r.baseline, r.runs
         ));
     }
-    md.push_str("\n## The engine gap\n\n| workload | native (process start included) | wasmtime (compiled once; instantiate + run) | Chromium, idlecore executor runner (sandboxed) |\n| --- | --- | --- | --- |\n");
+    md.push_str("\n### The engine gap\n\n| workload | native (process start included) | wasmtime (compiled once; instantiate + run) | Chromium, idlecore executor runner (sandboxed) |\n| --- | --- | --- | --- |\n");
     for w in &WORKLOADS {
         let (native, wasmtime) = (native_ms(w, iters)?, wasmtime_ms(w, iters)?);
         let ours = row(&rows, &format!("{}_meter", w.key))?.value;
@@ -176,29 +158,24 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         ));
     }
     let (empty, trip) = (row(&rows, "fixed_empty")?, row(&rows, "round_trip")?);
-    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
-    md.push_str(&format!(
-        "\n## Targets\n\n| target | measured | |\n| --- | --- | --- |\n\
-         | fixed cost per task ≤ 100 µs: what the executor adds to a run (reset, WASI setup, limits, result) | {:.0} µs | {} |\n\
-         | fixed cost per task ≤ 100 µs, with the agent ↔ executor messages | {:.0} µs (of which the browser's own message round trip: {:.0} µs) | {} |\n",
-        empty.value,
-        verdict(empty.value <= 100.0),
-        trip.value,
-        trip.baseline,
-        verdict(trip.value <= 100.0),
-    ));
+    targets.row(
+        "fixed cost per task ≤ 100 µs: what the executor adds to a run (reset, WASI setup, limits, result)",
+        &format!("{:.0} µs", empty.value),
+        empty.value <= 100.0,
+    );
+    targets.row(
+        "fixed cost per task ≤ 100 µs, with the agent ↔ executor messages",
+        &format!("{:.0} µs (of which the browser's own message round trip: {:.0} µs)", trip.value, trip.baseline),
+        trip.value <= 100.0,
+    );
     for w in &WORKLOADS {
         let bare = row(&rows, &format!("{}_bare", w.key))?;
         let ratio = bare.value / bare.baseline;
-        md.push_str(&format!(
-            "| idlecore's own cost on a CPU-bound module ≤ 1.02x vs the same module bare in the same browser: {} | {ratio:.2}x | {} |\n",
-            w.what,
-            verdict(ratio <= 1.02)
-        ));
+        targets.row(
+            &format!("idlecore's own cost on a CPU-bound module ≤ 1.02x vs the same module bare in the same browser: {}", w.what),
+            &format!("{ratio:.2}x"),
+            ratio <= 1.02,
+        );
     }
-    md.push_str(&std::fs::read_to_string(root().join("xtask/src/benchmarks-notes.md"))?);
-    md.push_str(&crate::sabotage::table(100_000)?);
-    std::fs::write(root().join("docs/benchmarks.md"), &md)?;
-    print!("{md}");
-    Ok(())
+    Ok(md)
 }

@@ -1,0 +1,201 @@
+//! End to end with real headless Chromium visitors: throughput of K visitors
+//! on a CPU-bound job against the ideal (every executor as fast as a lone
+//! one), and start-up (a new visitor's page load to its first result) against
+//! the same browser loading a page that does nothing.
+
+use super::Table;
+use anyhow::Context;
+use idlecore_e2e::{wait_for, Coordinator, CoordinatorConfig, Paths, Visitor};
+use serde_json::json;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The CPU-bound task: the same Mandelbrot tile every time, so every task costs the same.
+struct Workload {
+    args: Vec<String>,
+    /// Tasks per executor in a measured job.
+    per_executor: usize,
+}
+
+fn start(paths: &Paths, data: &Path, www: &Path) -> anyhow::Result<(Coordinator, String)> {
+    let c = Coordinator::start(&CoordinatorConfig {
+        bin: &paths.bin,
+        data,
+        token: Some("bench"),
+        addr: None,
+        site: Some((www, &paths.pkg)),
+        heartbeat_ms: 1_000,
+        extra: &[],
+    })?;
+    let module = c.api().upload(&std::fs::read(paths.tasks.join("mandelbrot.wasm"))?)?;
+    Ok((c, module))
+}
+
+/// Seconds from creating a job of `tasks` tiles to its completion.
+fn job_seconds(c: &Coordinator, module: &str, w: &Workload, tasks: usize) -> anyhow::Result<f64> {
+    let api = c.api();
+    let stdins = vec![b"3 4\n".to_vec(); tasks];
+    let started = Instant::now();
+    let job = api.create_job(module, &stdins, &w.args, json!({}))?;
+    loop {
+        let status = api.status(job)?;
+        if status["state"] == "completed" {
+            anyhow::ensure!(status["failed"] == 0, "the benchmark job had failed tasks: {status}");
+            return Ok(started.elapsed().as_secs_f64());
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "the benchmark job did not complete: {status}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Tasks per second of `visitors` Chromium visitors with `executors` each, after a warm-up job.
+fn throughput(paths: &Paths, w: &Workload, visitors: usize, executors: usize) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let www = dir.path().join("www");
+    std::fs::create_dir(&www)?;
+    std::fs::write(
+        www.join("bench.html"),
+        format!(r#"<!doctype html><script src="/pkg/idlecore.js" data-coordinator="/ws" data-consent="granted" data-cpu="1" data-max-workers="{executors}"></script>"#),
+    )?;
+    let (c, module) = start(paths, &dir.path().join("data"), &www)?;
+    let _visitors = (0..visitors).map(|_| Visitor::open(&format!("{}/bench.html", c.base_url()))).collect::<anyhow::Result<Vec<_>>>()?;
+    let slots = (visitors * executors) as u64;
+    wait_for("the visitors to join", Duration::from_secs(120), || {
+        c.api().stats().ok().filter(|s| s["slots"].as_u64() >= Some(slots)).map(|_| ())
+    })?;
+    // Every executor fetches and compiles the module before the measured job.
+    job_seconds(&c, &module, w, visitors * executors * 2)?;
+    let tasks = visitors * executors * w.per_executor;
+    Ok(tasks as f64 / job_seconds(&c, &module, w, tasks)?)
+}
+
+/// A tiny HTTP server for the baseline page: it serves `page` and notes when
+/// the page's `fetch('/loaded')` arrives.
+fn blank_page_server() -> anyhow::Result<(String, mpsc::Receiver<Instant>)> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let url = format!("http://{}/blank.html", listener.local_addr()?);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let mut line = String::new();
+            let mut reader = BufReader::new(&stream);
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let body = if line.starts_with("GET /loaded") {
+                let _ = tx.send(Instant::now());
+                ""
+            } else {
+                "<!doctype html><title>blank</title><script>fetch('/loaded')</script>"
+            };
+            let mut stream = &stream;
+            let _ = write!(stream, "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+        }
+    });
+    Ok((url, rx))
+}
+
+/// Milliseconds from starting Chromium on the blank page to the page's first request back.
+fn blank_page_ms(url: &str, loaded: &mpsc::Receiver<Instant>, profile: &Path) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let _v = Visitor::returning(url, profile)?;
+    let at = loaded.recv_timeout(Duration::from_secs(60)).context("the blank page did not load")?;
+    Ok((at - started).as_secs_f64() * 1000.0)
+}
+
+/// Milliseconds from starting Chromium on a visitor page to the first result
+/// of a waiting one-task job being stored.
+fn first_result_ms(c: &Coordinator, module: &str, args: &[String], profile: &Path) -> anyhow::Result<f64> {
+    let api = c.api();
+    let job = api.create_job(module, &[b"3 4\n".to_vec()], args, json!({}))?;
+    let started = Instant::now();
+    let visitor = Visitor::returning(&format!("{}/visitor.html", c.base_url()), profile)?;
+    loop {
+        let status = api.status(job)?;
+        if status["done"] == 1 {
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            drop(visitor);
+            return Ok(ms);
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(120), "no first result: {status}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn gzip_len(path: &Path) -> anyhow::Result<u64> {
+    let out = std::process::Command::new("gzip").arg("-9c").arg(path).output().context("running gzip")?;
+    Ok(out.stdout.len() as u64)
+}
+
+pub fn section(paths: &Paths, smoke: bool, targets: &mut Table) -> anyhow::Result<String> {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let w = if smoke {
+        Workload { args: ["--tiles", "8", "--size", "16", "--iter", "100"].map(String::from).to_vec(), per_executor: 2 }
+    } else {
+        Workload { args: ["--tiles", "8", "--size", "256", "--iter", "2000"].map(String::from).to_vec(), per_executor: 16 }
+    };
+    eprintln!("xtask: bench: end to end, one visitor with one executor");
+    let single = throughput(paths, &w, 1, 1)?;
+    let mut md = format!(
+        "## End to end in headless Chromium\n\n\
+         K visitors (each its own Chromium process, with the script tag and `data-cpu=\"1\"`) share this machine's\n\
+         {cores} cores: each gets {cores}/K executors. A job of identical Mandelbrot tiles (`{}`), {} per executor, runs\n\
+         after a warm-up job; tasks/s from creating the job to its completion. Ideal: every executor as fast as a\n\
+         lone visitor with one executor, measured in the same run ({single:.2} tasks/s).\n\n\
+         | visitors | executors in all | tasks/s | ideal | of ideal |\n| --- | --- | --- | --- | --- |\n\
+         | 1 | 1 | {single:.2} | {single:.2} | 100% (the baseline) |\n",
+        w.args.join(" "),
+        w.per_executor,
+    );
+    for k in [1, 2] {
+        let executors = (cores / k).max(1);
+        eprintln!("xtask: bench: end to end, {k} visitors with {executors} executors each");
+        let rate = throughput(paths, &w, k, executors)?;
+        let ideal = single * (k * executors) as f64;
+        md.push_str(&format!("| {k} | {} | {rate:.2} | {ideal:.2} | {:.0}% |\n", k * executors, rate / ideal * 100.0));
+        targets.row(&format!("{k} Chromium visitor(s): throughput ≥ 95% of the ideal"), &format!("{:.0}%", rate / ideal * 100.0), rate / ideal >= 0.95);
+    }
+
+    eprintln!("xtask: bench: start-up");
+    let dir = tempfile::tempdir()?;
+    let (c, module) = start(paths, &dir.path().join("data"), &paths.www)?;
+    let (blank_url, loaded) = blank_page_server()?;
+    let runs = if smoke { 1 } else { 5 };
+    let (mut blank, mut cold, mut warm) = (0.0, 0.0, 0.0);
+    for i in 0..runs {
+        let profiles = [dir.path().join(format!("blank-{i}")), dir.path().join(format!("visitor-{i}"))];
+        blank += blank_page_ms(&blank_url, &loaded, &profiles[0])? / runs as f64;
+        // A new visitor, then the same visitor again (module and package in its caches).
+        cold += first_result_ms(&c, &module, &w.args, &profiles[1])? / runs as f64;
+        warm += first_result_ms(&c, &module, &w.args, &profiles[1])? / runs as f64;
+    }
+    let (wasm_gz, js_gz) = crate::build::shipped_gzip_bytes(&paths.pkg)?;
+    let package_raw: u64 = ["idlecore_wasm_bg.wasm"].iter().map(|f| std::fs::metadata(paths.pkg.join(f)).map(|m| m.len()).unwrap_or(0)).sum();
+    let module_path = paths.tasks.join("mandelbrot.wasm");
+    let (module_raw, module_gz) = (std::fs::metadata(&module_path)?.len(), gzip_len(&module_path)?);
+    let kib = |b: u64| format!("{:.1} KiB", b as f64 / 1024.0);
+    md.push_str(&format!(
+        "\n### Start-up\n\n\
+         From starting Chromium on a page to the first result stored, mean of {runs}: the page is `www/visitor.html`\n\
+         (script tag, consent given) and a one-tile job is waiting. Baseline: the same browser start on a page that\n\
+         only makes one request back. A returning visitor has the package and the module in its caches.\n\n\
+         | visit | first result | blank page loaded | idlecore's part |\n| --- | --- | --- | --- |\n\
+         | new visitor | {cold:.0} ms | {blank:.0} ms | {:.0} ms |\n\
+         | returning visitor | {warm:.0} ms | {blank:.0} ms | {:.0} ms |\n\n\
+         Bytes a new visitor downloads, gzipped (as a CDN or reverse proxy sends them; the coordinator itself serves\n\
+         them uncompressed):\n\n\
+         | what | gzipped | uncompressed |\n| --- | --- | --- |\n\
+         | idlecore: the package (wasm + every script) | {} | wasm {} |\n\
+         | the task's own module (any system ships it) | {} | {} |\n",
+        cold - blank,
+        warm - blank,
+        kib(wasm_gz + js_gz),
+        kib(package_raw),
+        kib(module_gz),
+        kib(module_raw),
+    ));
+    Ok(md)
+}

@@ -1,0 +1,138 @@
+//! `cargo xtask bench`: measures, side by side in one run, and writes
+//! `docs/benchmarks.md`. Nothing here is a test: no figure fails anything.
+//! `--smoke` runs every benchmark at a tiny size and writes nothing (part of
+//! `cargo xtask test`, so none of them rots).
+//!
+//! - `exec`: execution in the browser sandbox vs bare, wasmtime and native.
+//! - `dispatch`: the coordinator under the native `swarm` load generator:
+//!   dispatch rate and latency, idle connections, growth with job size.
+//! - `browsers`: end to end with headless Chromium workers, and start-up.
+//! - the sabotage table (`sabotage.rs`).
+
+mod browsers;
+mod dispatch;
+mod exec;
+
+use crate::{build, flag_value, root, tools};
+use anyhow::Context;
+use std::process::Command;
+
+/// The targets table: each target, what was measured, met or missed.
+#[derive(Default)]
+pub struct Table {
+    rows: Vec<(String, String, bool)>,
+}
+
+impl Table {
+    pub fn row(&mut self, target: &str, measured: &str, met: bool) {
+        self.rows.push((target.into(), measured.into(), met));
+    }
+
+    fn markdown(&self) -> String {
+        let mut md = String::from("## Targets\n\n| target | measured | |\n| --- | --- | --- |\n");
+        for (target, measured, met) in &self.rows {
+            md.push_str(&format!("| {target} | {measured} | {} |\n", if *met { "met" } else { "MISSED" }));
+        }
+        md
+    }
+}
+
+/// `/proc/PID/stat` fields after the command name (which may hold spaces).
+fn stat_fields(pid: u32) -> anyhow::Result<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
+    let (_, rest) = stat.rsplit_once(')').context("malformed /proc stat")?;
+    Ok(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// CPU seconds (user + system) a process used so far.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let f = stat_fields(pid)?;
+    // utime and stime are fields 14 and 15 of stat; `state` (field 3) comes first here.
+    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+    Ok(ticks / clock_ticks()?)
+}
+
+fn clock_ticks() -> anyhow::Result<f64> {
+    let out = Command::new("getconf").arg("CLK_TCK").output().context("getconf CLK_TCK")?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+}
+
+fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with(field)).with_context(|| format!("no {field} for {pid}"))?;
+    Ok(line.split_whitespace().nth(1).context("malformed status line")?.parse()?)
+}
+
+/// Resident memory of a process now, in KiB.
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// The most resident memory a process has had, in KiB.
+pub fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<u64>().ok()))
+        .map(|kib| format!("{:.0} GiB", kib as f64 / 1024.0 / 1024.0))
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let chromium = Command::new(idlecore_e2e::chromium_path())
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    format!("{cpu}, {cores} cores, {memory}; Linux {}; {chromium}", kernel.trim())
+}
+
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let smoke = args.iter().any(|a| a == "--smoke");
+    let iters: u32 = flag_value(args, "--iters")?.map(str::parse).transpose().context("--iters")?.unwrap_or(20);
+    tools::ensure()?;
+    let paths = build::all()?;
+    let mut targets = Table::default();
+    let sizes = if smoke { dispatch::Sizes::smoke() } else { dispatch::Sizes::full() };
+    let mut sections = Vec::new();
+    // The smoke run leaves out the execution benchmark: `wasm-pack test` runs
+    // tests/bench_exec.rs in every browser test run.
+    if !smoke {
+        sections.push(exec::section(iters, &mut targets)?);
+    }
+    sections.push(dispatch::dispatch(&paths, &sizes, &mut targets)?);
+    sections.push(dispatch::growth(&paths, &sizes)?);
+    sections.push(browsers::section(&paths, smoke, &mut targets)?);
+    let date = Command::new("date").arg("-u").arg("+%Y-%m-%d").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())?;
+    let command = if smoke { "cargo xtask bench --smoke".to_string() } else { format!("cargo xtask bench --iters {iters}") };
+    let mut md = format!(
+        "# Benchmarks\n\nWritten by `{command}` on {date}; machine: {}.\n\
+         Shared, noisy machines: read the ratios, not the absolute times. Every figure stands beside a baseline\n\
+         measured in the same run.\n\n",
+        machine()
+    );
+    md.push_str(&targets.markdown());
+    for s in sections {
+        md.push('\n');
+        md.push_str(&s);
+    }
+    md.push('\n');
+    md.push_str(&std::fs::read_to_string(root().join("xtask/src/benchmarks-notes.md"))?);
+    if smoke {
+        print!("{md}");
+        eprintln!("xtask: bench --smoke: every benchmark ran (docs/benchmarks.md left as it is)");
+        return Ok(());
+    }
+    md.push('\n');
+    md.push_str(&crate::sabotage::table(100_000)?);
+    std::fs::write(root().join("docs/benchmarks.md"), &md)?;
+    print!("{md}");
+    Ok(())
+}
