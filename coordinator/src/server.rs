@@ -359,3 +359,22 @@ pub fn raise_open_files_limit() -> u64 {
         0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// (soft, hard) of "Max open files" in /proc/self/limits.
+    fn open_files_limits() -> (String, String) {
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+        let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields[3].to_string(), fields[4].to_string())
+    }
+
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_limit() {
+        let limit = super::raise_open_files_limit();
+        let (soft, hard) = open_files_limits();
+        assert_eq!(soft, hard, "soft limit raised to the hard one");
+        assert_eq!(soft, limit.to_string(), "the limit in force is reported");
+    }
+}

@@ -5,6 +5,7 @@ use crate::jobs;
 use crate::scheduler::WorkerId;
 use crate::state::AppState;
 use axum::extract::ws::{Message, WebSocket};
+use futures_util::SinkExt;
 use idlecore_protocol::{
     decode_worker, encode_coordinator, CoordinatorMessage, DecodeError, ErrorCode, ProtocolError,
     Welcome, WorkerMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION,
@@ -82,14 +83,33 @@ impl Link {
     }
 
     async fn send(&mut self, frame: Vec<u8>) -> Result<(), Refusal> {
-        let failed = |e: String| Refusal(ErrorCode::Malformed, format!("send failed: {e}"));
+        self.feed(frame).await?;
+        self.flush().await
+    }
+
+    /// Queues a frame without writing it to the socket yet (see `flush`).
+    async fn feed(&mut self, frame: Vec<u8>) -> Result<(), Refusal> {
         match self {
             Link::WebSocket(socket) => socket
-                .send(Message::Binary(frame.into()))
+                .feed(Message::Binary(frame.into()))
                 .await
-                .map_err(|e| failed(e.to_string())),
+                .map_err(|e| send_failed(e.to_string())),
             #[cfg(feature = "webrtc")]
-            Link::DataChannel(channel) => channel.send(frame).map_err(|e| failed(e.to_string())),
+            Link::DataChannel(channel) => channel
+                .send(frame)
+                .map_err(|e| send_failed(e.to_string())),
+        }
+    }
+
+    /// Writes what `feed` queued: several frames, one write.
+    async fn flush(&mut self) -> Result<(), Refusal> {
+        match self {
+            Link::WebSocket(socket) => socket
+                .flush()
+                .await
+                .map_err(|e| send_failed(e.to_string())),
+            #[cfg(feature = "webrtc")]
+            Link::DataChannel(_) => Ok(()),
         }
     }
 
@@ -107,6 +127,10 @@ impl Link {
             Link::DataChannel(_) => Transport::DataChannel,
         }
     }
+}
+
+fn send_failed(e: String) -> Refusal {
+    Refusal(ErrorCode::Malformed, format!("send failed: {e}"))
 }
 
 /// How a worker reached the coordinator (counted in `/api/stats` → `transports`).
@@ -212,8 +236,14 @@ async fn session_loop(
                 let Some(frame) = frame? else { return Ok(()) };
                 handle(state, worker, decode_worker(&frame)?, &reply_tx)?;
             }
-            Some(msg) = rx.recv() => send_batched(link, msg, rx).await?,
-            Some(msg) = reply_rx.recv() => send(link, &msg).await?,
+            Some(msg) = rx.recv() => {
+                feed_batched(link, msg, rx).await?;
+                feed_ready(link, rx, &mut reply_rx).await?;
+            }
+            Some(msg) = reply_rx.recv() => {
+                link.feed(encode_coordinator(&msg)).await?;
+                feed_ready(link, rx, &mut reply_rx).await?;
+            }
             _ = shutdown.changed() => {
                 return Err(Refusal(ErrorCode::ShuttingDown, "the coordinator is shutting down; reconnect later".into()));
             }
@@ -235,15 +265,38 @@ fn encoded_size(lease: idlecore_protocol::Lease) -> (idlecore_protocol::Lease, u
     (lease, size)
 }
 
-/// Sends `first` and whatever else is already queued, with leases that are
+/// Most messages of each queue written together.
+const MAX_FED: usize = 64;
+
+/// Queues whatever else is ready to go (acks, then leases and other
+/// messages), then writes it all at once: an `Ack` and the next lease
+/// usually leave together.
+async fn feed_ready(
+    link: &mut Link,
+    rx: &mut mpsc::UnboundedReceiver<CoordinatorMessage>,
+    reply_rx: &mut mpsc::UnboundedReceiver<CoordinatorMessage>,
+) -> Result<(), Refusal> {
+    // Bounded, so a flood of outgoing messages never stops the session reading.
+    for _ in 0..MAX_FED {
+        let Ok(msg) = reply_rx.try_recv() else { break };
+        link.feed(encode_coordinator(&msg)).await?;
+    }
+    for _ in 0..MAX_FED {
+        let Ok(msg) = rx.try_recv() else { break };
+        feed_batched(link, msg, rx).await?;
+    }
+    link.flush().await
+}
+
+/// Queues `first` and whatever else is already queued, with leases that are
 /// ready together in one `Leases` frame (in order; other messages after them).
-async fn send_batched(
+async fn feed_batched(
     link: &mut Link,
     first: CoordinatorMessage,
     rx: &mut mpsc::UnboundedReceiver<CoordinatorMessage>,
 ) -> Result<(), Refusal> {
     let CoordinatorMessage::Lease(lease) = first else {
-        return send(link, &first).await;
+        return link.feed(encode_coordinator(&first)).await;
     };
     let (lease, mut bytes) = encoded_size(lease);
     let mut batch = vec![lease];
@@ -271,9 +324,9 @@ async fn send_batched(
     } else {
         CoordinatorMessage::Leases(batch)
     };
-    send(link, &msg).await?;
+    link.feed(encode_coordinator(&msg)).await?;
     match after {
-        Some(m) => send(link, &m).await,
+        Some(m) => link.feed(encode_coordinator(&m)).await,
         None => Ok(()),
     }
 }

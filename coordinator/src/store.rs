@@ -153,25 +153,31 @@ fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
+/// Runs one statement, compiled once per connection (SQLite's parser was a
+/// visible share of storing each result).
+fn execute(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
 fn apply(conn: &Connection, write: &Write) -> StoreResult<u64> {
     let n = match write {
-        Write::SetSetting { key, value } => conn.execute(
+        Write::SetSetting { key, value } => execute(conn,
             "INSERT INTO settings(key, value) VALUES (?1, ?2)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             params![key, value],
         )?,
-        Write::PutModule { hash, bytes, runnable } => conn.execute(
+        Write::PutModule { hash, bytes, runnable } => execute(conn,
             "INSERT OR IGNORE INTO modules(hash, bytes, size, runnable) VALUES (?1, ?2, ?3, ?4)",
             params![hash, bytes, bytes.len() as i64, runnable],
         )?,
-        Write::PutBlob { hash, bytes } => conn.execute(
+        Write::PutBlob { hash, bytes } => execute(conn,
             "INSERT OR IGNORE INTO blobs(hash, bytes, size) VALUES (?1, ?2, ?3)",
             params![hash, bytes, bytes.len() as i64],
         )?,
         Write::CreateJob { module, runnable, limits, validation, tasks } => {
             let limits_json = serde_json::to_string(limits).expect("limits serialize");
             let validation_json = serde_json::to_string(validation).expect("policy serializes");
-            conn.execute(
+            execute(conn,
                 "INSERT INTO jobs(module, runnable, limits, validation, task_count, state, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![module, runnable, limits_json, validation_json, tasks.len() as i64, JobState::Running.as_str(), now_secs()],
@@ -193,7 +199,7 @@ fn apply(conn: &Connection, write: &Write) -> StoreResult<u64> {
             }
             return Ok(job as u64);
         }
-        Write::PutResult { job, record } => conn.execute(
+        Write::PutResult { job, record } => execute(conn,
             "INSERT OR IGNORE INTO results(job, idx, status, exit_code, stdout, stderr, elapsed_ms, fuel_used, error, files)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
@@ -209,16 +215,16 @@ fn apply(conn: &Connection, write: &Write) -> StoreResult<u64> {
                 serde_json::to_string(&record.files).expect("files serialize"),
             ],
         )?,
-        Write::PutFailure { job, task, kind, message } => conn.execute(
+        Write::PutFailure { job, task, kind, message } => execute(conn,
             "INSERT INTO failures(job, idx, kind, message) VALUES (?1, ?2, ?3, ?4)",
             params![*job as i64, task, kind, message],
         )?,
-        Write::SetJobState { job, state, checks } => conn.execute(
+        Write::SetJobState { job, state, checks } => execute(conn,
             "UPDATE jobs SET state = ?2, checks = COALESCE(?3, checks) WHERE id = ?1",
             params![*job as i64, state.as_str(), checks.map(|c| serde_json::to_string(&c).expect("stats serialize"))],
         )?,
         Write::VoidResult { job, task } => {
-            conn.execute("DELETE FROM results WHERE job = ?1 AND idx = ?2", params![*job as i64, task])?
+            execute(conn, "DELETE FROM results WHERE job = ?1 AND idx = ?2", params![*job as i64, task])?
         }
     };
     Ok(n as u64)
@@ -246,11 +252,16 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Pending>) {
         }
         let started = std::time::Instant::now();
         let outcome: StoreResult<Vec<StoreResult<u64>>> = (|| {
-            conn.execute_batch("BEGIN IMMEDIATE")?;
+            execute(&conn, "BEGIN IMMEDIATE", [])?;
             let each = batch.iter().map(|(w, _)| apply(&conn, w)).collect();
             let applied = started.elapsed();
-            conn.execute_batch("COMMIT")?;
-            tracing::debug!(writes = batch.len(), applied_us = applied.as_micros() as u64, total_us = started.elapsed().as_micros() as u64, "committed");
+            execute(&conn, "COMMIT", [])?;
+            tracing::debug!(
+                writes = batch.len(),
+                applied_us = applied.as_micros() as u64,
+                total_us = started.elapsed().as_micros() as u64,
+                "committed"
+            );
             Ok(each)
         })();
         match outcome {

@@ -20,7 +20,7 @@ const USAGE: &str = "usage:
   cargo xtask demo [--visitors K] [--once] [--port P]
                                        run the coordinator, K headless browser visitors (default 2; 0 to use
                                        your own browser), submit the example job and write its picture
-  cargo xtask test [--only unit|browser|e2e|embed|webrtc|chaos]
+  cargo xtask test [--only unit|browser|e2e|embed|webrtc|chaos|bench]
                                        run every test (or one group)
   cargo xtask bench [--iters N] [--smoke]
                                        measure execution, coordinator dispatch, growth, end to end and

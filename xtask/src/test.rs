@@ -2,7 +2,8 @@
 //! tests in headless Chromium (wasm-pack test), end-to-end tests against the
 //! release build, the embed tests (npm package, script tag, consent, CPU
 //! budget; see `embed.rs`), peer transfers over WebRTC in a network
-//! namespace, then a small chaos run (see `chaos.rs`).
+//! namespace, a small chaos run (see `chaos.rs`), then every benchmark at a
+//! tiny size (`bench --smoke`: nothing fails on a time, but none rots).
 
 use crate::{build, flag_value, tools};
 use anyhow::bail;
@@ -36,7 +37,8 @@ pub fn run_group(group: &str) -> anyhow::Result<()> {
             loadgen_workers: 4,
             seed: 7,
         }),
-        other => bail!("unknown test group {other:?} (unit, browser, e2e, embed, webrtc, chaos)"),
+        "bench" => crate::bench::smoke(),
+        other => bail!("unknown test group {other:?} (unit, browser, e2e, embed, webrtc, chaos, bench)"),
     }
 }
 
@@ -47,7 +49,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     match only {
         Some(group) => run_group(group),
         None => {
-            for group in ["unit", "browser", "e2e", "embed", "webrtc", "chaos"] {
+            for group in ["unit", "browser", "e2e", "embed", "webrtc", "chaos", "bench"] {
                 run_group(group)?;
             }
             eprintln!("xtask: all test groups passed");

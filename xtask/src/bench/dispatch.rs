@@ -214,6 +214,10 @@ fn fresh_run(paths: &Paths, echo: bool, workers: u32, tasks: u64, task_us: u64) 
     run(paths, &mut server, workers, tasks, task_us)
 }
 
+fn mib(kib: u64) -> String {
+    format!("{:.0} MiB", kib as f64 / 1024.0)
+}
+
 fn ms(us: f64) -> String {
     format!("{:.2} ms", us / 1000.0)
 }
@@ -226,9 +230,10 @@ pub fn dispatch(paths: &Paths, sizes: &Sizes, targets: &mut Table) -> anyhow::Re
          every lease at once (stdout = stdin); one job of tiny tasks (`--no-validation`) runs through a fresh\n\
          coordinator. Baseline: the same swarm against `swarm --echo`, which answers each result with its `Ack` and\n\
          the next lease and does nothing else (no scheduler, no store). tasks/s: first lease to last `Ack`.\n\
-         Latency: a result sent to its `Ack` (the result is durable then). CPU: the server's, in cores (µs per task).\n\n\
-         | workers | tasks | coordinator tasks/s | p50 | p99 | coordinator CPU | echo tasks/s | p50 | p99 | echo CPU | coordinator / echo |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+         Latency: a result sent to its `Ack` (the result is durable then). CPU: the server's, in cores (µs per task).\n\
+         RSS: the server's resident memory after the run.\n\n\
+         | workers | tasks | coordinator tasks/s | p50 | p99 | CPU | RSS | echo tasks/s | p50 | p99 | CPU | RSS | coordinator / echo |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     let mut rate_at_1000 = None;
     for &(workers, tasks) in &sizes.dispatch {
@@ -237,15 +242,17 @@ pub fn dispatch(paths: &Paths, sizes: &Sizes, targets: &mut Table) -> anyhow::Re
         let e = fresh_run(paths, true, workers, tasks, 0)?;
         let cpu = |r: &Run| format!("{:.2} ({:.0} µs)", r.cpu_s / r.outcome.seconds, r.cpu_s * 1e6 / tasks as f64);
         md.push_str(&format!(
-            "| {workers} | {tasks} | {:.0} | {} | {} | {} | {:.0} | {} | {} | {} | {:.2}x |\n",
+            "| {workers} | {tasks} | {:.0} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {:.2}x |\n",
             c.outcome.tasks_per_s,
             ms(c.outcome.p50_us),
             ms(c.outcome.p99_us),
             cpu(&c),
+            mib(c.rss_after_kib),
             e.outcome.tasks_per_s,
             ms(e.outcome.p50_us),
             ms(e.outcome.p99_us),
             cpu(&e),
+            mib(e.rss_after_kib),
             c.outcome.tasks_per_s / e.outcome.tasks_per_s,
         ));
         if workers == sizes.half_load.0 {

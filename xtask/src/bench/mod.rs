@@ -95,10 +95,18 @@ fn machine() -> String {
 }
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
-    let smoke = args.iter().any(|a| a == "--smoke");
     let iters: u32 = flag_value(args, "--iters")?.map(str::parse).transpose().context("--iters")?.unwrap_or(20);
     tools::ensure()?;
     let paths = build::all()?;
+    measure(&paths, args.iter().any(|a| a == "--smoke"), iters)
+}
+
+/// The smoke run of `cargo xtask test` (which has built everything already).
+pub fn smoke() -> anyhow::Result<()> {
+    measure(&idlecore_e2e::Paths::workspace(), true, 1)
+}
+
+fn measure(paths: &idlecore_e2e::Paths, smoke: bool, iters: u32) -> anyhow::Result<()> {
     let mut targets = Table::default();
     let sizes = if smoke { dispatch::Sizes::smoke() } else { dispatch::Sizes::full() };
     let mut sections = Vec::new();
@@ -107,9 +115,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if !smoke {
         sections.push(exec::section(iters, &mut targets)?);
     }
-    sections.push(dispatch::dispatch(&paths, &sizes, &mut targets)?);
-    sections.push(dispatch::growth(&paths, &sizes)?);
-    sections.push(browsers::section(&paths, smoke, &mut targets)?);
+    sections.push(dispatch::dispatch(paths, &sizes, &mut targets)?);
+    sections.push(dispatch::growth(paths, &sizes)?);
+    sections.push(browsers::section(paths, smoke, &mut targets)?);
     let date = Command::new("date").arg("-u").arg("+%Y-%m-%d").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())?;
     let command = if smoke { "cargo xtask bench --smoke".to_string() } else { format!("cargo xtask bench --iters {iters}") };
     let mut md = format!(
