@@ -237,6 +237,9 @@ async fn session_loop(
                 handle(state, worker, decode_worker(&frame)?, &reply_tx)?;
             }
             Some(msg) = rx.recv() => {
+                // A finished task's next lease is queued before its `Ack`:
+                // acks waiting go first, as the worker expects them.
+                feed_replies(link, &mut reply_rx).await?;
                 feed_batched(link, msg, rx).await?;
                 feed_ready(link, rx, &mut reply_rx).await?;
             }
@@ -276,16 +279,25 @@ async fn feed_ready(
     rx: &mut mpsc::UnboundedReceiver<CoordinatorMessage>,
     reply_rx: &mut mpsc::UnboundedReceiver<CoordinatorMessage>,
 ) -> Result<(), Refusal> {
-    // Bounded, so a flood of outgoing messages never stops the session reading.
-    for _ in 0..MAX_FED {
-        let Ok(msg) = reply_rx.try_recv() else { break };
-        link.feed(encode_coordinator(&msg)).await?;
-    }
+    feed_replies(link, reply_rx).await?;
     for _ in 0..MAX_FED {
         let Ok(msg) = rx.try_recv() else { break };
         feed_batched(link, msg, rx).await?;
     }
     link.flush().await
+}
+
+/// Queues the replies (acks, sources) waiting. Bounded, like `feed_ready`,
+/// so a flood of outgoing messages never stops the session reading.
+async fn feed_replies(
+    link: &mut Link,
+    reply_rx: &mut mpsc::UnboundedReceiver<CoordinatorMessage>,
+) -> Result<(), Refusal> {
+    for _ in 0..MAX_FED {
+        let Ok(msg) = reply_rx.try_recv() else { break };
+        link.feed(encode_coordinator(&msg)).await?;
+    }
+    Ok(())
 }
 
 /// Queues `first` and whatever else is already queued, with leases that are

@@ -16,7 +16,13 @@ const TASKS = join(ROOT, 'target/wasm32-wasip1/release');
 
 const scratch = [];
 process.on('exit', () => {
-  for (const dir of scratch) rmSync(dir, { recursive: true, force: true, maxRetries: 5 });
+  for (const dir of scratch) {
+    try {
+      rmSync(dir, { recursive: true, force: true, maxRetries: 5 });
+    } catch (e) {
+      console.error(`could not remove ${dir}: ${e}`);
+    }
+  }
 });
 
 /** A new directory under the system's temp dir, removed when this test file's process exits. */

@@ -80,19 +80,23 @@ fn blank_page_server() -> anyhow::Result<(String, mpsc::Receiver<Instant>)> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for stream in listener.incoming().map_while(Result::ok) {
-            let mut line = String::new();
-            let mut reader = BufReader::new(&stream);
-            if reader.read_line(&mut line).is_err() {
-                continue;
-            }
-            let body = if line.starts_with("GET /loaded") {
-                let _ = tx.send(Instant::now());
-                ""
-            } else {
-                "<!doctype html><title>blank</title><script>fetch('/loaded')</script>"
-            };
-            let mut stream = &stream;
-            let _ = write!(stream, "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            // A connection of its own each: the browser may open one it never uses.
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+                let mut line = String::new();
+                if BufReader::new(&stream).read_line(&mut line).is_err() {
+                    return;
+                }
+                let body = if line.starts_with("GET /loaded") {
+                    let _ = tx.send(Instant::now());
+                    ""
+                } else {
+                    "<!doctype html><title>blank</title><script>fetch('/loaded')</script>"
+                };
+                let mut stream = &stream;
+                let _ = write!(stream, "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            });
         }
     });
     Ok((url, rx))
@@ -100,6 +104,7 @@ fn blank_page_server() -> anyhow::Result<(String, mpsc::Receiver<Instant>)> {
 
 /// Milliseconds from starting Chromium on the blank page to the page's first request back.
 fn blank_page_ms(url: &str, loaded: &mpsc::Receiver<Instant>, profile: &Path) -> anyhow::Result<f64> {
+    while loaded.try_recv().is_ok() {}
     let started = Instant::now();
     let _v = Visitor::returning(url, profile)?;
     let at = loaded.recv_timeout(Duration::from_secs(60)).context("the blank page did not load")?;

@@ -143,8 +143,17 @@ async fn work(mut ws: Socket, heartbeat_ms: u32, task_us: u64, shared: Arc<Share
     heartbeat.tick().await;
     let mut sent: HashMap<u64, Instant> = HashMap::new();
     let mut running: Vec<u64> = Vec::new();
+    // Leases to answer, each when its `--task-us` is up. The socket is read
+    // meanwhile, so an `Ack` is timed when it arrives.
+    let mut answers: std::collections::VecDeque<(tokio::time::Instant, Lease)> = Default::default();
     loop {
+        let next_answer = answers.front().map(|(due, _)| *due);
         tokio::select! {
+            _ = tokio::time::sleep_until(next_answer.unwrap_or_else(tokio::time::Instant::now)), if next_answer.is_some() => {
+                let (_, lease) = answers.pop_front().expect("checked");
+                ws.send(Message::Binary(result_of(&lease).into())).await?;
+                sent.insert(lease.lease, Instant::now());
+            }
             _ = heartbeat.tick() => {
                 let beat = WorkerMessage::Heartbeat(Heartbeat { leases: running.clone() });
                 ws.send(Message::Binary(encode_worker(&beat).into())).await?;
@@ -172,12 +181,14 @@ async fn work(mut ws: Socket, heartbeat_ms: u32, task_us: u64, shared: Arc<Share
                 };
                 shared.first_lease.lock().expect("not poisoned").get_or_insert_with(Instant::now);
                 for lease in leases {
-                    if task_us > 0 {
-                        tokio::time::sleep(Duration::from_micros(task_us)).await;
-                    }
                     running.push(lease.lease);
-                    ws.send(Message::Binary(result_of(&lease).into())).await?;
-                    sent.insert(lease.lease, Instant::now());
+                    if task_us > 0 {
+                        let due = tokio::time::Instant::now() + Duration::from_micros(task_us);
+                        answers.push_back((due, lease));
+                    } else {
+                        ws.send(Message::Binary(result_of(&lease).into())).await?;
+                        sent.insert(lease.lease, Instant::now());
+                    }
                 }
             }
         }
