@@ -33,13 +33,18 @@ const MANDELBROT: &[u8] = bench_module!("mandelbrot.wasm");
 const MANDELBROT_SANDBOXED: &[u8] = bench_module!("mandelbrot.sandboxed.wasm");
 const HASHCHAIN: &[u8] = bench_module!("hashchain.wasm");
 const HASHCHAIN_SANDBOXED: &[u8] = bench_module!("hashchain.sandboxed.wasm");
+const SORT: &[u8] = bench_module!("sort.wasm");
+const SORT_SANDBOXED: &[u8] = bench_module!("sort.sandboxed.wasm");
 
 /// The workloads `cargo xtask bench` also runs natively and in wasmtime
-/// (`xtask/src/bench.rs` has the same arguments).
+/// (`xtask/src/bench/exec.rs` has the same arguments).
 const TILE_ARGS: [&str; 6] = ["--tiles", "8", "--size", "64", "--iter", "2000"];
 const TILE_STDIN: &[u8] = b"3 4\n";
 const CHAIN_ARGS: [&str; 2] = ["--rounds", "20000"];
 const CHAIN_STDIN: &[u8] = b"idlecore\n";
+const BULK_ARGS: [&str; 4] = ["--bulk-mib", "64", "--rounds", "0"];
+const SORT_ARGS: [&str; 2] = ["--n", "1000000"];
+const SORT_STDIN: &[u8] = b"idlecore\n";
 
 fn iters() -> u32 {
     ITERS.parse().unwrap_or(3).max(1)
@@ -287,6 +292,38 @@ fn cpu_bound_hash_chain() {
         &w,
         HASHCHAIN,
         HASHCHAIN_SANDBOXED,
+    );
+}
+
+#[wasm_bindgen_test]
+fn cpu_bound_bulk_hash() {
+    let w = Workload {
+        program: "hashchain.wasm",
+        args: &BULK_ARGS,
+        stdin: CHAIN_STDIN,
+    };
+    cpu_bound(
+        "bulk",
+        "SHA-256 over 64 MiB (integer, streaming through memory)",
+        &w,
+        HASHCHAIN,
+        HASHCHAIN_SANDBOXED,
+    );
+}
+
+#[wasm_bindgen_test]
+fn cpu_bound_sort() {
+    let w = Workload {
+        program: "sort.wasm",
+        args: &SORT_ARGS,
+        stdin: SORT_STDIN,
+    };
+    cpu_bound(
+        "sort",
+        "sort of 1,000,000 integers (memory-bound)",
+        &w,
+        SORT,
+        SORT_SANDBOXED,
     );
 }
 

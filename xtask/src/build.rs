@@ -12,6 +12,7 @@ pub const TASKS: &[&str] = &[
     "wasi-conformance-task",
     "hashchain-task",
     "numbers-agree-task",
+    "sort-task",
 ];
 
 pub fn all() -> anyhow::Result<idlecore_e2e::Paths> {
@@ -187,6 +188,7 @@ fn sandboxed_modules(paths: &idlecore_e2e::Paths) -> anyhow::Result<()> {
     for name in [
         "mandelbrot",
         "hashchain",
+        "sort",
         "wasi-probe",
         "wasi-conformance",
         "wasi-conformance-c",

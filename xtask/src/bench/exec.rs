@@ -19,7 +19,7 @@ struct Workload {
     stdin: &'static [u8],
 }
 
-const WORKLOADS: [Workload; 2] = [
+const WORKLOADS: [Workload; 4] = [
     Workload {
         key: "tile",
         name: "mandelbrot",
@@ -28,6 +28,14 @@ const WORKLOADS: [Workload; 2] = [
         stdin: b"3 4\n",
     },
     Workload { key: "chain", name: "hashchain", what: "SHA-256 chain (integer)", args: &["--rounds", "20000"], stdin: b"idlecore\n" },
+    Workload {
+        key: "bulk",
+        name: "hashchain",
+        what: "SHA-256 over 64 MiB (streaming through memory)",
+        args: &["--bulk-mib", "64", "--rounds", "0"],
+        stdin: b"idlecore\n",
+    },
+    Workload { key: "sort", name: "sort", what: "sort of 1,000,000 integers (memory-bound)", args: &["--n", "1000000"], stdin: b"idlecore\n" },
 ];
 
 struct Row {
