@@ -134,23 +134,20 @@ fn minify_scripts(pkg: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Bytes of a file gzipped with `gzip -9`, as a web server or CDN would send it.
+pub fn gzip_len(path: &std::path::Path) -> anyhow::Result<u64> {
+    let out = Command::new("gzip").arg("-9c").arg(path).output().context("running gzip")?;
+    anyhow::ensure!(out.status.success(), "gzip {} failed", path.display());
+    Ok(out.stdout.len() as u64)
+}
+
 /// Gzipped bytes of the package's wasm and of all its scripts (what the page,
 /// the agent and the executors load).
 pub fn shipped_gzip_bytes(pkg: &std::path::Path) -> anyhow::Result<(u64, u64)> {
-    // gzip -9, as a web server or CDN would send it.
-    let gz = |path: &std::path::Path| -> anyhow::Result<u64> {
-        let out = Command::new("gzip")
-            .arg("-9c")
-            .arg(path)
-            .output()
-            .context("running gzip")?;
-        anyhow::ensure!(out.status.success(), "gzip {} failed", path.display());
-        Ok(out.stdout.len() as u64)
-    };
-    let wasm = gz(&pkg.join("idlecore_wasm_bg.wasm"))?;
+    let wasm = gzip_len(&pkg.join("idlecore_wasm_bg.wasm"))?;
     let mut js = 0;
     for path in scripts(pkg)? {
-        js += gz(&path)?;
+        js += gzip_len(&path)?;
     }
     Ok((wasm, js))
 }

@@ -282,3 +282,15 @@ pub fn run_native(program: &Path, args: &[String], stdin: &[u8]) -> anyhow::Resu
     }
     Ok(out.stdout)
 }
+
+/// CPU seconds (user + system) process `pid` has used so far, from `/proc/PID/stat`.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start at `state`
+    // (field 3); utime and stime are fields 14 and 15.
+    let (_, rest) = stat.rsplit_once(')').context("malformed /proc stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11).context("no utime")?.parse::<f64>()? + fields.get(12).context("no stime")?.parse::<f64>()?;
+    let out = Command::new("getconf").arg("CLK_TCK").output().context("getconf CLK_TCK")?;
+    Ok(ticks / String::from_utf8_lossy(&out.stdout).trim().parse::<f64>()?)
+}

@@ -130,11 +130,6 @@ fn first_result_ms(c: &Coordinator, module: &str, args: &[String], profile: &Pat
     }
 }
 
-fn gzip_len(path: &Path) -> anyhow::Result<u64> {
-    let out = std::process::Command::new("gzip").arg("-9c").arg(path).output().context("running gzip")?;
-    Ok(out.stdout.len() as u64)
-}
-
 pub fn section(paths: &Paths, smoke: bool, targets: &mut Table) -> anyhow::Result<String> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let w = if smoke {
@@ -184,7 +179,7 @@ pub fn section(paths: &Paths, smoke: bool, targets: &mut Table) -> anyhow::Resul
     let (wasm_gz, js_gz) = crate::build::shipped_gzip_bytes(&paths.pkg)?;
     let package_raw: u64 = ["idlecore_wasm_bg.wasm"].iter().map(|f| std::fs::metadata(paths.pkg.join(f)).map(|m| m.len()).unwrap_or(0)).sum();
     let module_path = paths.tasks.join("mandelbrot.wasm");
-    let (module_raw, module_gz) = (std::fs::metadata(&module_path)?.len(), gzip_len(&module_path)?);
+    let (module_raw, module_gz) = (std::fs::metadata(&module_path)?.len(), crate::build::gzip_len(&module_path)?);
     let kib = |b: u64| format!("{:.1} KiB", b as f64 / 1024.0);
     md.push_str(&format!(
         "\n### Start-up\n\n\

@@ -37,25 +37,7 @@ impl Table {
     }
 }
 
-/// `/proc/PID/stat` fields after the command name (which may hold spaces).
-fn stat_fields(pid: u32) -> anyhow::Result<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
-    let (_, rest) = stat.rsplit_once(')').context("malformed /proc stat")?;
-    Ok(rest.split_whitespace().map(str::to_owned).collect())
-}
-
-/// CPU seconds (user + system) a process used so far.
-pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let f = stat_fields(pid)?;
-    // utime and stime are fields 14 and 15 of stat; `state` (field 3) comes first here.
-    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
-    Ok(ticks / clock_ticks()?)
-}
-
-fn clock_ticks() -> anyhow::Result<f64> {
-    let out = Command::new("getconf").arg("CLK_TCK").output().context("getconf CLK_TCK")?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
-}
+pub use idlecore_e2e::cpu_seconds;
 
 fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;

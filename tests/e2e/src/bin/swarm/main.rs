@@ -195,15 +195,6 @@ async fn work(mut ws: Socket, heartbeat_ms: u32, task_us: u64, shared: Arc<Share
     }
 }
 
-/// CPU time this process used so far (user + system), from `/proc/self/stat`.
-fn own_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at `state`.
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-    let ticks: f64 = fields.get(11..13).map(|f| f.iter().filter_map(|t| t.parse::<f64>().ok()).sum()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
 fn percentile(sorted: &[u32], p: f64) -> u32 {
     if sorted.is_empty() {
         return 0;
@@ -273,7 +264,7 @@ async fn run(o: Options) -> anyhow::Result<()> {
                     "p50_us": percentile(&lat, 0.50),
                     "p99_us": percentile(&lat, 0.99),
                     "max_us": lat.last().copied().unwrap_or(0),
-                    "swarm_cpu_s": own_cpu_seconds(),
+                    "swarm_cpu_s": idlecore_e2e::cpu_seconds(std::process::id()).unwrap_or(f64::NAN),
                 })
             );
             Ok(())
