@@ -63,13 +63,27 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/pkg",
             tower::ServiceBuilder::new()
                 .layer(cors)
-                .service(ServeDir::new(pkg)),
+                .layer(varies_by_encoding())
+                .service(ServeDir::new(pkg).precompressed_gzip()),
         );
     }
     if let Some(www) = &state.config.www {
-        app = app.fallback_service(ServeDir::new(www));
+        app = app.fallback_service(
+            tower::ServiceBuilder::new()
+                .layer(varies_by_encoding())
+                .service(ServeDir::new(www).precompressed_gzip()),
+        );
     }
     app.with_state(state)
+}
+
+/// Static files go gzipped (from `NAME.gz` beside them, which `cargo xtask
+/// build` writes) to clients that accept gzip: caches must keep the two apart.
+fn varies_by_encoding() -> tower_http::set_header::SetResponseHeaderLayer<header::HeaderValue> {
+    tower_http::set_header::SetResponseHeaderLayer::if_not_present(
+        header::VARY,
+        header::HeaderValue::from_static("accept-encoding"),
+    )
 }
 
 fn auth(state: &AppState, headers: &HeaderMap) -> AppResult<()> {

@@ -484,6 +484,8 @@ pub fn end_job(
         }
         tracing::info!(job, state = to.as_str(), "job ended");
         let _ = events.send(Event::JobEnded { job });
+        // The job's tasks have left the scheduler; their memory can go back.
+        let _ = tokio::task::spawn_blocking(crate::server::return_free_memory).await;
     }
 }
 

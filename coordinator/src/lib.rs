@@ -11,6 +11,7 @@ pub mod error;
 pub mod input_blobs;
 pub mod jobs;
 pub mod model;
+pub mod outbox;
 pub mod peers;
 #[cfg(feature = "webrtc")]
 pub mod rtc;

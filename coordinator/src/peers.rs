@@ -9,7 +9,7 @@ use crate::scheduler::WorkerId;
 use idlecore_protocol::{CoordinatorMessage, ModuleHash, Signal, SignalPayload, Sources};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
-use tokio::sync::mpsc::UnboundedSender;
+use crate::outbox::Outbox;
 
 /// Peers named in one `Sources` at most.
 pub const SOURCES: usize = 3;
@@ -62,7 +62,7 @@ pub struct PeerStats {
 }
 
 struct Link {
-    tx: UnboundedSender<CoordinatorMessage>,
+    tx: Outbox,
     origin: Option<u64>,
     /// Blobs it holds, oldest first (and as a set, for lookups).
     held: VecDeque<ModuleHash>,
@@ -91,7 +91,7 @@ fn close(peer: WorkerId) -> CoordinatorMessage {
 
 impl Peers {
     /// A worker session began: messages for it go to `tx`.
-    pub fn join(&mut self, worker: WorkerId, tx: UnboundedSender<CoordinatorMessage>, origin: Option<u64>) {
+    pub fn join(&mut self, worker: WorkerId, tx: Outbox, origin: Option<u64>) {
         let now = Instant::now();
         let link = Link {
             tx,
@@ -219,7 +219,7 @@ impl Peers {
         let delivered = match (allowed, self.links.get(&to)) {
             (Some(left), Some(link)) => {
                 *left -= 1;
-                let sent = link.tx.send(CoordinatorMessage::Signal(Signal { peer: from, payload: signal.payload })).is_ok();
+                let sent = link.tx.send(CoordinatorMessage::Signal(Signal { peer: from, payload: signal.payload }));
                 if closing {
                     self.introduced.remove(&key);
                 }

@@ -18,7 +18,7 @@ use crate::validate::Policy;
 use idlecore_protocol::{CoordinatorMessage, Lease};
 use std::collections::HashMap;
 use std::time::Duration;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use crate::outbox::{outbox, Inbox};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
@@ -63,7 +63,7 @@ impl Report {
 
 struct SimWorker {
     id: WorkerId,
-    rx: UnboundedReceiver<CoordinatorMessage>,
+    rx: Inbox,
     held: Vec<Lease>,
     saboteur: bool,
 }
@@ -98,7 +98,7 @@ pub fn simulate(cfg: &Config) -> anyhow::Result<Report> {
     let saboteurs = (cfg.saboteurs * cfg.workers as f64).round() as usize;
     let mut workers: Vec<SimWorker> = Vec::with_capacity(cfg.workers);
     let join = |s: &mut Scheduler, saboteur: bool| {
-        let (tx, rx) = unbounded_channel();
+        let (tx, rx) = outbox();
         SimWorker { id: s.register_worker(1, tx), rx, held: vec![], saboteur }
     };
     for i in 0..cfg.workers {

@@ -13,7 +13,7 @@ use idlecore_protocol::{Cancel, CoordinatorMessage, FailureKind, Lease, ModuleHa
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::UnboundedSender;
+use crate::outbox::Outbox;
 
 pub type WorkerId = u64;
 pub type LeaseId = u64;
@@ -83,7 +83,7 @@ struct Worker {
     slots: u32,
     voter: Voter,
     leases: HashSet<LeaseId>,
-    tx: UnboundedSender<CoordinatorMessage>,
+    tx: Outbox,
     /// Already in `hungry`: keeps that queue at one entry per worker.
     queued: bool,
 }
@@ -286,7 +286,7 @@ impl Scheduler {
     pub fn register_worker(
         &mut self,
         slots: u32,
-        tx: UnboundedSender<CoordinatorMessage>,
+        tx: Outbox,
     ) -> WorkerId {
         self.register_worker_from(slots, tx, None)
     }
@@ -296,7 +296,7 @@ impl Scheduler {
     pub fn register_worker_from(
         &mut self,
         slots: u32,
-        tx: UnboundedSender<CoordinatorMessage>,
+        tx: Outbox,
         origin: Option<u64>,
     ) -> WorkerId {
         let id = self.next_worker;

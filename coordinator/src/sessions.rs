@@ -2,6 +2,7 @@
 //! the `webrtc` feature): handshake, then leases out and reports in.
 
 use crate::jobs;
+use crate::outbox::{outbox, Inbox, Outbox};
 use crate::scheduler::WorkerId;
 use crate::state::AppState;
 use axum::extract::ws::{Message, WebSocket};
@@ -13,7 +14,7 @@ use idlecore_protocol::{
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -198,7 +199,7 @@ async fn serve(
         ice_servers: state.config.ice_servers.clone(),
     });
     send(link, &welcome).await?;
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = outbox();
     let worker = state
         .scheduler()
         .register_worker_from(hello.slots, tx.clone(), origin);
@@ -220,21 +221,30 @@ async fn session_loop(
     link: &mut Link,
     state: &Arc<AppState>,
     worker: WorkerId,
-    rx: &mut mpsc::UnboundedReceiver<CoordinatorMessage>,
+    rx: &mut Inbox,
     heartbeat_ms: u32,
 ) -> Result<(), Refusal> {
-    // A worker silent for three heartbeat periods is gone.
+    // A worker silent for three heartbeat periods is gone. One timer per
+    // session: a frame only notes the time, and the timer moves when it fires.
     let silence = Duration::from_millis(heartbeat_ms as u64 * 3);
-    let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<CoordinatorMessage>();
+    let mut heard = Instant::now();
+    let deadline = tokio::time::sleep(silence);
+    tokio::pin!(deadline);
+    let (reply_tx, mut reply_rx) = outbox();
     let mut shutdown = state.shutdown.clone();
     loop {
         tokio::select! {
-            frame = tokio::time::timeout(silence, link.recv()) => {
-                let Ok(frame) = frame else {
-                    return Err(Refusal(ErrorCode::UnexpectedMessage, "no message for three heartbeat periods".into()));
-                };
+            frame = link.recv() => {
                 let Some(frame) = frame? else { return Ok(()) };
+                heard = Instant::now();
                 handle(state, worker, decode_worker(&frame)?, &reply_tx)?;
+            }
+            () = &mut deadline => {
+                let due = heard + silence;
+                if due <= Instant::now() {
+                    return Err(Refusal(ErrorCode::UnexpectedMessage, "no message for three heartbeat periods".into()));
+                }
+                deadline.as_mut().reset(due);
             }
             Some(msg) = rx.recv() => {
                 // A finished task's next lease is queued before its `Ack`:
@@ -276,8 +286,8 @@ const MAX_FED: usize = 64;
 /// usually leave together.
 async fn feed_ready(
     link: &mut Link,
-    rx: &mut mpsc::UnboundedReceiver<CoordinatorMessage>,
-    reply_rx: &mut mpsc::UnboundedReceiver<CoordinatorMessage>,
+    rx: &mut Inbox,
+    reply_rx: &mut Inbox,
 ) -> Result<(), Refusal> {
     feed_replies(link, reply_rx).await?;
     for _ in 0..MAX_FED {
@@ -291,7 +301,7 @@ async fn feed_ready(
 /// so a flood of outgoing messages never stops the session reading.
 async fn feed_replies(
     link: &mut Link,
-    reply_rx: &mut mpsc::UnboundedReceiver<CoordinatorMessage>,
+    reply_rx: &mut Inbox,
 ) -> Result<(), Refusal> {
     for _ in 0..MAX_FED {
         let Ok(msg) = reply_rx.try_recv() else { break };
@@ -305,7 +315,7 @@ async fn feed_replies(
 async fn feed_batched(
     link: &mut Link,
     first: CoordinatorMessage,
-    rx: &mut mpsc::UnboundedReceiver<CoordinatorMessage>,
+    rx: &mut Inbox,
 ) -> Result<(), Refusal> {
     let CoordinatorMessage::Lease(lease) = first else {
         return link.feed(encode_coordinator(&first)).await;
@@ -349,7 +359,7 @@ fn handle(
     state: &Arc<AppState>,
     worker: WorkerId,
     msg: WorkerMessage,
-    reply: &mpsc::UnboundedSender<CoordinatorMessage>,
+    reply: &Outbox,
 ) -> Result<(), Refusal> {
     match msg {
         WorkerMessage::Hello(_) => {
@@ -360,7 +370,7 @@ fn handle(
         }
         WorkerMessage::Heartbeat(h) => {
             for lease in state.scheduler().heartbeat(worker, &h.leases) {
-                let _ = reply.send(CoordinatorMessage::Cancel(idlecore_protocol::Cancel {
+                reply.send(CoordinatorMessage::Cancel(idlecore_protocol::Cancel {
                     lease,
                 }));
             }
@@ -369,7 +379,7 @@ fn handle(
         WorkerMessage::Signal(signal) => state.peers().relay(worker, signal),
         WorkerMessage::Want(w) => {
             let sources = state.peers().want(worker, w.blob);
-            let _ = reply.send(CoordinatorMessage::Sources(sources));
+            reply.send(CoordinatorMessage::Sources(sources));
         }
         WorkerMessage::Have(h) => {
             let fetched = {
@@ -439,7 +449,7 @@ async fn count_peer_bytes(state: Arc<AppState>, blobs: Vec<idlecore_protocol::Mo
 
 /// Runs a report's store in its own task; acknowledges the lease once stored.
 fn ack_when_stored(
-    reply: &mpsc::UnboundedSender<CoordinatorMessage>,
+    reply: &Outbox,
     lease: u64,
     store: impl std::future::Future<Output = Result<(), crate::store::StoreError>> + Send + 'static,
 ) {
@@ -452,8 +462,8 @@ fn ack_when_stored(
     });
 }
 
-fn ack(reply: &mpsc::UnboundedSender<CoordinatorMessage>, lease: u64) {
-    let _ = reply.send(CoordinatorMessage::Ack(idlecore_protocol::Ack { lease }));
+fn ack(reply: &Outbox, lease: u64) {
+    reply.send(CoordinatorMessage::Ack(idlecore_protocol::Ack { lease }));
 }
 
 #[cfg(test)]

@@ -235,3 +235,45 @@ fn a_full_coordinator_answers_503_with_retry_after_and_takes_the_job_later() {
     .unwrap();
     assert_eq!(post(tasks(5)).status(), 201);
 }
+
+#[test]
+fn the_package_goes_gzipped_to_browsers_that_accept_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("pkg");
+    std::fs::create_dir(&pkg).unwrap();
+    let script = "export const answer = 42;\n".repeat(200);
+    std::fs::write(pkg.join("big.js"), &script).unwrap();
+    let gzipped = std::process::Command::new("gzip").args(["-9", "--keep"]).arg(pkg.join("big.js")).status().unwrap();
+    assert!(gzipped.success());
+    std::fs::write(pkg.join("plain.js"), "export {};\n").unwrap();
+    let data = dir.path().join("data");
+    let c = common::start_extra(&data, &["--pkg", pkg.to_str().unwrap()]);
+    let http = reqwest::blocking::Client::new();
+    let get = |path: &str, accept: Option<&str>| {
+        let mut req = http.get(format!("{}/pkg/{path}", c.base_url()));
+        if let Some(a) = accept {
+            req = req.header("Accept-Encoding", a);
+        }
+        req.send().unwrap()
+    };
+
+    let resp = get("big.js", Some("gzip, deflate, br"));
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-encoding"], "gzip");
+    assert!(resp.headers()["content-type"].to_str().unwrap().contains("javascript"), "the type of the file, not of the .gz");
+    assert!(resp.headers()["vary"].to_str().unwrap().to_ascii_lowercase().contains("accept-encoding"), "caches keep both forms apart");
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    let body = resp.bytes().unwrap();
+    assert_eq!(body.as_ref(), std::fs::read(pkg.join("big.js.gz")).unwrap().as_slice());
+    assert!(body.len() * 10 < script.len());
+
+    let resp = get("big.js", None);
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("content-encoding").is_none(), "no gzip for a client that did not ask");
+    assert_eq!(resp.text().unwrap(), script);
+
+    let resp = get("plain.js", Some("gzip"));
+    assert_eq!(resp.status(), 200, "a file without a .gz is served as it is");
+    assert!(resp.headers().get("content-encoding").is_none());
+    assert_eq!(get("missing.js", Some("gzip")).status(), 404);
+}

@@ -78,6 +78,7 @@ pub fn package() -> anyhow::Result<PathBuf> {
     let _ = std::fs::remove_file(pkg.join(".gitignore"));
     optimize(&pkg.join("idlecore_wasm_bg.wasm"))?;
     minify_scripts(&pkg)?;
+    precompress(&pkg)?;
     let (wasm, js) = shipped_gzip_bytes(&pkg)?;
     eprintln!(
         "xtask: package size, gzipped: wasm {:.1} KiB + scripts {:.1} KiB = {:.1} KiB (budget {} KiB)",
@@ -130,6 +131,22 @@ fn minify_scripts(pkg: &std::path::Path) -> anyhow::Result<()> {
             "-o",
         ]);
         run(cmd.arg(&path).arg(&path))?;
+    }
+    Ok(())
+}
+
+/// Writes `NAME.gz` beside the package's wasm and its larger top-level
+/// scripts: the coordinator serves them to browsers that accept gzip. Not
+/// beside the snippets (a few hundred bytes each, and `snippets/` is packed
+/// whole by npm, which would ship the copies); package.json names the
+/// top-level files, so npm leaves their `.gz` out.
+fn precompress(pkg: &std::path::Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(pkg)? {
+        let path = entry?.path();
+        let shipped = path.extension().is_some_and(|e| e == "js" || e == "wasm");
+        if shipped && std::fs::metadata(&path)?.len() >= 1024 {
+            run(Command::new("gzip").args(["-9", "--keep", "--force", "--no-name"]).arg(&path))?;
+        }
     }
     Ok(())
 }

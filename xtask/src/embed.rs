@@ -22,6 +22,11 @@ pub fn pack() -> anyhow::Result<std::path::PathBuf> {
     anyhow::ensure!(out.status.success(), "npm pack failed: {}", String::from_utf8_lossy(&out.stderr));
     let packed: serde_json::Value = serde_json::from_slice(&out.stdout).context("reading npm pack --json")?;
     let name = packed[0]["filename"].as_str().context("npm pack named no file")?;
+    // The `.gz` copies the coordinator serves are not part of the package.
+    let files = packed[0]["files"].as_array().context("npm pack listed no files")?;
+    let gz: Vec<_> = files.iter().filter_map(|f| f["path"].as_str()).filter(|p| p.ends_with(".gz")).collect();
+    anyhow::ensure!(gz.is_empty(), "npm pack took precompressed copies: {gz:?}");
+    anyhow::ensure!(files.iter().any(|f| f["path"] == "idlecore_wasm_bg.wasm"), "npm pack left out the wasm");
     Ok(dest.join(name))
 }
 

@@ -22,10 +22,11 @@ const USAGE: &str = "usage:
                                        your own browser), submit the example job and write its picture
   cargo xtask test [--only unit|browser|e2e|embed|webrtc|chaos|bench]
                                        run every test (or one group)
-  cargo xtask bench [--iters N] [--smoke]
+  cargo xtask bench [--iters N] [--smoke] [--only exec,dispatch,growth,browsers]
                                        measure execution, coordinator dispatch, growth, end to end and
                                        start-up, each beside a baseline; writes docs/benchmarks.md
-                                       (--smoke: every benchmark at a tiny size, nothing written)
+                                       (--smoke: every benchmark at a tiny size, nothing written;
+                                       --only: just those, printed, nothing written)
   cargo xtask chaos [--tasks N] [--kill-workers FRACTION] [--kill-coordinator K]
                     [--browsers B] [--loadgens L] [--loadgen-workers W] [--seed S]
                                        run a job while killing workers and the coordinator; check every result

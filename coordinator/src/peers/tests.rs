@@ -1,9 +1,9 @@
 use super::*;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use crate::outbox::{outbox, Inbox};
 
 struct Net {
     peers: Peers,
-    rx: HashMap<WorkerId, UnboundedReceiver<CoordinatorMessage>>,
+    rx: HashMap<WorkerId, Inbox>,
 }
 
 impl Net {
@@ -20,7 +20,7 @@ impl Net {
         net
     }
     fn join(&mut self, w: WorkerId, origin: Option<u64>) {
-        let (tx, rx) = unbounded_channel();
+        let (tx, rx) = outbox();
         self.peers.join(w, tx, origin);
         self.rx.insert(w, rx);
     }

@@ -8,7 +8,7 @@
 
 use super::*;
 use proptest::prelude::*;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use crate::outbox::{outbox, Inbox};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -50,7 +50,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 struct TestWorker {
     id: WorkerId,
-    rx: UnboundedReceiver<CoordinatorMessage>,
+    rx: Inbox,
     /// Leases this worker was sent and has not reported or been cancelled from.
     holding: Vec<Lease>,
     /// Capacity it asked for last.
@@ -117,7 +117,7 @@ impl World {
     }
 
     fn add_worker(&mut self, slots: u32, liar: bool) {
-        let (tx, rx) = unbounded_channel();
+        let (tx, rx) = outbox();
         let id = self.s.register_worker(slots, tx);
         if liar {
             self.liars.insert(id);

@@ -1,11 +1,11 @@
 use super::*;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use crate::outbox::{outbox, Inbox};
 
 fn tasks(n: usize) -> Vec<TaskInput> {
     (0..n).map(|i| TaskInput { stdin: vec![i as u8], ..TaskInput::default() }).collect()
 }
 
-fn leases(rx: &mut UnboundedReceiver<CoordinatorMessage>) -> Vec<Lease> {
+fn leases(rx: &mut Inbox) -> Vec<Lease> {
     let mut out = vec![];
     while let Ok(m) = rx.try_recv() {
         if let CoordinatorMessage::Lease(l) = m {
@@ -23,7 +23,7 @@ fn sched() -> Scheduler {
 fn never_sends_more_than_the_advertised_slots() {
     let mut s = sched();
     s.add_job(1, [0; 32], JobLimits::default(), tasks(10), vec![], vec![]);
-    let (tx, mut rx) = unbounded_channel();
+    let (tx, mut rx) = outbox();
     let w = s.register_worker(3, tx);
     let first = leases(&mut rx);
     assert_eq!(first.len(), 3);
@@ -37,8 +37,8 @@ fn never_sends_more_than_the_advertised_slots() {
 #[test]
 fn tasks_spread_across_workers() {
     let mut s = sched();
-    let (tx1, mut rx1) = unbounded_channel();
-    let (tx2, mut rx2) = unbounded_channel();
+    let (tx1, mut rx1) = outbox();
+    let (tx2, mut rx2) = outbox();
     s.register_worker(2, tx1);
     s.register_worker(2, tx2);
     s.add_job(1, [0; 32], JobLimits::default(), tasks(3), vec![], vec![]);
@@ -54,18 +54,18 @@ struct ReLeased {
     w1: WorkerId,
     old: Lease,
     w2: WorkerId,
-    rx2: UnboundedReceiver<CoordinatorMessage>,
+    rx2: Inbox,
     new: Lease,
 }
 
 fn re_leased() -> ReLeased {
     let mut s = sched();
     s.add_job(1, [0; 32], JobLimits::default(), tasks(1), vec![], vec![]);
-    let (tx1, mut rx1) = unbounded_channel();
+    let (tx1, mut rx1) = outbox();
     let w1 = s.register_worker(1, tx1);
     let old = leases(&mut rx1).pop().unwrap();
     assert_eq!(s.remove_worker(w1), 1, "its lease is requeued");
-    let (tx2, mut rx2) = unbounded_channel();
+    let (tx2, mut rx2) = outbox();
     let w2 = s.register_worker(1, tx2);
     let new = leases(&mut rx2).pop().unwrap();
     ReLeased { s, w1, old, w2, rx2, new }
@@ -89,7 +89,7 @@ fn disconnect_requeues_and_stale_results_are_refused() {
 fn a_result_that_finished_while_disconnected_still_counts() {
     let ReLeased { mut s, old, w2, mut rx2, new, .. } = re_leased();
     // The first worker reconnects and reports its old attempt.
-    let (tx3, _rx3) = unbounded_channel();
+    let (tx3, _rx3) = outbox();
     let w3 = s.register_worker(1, tx3);
     let f = s.begin_finish(w3, old.lease).expect("the orphaned attempt is still current");
     assert_eq!((f.job, f.task), (old.job, old.task));
@@ -116,7 +116,7 @@ fn an_orphan_loses_to_a_report_already_being_stored() {
 fn expired_leases_are_cancelled_and_requeued() {
     let mut s = Scheduler::new(1, Duration::from_millis(10));
     s.add_job(1, [0; 32], JobLimits::default(), tasks(2), vec![], vec![]);
-    let (tx, mut rx) = unbounded_channel();
+    let (tx, mut rx) = outbox();
     let w = s.register_worker(2, tx);
     let ls = leases(&mut rx);
     s.heartbeat(w, &[ls[0].lease]);
@@ -132,7 +132,7 @@ fn expired_leases_are_cancelled_and_requeued() {
 fn finishing_leases_do_not_expire() {
     let mut s = Scheduler::new(1, Duration::from_millis(10));
     s.add_job(1, [0; 32], JobLimits::default(), tasks(1), vec![], vec![]);
-    let (tx, mut rx) = unbounded_channel();
+    let (tx, mut rx) = outbox();
     let w = s.register_worker(1, tx);
     let l = leases(&mut rx).pop().unwrap();
     s.begin_finish(w, l.lease).unwrap();
@@ -144,7 +144,7 @@ fn finishing_leases_do_not_expire() {
 fn retries_count_only_task_failures() {
     let mut s = sched();
     s.add_job(1, [0; 32], JobLimits::default(), tasks(1), vec![], vec![]);
-    let (tx, mut rx) = unbounded_channel();
+    let (tx, mut rx) = outbox();
     let w = s.register_worker(1, tx);
     let l = leases(&mut rx).pop().unwrap();
     let f = s.begin_finish(w, l.lease).unwrap();
@@ -164,7 +164,7 @@ fn cancel_drops_queued_and_running_tasks() {
     let mut s = sched();
     s.add_job(1, [0; 32], JobLimits::default(), tasks(5), vec![], vec![]);
     s.add_job(2, [1; 32], JobLimits::default(), tasks(1), vec![], vec![]);
-    let (tx, mut rx) = unbounded_channel();
+    let (tx, mut rx) = outbox();
     s.register_worker(2, tx);
     assert_eq!(leases(&mut rx).len(), 2);
     assert!(s.cancel_job(1));
@@ -179,7 +179,7 @@ fn cancel_drops_queued_and_running_tasks() {
 fn finished_tasks_from_the_store_are_not_rerun() {
     let mut s = sched();
     s.add_job(1, [0; 32], JobLimits::default(), tasks(4), vec![true, false, true], vec![0, 2]);
-    let (tx, mut rx) = unbounded_channel();
+    let (tx, mut rx) = outbox();
     s.register_worker(8, tx);
     let mut got: Vec<u32> = leases(&mut rx).iter().map(|l| l.task).collect();
     got.sort();
@@ -196,7 +196,7 @@ fn seeds_are_stable_and_distinct() {
 #[test]
 fn idle_workers_do_not_grow_the_hungry_queue() {
     let mut s = sched();
-    let (tx, mut rx) = unbounded_channel();
+    let (tx, mut rx) = outbox();
     let w = s.register_worker(1, tx);
     for job in 0..100 {
         s.add_job(job, [0; 32], JobLimits::default(), tasks(1), vec![], vec![]);
@@ -214,7 +214,7 @@ struct Straggler {
     s: Scheduler,
     w1: WorkerId,
     w2: WorkerId,
-    rx1: UnboundedReceiver<CoordinatorMessage>,
+    rx1: Inbox,
     slow: Lease,
     second: Lease,
 }
@@ -222,9 +222,9 @@ struct Straggler {
 fn straggler() -> Straggler {
     let mut s = Scheduler::new(1, Duration::from_millis(10));
     s.add_job(1, [0; 32], JobLimits::default(), tasks(2), vec![], vec![]);
-    let (tx1, mut rx1) = unbounded_channel();
+    let (tx1, mut rx1) = outbox();
     let w1 = s.register_worker(1, tx1);
-    let (tx2, mut rx2) = unbounded_channel();
+    let (tx2, mut rx2) = outbox();
     let w2 = s.register_worker(1, tx2);
     let slow = leases(&mut rx1).pop().unwrap();
     let quick = leases(&mut rx2).pop().unwrap();
@@ -270,11 +270,11 @@ fn a_report_arriving_while_the_other_attempt_is_stored_ends_its_own_attempt() {
 fn a_report_on_a_new_session_takes_the_lease_from_the_old_one() {
     let mut s = sched();
     s.add_job(1, [0; 32], JobLimits::default(), tasks(1), vec![], vec![]);
-    let (tx1, mut rx1) = unbounded_channel();
+    let (tx1, mut rx1) = outbox();
     let old_session = s.register_worker(1, tx1);
     let l = leases(&mut rx1).pop().unwrap();
     // The worker reconnected before the coordinator noticed the old session die.
-    let (tx2, _rx2) = unbounded_channel();
+    let (tx2, _rx2) = outbox();
     let new_session = s.register_worker(1, tx2);
     let f = s.begin_finish(new_session, l.lease).expect("the lease moves to the reporting session");
     assert!(s.finish(f.lease));
@@ -286,7 +286,7 @@ fn lease_ids_are_unique_and_keyed() {
     let ids = |key| {
         let mut s = Scheduler::new(9, Duration::from_secs(30)).with_key(key);
         s.add_job(1, [0; 32], JobLimits::default(), tasks(200), vec![], vec![]);
-        let (tx, mut rx) = unbounded_channel();
+        let (tx, mut rx) = outbox();
         s.register_worker(200, tx);
         leases(&mut rx).into_iter().map(|l| l.lease).collect::<Vec<_>>()
     };

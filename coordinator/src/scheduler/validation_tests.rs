@@ -5,11 +5,11 @@ use super::*;
 use crate::model::{ResultRecord, TaskStatus};
 use crate::validate::quorum::Digest;
 use crate::validate::ModuleHash;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use crate::outbox::{outbox, Inbox};
 
 struct W {
     id: WorkerId,
-    rx: UnboundedReceiver<CoordinatorMessage>,
+    rx: Inbox,
     held: Vec<Lease>,
 }
 
@@ -62,7 +62,7 @@ impl Bench {
     }
 
     fn worker(&mut self, slots: u32, origin: Option<u64>) -> usize {
-        let (tx, rx) = unbounded_channel();
+        let (tx, rx) = outbox();
         let id = self.s.register_worker_from(slots, tx, origin);
         self.workers.push(W { id, rx, held: vec![] });
         self.workers.len() - 1

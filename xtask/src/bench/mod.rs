@@ -79,27 +79,43 @@ fn machine() -> String {
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let iters: u32 = flag_value(args, "--iters")?.map(str::parse).transpose().context("--iters")?.unwrap_or(20);
     tools::ensure()?;
+    let only = flag_value(args, "--only")?.map(|o| o.split(',').map(String::from).collect::<Vec<_>>());
+    if let Some(unknown) = only.iter().flatten().find(|s| !SECTIONS.contains(&s.as_str())) {
+        anyhow::bail!("--only: no benchmark {unknown:?}; there are {}", SECTIONS.join(", "));
+    }
     let paths = build::all()?;
-    measure(&paths, args.iter().any(|a| a == "--smoke"), iters)
+    measure(&paths, args.iter().any(|a| a == "--smoke"), iters, only.as_deref())
 }
+
+/// The benchmarks `--only` can pick (comma-separated).
+const SECTIONS: [&str; 4] = ["exec", "dispatch", "growth", "browsers"];
 
 /// The smoke run of `cargo xtask test` (which has built everything already).
 pub fn smoke() -> anyhow::Result<()> {
-    measure(&idlecore_e2e::Paths::workspace(), true, 1)
+    measure(&idlecore_e2e::Paths::workspace(), true, 1, None)
 }
 
-fn measure(paths: &idlecore_e2e::Paths, smoke: bool, iters: u32) -> anyhow::Result<()> {
+/// Runs the benchmarks (`only`: some of them, printed and not written to
+/// docs/benchmarks.md, which always shows a whole run).
+fn measure(paths: &idlecore_e2e::Paths, smoke: bool, iters: u32, only: Option<&[String]>) -> anyhow::Result<()> {
     let mut targets = Table::default();
     let sizes = if smoke { dispatch::Sizes::smoke() } else { dispatch::Sizes::full() };
+    let wanted = |name: &str| only.is_none_or(|o| o.iter().any(|s| s == name));
     let mut sections = Vec::new();
     // The smoke run leaves out the execution benchmark: `wasm-pack test` runs
     // tests/bench_exec.rs in every browser test run.
-    if !smoke {
+    if !smoke && wanted("exec") {
         sections.push(exec::section(iters, &mut targets)?);
     }
-    sections.push(dispatch::dispatch(paths, &sizes, &mut targets)?);
-    sections.push(dispatch::growth(paths, &sizes)?);
-    sections.push(browsers::section(paths, smoke, &mut targets)?);
+    if wanted("dispatch") {
+        sections.push(dispatch::dispatch(paths, &sizes, &mut targets)?);
+    }
+    if wanted("growth") {
+        sections.push(dispatch::growth(paths, &sizes, &mut targets)?);
+    }
+    if wanted("browsers") {
+        sections.push(browsers::section(paths, smoke, &mut targets)?);
+    }
     let date = Command::new("date").arg("-u").arg("+%Y-%m-%d").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())?;
     let command = if smoke { "cargo xtask bench --smoke".to_string() } else { format!("cargo xtask bench --iters {iters}") };
     let mut md = format!(
@@ -115,9 +131,10 @@ fn measure(paths: &idlecore_e2e::Paths, smoke: bool, iters: u32) -> anyhow::Resu
     }
     md.push('\n');
     md.push_str(&std::fs::read_to_string(root().join("xtask/src/benchmarks-notes.md"))?);
-    if smoke {
+    if smoke || only.is_some() {
         print!("{md}");
-        eprintln!("xtask: bench --smoke: every benchmark ran (docs/benchmarks.md left as it is)");
+        let ran = if smoke { "every benchmark ran at a tiny size" } else { "printed the benchmarks picked" };
+        eprintln!("xtask: bench: {ran}; docs/benchmarks.md left as it is (it shows whole runs only)");
         return Ok(());
     }
     md.push('\n');
