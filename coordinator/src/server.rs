@@ -352,7 +352,10 @@ pub fn raise_open_files_limit() -> u64 {
                 }
             }
         }
-        limit.rlim_cur as u64
+        // `rlim_t` is 32 bits on some targets.
+        #[allow(clippy::unnecessary_cast)]
+        let open = limit.rlim_cur as u64;
+        open
     }
     #[cfg(not(unix))]
     {

@@ -6,13 +6,19 @@
 //! one fsync, not one each. Reads use their own connection (WAL mode lets them
 //! run beside the writer).
 
+mod schema;
+mod writes;
+
+pub use writes::Write;
+
 use crate::model::{JobLimits, JobState, ResultRecord, TaskInput};
-use crate::scheduler::ValidationStats;
 use crate::validate::Policy;
 use rusqlite::{params, Connection, OptionalExtension};
+use schema::{migrate, open, SCHEMA};
 use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex};
 use tokio::sync::oneshot;
+use writes::{writer_loop, Pending};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -25,56 +31,6 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
-
-/// One durable write. Each answers with a number: the new job id for
-/// `CreateJob`, rows changed otherwise.
-pub enum Write {
-    SetSetting {
-        key: String,
-        value: String,
-    },
-    /// `runnable`: hash of the sandboxed module that workers run for this one.
-    PutModule {
-        hash: String,
-        bytes: Vec<u8>,
-        runnable: String,
-    },
-    /// A task input uploaded by hash (stored once, however many tasks name it).
-    PutBlob {
-        hash: String,
-        bytes: Vec<u8>,
-    },
-    CreateJob {
-        module: String,
-        runnable: String,
-        limits: JobLimits,
-        validation: Policy,
-        tasks: Vec<TaskInput>,
-    },
-    PutResult {
-        job: u64,
-        record: ResultRecord,
-    },
-    /// An accepted result turned out doubtful: its task is decided again.
-    VoidResult {
-        job: u64,
-        task: u32,
-    },
-    PutFailure {
-        job: u64,
-        task: u32,
-        kind: String,
-        message: String,
-    },
-    /// `checks`: the job's final validation figures, if it had validation.
-    SetJobState {
-        job: u64,
-        state: JobState,
-        checks: Option<ValidationStats>,
-    },
-}
-
-type Pending = (Write, oneshot::Sender<StoreResult<u64>>);
 
 #[derive(Clone)]
 pub struct Store {
@@ -97,139 +53,6 @@ pub struct StoredJob {
     pub failures: Vec<u32>,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS settings(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS modules(
-  hash TEXT PRIMARY KEY, bytes BLOB NOT NULL, size INTEGER NOT NULL, runnable TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS blobs(hash TEXT PRIMARY KEY, bytes BLOB NOT NULL, size INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS jobs(
-  id INTEGER PRIMARY KEY AUTOINCREMENT, module TEXT NOT NULL, runnable TEXT NOT NULL, limits TEXT NOT NULL,
-  task_count INTEGER NOT NULL, state TEXT NOT NULL, created_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS tasks(
-  job INTEGER NOT NULL, idx INTEGER NOT NULL, stdin BLOB NOT NULL, args TEXT NOT NULL,
-  env TEXT NOT NULL, files TEXT NOT NULL, PRIMARY KEY(job, idx));
-CREATE TABLE IF NOT EXISTS results(
-  job INTEGER NOT NULL, idx INTEGER NOT NULL, status TEXT NOT NULL, exit_code INTEGER,
-  stdout BLOB NOT NULL, stderr BLOB NOT NULL, elapsed_ms INTEGER NOT NULL, fuel_used INTEGER NOT NULL,
-  files TEXT NOT NULL, error TEXT, PRIMARY KEY(job, idx));
-CREATE TABLE IF NOT EXISTS failures(
-  job INTEGER NOT NULL, idx INTEGER NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS failures_by_task ON failures(job, idx);
-";
-
-/// Columns added to `jobs` after its first release, with their default for
-/// older rows: those jobs took every result as it came.
-const JOB_COLUMNS: [(&str, &str); 2] = [
-    (
-        "validation",
-        "TEXT NOT NULL DEFAULT '{\"replicas\":1,\"max_replicas\":1,\"spot_checks\":0.0}'",
-    ),
-    ("checks", "TEXT"),
-];
-
-fn migrate(conn: &Connection) -> StoreResult<()> {
-    let mut q = conn.prepare("SELECT name FROM pragma_table_info('jobs')")?;
-    let have: Vec<String> = q.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
-    for (name, decl) in JOB_COLUMNS {
-        if !have.iter().any(|h| h == name) {
-            conn.execute_batch(&format!("ALTER TABLE jobs ADD COLUMN {name} {decl}"))?;
-        }
-    }
-    Ok(())
-}
-
-fn open(path: &Path) -> StoreResult<Connection> {
-    let conn = Connection::open(path)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    Ok(conn)
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// Runs one statement, compiled once per connection (SQLite's parser was a
-/// visible share of storing each result).
-fn execute(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
-    conn.prepare_cached(sql)?.execute(params)
-}
-
-fn apply(conn: &Connection, write: &Write) -> StoreResult<u64> {
-    let n = match write {
-        Write::SetSetting { key, value } => execute(conn,
-            "INSERT INTO settings(key, value) VALUES (?1, ?2)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![key, value],
-        )?,
-        Write::PutModule { hash, bytes, runnable } => execute(conn,
-            "INSERT OR IGNORE INTO modules(hash, bytes, size, runnable) VALUES (?1, ?2, ?3, ?4)",
-            params![hash, bytes, bytes.len() as i64, runnable],
-        )?,
-        Write::PutBlob { hash, bytes } => execute(conn,
-            "INSERT OR IGNORE INTO blobs(hash, bytes, size) VALUES (?1, ?2, ?3)",
-            params![hash, bytes, bytes.len() as i64],
-        )?,
-        Write::CreateJob { module, runnable, limits, validation, tasks } => {
-            let limits_json = serde_json::to_string(limits).expect("limits serialize");
-            let validation_json = serde_json::to_string(validation).expect("policy serializes");
-            execute(conn,
-                "INSERT INTO jobs(module, runnable, limits, validation, task_count, state, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![module, runnable, limits_json, validation_json, tasks.len() as i64, JobState::Running.as_str(), now_secs()],
-            )?;
-            let job = conn.last_insert_rowid();
-            let mut insert = conn.prepare_cached(
-                "INSERT INTO tasks(job, idx, stdin, args, env, files) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for (idx, t) in tasks.iter().enumerate() {
-                insert.execute(params![
-                    job,
-                    idx as i64,
-                    t.stdin,
-                    serde_json::to_string(&t.args).expect("args serialize"),
-                    serde_json::to_string(&t.env).expect("env serialize"),
-                    serde_json::json!({ "files": t.files, "dirs": t.dirs, "stdin_blob": t.stdin_blob, "file_blobs": t.file_blobs })
-                        .to_string(),
-                ])?;
-            }
-            return Ok(job as u64);
-        }
-        Write::PutResult { job, record } => execute(conn,
-            "INSERT OR IGNORE INTO results(job, idx, status, exit_code, stdout, stderr, elapsed_ms, fuel_used, error, files)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![
-                *job as i64,
-                record.task,
-                record.status.as_str(),
-                record.exit_code,
-                record.stdout,
-                record.stderr,
-                record.elapsed_ms,
-                record.fuel_used as i64,
-                record.error,
-                serde_json::to_string(&record.files).expect("files serialize"),
-            ],
-        )?,
-        Write::PutFailure { job, task, kind, message } => execute(conn,
-            "INSERT INTO failures(job, idx, kind, message) VALUES (?1, ?2, ?3, ?4)",
-            params![*job as i64, task, kind, message],
-        )?,
-        Write::SetJobState { job, state, checks } => execute(conn,
-            "UPDATE jobs SET state = ?2, checks = COALESCE(?3, checks) WHERE id = ?1",
-            params![*job as i64, state.as_str(), checks.map(|c| serde_json::to_string(&c).expect("stats serialize"))],
-        )?,
-        Write::VoidResult { job, task } => {
-            execute(conn, "DELETE FROM results WHERE job = ?1 AND idx = ?2", params![*job as i64, task])?
-        }
-    };
-    Ok(n as u64)
-}
-
 fn blob_size(c: &Connection, hash: &str) -> rusqlite::Result<Option<u64>> {
     c.query_row(
         "SELECT size FROM blobs WHERE hash = ?1 UNION ALL SELECT size FROM modules WHERE hash = ?1 LIMIT 1",
@@ -237,48 +60,6 @@ fn blob_size(c: &Connection, hash: &str) -> rusqlite::Result<Option<u64>> {
         |r| r.get::<_, i64>(0).map(|n| n as u64),
     )
     .optional()
-}
-
-/// The writer thread: one transaction per drained batch.
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Pending>) {
-    const MAX_BATCH: usize = 512;
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
-        }
-        let started = std::time::Instant::now();
-        let outcome: StoreResult<Vec<StoreResult<u64>>> = (|| {
-            execute(&conn, "BEGIN IMMEDIATE", [])?;
-            let each = batch.iter().map(|(w, _)| apply(&conn, w)).collect();
-            let applied = started.elapsed();
-            execute(&conn, "COMMIT", [])?;
-            tracing::debug!(
-                writes = batch.len(),
-                applied_us = applied.as_micros() as u64,
-                total_us = started.elapsed().as_micros() as u64,
-                "committed"
-            );
-            Ok(each)
-        })();
-        match outcome {
-            Ok(each) => {
-                for ((_, reply), r) in batch.into_iter().zip(each) {
-                    let _ = reply.send(r);
-                }
-            }
-            Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
-                tracing::error!(error = %e, "commit failed; {} writes refused", batch.len());
-                for (_, reply) in batch {
-                    let _ = reply.send(Err(StoreError::Corrupt(format!("commit failed: {e}"))));
-                }
-            }
-        }
-    }
 }
 
 impl Store {
