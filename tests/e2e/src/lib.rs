@@ -291,6 +291,11 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let (_, rest) = stat.rsplit_once(')').context("malformed /proc stat")?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks: f64 = fields.get(11).context("no utime")?.parse::<f64>()? + fields.get(12).context("no stime")?.parse::<f64>()?;
+    Ok(ticks / clock_ticks_per_second()?)
+}
+
+/// The unit of CPU times in `/proc` (`getconf CLK_TCK`).
+pub fn clock_ticks_per_second() -> anyhow::Result<f64> {
     let out = Command::new("getconf").arg("CLK_TCK").output().context("getconf CLK_TCK")?;
-    Ok(ticks / String::from_utf8_lossy(&out.stdout).trim().parse::<f64>()?)
+    Ok(String::from_utf8_lossy(&out.stdout).trim().parse::<f64>()?)
 }

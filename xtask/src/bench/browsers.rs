@@ -51,8 +51,9 @@ fn job_seconds(c: &Coordinator, module: &str, w: &Workload, tasks: usize) -> any
     }
 }
 
-/// Tasks per second of `visitors` Chromium visitors with `executors` each, after a warm-up job.
-fn throughput(paths: &Paths, w: &Workload, visitors: usize, executors: usize) -> anyhow::Result<f64> {
+/// Tasks per second of `visitors` Chromium visitors with `executors` each,
+/// after a warm-up job, and where the CPU went meanwhile.
+fn throughput(paths: &Paths, w: &Workload, visitors: usize, executors: usize) -> anyhow::Result<(f64, CpuUse)> {
     let dir = tempfile::tempdir()?;
     let www = dir.path().join("www");
     std::fs::create_dir(&www)?;
@@ -69,7 +70,78 @@ fn throughput(paths: &Paths, w: &Workload, visitors: usize, executors: usize) ->
     // Every executor fetches and compiles the module before the measured job.
     job_seconds(&c, &module, w, visitors * executors * 2)?;
     let tasks = visitors * executors * w.per_executor;
-    Ok(tasks as f64 / job_seconds(&c, &module, w, tasks)?)
+    let before = CpuUse::sample(c.pid())?;
+    let seconds = job_seconds(&c, &module, w, tasks)?;
+    let used = CpuUse::sample(c.pid())?.since(&before, seconds);
+    Ok((tasks as f64 / seconds, used))
+}
+
+/// Where the machine's CPU went, in cores: Chromium's Worker threads (the
+/// agents and the executors), its other threads, the coordinator, anything
+/// else, and idle. Read from `/proc` per thread.
+#[derive(Default, Clone, Copy)]
+struct CpuUse {
+    workers: f64,
+    browser: f64,
+    coordinator: f64,
+    other: f64,
+    idle: f64,
+}
+
+impl CpuUse {
+    /// CPU seconds so far in each place (a process or thread that ended meanwhile is lost to `other`).
+    fn sample(coordinator: u32) -> anyhow::Result<CpuUse> {
+        let tck = idlecore_e2e::clock_ticks_per_second()?;
+        let mut use_ = CpuUse::default();
+        for entry in std::fs::read_dir("/proc")?.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let process = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+            for thread in threads.flatten() {
+                let Ok(stat) = std::fs::read_to_string(thread.path().join("stat")) else { continue };
+                let Some((name, secs)) = thread_cpu(&stat, tck) else { continue };
+                if pid == coordinator {
+                    use_.coordinator += secs;
+                } else if process.starts_with("chrom") && name.starts_with("DedicatedWorker") {
+                    use_.workers += secs;
+                } else if process.starts_with("chrom") {
+                    use_.browser += secs;
+                }
+            }
+        }
+        // The machine's busy and idle time, for what no thread above accounts for.
+        let stat = std::fs::read_to_string("/proc/stat")?;
+        let cpu: Vec<f64> = stat.lines().next().context("empty /proc/stat")?.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+        anyhow::ensure!(cpu.len() >= 8, "short /proc/stat cpu line");
+        let busy = (cpu[0] + cpu[1] + cpu[2] + cpu[5] + cpu[6] + cpu[7]) / tck;
+        use_.idle = (cpu[3] + cpu[4]) / tck;
+        use_.other = busy - use_.workers - use_.browser - use_.coordinator;
+        Ok(use_)
+    }
+
+    /// Cores used in each place between `earlier` and this sample, `seconds` apart.
+    fn since(&self, earlier: &CpuUse, seconds: f64) -> CpuUse {
+        let d = |a: f64, b: f64| ((a - b) / seconds).max(0.0);
+        CpuUse {
+            workers: d(self.workers, earlier.workers),
+            browser: d(self.browser, earlier.browser),
+            coordinator: d(self.coordinator, earlier.coordinator),
+            other: d(self.other, earlier.other),
+            idle: d(self.idle, earlier.idle),
+        }
+    }
+
+    fn row(&self) -> String {
+        format!("{:.2} | {:.2} | {:.2} | {:.2} | {:.2}", self.workers, self.browser, self.coordinator, self.other, self.idle)
+    }
+}
+
+/// A thread's name and CPU seconds, from its `/proc/PID/task/TID/stat`.
+fn thread_cpu(stat: &str, tck: f64) -> Option<(String, f64)> {
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1.to_string();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some((name, (f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / tck))
 }
 
 /// A tiny HTTP server for the baseline page: it serves `page` and notes when
@@ -167,7 +239,7 @@ pub fn section(paths: &Paths, smoke: bool, targets: &mut Table) -> anyhow::Resul
         Workload { args: ["--tiles", "8", "--size", "256", "--iter", "2000"].map(String::from).to_vec(), per_executor: 40 }
     };
     eprintln!("xtask: bench: end to end, one visitor with one executor");
-    let single = throughput(paths, &w, 1, 1)?;
+    let (single, single_cpu) = throughput(paths, &w, 1, 1)?;
     let mut md = format!(
         "## End to end in headless Chromium\n\n\
          K visitors (each its own Chromium process, with the script tag and `data-cpu=\"1\"`) share this machine's\n\
@@ -179,14 +251,23 @@ pub fn section(paths: &Paths, smoke: bool, targets: &mut Table) -> anyhow::Resul
         w.args.join(" "),
         w.per_executor,
     );
+    let mut cpu = format!("| 1 × 1 | {} |\n", single_cpu.row());
     for k in [1, 2] {
         let executors = (cores / k).max(1);
         eprintln!("xtask: bench: end to end, {k} visitors with {executors} executors each");
-        let rate = throughput(paths, &w, k, executors)?;
+        let (rate, used) = throughput(paths, &w, k, executors)?;
         let ideal = single * (k * executors) as f64;
         md.push_str(&format!("| {k} | {} | {rate:.2} | {ideal:.2} | {:.0}% |\n", k * executors, rate / ideal * 100.0));
         targets.row(&format!("{k} Chromium visitor(s): throughput ≥ 95% of the ideal"), &format!("{:.0}%", rate / ideal * 100.0), rate / ideal >= 0.95);
+        cpu.push_str(&format!("| {k} × {executors} | {} |\n", used.row()));
     }
+    md.push_str(&format!(
+        "\nWhere the {cores} cores went during each measured job, in cores (from `/proc`, per thread): Chromium's\n\
+         Worker threads (each visitor's agent and its executors), Chromium's other threads (page, browser and GPU\n\
+         processes, compositor, network), the coordinator, everything else busy, and idle.\n\n\
+         | visitors × executors | Worker threads | other Chromium threads | coordinator | other | idle |\n\
+         | --- | --- | --- | --- | --- | --- |\n{cpu}"
+    ));
 
     eprintln!("xtask: bench: start-up");
     let dir = tempfile::tempdir()?;
