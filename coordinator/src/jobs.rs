@@ -484,8 +484,9 @@ pub fn end_job(
         }
         tracing::info!(job, state = to.as_str(), "job ended");
         let _ = events.send(Event::JobEnded { job });
-        // The job's tasks have left the scheduler; their memory can go back.
-        let _ = tokio::task::spawn_blocking(crate::server::return_free_memory).await;
+        // The job's tasks have left the scheduler; their memory can go back
+        // (in the background: nothing waits for it).
+        tokio::spawn(crate::server::return_free_memory());
     }
 }
 

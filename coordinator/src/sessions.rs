@@ -234,6 +234,9 @@ async fn session_loop(
     let mut shutdown = state.shutdown.clone();
     loop {
         tokio::select! {
+            // Frames first: after a long turn elsewhere (a slow flush), a
+            // heartbeat waiting in the socket counts before the deadline does.
+            biased;
             frame = link.recv() => {
                 let Some(frame) = frame? else { return Ok(()) };
                 heard = Instant::now();

@@ -141,6 +141,14 @@ fn minify_scripts(pkg: &std::path::Path) -> anyhow::Result<()> {
 /// whole by npm, which would ship the copies); package.json names the
 /// top-level files, so npm leaves their `.gz` out.
 fn precompress(pkg: &std::path::Path) -> anyhow::Result<()> {
+    // wasm-pack leaves old files in place: a `.gz` whose file changed, shrank
+    // or went away must not outlive it.
+    for entry in std::fs::read_dir(pkg)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "gz") {
+            std::fs::remove_file(&path)?;
+        }
+    }
     for entry in std::fs::read_dir(pkg)? {
         let path = entry?.path();
         let shipped = path.extension().is_some_and(|e| e == "js" || e == "wasm");

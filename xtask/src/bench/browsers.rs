@@ -297,7 +297,7 @@ pub fn section(paths: &Paths, smoke: bool, targets: &mut Table) -> anyhow::Resul
          | visit | first result | blank page loaded | idlecore's part |\n| --- | --- | --- | --- |\n\
          | new visitor | {:.0} ms | {blank:.0} ms | {:.0} ms |\n\
          | returning visitor | {:.0} ms | {blank:.0} ms | {:.0} ms |\n\n\
-         Where the time goes, in ms from starting Chromium, as the coordinator sees it (polled every 2 ms): the\n\
+         Where the time goes, in ms from starting Chromium, as the coordinator sees it (polled, 2 ms apart): the\n\
          worker joins (browser start, page, package, wasm compile, agent Worker, WebSocket, `Hello`; its first\n\
          lease follows the `Welcome` at once), then its result is stored (executor start, module fetch and compile,\n\
          the task, the report).\n\n\
