@@ -225,6 +225,11 @@ impl Visitor {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// The browser process (its renderers and helpers descend from it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Visitor {

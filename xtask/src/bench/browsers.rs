@@ -3,7 +3,7 @@
 //! one), and start-up (a new visitor's page load to its first result) against
 //! the same browser loading a page that does nothing.
 
-use super::Table;
+use super::{cpu_seconds, Table};
 use anyhow::Context;
 use idlecore_e2e::{wait_for, Coordinator, CoordinatorConfig, Paths, Visitor};
 use serde_json::json;
@@ -62,7 +62,7 @@ fn throughput(paths: &Paths, w: &Workload, visitors: usize, executors: usize) ->
         format!(r#"<!doctype html><script src="/pkg/idlecore.js" data-coordinator="/ws" data-consent="granted" data-cpu="1" data-max-workers="{executors}"></script>"#),
     )?;
     let (c, module) = start(paths, &dir.path().join("data"), &www)?;
-    let _visitors = (0..visitors).map(|_| Visitor::open(&format!("{}/bench.html", c.base_url()))).collect::<anyhow::Result<Vec<_>>>()?;
+    let browsers = (0..visitors).map(|_| Visitor::open(&format!("{}/bench.html", c.base_url()))).collect::<anyhow::Result<Vec<_>>>()?;
     let slots = (visitors * executors) as u64;
     wait_for("the visitors to join", Duration::from_secs(120), || {
         c.api().stats().ok().filter(|s| s["slots"].as_u64() >= Some(slots)).map(|_| ())
@@ -70,15 +70,16 @@ fn throughput(paths: &Paths, w: &Workload, visitors: usize, executors: usize) ->
     // Every executor fetches and compiles the module before the measured job.
     job_seconds(&c, &module, w, visitors * executors * 2)?;
     let tasks = visitors * executors * w.per_executor;
-    let before = CpuUse::sample(c.pid())?;
+    let pids: Vec<u32> = browsers.iter().map(Visitor::pid).collect();
+    let before = CpuUse::sample(c.pid(), &pids)?;
     let seconds = job_seconds(&c, &module, w, tasks)?;
-    let used = CpuUse::sample(c.pid())?.since(&before, seconds);
+    let used = CpuUse::sample(c.pid(), &pids)?.since(&before, seconds);
     Ok((tasks as f64 / seconds, used))
 }
 
-/// Where the machine's CPU went, in cores: Chromium's Worker threads (the
-/// agents and the executors), its other threads, the coordinator, anything
-/// else, and idle. Read from `/proc` per thread.
+/// Where the machine's CPU went, in cores: the visitors' Chromium Worker
+/// threads (the agents and the executors), their other threads, the
+/// coordinator, anything else, and idle. Read from `/proc`.
 #[derive(Default, Clone, Copy)]
 struct CpuUse {
     workers: f64,
@@ -89,31 +90,30 @@ struct CpuUse {
 }
 
 impl CpuUse {
-    /// CPU seconds so far in each place (a process or thread that ended meanwhile is lost to `other`).
-    fn sample(coordinator: u32) -> anyhow::Result<CpuUse> {
+    /// CPU seconds so far in each place: the coordinator's process, and the
+    /// threads of the `visitors`' Chromium processes and their descendants (a
+    /// Chromium thread that ended meanwhile is lost to `other`).
+    fn sample(coordinator: u32, visitors: &[u32]) -> anyhow::Result<CpuUse> {
         let tck = idlecore_e2e::clock_ticks_per_second()?;
-        let mut use_ = CpuUse::default();
-        for entry in std::fs::read_dir("/proc")?.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-            let process = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let mut use_ = CpuUse { coordinator: cpu_seconds(coordinator)?, ..CpuUse::default() };
+        for pid in descendants(visitors) {
             let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
             for thread in threads.flatten() {
                 let Ok(stat) = std::fs::read_to_string(thread.path().join("stat")) else { continue };
                 let Some((name, secs)) = thread_cpu(&stat, tck) else { continue };
-                if pid == coordinator {
-                    use_.coordinator += secs;
-                } else if process.starts_with("chrom") && name.starts_with("DedicatedWorker") {
+                if name.starts_with("DedicatedWorker") {
                     use_.workers += secs;
-                } else if process.starts_with("chrom") {
+                } else {
                     use_.browser += secs;
                 }
             }
         }
-        // The machine's busy and idle time, for what no thread above accounts for.
+        // The machine's busy and idle time, for what no thread above accounts
+        // for (steal left out: time the hypervisor gave to other machines).
         let stat = std::fs::read_to_string("/proc/stat")?;
         let cpu: Vec<f64> = stat.lines().next().context("empty /proc/stat")?.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
-        anyhow::ensure!(cpu.len() >= 8, "short /proc/stat cpu line");
-        let busy = (cpu[0] + cpu[1] + cpu[2] + cpu[5] + cpu[6] + cpu[7]) / tck;
+        anyhow::ensure!(cpu.len() >= 7, "short /proc/stat cpu line");
+        let busy = (cpu[0] + cpu[1] + cpu[2] + cpu[5] + cpu[6]) / tck;
         use_.idle = (cpu[3] + cpu[4]) / tck;
         use_.other = busy - use_.workers - use_.browser - use_.coordinator;
         Ok(use_)
@@ -134,6 +134,30 @@ impl CpuUse {
     fn row(&self) -> String {
         format!("{:.2} | {:.2} | {:.2} | {:.2} | {:.2}", self.workers, self.browser, self.coordinator, self.other, self.idle)
     }
+}
+
+/// `roots` and every process descended from them (from each process's parent in `/proc`).
+fn descendants(roots: &[u32]) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // After the command name: state, then the parent's pid.
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid))
+        })
+        .collect();
+    let mut found = roots.to_vec();
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(parents.iter().filter(|(_, pp)| *pp == parent).map(|(p, _)| *p));
+        i += 1;
+    }
+    found
 }
 
 /// A thread's name and CPU seconds, from its `/proc/PID/task/TID/stat`.
