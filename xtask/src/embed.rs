@@ -31,7 +31,7 @@ pub fn pack() -> anyhow::Result<std::path::PathBuf> {
 }
 
 /// Installs the test dependencies and the package under test, exactly as packed.
-fn prepare() -> anyhow::Result<()> {
+pub fn prepare() -> anyhow::Result<()> {
     let tarball = pack()?;
     run(Command::new("npm").args(["ci", "--no-audit", "--no-fund", "--prefix", DIR]))?;
     // Not recorded in the lock file.

@@ -22,9 +22,10 @@ const USAGE: &str = "usage:
                                        your own browser), submit the example job and write its picture
   cargo xtask test [--only unit|browser|e2e|embed|webrtc|chaos|bench]
                                        run every test (or one group)
-  cargo xtask bench [--iters N] [--smoke] [--only exec,dispatch,growth,browsers]
-                                       measure execution, coordinator dispatch, growth, end to end and
-                                       start-up, each beside a baseline; writes docs/benchmarks.md
+  cargo xtask bench [--iters N] [--smoke] [--only exec,dispatch,growth,browsers,peers]
+                                       measure execution, coordinator dispatch, growth, end to end,
+                                       start-up and peer transfers, each beside a baseline; writes
+                                       docs/benchmarks.md
                                        (--smoke: every benchmark at a tiny size, nothing written;
                                        --only: just those, printed, nothing written)
   cargo xtask chaos [--tasks N] [--kill-workers FRACTION] [--kill-coordinator K]

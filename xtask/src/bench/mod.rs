@@ -7,11 +7,13 @@
 //! - `dispatch`: the coordinator under the native `swarm` load generator:
 //!   dispatch rate and latency, idle connections, growth with job size.
 //! - `browsers`: end to end with headless Chromium workers, and start-up.
+//! - `peers`: peer transfers, the coordinator's egress with peers on and off.
 //! - the sabotage table (`sabotage.rs`).
 
 mod browsers;
 mod dispatch;
 mod exec;
+mod peers;
 
 use crate::{build, flag_value, root, tools};
 use anyhow::Context;
@@ -88,7 +90,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 }
 
 /// The benchmarks `--only` can pick (comma-separated).
-const SECTIONS: [&str; 4] = ["exec", "dispatch", "growth", "browsers"];
+const SECTIONS: [&str; 5] = ["exec", "dispatch", "growth", "browsers", "peers"];
 
 /// The smoke run of `cargo xtask test` (which has built everything already).
 pub fn smoke() -> anyhow::Result<()> {
@@ -115,6 +117,9 @@ fn measure(paths: &idlecore_e2e::Paths, smoke: bool, iters: u32, only: Option<&[
     }
     if wanted("browsers") {
         sections.push(browsers::section(paths, smoke, &mut targets)?);
+    }
+    if wanted("peers") {
+        sections.push(peers::section(smoke)?);
     }
     let date = Command::new("date").arg("-u").arg("+%Y-%m-%d").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())?;
     let command = if smoke { "cargo xtask bench --smoke".to_string() } else { format!("cargo xtask bench --iters {iters}") };
