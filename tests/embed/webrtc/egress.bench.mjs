@@ -31,13 +31,23 @@ async function measure(c, browser, peers) {
   const blob = await c.api.uploadBlob(new Uint8Array(randomBytes(MIB << 20)));
   const before = await c.api.stats();
   const contexts = [];
+  const pages = [];
   const firstTaskMs = [];
+  const rates = [];
   try {
     for (let i = 0; i < VISITORS; i++) {
       const context = await browser.newContext();
       contexts.push(context);
       const { page: p } = await open(context, `${c.base}/${peers ? 'on' : 'off'}.html`);
       await waitFor('a visitor to connect', async () => (await lastStatus(p))?.state === 'connected', 30_000);
+      // What the others have sent to peers, over time: the holders count bytes as they send them.
+      const others = [...pages];
+      pages.push(p);
+      const sent = [];
+      const sampler = setInterval(async () => {
+        const statuses = await Promise.all(others.map((o) => lastStatus(o).catch(() => null)));
+        sent.push([Date.now(), statuses.reduce((n, st) => n + (st?.bytesToPeers ?? 0), 0)]);
+      }, 25);
       const started = Date.now();
       // Jobs until the new visitor has run one of the tasks (the others take some too).
       await waitFor('the new visitor to run a task', async () => {
@@ -48,6 +58,9 @@ async function measure(c, browser, peers) {
         return done();
       }, 300_000, 0);
       firstTaskMs.push(Date.now() - started);
+      clearInterval(sampler);
+      const rate = transferRate(sent, MIB << 20);
+      if (rate !== null) rates.push(rate);
     }
     // Bytes served from peers are counted once the fetch is reported.
     await new Promise((r) => setTimeout(r, 1000));
@@ -56,11 +69,27 @@ async function measure(c, browser, peers) {
       egress: after.download_bytes - before.download_bytes,
       peer_bytes: after.peers.peer_bytes - before.peers.peer_bytes,
       first_task_ms: firstTaskMs,
+      peer_mib_per_s: rates,
     };
   } finally {
     for (const context of contexts) await context.close();
     await waitFor('the visitors to leave', async () => (await c.api.stats()).workers === 0, 20_000);
   }
+}
+
+/**
+ * MiB/s of one input's transfer, from samples of [time, bytes sent to peers]:
+ * between an eighth and seven eighths of the input (past the module, which
+ * is far smaller, and before the end). Holders report every 250 ms, so this
+ * is rough; `null` for an input too small to tell, or one not sent by peers.
+ */
+function transferRate(samples, input) {
+  if (input < 8 << 20 || samples.length < 2) return null;
+  const base = samples[0][1];
+  const at = (bytes) => samples.find(([, n]) => n - base >= bytes)?.[0];
+  const [t1, t2] = [at(input / 8), at((input * 7) / 8)];
+  if (t1 === undefined || t2 === undefined || t2 <= t1) return null;
+  return ((input * 3) / 4 / (1 << 20)) / ((t2 - t1) / 1000);
 }
 
 const www = scratchDir('www');

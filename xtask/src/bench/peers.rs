@@ -52,6 +52,12 @@ pub fn section(smoke: bool) -> anyhow::Result<String> {
     let (input, egress_on, egress_off, saved) =
         (f(&["input_bytes"])?, f(&["on", "egress"])?, f(&["off", "egress"])?, f(&["on", "peer_bytes"])?);
     let ((first_on, later_on), (first_off, later_off)) = (waits("on")?, waits("off")?);
+    let rates: Vec<f64> = v["on"]["peer_mib_per_s"].as_array().map(|a| a.iter().filter_map(|x| x.as_f64()).collect()).unwrap_or_default();
+    let rate = if rates.is_empty() {
+        "not measured (input too small to time)".to_string()
+    } else {
+        format!("about {:.1} MiB/s (mean of {})", rates.iter().sum::<f64>() / rates.len() as f64, rates.len())
+    };
     Ok(format!(
         "{heading}{visitors} visitors (browser contexts of one headless Chromium, inside a network namespace) join one\n\
          after another; each runs tasks that all read the same {} input (a blob, fetched once per visitor),\n\
@@ -61,7 +67,10 @@ pub fn section(smoke: bool) -> anyhow::Result<String> {
          | peers | coordinator egress | served by peers instead | wait, first visitor | wait, later visitors (mean) |\n\
          | --- | --- | --- | --- | --- |\n\
          | off (baseline) | {} | — | {first_off:.0} ms | {later_off:.0} ms |\n\
-         | on | {} ({:.0}% of the baseline) | {} | {first_on:.0} ms | {later_on:.0} ms |\n",
+         | on | {} ({:.0}% of the baseline) | {} | {first_on:.0} ms | {later_on:.0} ms |\n\n\
+         A later visitor's wait with peers holds two peer connections one after the other (the module, then the\n\
+         input: one connection per peer at a time, each with its own ICE, DTLS and SCTP set-up) and the transfers.\n\
+         The input's transfer alone, from what the holders report sending (every 250 ms, so roughly): {rate}.\n",
         mib(input),
         mib(egress_off),
         mib(egress_on),
