@@ -291,12 +291,32 @@ pub fn run_native(program: &Path, args: &[String], stdin: &[u8]) -> anyhow::Resu
 /// CPU seconds (user + system) process `pid` has used so far, from `/proc/PID/stat`.
 pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("reading /proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start at `state`
-    // (field 3); utime and stime are fields 14 and 15.
-    let (_, rest) = stat.rsplit_once(')').context("malformed /proc stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11).context("no utime")?.parse::<f64>()? + fields.get(12).context("no stime")?.parse::<f64>()?;
-    Ok(ticks / clock_ticks_per_second()?)
+    let stat = ProcStat::parse(&stat).context("malformed /proc stat")?;
+    Ok(stat.cpu_ticks / clock_ticks_per_second()?)
+}
+
+/// What a `/proc/PID/stat` (or `/proc/PID/task/TID/stat`) line says of a
+/// process or thread.
+pub struct ProcStat {
+    /// The command or thread name (may hold spaces and parentheses).
+    pub name: String,
+    pub ppid: u32,
+    /// User + system CPU time, in clock ticks (see [`clock_ticks_per_second`]).
+    pub cpu_ticks: f64,
+}
+
+impl ProcStat {
+    pub fn parse(stat: &str) -> Option<ProcStat> {
+        // Fields after the name start at `state` (field 3): the parent is
+        // field 4, utime and stime are fields 14 and 15.
+        let (head, rest) = stat.rsplit_once(')')?;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        Some(ProcStat {
+            name: head.split_once('(')?.1.to_string(),
+            ppid: f.get(1)?.parse().ok()?,
+            cpu_ticks: f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?,
+        })
+    }
 }
 
 /// The unit of CPU times in `/proc` (`getconf CLK_TCK`).

@@ -5,7 +5,7 @@
 
 use super::{cpu_seconds, Table};
 use anyhow::Context;
-use idlecore_e2e::{wait_for, Coordinator, CoordinatorConfig, Paths, Visitor};
+use idlecore_e2e::{wait_for, Coordinator, CoordinatorConfig, Paths, ProcStat, Visitor};
 use serde_json::json;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -100,8 +100,9 @@ impl CpuUse {
             let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
             for thread in threads.flatten() {
                 let Ok(stat) = std::fs::read_to_string(thread.path().join("stat")) else { continue };
-                let Some((name, secs)) = thread_cpu(&stat, tck) else { continue };
-                if name.starts_with("DedicatedWorker") {
+                let Some(thread) = ProcStat::parse(&stat) else { continue };
+                let secs = thread.cpu_ticks / tck;
+                if thread.name.starts_with("DedicatedWorker") {
                     use_.workers += secs;
                 } else {
                     use_.browser += secs;
@@ -145,9 +146,7 @@ fn descendants(roots: &[u32]) -> Vec<u32> {
         .filter_map(|e| {
             let pid: u32 = e.file_name().to_str()?.parse().ok()?;
             let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-            // After the command name: state, then the parent's pid.
-            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
-            Some((pid, ppid))
+            Some((pid, ProcStat::parse(&stat)?.ppid))
         })
         .collect();
     let mut found = roots.to_vec();
@@ -158,14 +157,6 @@ fn descendants(roots: &[u32]) -> Vec<u32> {
         i += 1;
     }
     found
-}
-
-/// A thread's name and CPU seconds, from its `/proc/PID/task/TID/stat`.
-fn thread_cpu(stat: &str, tck: f64) -> Option<(String, f64)> {
-    let (head, rest) = stat.rsplit_once(')')?;
-    let name = head.split_once('(')?.1.to_string();
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some((name, (f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / tck))
 }
 
 /// A tiny HTTP server for the baseline page: it serves `page` and notes when

@@ -262,12 +262,8 @@ fn executors_that_cannot_start_are_retried_until_they_can() {
     )
     .unwrap();
     let c = start_site(&dir.path().join("data"), &paths, None, &paths.www, &pkg);
-    let _v = Visitor::open(&format!("{}/visitor.html", c.base_url())).unwrap();
+    let _v = visitors(&c, 1);
     let api = c.api();
-    wait_for("the visitor to join", Duration::from_secs(60), || {
-        (workers(&api) >= 1).then_some(())
-    })
-    .unwrap();
     let hash = api
         .upload(&std::fs::read(paths.tasks.join("hashchain.wasm")).unwrap())
         .unwrap();
