@@ -14,9 +14,7 @@
 //! `02` + u64 length, little-endian (Header); `03` + bytes (Chunk); `04`
 //! (Missing).
 
-use sha2::{Digest, Sha256};
-
-pub type BlobHash = [u8; 32];
+use idlecore_protocol::Sha256Hash;
 
 /// Bytes of blob per chunk message (plus one type byte): small enough for
 /// every browser's data channel messages.
@@ -54,8 +52,8 @@ impl std::fmt::Display for TransferError {
 }
 
 /// The asking side's first message.
-pub fn request(blob: &BlobHash) -> Vec<u8> {
-    [&[REQUEST][..], blob].concat()
+pub fn request(blob: &Sha256Hash) -> Vec<u8> {
+    [&[REQUEST][..], &blob.0[..]].concat()
 }
 
 /// Where a fetch stands after a message.
@@ -69,7 +67,7 @@ pub enum Progress {
 
 /// The asking side of one transfer.
 pub struct Fetch {
-    blob: BlobHash,
+    blob: Sha256Hash,
     limit: u64,
     size: Option<u64>,
     data: Vec<u8>,
@@ -82,7 +80,7 @@ const RESERVE_UP_FRONT: usize = 1 << 20;
 
 impl Fetch {
     /// A fetch of `blob`, refusing one larger than `limit` bytes.
-    pub fn new(blob: BlobHash, limit: u64) -> Fetch {
+    pub fn new(blob: Sha256Hash, limit: u64) -> Fetch {
         Fetch { blob, limit, size: None, data: Vec::new(), done: false }
     }
 
@@ -126,7 +124,7 @@ impl Fetch {
             return Ok(Progress::Pending { received: self.data.len() as u64, size });
         }
         self.done = true;
-        if <[u8; 32]>::from(Sha256::digest(&self.data)) != self.blob {
+        if Sha256Hash::of(&self.data) != self.blob {
             return Err(TransferError::WrongHash);
         }
         Ok(Progress::Done(std::mem::take(&mut self.data)))
@@ -134,9 +132,9 @@ impl Fetch {
 }
 
 /// The blob a peer's `Request` names.
-pub fn requested(msg: &[u8]) -> Result<BlobHash, TransferError> {
+pub fn requested(msg: &[u8]) -> Result<Sha256Hash, TransferError> {
     match msg.split_first() {
-        Some((&REQUEST, hash)) => hash.try_into().map_err(|_| TransferError::Unexpected("a request of the wrong length")),
+        Some((&REQUEST, hash)) => hash.try_into().map(Sha256Hash).map_err(|_| TransferError::Unexpected("a request of the wrong length")),
         _ => Err(TransferError::Unexpected("not a request")),
     }
 }

@@ -19,7 +19,6 @@ pub mod blob_transfer;
 pub mod budget;
 pub mod executor;
 pub mod lru;
-pub mod wasi;
 
 #[cfg(target_arch = "wasm32")]
 pub mod agent;

@@ -13,13 +13,7 @@ extern "C" {
     type RawLink;
 
     #[wasm_bindgen(constructor, js_class = PeerLink, catch)]
-    fn new(
-        end: &JsValue,
-        on_open: &JsValue,
-        on_data: &JsValue,
-        on_drain: &JsValue,
-        on_close: &JsValue,
-    ) -> Result<RawLink, JsValue>;
+    fn new(end: &JsValue, on_open: &JsValue, on_data: &JsValue, on_drain: &JsValue, on_close: &JsValue) -> Result<RawLink, JsValue>;
 
     #[wasm_bindgen(method, catch, js_class = PeerLink)]
     fn send(this: &RawLink, bytes: &[u8]) -> Result<(), JsValue>;

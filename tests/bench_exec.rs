@@ -5,8 +5,8 @@
 
 #![cfg(target_arch = "wasm32")]
 
-use idlecore_wasm::wasi::instance::{Prepared, RunLimits};
-use idlecore_wasm::wasi::WasiCtx;
+use idlecore_wasi_host::WasiCtx;
+use idlecore_wasm::executor::instance::{Prepared, RunLimits};
 use js_sys::{Array, Function, Object, Reflect, Uint8Array, WebAssembly};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_test::*;
@@ -20,11 +20,7 @@ const ITERS: &str = match option_env!("IDLECORE_BENCH_ITERS") {
 
 macro_rules! bench_module {
     ($name:literal) => {
-        include_bytes!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/target/sandboxed/",
-            $name
-        ))
+        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/target/sandboxed/", $name))
     };
 }
 const EMPTY: &[u8] = bench_module!("empty.wasm");
@@ -55,11 +51,7 @@ fn compile(bytes: &[u8]) -> WebAssembly::Module {
 }
 
 fn now_ms() -> f64 {
-    js_sys::global()
-        .unchecked_into::<web_sys::WorkerGlobalScope>()
-        .performance()
-        .expect("performance")
-        .now()
+    js_sys::global().unchecked_into::<web_sys::WorkerGlobalScope>().performance().expect("performance").now()
 }
 
 /// Mean milliseconds per call of `f` over `n` calls, after one warm-up call.
@@ -85,24 +77,13 @@ fn paired_ms(n: u32, blocks: u32, mut a: impl FnMut(), mut b: impl FnMut()) -> (
 }
 
 /// One `BENCH` line; `key` is how `cargo xtask bench` finds the row.
-fn report(
-    key: &str,
-    name: &str,
-    unit: &str,
-    value: f64,
-    baseline_name: &str,
-    baseline: f64,
-    runs: u32,
-) {
+fn report(key: &str, name: &str, unit: &str, value: f64, baseline_name: &str, baseline: f64, runs: u32) {
     console_log!(
         "BENCH {{\"key\":\"{key}\",\"name\":\"{name}\",\"unit\":\"{unit}\",\"value\":{value},\"baseline_name\":\"{baseline_name}\",\"baseline\":{baseline},\"runs\":{runs}}}"
     );
 }
 
-const LIMITS: RunLimits = RunLimits {
-    fuel: 0,
-    max_memory_pages: 16384,
-};
+const LIMITS: RunLimits = RunLimits { fuel: 0, max_memory_pages: 16384 };
 
 #[wasm_bindgen::prelude::wasm_bindgen(module = "/tests/js/bare_wasi.js")]
 extern "C" {
@@ -123,10 +104,7 @@ impl Workload {
         WasiCtx::new(self.program, &args, &[], self.stdin.to_vec(), 1, 1 << 20)
     }
     fn js_args(&self) -> Array {
-        std::iter::once(self.program)
-            .chain(self.args.iter().copied())
-            .map(JsValue::from)
-            .collect()
+        std::iter::once(self.program).chain(self.args.iter().copied()).map(JsValue::from).collect()
     }
     fn run(&self, prepared: &Prepared) -> Vec<u8> {
         let out = prepared.run(self.ctx(), LIMITS).expect("runs");
@@ -145,19 +123,12 @@ fn fixed_cost_per_task_of_an_empty_module() {
         iters() * 100,
         5,
         || {
-            let out = prepared
-                .run(
-                    WasiCtx::new("empty.wasm", &[], &[], vec![], 1, 1024),
-                    LIMITS,
-                )
-                .expect("runs");
+            let out = prepared.run(WasiCtx::new("empty.wasm", &[], &[], vec![], 1, 1024), LIMITS).expect("runs");
             assert_eq!(out.exit_code, 0);
         },
         || {
             let instance = WebAssembly::Instance::new(&raw, &imports).expect("instantiates");
-            let start: Function = Reflect::get(&instance.exports(), &JsValue::from_str("_start"))
-                .unwrap()
-                .unchecked_into();
+            let start: Function = Reflect::get(&instance.exports(), &JsValue::from_str("_start")).unwrap().unchecked_into();
             start.call0(&JsValue::UNDEFINED).expect("runs");
         },
     );
@@ -177,20 +148,12 @@ fn fixed_cost_per_task_of_an_empty_module() {
 /// and stdin parsing, and output.
 #[wasm_bindgen_test]
 fn fixed_cost_per_task_of_a_rust_command() {
-    let tiny = Workload {
-        program: "mandelbrot.wasm",
-        args: &["--size", "1", "--iter", "1"],
-        stdin: b"0 0\n",
-    };
+    let tiny = Workload { program: "mandelbrot.wasm", args: &["--size", "1", "--iter", "1"], stdin: b"0 0\n" };
     let (raw, sandboxed) = (compile(MANDELBROT), compile(MANDELBROT_SANDBOXED));
     let prepared = Prepared::new(sandboxed).expect("checks");
     let (args, stdin) = (tiny.js_args(), Uint8Array::from(tiny.stdin));
     let ours = tiny.run(&prepared);
-    assert_eq!(
-        bare_run(&raw, args.clone(), &stdin),
-        ours,
-        "both hosts print the same tile"
-    );
+    assert_eq!(bare_run(&raw, args.clone(), &stdin), ours, "both hosts print the same tile");
     assert!(ours.starts_with(b"P6\n1 1\n255\n"));
     let n = iters() * 50;
     let (idlecore, bare) = paired_ms(
@@ -219,22 +182,11 @@ fn fixed_cost_per_task_of_a_rust_command() {
 /// instance, minimal JS shim). Outputs must agree.
 fn cpu_bound(key: &str, what: &str, w: &Workload, raw: &[u8], sandboxed: &[u8]) {
     let (raw, sandboxed) = (compile(raw), compile(sandboxed));
-    let (metered, unmetered) = (
-        Prepared::new(sandboxed).unwrap(),
-        Prepared::new(raw.clone()).unwrap(),
-    );
+    let (metered, unmetered) = (Prepared::new(sandboxed).unwrap(), Prepared::new(raw.clone()).unwrap());
     let (args, stdin) = (w.js_args(), Uint8Array::from(w.stdin));
     let out = w.run(&metered);
-    assert_eq!(
-        w.run(&unmetered),
-        out,
-        "the fuel meter changes nothing but the count"
-    );
-    assert_eq!(
-        bare_run(&raw, args.clone(), &stdin),
-        out,
-        "the bare shim gives the same output"
-    );
+    assert_eq!(w.run(&unmetered), out, "the fuel meter changes nothing but the count");
+    assert_eq!(bare_run(&raw, args.clone(), &stdin), out, "the bare shim gives the same output");
     let n = iters();
     let (ours, plain) = paired_ms(n, n, || drop(w.run(&metered)), || drop(w.run(&unmetered)));
     report(
@@ -246,12 +198,7 @@ fn cpu_bound(key: &str, what: &str, w: &Workload, raw: &[u8], sandboxed: &[u8]) 
         plain,
         n,
     );
-    let (ours, bare) = paired_ms(
-        n,
-        n,
-        || drop(w.run(&metered)),
-        || drop(bare_run(&raw, args.clone(), &stdin)),
-    );
+    let (ours, bare) = paired_ms(n, n, || drop(w.run(&metered)), || drop(bare_run(&raw, args.clone(), &stdin)));
     report(
         &format!("{key}_bare"),
         &format!("{what} (sandboxed, fuel-metered)"),
@@ -265,66 +212,26 @@ fn cpu_bound(key: &str, what: &str, w: &Workload, raw: &[u8], sandboxed: &[u8]) 
 
 #[wasm_bindgen_test]
 fn cpu_bound_mandelbrot_tile() {
-    let w = Workload {
-        program: "mandelbrot.wasm",
-        args: &TILE_ARGS,
-        stdin: TILE_STDIN,
-    };
-    cpu_bound(
-        "tile",
-        "Mandelbrot tile 64x64, 2000 iterations (floating point)",
-        &w,
-        MANDELBROT,
-        MANDELBROT_SANDBOXED,
-    );
+    let w = Workload { program: "mandelbrot.wasm", args: &TILE_ARGS, stdin: TILE_STDIN };
+    cpu_bound("tile", "Mandelbrot tile 64x64, 2000 iterations (floating point)", &w, MANDELBROT, MANDELBROT_SANDBOXED);
 }
 
 #[wasm_bindgen_test]
 fn cpu_bound_hash_chain() {
-    let w = Workload {
-        program: "hashchain.wasm",
-        args: &CHAIN_ARGS,
-        stdin: CHAIN_STDIN,
-    };
-    cpu_bound(
-        "chain",
-        "SHA-256 chain, 20000 rounds (integer)",
-        &w,
-        HASHCHAIN,
-        HASHCHAIN_SANDBOXED,
-    );
+    let w = Workload { program: "hashchain.wasm", args: &CHAIN_ARGS, stdin: CHAIN_STDIN };
+    cpu_bound("chain", "SHA-256 chain, 20000 rounds (integer)", &w, HASHCHAIN, HASHCHAIN_SANDBOXED);
 }
 
 #[wasm_bindgen_test]
 fn cpu_bound_bulk_hash() {
-    let w = Workload {
-        program: "hashchain.wasm",
-        args: &BULK_ARGS,
-        stdin: CHAIN_STDIN,
-    };
-    cpu_bound(
-        "bulk",
-        "SHA-256 over 64 MiB (integer, streaming through memory)",
-        &w,
-        HASHCHAIN,
-        HASHCHAIN_SANDBOXED,
-    );
+    let w = Workload { program: "hashchain.wasm", args: &BULK_ARGS, stdin: CHAIN_STDIN };
+    cpu_bound("bulk", "SHA-256 over 64 MiB (integer, streaming through memory)", &w, HASHCHAIN, HASHCHAIN_SANDBOXED);
 }
 
 #[wasm_bindgen_test]
 fn cpu_bound_sort() {
-    let w = Workload {
-        program: "sort.wasm",
-        args: &SORT_ARGS,
-        stdin: SORT_STDIN,
-    };
-    cpu_bound(
-        "sort",
-        "sort of 1,000,000 integers (memory-bound)",
-        &w,
-        SORT,
-        SORT_SANDBOXED,
-    );
+    let w = Workload { program: "sort.wasm", args: &SORT_ARGS, stdin: SORT_STDIN };
+    cpu_bound("sort", "sort of 1,000,000 integers (memory-bound)", &w, SORT, SORT_SANDBOXED);
 }
 
 #[wasm_bindgen::prelude::wasm_bindgen(module = "/tests/js/workers.js")]
@@ -351,16 +258,11 @@ async fn round_trip_to_an_executor() {
         lease,
         job: 1,
         task: 0,
-        module: [7; 32],
+        module: idlecore_protocol::Sha256Hash([7; 32]),
         stdin: vec![],
         args: vec![],
         env: vec![],
-        limits: TaskLimits {
-            timeout_ms: 60_000,
-            max_output_bytes: 1024,
-            max_memory_pages: 16,
-            fuel: 1_000_000,
-        },
+        limits: TaskLimits { timeout_ms: 60_000, max_output_bytes: 1024, max_memory_pages: 16, fuel: 1_000_000 },
         seed: 1,
         deterministic: true,
         dirs: vec![],
@@ -368,8 +270,7 @@ async fn round_trip_to_an_executor() {
     };
 
     let (tx, mut rx) = mpsc::unbounded();
-    let spawn =
-        wasm_bindgen::closure::Closure::<dyn FnMut() -> web_sys::Worker>::new(spawn_test_executor);
+    let spawn = wasm_bindgen::closure::Closure::<dyn FnMut() -> web_sys::Worker>::new(spawn_test_executor);
     let notify: Rc<dyn Fn(PoolEvent)> = Rc::new(move |e| {
         let _ = tx.unbounded_send(e);
     });
@@ -400,22 +301,18 @@ async fn round_trip_to_an_executor() {
 
     let echo = spawn_echo_worker();
     let (etx, mut erx) = mpsc::unbounded::<()>();
-    let on_message =
-        wasm_bindgen::closure::Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_| {
-            let _ = etx.unbounded_send(());
-        });
+    let on_message = wasm_bindgen::closure::Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_| {
+        let _ = etx.unbounded_send(());
+    });
     echo.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
     erx.next().await.expect("echo worker starts");
-    let frame = idlecore_protocol::encode_coordinator(
-        &idlecore_protocol::CoordinatorMessage::Lease(lease(1)),
-    );
+    let frame = idlecore_protocol::encode_coordinator(&idlecore_protocol::CoordinatorMessage::Lease(lease(1)));
     for i in 0..=n {
         if i == 1 {
             start = now_ms();
         }
         let bytes = Uint8Array::from(frame.as_slice());
-        echo.post_message(&js_sys::Array::of2(&module, &bytes))
-            .expect("posts");
+        echo.post_message(&js_sys::Array::of2(&module, &bytes)).expect("posts");
         erx.next().await.expect("echo");
     }
     let bare = (now_ms() - start) / n as f64;

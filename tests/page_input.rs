@@ -89,7 +89,9 @@ fn peer_messages_are_read_and_bad_ones_refused() {
     }
     assert!(matches!(message("{cmd: 'rtc', op: 'offer', peer: '3', sdp: 'v=0'}"), Ok(PageMessage::Rtc(Rtc::Offer { .. }))));
     assert!(matches!(message("{cmd: 'rtc', op: 'closed', peer: '3', why: 'gone'}"), Ok(PageMessage::Rtc(Rtc::Closed { .. }))));
-    assert!(matches!(message("{cmd: 'rtc', peer: '7.2', channel: new MessageChannel().port1}"), Ok(PageMessage::Channel(k, _)) if k == "7.2"));
+    assert!(
+        matches!(message("{cmd: 'rtc', peer: '7.2', channel: new MessageChannel().port1}"), Ok(PageMessage::Channel(k, _)) if k == "7.2")
+    );
     for (source, why) in [
         ("{cmd: 'rtc', op: 'offer', sdp: 'v=0'}", "`peer` is missing"),
         ("{cmd: 'rtc', op: 'offer', peer: '3'}", "`sdp` is missing"),

@@ -4,8 +4,8 @@
 
 #![cfg(target_arch = "wasm32")]
 
-use idlecore_wasm::wasi::instance::{run, Prepared, RunError, RunLimits, RunOutput};
-use idlecore_wasm::wasi::WasiCtx;
+use idlecore_wasi_host::WasiCtx;
+use idlecore_wasm::executor::instance::{run, Prepared, RunError, RunLimits, RunOutput};
 use js_sys::{Uint8Array, WebAssembly};
 use wasm_bindgen_test::*;
 

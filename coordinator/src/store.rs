@@ -11,8 +11,9 @@ mod writes;
 
 pub use writes::Write;
 
-use crate::model::{JobLimits, JobState, ResultRecord, TaskInput};
-use crate::validate::Policy;
+use crate::domain::model::{JobLimits, JobState, ResultRecord, TaskInput};
+use crate::domain::policy::Policy;
+use idlecore_protocol::Sha256Hash;
 use rusqlite::{params, Connection, OptionalExtension};
 use schema::{migrate, open, SCHEMA};
 use std::path::Path;
@@ -42,7 +43,7 @@ pub struct Store {
 pub struct StoredJob {
     pub id: u64,
     /// Hash of the sandboxed module the tasks run.
-    pub runnable: String,
+    pub runnable: Sha256Hash,
     pub limits: JobLimits,
     pub validation: Policy,
     pub state: JobState,
@@ -54,45 +55,30 @@ pub struct StoredJob {
 }
 
 fn blob_size(c: &Connection, hash: &str) -> rusqlite::Result<Option<u64>> {
-    c.query_row(
-        "SELECT size FROM blobs WHERE hash = ?1 UNION ALL SELECT size FROM modules WHERE hash = ?1 LIMIT 1",
-        [hash],
-        |r| r.get::<_, i64>(0).map(|n| n as u64),
-    )
+    c.query_row("SELECT size FROM blobs WHERE hash = ?1 UNION ALL SELECT size FROM modules WHERE hash = ?1 LIMIT 1", [hash], |r| {
+        r.get::<_, i64>(0).map(|n| n as u64)
+    })
     .optional()
 }
 
 impl Store {
     pub fn open(dir: &Path) -> StoreResult<Store> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Corrupt(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Corrupt(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("idlecore.sqlite3");
         let writer_conn = open(&path)?;
         writer_conn.execute_batch(SCHEMA)?;
         migrate(&writer_conn)?;
         let reader = open(&path)?;
         let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("store-writer".into())
-            .spawn(move || writer_loop(writer_conn, rx))
-            .expect("spawn store writer");
-        Ok(Store {
-            writer: tx,
-            reader: Arc::new(Mutex::new(reader)),
-        })
+        std::thread::Builder::new().name("store-writer".into()).spawn(move || writer_loop(writer_conn, rx)).expect("spawn store writer");
+        Ok(Store { writer: tx, reader: Arc::new(Mutex::new(reader)) })
     }
 
     /// Queues a write now (writes commit in the order queued) and returns
     /// what waits for its commit.
-    pub fn enqueue(
-        &self,
-        write: Write,
-    ) -> impl std::future::Future<Output = StoreResult<u64>> + use<> {
+    pub fn enqueue(&self, write: Write) -> impl std::future::Future<Output = StoreResult<u64>> + use<> {
         let (reply, done) = oneshot::channel();
-        let sent = self
-            .writer
-            .send((write, reply))
-            .map_err(|_| StoreError::WriterGone);
+        let sent = self.writer.send((write, reply)).map_err(|_| StoreError::WriterGone);
         async move {
             sent?;
             done.await.map_err(|_| StoreError::WriterGone)?
@@ -102,17 +88,12 @@ impl Store {
     /// Queues a write and waits until it is committed.
     pub async fn write(&self, write: Write) -> StoreResult<u64> {
         let (reply, done) = oneshot::channel();
-        self.writer
-            .send((write, reply))
-            .map_err(|_| StoreError::WriterGone)?;
+        self.writer.send((write, reply)).map_err(|_| StoreError::WriterGone)?;
         done.await.map_err(|_| StoreError::WriterGone)?
     }
 
     /// Runs a read on the read connection, off the async threads.
-    pub async fn read<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
-    ) -> StoreResult<T> {
+    pub async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static) -> StoreResult<T> {
         let reader = self.reader.clone();
         tokio::task::spawn_blocking(move || f(&reader.lock().expect("reader lock")))
             .await
@@ -121,33 +102,17 @@ impl Store {
 
     pub async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
         let key = key.to_owned();
-        self.read(move |c| {
-            Ok(
-                c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
-                    r.get(0)
-                })
-                .optional()?,
-            )
-        })
-        .await
+        self.read(move |c| Ok(c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0)).optional()?)).await
     }
 
-    pub async fn module(&self, hash: &str) -> StoreResult<Option<Vec<u8>>> {
-        let hash = hash.to_owned();
-        self.read(move |c| {
-            Ok(
-                c.query_row("SELECT bytes FROM modules WHERE hash = ?1", [hash], |r| {
-                    r.get(0)
-                })
-                .optional()?,
-            )
-        })
-        .await
+    pub async fn module(&self, hash: Sha256Hash) -> StoreResult<Option<Vec<u8>>> {
+        let hash = hash.to_hex();
+        self.read(move |c| Ok(c.query_row("SELECT bytes FROM modules WHERE hash = ?1", [hash], |r| r.get(0)).optional()?)).await
     }
 
     /// The bytes of a blob workers fetch by hash: an input blob or a module.
-    pub async fn blob(&self, hash: &str) -> StoreResult<Option<Vec<u8>>> {
-        let hash = hash.to_owned();
+    pub async fn blob(&self, hash: Sha256Hash) -> StoreResult<Option<Vec<u8>>> {
+        let hash = hash.to_hex();
         self.read(move |c| {
             Ok(c.query_row(
                 "SELECT bytes FROM blobs WHERE hash = ?1 UNION ALL SELECT bytes FROM modules WHERE hash = ?1 LIMIT 1",
@@ -160,24 +125,18 @@ impl Store {
     }
 
     /// Size of the blob (input or module) stored under `hash`, if any.
-    pub async fn blob_size(&self, hash: &str) -> StoreResult<Option<u64>> {
-        let hash = hash.to_owned();
+    pub async fn blob_size(&self, hash: Sha256Hash) -> StoreResult<Option<u64>> {
+        let hash = hash.to_hex();
         self.read(move |c| Ok(blob_size(c, &hash)?)).await
     }
 
     /// Sizes of the input blobs among `hashes` (absent ones are left out).
-    pub async fn input_blob_sizes(
-        &self,
-        hashes: Vec<idlecore_protocol::BlobHash>,
-    ) -> StoreResult<std::collections::HashMap<idlecore_protocol::BlobHash, u64>> {
+    pub async fn input_blob_sizes(&self, hashes: Vec<Sha256Hash>) -> StoreResult<std::collections::HashMap<Sha256Hash, u64>> {
         self.read(move |c| {
             let mut q = c.prepare_cached("SELECT size FROM blobs WHERE hash = ?1")?;
             let mut sizes = std::collections::HashMap::new();
             for h in hashes {
-                if let Some(size) = q
-                    .query_row([hex::encode(h)], |r| r.get::<_, i64>(0))
-                    .optional()?
-                {
+                if let Some(size) = q.query_row([h.to_hex()], |r| r.get::<_, i64>(0)).optional()? {
                     sizes.insert(h, size as u64);
                 }
             }
@@ -187,26 +146,15 @@ impl Store {
     }
 
     /// The sandboxed module run for `hash`, if `hash` is known.
-    pub async fn runnable(&self, hash: &str) -> StoreResult<Option<String>> {
-        let hash = hash.to_owned();
-        self.read(move |c| {
-            Ok(c.query_row(
-                "SELECT runnable FROM modules WHERE hash = ?1",
-                [hash],
-                |r| r.get(0),
-            )
-            .optional()?)
-        })
-        .await
+    pub async fn runnable(&self, hash: Sha256Hash) -> StoreResult<Option<Sha256Hash>> {
+        let hash = hash.to_hex();
+        let runnable: Option<String> =
+            self.read(move |c| Ok(c.query_row("SELECT runnable FROM modules WHERE hash = ?1", [hash], |r| r.get(0)).optional()?)).await?;
+        runnable.map(|r| parse_hash(&r)).transpose()
     }
 
     /// Final records of a job's tasks with index > `after`, in index order.
-    pub async fn results(
-        &self,
-        job: u64,
-        after: Option<u32>,
-        limit: u32,
-    ) -> StoreResult<Vec<ResultRecord>> {
+    pub async fn results(&self, job: u64, after: Option<u32>, limit: u32) -> StoreResult<Vec<ResultRecord>> {
         self.read(move |c| {
             let mut q = c.prepare_cached(
                 "SELECT idx, status, exit_code, stdout, stderr, elapsed_ms, fuel_used, error, files FROM results
@@ -236,50 +184,33 @@ impl Store {
     pub fn load_open_jobs(&self) -> StoreResult<Vec<StoredJob>> {
         let c = self.reader.lock().expect("reader lock");
         let mut jobs = Vec::new();
-        let mut q =
-            c.prepare("SELECT id, runnable, limits, state, validation FROM jobs ORDER BY id")?;
+        let mut q = c.prepare("SELECT id, runnable, limits, state, validation FROM jobs ORDER BY id")?;
         let rows = q.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-            ))
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?))
         })?;
         for row in rows {
             let (id, runnable, limits, state, validation) = row?;
-            let state = JobState::parse(&state)
-                .ok_or_else(|| StoreError::Corrupt(format!("job {id} state {state}")))?;
+            let state = JobState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("job {id} state {state}")))?;
             if state != JobState::Running {
                 continue;
             }
-            let limits: JobLimits = serde_json::from_str(&limits)
-                .map_err(|e| StoreError::Corrupt(format!("job {id} limits: {e}")))?;
-            let validation: Policy = serde_json::from_str(&validation)
-                .map_err(|e| StoreError::Corrupt(format!("job {id} validation: {e}")))?;
-            let mut tq =
-                c.prepare("SELECT stdin, args, env, files FROM tasks WHERE job = ?1 ORDER BY idx")?;
+            let limits: JobLimits = serde_json::from_str(&limits).map_err(|e| StoreError::Corrupt(format!("job {id} limits: {e}")))?;
+            let validation: Policy =
+                serde_json::from_str(&validation).map_err(|e| StoreError::Corrupt(format!("job {id} validation: {e}")))?;
+            let mut tq = c.prepare("SELECT stdin, args, env, files FROM tasks WHERE job = ?1 ORDER BY idx")?;
             let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
             let tasks = tq
-                .query_map([id], |r| {
-                    Ok((
-                        r.get::<_, Vec<u8>>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                    ))
-                })?
+                .query_map([id], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))?
                 .map(|row| {
                     let (stdin, args, env, files) = row?;
                     #[derive(serde::Deserialize)]
                     struct Files {
-                        files: crate::model::FileMap,
-                        dirs: Vec<crate::model::DirSpec>,
+                        files: crate::domain::model::FileMap,
+                        dirs: Vec<crate::domain::model::DirSpec>,
                         #[serde(default)]
-                        stdin_blob: Option<crate::model::BlobRef>,
+                        stdin_blob: Option<crate::domain::model::BlobRef>,
                         #[serde(default)]
-                        file_blobs: crate::model::BlobFiles,
+                        file_blobs: crate::domain::model::BlobFiles,
                     }
                     let files: Files = serde_json::from_str(&files).map_err(corrupt)?;
                     Ok(TaskInput {
@@ -302,10 +233,7 @@ impl Store {
             }
             let mut failures = vec![0u32; tasks.len()];
             // Only failures that count against the task.
-            let free: Vec<String> = crate::scheduler::FREE_FAILURES
-                .iter()
-                .map(|k| format!("'{}'", k.as_str()))
-                .collect();
+            let free: Vec<String> = crate::domain::scheduler::FREE_FAILURES.iter().map(|k| format!("'{}'", k.as_str())).collect();
             let mut cq = c.prepare(&format!(
                 "SELECT idx, COUNT(*) FROM failures WHERE job = ?1 AND kind NOT IN ({}) GROUP BY idx",
                 free.join(", ")
@@ -316,22 +244,13 @@ impl Store {
                     *f = n as u32;
                 }
             }
-            jobs.push(StoredJob {
-                id: id as u64,
-                runnable,
-                limits,
-                validation,
-                state,
-                tasks,
-                finished,
-                failures,
-            });
+            jobs.push(StoredJob { id: id as u64, runnable: parse_hash(&runnable)?, limits, validation, state, tasks, finished, failures });
         }
         Ok(jobs)
     }
 
     /// Summary rows of every job (for listings and status of finished jobs).
-    pub async fn job_rows(&self, only: Option<u64>) -> StoreResult<Vec<crate::model::JobRow>> {
+    pub async fn job_rows(&self, only: Option<u64>) -> StoreResult<Vec<crate::domain::model::JobRow>> {
         self.read(move |c| {
             let mut q = c.prepare_cached(
                 "SELECT j.id, j.module, j.task_count, j.state, j.created_at, j.limits,
@@ -341,7 +260,7 @@ impl Store {
                  FROM jobs j WHERE (?1 IS NULL OR j.id = ?1) ORDER BY j.id",
             )?;
             let rows = q.query_map([only.map(|j| j as i64)], |r| {
-                Ok(crate::model::JobRow {
+                Ok(crate::domain::model::JobRow {
                     id: r.get::<_, i64>(0)? as u64,
                     module: r.get(1)?,
                     tasks: r.get(2)?,
@@ -362,9 +281,7 @@ impl Store {
     /// Every recorded failure of one task, oldest first.
     pub async fn failures(&self, job: u64, task: u32) -> StoreResult<Vec<(String, String)>> {
         self.read(move |c| {
-            let mut q = c.prepare_cached(
-                "SELECT kind, message FROM failures WHERE job = ?1 AND idx = ?2 ORDER BY rowid",
-            )?;
+            let mut q = c.prepare_cached("SELECT kind, message FROM failures WHERE job = ?1 AND idx = ?2 ORDER BY rowid")?;
             let rows = q.query_map(params![job as i64, task], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
@@ -372,12 +289,16 @@ impl Store {
     }
 }
 
+/// A hash column: hex text.
+fn parse_hash(text: &str) -> StoreResult<Sha256Hash> {
+    text.parse().map_err(|e| StoreError::Corrupt(format!("hash {text:?}: {e}")))
+}
+
 fn row_to_result(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRecord> {
     let status: String = r.get(1)?;
     Ok(ResultRecord {
         task: r.get(0)?,
-        status: crate::model::TaskStatus::parse(&status)
-            .unwrap_or(crate::model::TaskStatus::Failed),
+        status: crate::domain::model::TaskStatus::parse(&status).unwrap_or(crate::domain::model::TaskStatus::Failed),
         exit_code: r.get(2)?,
         stdout: r.get(3)?,
         stderr: r.get(4)?,

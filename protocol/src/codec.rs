@@ -45,8 +45,7 @@ fn decode<'a, T: serde::Deserialize<'a>>(frame: &'a [u8], types: u8) -> Result<T
     if tag >= types {
         return Err(DecodeError::UnknownType(tag));
     }
-    let (msg, rest) = postcard::take_from_bytes::<T>(frame)
-        .map_err(|e| DecodeError::Malformed(alloc::format!("{e}")))?;
+    let (msg, rest) = postcard::take_from_bytes::<T>(frame).map_err(|e| DecodeError::Malformed(alloc::format!("{e}")))?;
     if !rest.is_empty() {
         return Err(DecodeError::Trailing(rest.len()));
     }
@@ -77,11 +76,7 @@ pub fn check_signal(s: &crate::Signal) -> Result<(), DecodeError> {
     use crate::SignalPayload::*;
     match &s.payload {
         Offer(sdp) | Answer(sdp) => check(sdp.len() <= MAX_SDP_BYTES, "sdp", MAX_SDP_BYTES),
-        Candidate(c) => check(
-            c.candidate.len() <= MAX_ICE_BYTES && c.mid.len() <= MAX_ICE_BYTES,
-            "candidate",
-            MAX_ICE_BYTES,
-        ),
+        Candidate(c) => check(c.candidate.len() <= MAX_ICE_BYTES && c.mid.len() <= MAX_ICE_BYTES, "candidate", MAX_ICE_BYTES),
         Close => Ok(()),
     }
 }
@@ -98,11 +93,7 @@ pub fn decode_worker(frame: &[u8]) -> Result<WorkerMessage, DecodeError> {
             check(f.message.len() <= MAX_TEXT_BYTES, "message", MAX_TEXT_BYTES)?;
         }
         WorkerMessage::Heartbeat(h) => {
-            check(
-                h.leases.len() <= MAX_HEARTBEAT_LEASES,
-                "leases",
-                MAX_HEARTBEAT_LEASES,
-            )?;
+            check(h.leases.len() <= MAX_HEARTBEAT_LEASES, "leases", MAX_HEARTBEAT_LEASES)?;
         }
         WorkerMessage::Result(r) => check_files(r.files.iter())?,
         WorkerMessage::Capacity(c) => check(c.slots <= MAX_SLOTS, "slots", MAX_SLOTS as usize)?,
@@ -116,29 +107,14 @@ pub fn decode_worker(frame: &[u8]) -> Result<WorkerMessage, DecodeError> {
 fn check_lease(l: &crate::Lease) -> Result<(), DecodeError> {
     check(l.args.len() <= MAX_ARGS, "args", MAX_ARGS)?;
     check(l.env.len() <= MAX_ENV, "env", MAX_ENV)?;
-    let long = l
-        .args
-        .iter()
-        .chain(l.env.iter().flat_map(|(k, v)| [k, v]))
-        .any(|s| s.len() > MAX_ARG_BYTES);
+    let long = l.args.iter().chain(l.env.iter().flat_map(|(k, v)| [k, v])).any(|s| s.len() > MAX_ARG_BYTES);
     check(!long, "args/env entry", MAX_ARG_BYTES)?;
     check(l.dirs.len() <= MAX_DIRS, "dirs", MAX_DIRS)?;
-    check(
-        l.dirs.iter().all(|d| d.guest.len() <= MAX_PATH_BYTES),
-        "dirs.guest",
-        MAX_PATH_BYTES,
-    )?;
+    check(l.dirs.iter().all(|d| d.guest.len() <= MAX_PATH_BYTES), "dirs.guest", MAX_PATH_BYTES)?;
     check_files(l.dirs.iter().flat_map(|d| d.files.iter()))?;
     check(l.blobs.len() <= MAX_LEASE_BLOBS, "blobs", MAX_LEASE_BLOBS)?;
-    let total = l
-        .blobs
-        .iter()
-        .try_fold(0u64, |sum, b| sum.checked_add(b.size));
-    check(
-        total.is_some_and(|t| t <= MAX_LEASE_BLOB_BYTES),
-        "blobs.size",
-        MAX_LEASE_BLOB_BYTES as usize,
-    )?;
+    let total = l.blobs.iter().try_fold(0u64, |sum, b| sum.checked_add(b.size));
+    check(total.is_some_and(|t| t <= MAX_LEASE_BLOB_BYTES), "blobs.size", MAX_LEASE_BLOB_BYTES as usize)?;
     let mut stdin = 0;
     for b in &l.blobs {
         match &b.target {
@@ -149,11 +125,7 @@ fn check_lease(l: &crate::Lease) -> Result<(), DecodeError> {
             }
         }
     }
-    check(
-        stdin <= 1 && (stdin == 0 || l.stdin.is_empty()),
-        "blobs.stdin",
-        1,
-    )?;
+    check(stdin <= 1 && (stdin == 0 || l.stdin.is_empty()), "blobs.stdin", 1)?;
     let files = l.dirs.iter().map(|d| d.files.len()).sum::<usize>() + l.blobs.len() - stdin;
     check(files <= MAX_FILES, "files", MAX_FILES)
 }
@@ -164,11 +136,7 @@ pub fn decode_coordinator(frame: &[u8]) -> Result<CoordinatorMessage, DecodeErro
     match &msg {
         CoordinatorMessage::Lease(l) => check_lease(l)?,
         CoordinatorMessage::Leases(ls) => {
-            check(
-                !ls.is_empty() && ls.len() <= MAX_SLOTS as usize,
-                "leases",
-                MAX_SLOTS as usize,
-            )?;
+            check(!ls.is_empty() && ls.len() <= MAX_SLOTS as usize, "leases", MAX_SLOTS as usize)?;
             for l in ls {
                 check_lease(l)?;
             }
@@ -177,34 +145,16 @@ pub fn decode_coordinator(frame: &[u8]) -> Result<CoordinatorMessage, DecodeErro
             check(e.message.len() <= MAX_TEXT_BYTES, "message", MAX_TEXT_BYTES)?;
         }
         CoordinatorMessage::Welcome(w) => {
-            check(
-                w.blob_path.len() <= MAX_TEXT_BYTES,
-                "blob_path",
-                MAX_TEXT_BYTES,
-            )?;
-            check(
-                w.ice_servers.len() <= MAX_ICE_SERVERS,
-                "ice_servers",
-                MAX_ICE_SERVERS,
-            )?;
+            check(w.blob_path.len() <= MAX_TEXT_BYTES, "blob_path", MAX_TEXT_BYTES)?;
+            check(w.ice_servers.len() <= MAX_ICE_SERVERS, "ice_servers", MAX_ICE_SERVERS)?;
             for server in &w.ice_servers {
-                check(
-                    server.urls.len() <= MAX_ICE_SERVERS,
-                    "ice_servers.urls",
-                    MAX_ICE_SERVERS,
-                )?;
-                let long = server
-                    .urls
-                    .iter()
-                    .chain([&server.username, &server.credential])
-                    .any(|t| t.len() > MAX_ICE_BYTES);
+                check(server.urls.len() <= MAX_ICE_SERVERS, "ice_servers.urls", MAX_ICE_SERVERS)?;
+                let long = server.urls.iter().chain([&server.username, &server.credential]).any(|t| t.len() > MAX_ICE_BYTES);
                 check(!long, "ice_servers entry", MAX_ICE_BYTES)?;
             }
         }
         CoordinatorMessage::Signal(s) => check_signal(s)?,
-        CoordinatorMessage::Sources(s) => {
-            check(s.peers.len() <= MAX_SOURCES, "peers", MAX_SOURCES)?
-        }
+        CoordinatorMessage::Sources(s) => check(s.peers.len() <= MAX_SOURCES, "peers", MAX_SOURCES)?,
         CoordinatorMessage::Cancel(_) | CoordinatorMessage::Ack(_) => {}
     }
     Ok(msg)

@@ -15,13 +15,13 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 mod codec;
+mod hash;
 pub mod limits;
 mod peers;
 
 pub mod pieces;
-pub use codec::{
-    check_signal, decode_coordinator, decode_worker, encode_coordinator, encode_worker, DecodeError,
-};
+pub use codec::{check_signal, decode_coordinator, decode_worker, encode_coordinator, encode_worker, DecodeError};
+pub use hash::{NotAHash, Sha256Hash};
 pub use peers::{Have, IceCandidate, IceServer, Signal, SignalPayload, Sources, Want};
 
 /// The protocol version this crate speaks. A coordinator refuses a `Hello`
@@ -30,11 +30,6 @@ pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest frame either side accepts, in bytes.
 pub const MAX_FRAME_BYTES: usize = limits::MAX_FRAME_BYTES;
-
-/// SHA-256 of a module's bytes.
-pub type ModuleHash = [u8; 32];
-/// SHA-256 of a blob's bytes: a module or a task input fetched by hash.
-pub type BlobHash = [u8; 32];
 
 /// Messages a worker sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,7 +119,8 @@ pub struct Lease {
     pub lease: u64,
     pub job: u64,
     pub task: u32,
-    pub module: ModuleHash,
+    /// SHA-256 of the (sandboxed) module's bytes.
+    pub module: Sha256Hash,
     #[serde(with = "serde_bytes")]
     pub stdin: Vec<u8>,
     /// argv[1..]; the worker supplies argv[0].
@@ -145,7 +141,7 @@ pub struct Lease {
 /// A task input fetched by hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputBlob {
-    pub hash: BlobHash,
+    pub hash: Sha256Hash,
     /// Exact size in bytes (a fetch stops past it).
     pub size: u64,
     pub target: BlobTarget,

@@ -2,7 +2,7 @@
 //! which blobs (content-addressed by SHA-256, like modules), and WebRTC
 //! signaling relayed through the coordinator between workers it introduced.
 
-use crate::ModuleHash;
+use crate::Sha256Hash;
 use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
@@ -49,20 +49,20 @@ pub struct IceCandidate {
 /// fetched them from peers instead of the coordinator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Have {
-    pub blobs: Vec<ModuleHash>,
+    pub blobs: Vec<Sha256Hash>,
     pub from_peers: bool,
 }
 
 /// The worker needs a blob: which peers hold it?
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Want {
-    pub blob: ModuleHash,
+    pub blob: Sha256Hash,
 }
 
 /// Peers that hold `blob`, nearest first, each now introduced to the asking
 /// worker for signaling. Empty: fetch it from the coordinator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sources {
-    pub blob: ModuleHash,
+    pub blob: Sha256Hash,
     pub peers: Vec<u64>,
 }

@@ -5,9 +5,8 @@
 //! modules live in the agent's [`crate::lru::Lru`]); inputs are kept in
 //! memory only, as they seldom outlive a job.
 
-use idlecore_protocol::{BlobHash, FailureKind};
+use idlecore_protocol::{FailureKind, Sha256Hash};
 use js_sys::{Uint8Array, WebAssembly};
-use sha2::{Digest, Sha256};
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Cache, Response, WorkerGlobalScope};
@@ -64,10 +63,7 @@ pub type BlobError = (FailureKind, String);
 pub type Loaded = (Blob, usize, Source);
 
 fn text(e: wasm_bindgen::JsValue) -> String {
-    e.dyn_ref::<js_sys::Error>()
-        .map(|e| String::from(e.message()))
-        .or_else(|| e.as_string())
-        .unwrap_or_else(|| format!("{e:?}"))
+    e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message())).or_else(|| e.as_string()).unwrap_or_else(|| format!("{e:?}"))
 }
 
 /// Opens the persistent cache; `None` where the Cache API is unavailable.
@@ -76,20 +72,12 @@ pub async fn open_cache() -> Option<Cache> {
     let storage = scope.caches().ok()?;
     // Its entries are never read again; they only take the origin's quota.
     let _ = storage.delete(OLD_CACHE_NAME);
-    JsFuture::from(storage.open(CACHE_NAME))
-        .await
-        .ok()?
-        .dyn_into()
-        .ok()
+    JsFuture::from(storage.open(CACHE_NAME)).await.ok()?.dyn_into().ok()
 }
 
 /// The bytes stored for `url`, if any.
 pub async fn cached_bytes(cache: &Cache, url: &str) -> Option<Vec<u8>> {
-    let hit: Response = JsFuture::from(cache.match_with_str(url))
-        .await
-        .ok()?
-        .dyn_into()
-        .ok()?;
+    let hit: Response = JsFuture::from(cache.match_with_str(url)).await.ok()?.dyn_into().ok()?;
     let buffer = JsFuture::from(hit.array_buffer().ok()?).await.ok()?;
     Some(Uint8Array::new(&buffer).to_vec())
 }
@@ -102,19 +90,14 @@ pub async fn store_bytes(cache: &Cache, url: &str, bytes: &[u8]) {
     }
 }
 
-fn digest(bytes: &[u8]) -> BlobHash {
-    Sha256::digest(bytes).into()
+fn digest(bytes: &[u8]) -> Sha256Hash {
+    Sha256Hash::of(bytes)
 }
 
 async fn compile(bytes: &[u8]) -> Result<WebAssembly::Module, BlobError> {
     let module = JsFuture::from(WebAssembly::compile(&Uint8Array::from(bytes).into()))
         .await
-        .map_err(|e| {
-            (
-                FailureKind::ModuleInvalid,
-                format!("compiling module: {}", text(e)),
-            )
-        })?;
+        .map_err(|e| (FailureKind::ModuleInvalid, format!("compiling module: {}", text(e))))?;
     Ok(module.unchecked_into())
 }
 
@@ -129,11 +112,7 @@ async fn finish(kind: Kind, bytes: Vec<u8>, source: Source) -> Result<Loaded, Bl
 /// The module `expected` from the persistent cache, checked and compiled;
 /// `None` if the cache does not hold it (or held damaged bytes, now dropped),
 /// and always for inputs.
-pub async fn from_cache(
-    url: &str,
-    expected: BlobHash,
-    kind: Kind,
-) -> Option<Result<Loaded, BlobError>> {
+pub async fn from_cache(url: &str, expected: Sha256Hash, kind: Kind) -> Option<Result<Loaded, BlobError>> {
     if kind == Kind::Input {
         return None;
     }
@@ -148,19 +127,11 @@ pub async fn from_cache(
 
 /// Downloads the blob `expected` from the coordinator at `url` and checks
 /// its SHA-256 (a module is then kept in the persistent cache and compiled).
-pub async fn from_network(url: &str, expected: BlobHash, kind: Kind) -> Result<Loaded, BlobError> {
+pub async fn from_network(url: &str, expected: Sha256Hash, kind: Kind) -> Result<Loaded, BlobError> {
     let bytes = download(url, kind).await?;
     let got = digest(&bytes);
     if got != expected {
-        return Err((
-            kind.fetch_failure(),
-            format!(
-                "{} from {url} has SHA-256 {}, expected {}",
-                kind.name(),
-                hex::encode(got),
-                hex::encode(expected)
-            ),
-        ));
+        return Err((kind.fetch_failure(), format!("{} from {url} has SHA-256 {}, expected {}", kind.name(), got, expected)));
     }
     from_bytes(url, bytes, kind, Source::Network).await
 }
@@ -171,12 +142,7 @@ pub async fn from_peer(url: &str, bytes: Vec<u8>, kind: Kind) -> Result<Loaded, 
     from_bytes(url, bytes, kind, Source::Peer).await
 }
 
-async fn from_bytes(
-    url: &str,
-    bytes: Vec<u8>,
-    kind: Kind,
-    source: Source,
-) -> Result<Loaded, BlobError> {
+async fn from_bytes(url: &str, bytes: Vec<u8>, kind: Kind, source: Source) -> Result<Loaded, BlobError> {
     if kind == Kind::Module {
         keep(url, &bytes).await;
     }
@@ -184,7 +150,7 @@ async fn from_bytes(
 }
 
 /// Loads the blob from the persistent cache or, failing that, from `url`.
-pub async fn load(url: &str, expected: BlobHash, kind: Kind) -> Result<Loaded, BlobError> {
+pub async fn load(url: &str, expected: Sha256Hash, kind: Kind) -> Result<Loaded, BlobError> {
     match from_cache(url, expected, kind).await {
         Some(loaded) => loaded,
         None => from_network(url, expected, kind).await,
@@ -200,10 +166,8 @@ async fn keep(url: &str, bytes: &[u8]) {
 async fn download(url: &str, kind: Kind) -> Result<Vec<u8>, BlobError> {
     let fetch_err = |m: String| (kind.fetch_failure(), m);
     let scope: WorkerGlobalScope = js_sys::global().unchecked_into();
-    let resp: Response = JsFuture::from(scope.fetch_with_str(url))
-        .await
-        .map_err(|e| fetch_err(format!("fetching {url}: {}", text(e))))?
-        .unchecked_into();
+    let resp: Response =
+        JsFuture::from(scope.fetch_with_str(url)).await.map_err(|e| fetch_err(format!("fetching {url}: {}", text(e))))?.unchecked_into();
     if !resp.ok() {
         return Err(fetch_err(format!("fetching {url}: HTTP {}", resp.status())));
     }
@@ -214,16 +178,11 @@ async fn download(url: &str, kind: Kind) -> Result<Vec<u8>, BlobError> {
 }
 
 /// `ws://host/ws` + `/blobs/` + hash → `http://host/blobs/<hash>`.
-pub fn blob_url(coordinator: &str, path: &str, hash: &BlobHash) -> Result<String, String> {
-    let url =
-        web_sys::Url::new(coordinator).map_err(|_| format!("bad coordinator URL {coordinator}"))?;
-    let scheme = if url.protocol() == "wss:" {
-        "https:"
-    } else {
-        "http:"
-    };
+pub fn blob_url(coordinator: &str, path: &str, hash: &Sha256Hash) -> Result<String, String> {
+    let url = web_sys::Url::new(coordinator).map_err(|_| format!("bad coordinator URL {coordinator}"))?;
+    let scheme = if url.protocol() == "wss:" { "https:" } else { "http:" };
     url.set_protocol(scheme);
-    url.set_pathname(&format!("{path}{}", hex::encode(hash)));
+    url.set_pathname(&format!("{path}{hash}"));
     url.set_search("");
     Ok(url.href())
 }

@@ -17,8 +17,7 @@ impl Agent {
             return 0;
         }
         let w = self.pool.size() as u32;
-        w.saturating_add(self.opts.prefetch.unwrap_or(w))
-            .min(idlecore_protocol::limits::MAX_SLOTS)
+        w.saturating_add(self.opts.prefetch.unwrap_or(w)).min(idlecore_protocol::limits::MAX_SLOTS)
     }
 
     /// What this session may be sent: the capacity less the runs carried over
@@ -30,11 +29,7 @@ impl Agent {
     /// Brings executors, held leases, the coordinator's view and the session
     /// in line with the budget and pause state; called whenever they change.
     pub(super) fn apply_budget(&mut self) {
-        let workers = if self.active() {
-            self.plan.workers as usize
-        } else {
-            0
-        };
+        let workers = if self.active() { self.plan.workers as usize } else { 0 };
         let stopped = match self.pool.resize(workers) {
             Ok(stopped) => stopped,
             Err(e) => {
@@ -45,11 +40,7 @@ impl Agent {
         self.crashes.resize(self.pool.size(), 0);
         self.revivals.retain(|i, _| *i < workers);
         self.status.workers = self.pool.size() as u32;
-        self.status.cpu = if self.active() {
-            self.plan.cores() / self.opts.cores() as f64
-        } else {
-            0.0
-        };
+        self.status.cpu = if self.active() { self.plan.cores() / self.opts.cores() as f64 } else { 0.0 };
         // The coordinator hears of a lower capacity before the leases come back,
         // so it does not send them here again.
         self.tell_capacity();
@@ -102,16 +93,8 @@ impl Agent {
 
     /// Gives a lease back unrun or stopped; the coordinator re-queues it for free.
     pub(super) fn withdraw(&mut self, lease: u64) {
-        let why = if self.paused {
-            "paused"
-        } else {
-            "the CPU budget was lowered"
-        };
-        let failure = TaskFailure {
-            lease,
-            kind: FailureKind::Withdrawn,
-            message: why.into(),
-        };
+        let why = if self.paused { "paused" } else { "the CPU budget was lowered" };
+        let failure = TaskFailure { lease, kind: FailureKind::Withdrawn, message: why.into() };
         self.report(lease, encode_worker(&WorkerMessage::Failure(failure)));
     }
 }

@@ -66,7 +66,11 @@ impl Fields<'_> {
 
     fn whole(&self, k: &str) -> Result<Option<u32>, String> {
         self.number(k)?
-            .map(|n| (n.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(&n)).then_some(n as u32).ok_or_else(|| format!("`{k}` must be a whole number")))
+            .map(|n| {
+                (n.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(&n))
+                    .then_some(n as u32)
+                    .ok_or_else(|| format!("`{k}` must be a whole number"))
+            })
             .transpose()
     }
 
@@ -156,7 +160,9 @@ pub enum Control {
     Pause,
     Resume,
     /// A new CPU share, 0 to 1.
-    Cpu { cpu: f64 },
+    Cpu {
+        cpu: f64,
+    },
 }
 
 /// The Worker's message handler, forwarding control messages as events.

@@ -88,8 +88,7 @@ impl Agent {
                     self.replace_slot(i);
                 } else {
                     let wait = (REVIVE_START_MS << (self.crashes[i] - MAX_CRASHES - 1).min(6)).min(REVIVE_MAX_MS);
-                    self.status.last_error =
-                        Some(format!("executor {i} keeps failing to start ({message}); trying again in {wait} ms"));
+                    self.status.last_error = Some(format!("executor {i} keeps failing to start ({message}); trying again in {wait} ms"));
                     let notify = self.notify.clone();
                     self.revivals.insert(i, Timeout::new(wait, move || notify(Event::Revive(i))));
                 }

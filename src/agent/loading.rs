@@ -4,7 +4,7 @@
 
 use super::{blobs, peers, Agent, Event, INPUT_BUDGET, MODULE_CACHE_MIB};
 use blobs::Kind;
-use idlecore_protocol::{BlobHash, Have, Lease, ModuleHash, WorkerMessage};
+use idlecore_protocol::{Have, Lease, Sha256Hash, WorkerMessage};
 use std::collections::HashMap;
 
 impl Agent {
@@ -12,7 +12,7 @@ impl Agent {
     /// (the first lease always): how many, and their inputs with sizes.
     /// Only these load; their inputs are not evicted until they run, so
     /// later leases cannot push them out (and fetch them again).
-    pub(super) fn admitted(&self) -> (usize, HashMap<BlobHash, u64>) {
+    pub(super) fn admitted(&self) -> (usize, HashMap<Sha256Hash, u64>) {
         let (mut n, mut inputs, mut total) = (0, HashMap::new(), 0u64);
         for l in &self.waiting {
             let more: u64 = l.blobs.iter().filter(|b| !inputs.contains_key(&b.hash)).map(|b| b.size).sum();
@@ -29,7 +29,7 @@ impl Agent {
     /// Loads what the admitted leases need and is not held (nor loading).
     pub(super) fn load_waiting(&mut self) {
         let (n, _) = self.admitted();
-        let needs: Vec<(ModuleHash, Vec<(BlobHash, u64)>)> =
+        let needs: Vec<(Sha256Hash, Vec<(Sha256Hash, u64)>)> =
             self.waiting.iter().take(n).map(|l| (l.module, l.blobs.iter().map(|b| (b.hash, b.size)).collect())).collect();
         for (module, inputs) in needs {
             self.load(module, Kind::Module, self.module_budget());
@@ -43,7 +43,7 @@ impl Agent {
         self.opts.module_cache_mib.unwrap_or(MODULE_CACHE_MIB) as u64 * 1024 * 1024
     }
 
-    pub(super) fn held(&self, hash: &BlobHash, kind: Kind) -> bool {
+    pub(super) fn held(&self, hash: &Sha256Hash, kind: Kind) -> bool {
         match kind {
             Kind::Module => self.modules.contains(hash),
             Kind::Input => self.inputs.contains(hash),
@@ -51,8 +51,7 @@ impl Agent {
     }
 
     pub(super) fn ready(&self, lease: &Lease) -> bool {
-        self.modules.contains(&lease.module)
-            && lease.blobs.iter().all(|b| self.inputs.contains(&b.hash))
+        self.modules.contains(&lease.module) && lease.blobs.iter().all(|b| self.inputs.contains(&b.hash))
     }
 
     /// The session's blob path, once `Welcome` gave it.
@@ -61,7 +60,7 @@ impl Agent {
     }
 
     /// Where the coordinator serves a blob (its default path before `Welcome`).
-    pub(super) fn blob_url(&self, hash: &BlobHash) -> Result<String, String> {
+    pub(super) fn blob_url(&self, hash: &Sha256Hash) -> Result<String, String> {
         let path = self.welcomed_path().unwrap_or_else(|| "/blobs/".into());
         blobs::blob_url(&self.opts.coordinator, &path, hash)
     }
@@ -69,7 +68,7 @@ impl Agent {
     /// Loads a blob from the persistent cache (modules), else from peers
     /// (with a session to find them through), else from the coordinator.
     /// `limit`: the most bytes a peer may send for it.
-    pub(super) fn load(&mut self, hash: BlobHash, kind: Kind, limit: u64) {
+    pub(super) fn load(&mut self, hash: Sha256Hash, kind: Kind, limit: u64) {
         if self.held(&hash, kind) || !self.loading.insert((hash, kind)) {
             return;
         }
@@ -89,7 +88,7 @@ impl Agent {
 
     /// Tells the coordinator which blobs this worker holds (its directory
     /// for peer transfers).
-    pub(super) fn tell_have(&mut self, blobs: Vec<BlobHash>, from_peers: bool) {
+    pub(super) fn tell_have(&mut self, blobs: Vec<Sha256Hash>, from_peers: bool) {
         if self.welcomed_path().is_some() && self.opts.peers {
             // In messages the coordinator takes (it ends a session sending more).
             for chunk in blobs.chunks(idlecore_protocol::limits::MAX_HAVE_BLOBS) {
@@ -98,12 +97,7 @@ impl Agent {
         }
     }
 
-    pub(super) fn on_loaded(
-        &mut self,
-        hash: BlobHash,
-        kind: Kind,
-        result: Result<blobs::Loaded, blobs::BlobError>,
-    ) {
+    pub(super) fn on_loaded(&mut self, hash: Sha256Hash, kind: Kind, result: Result<blobs::Loaded, blobs::BlobError>) {
         self.loading.remove(&(hash, kind));
         match result {
             Ok((blob, size, source)) => {
@@ -111,9 +105,7 @@ impl Agent {
                     blobs::Source::Cache => self.status.modules_from_cache += 1,
                     blobs::Source::Network => self.status.bytes_in += size as u64,
                     // Bytes counted as they arrived (see `peers`).
-                    blobs::Source::Peer if kind == Kind::Module => {
-                        self.status.modules_from_peers += 1
-                    }
+                    blobs::Source::Peer if kind == Kind::Module => self.status.modules_from_peers += 1,
                     blobs::Source::Peer => {}
                 }
                 match blob {
@@ -131,8 +123,7 @@ impl Agent {
                     Kind::Module => l.module == hash,
                     Kind::Input => l.blobs.iter().any(|b| b.hash == hash),
                 };
-                let failed: Vec<Lease> =
-                    self.waiting.iter().filter(|l| needs(l)).cloned().collect();
+                let failed: Vec<Lease> = self.waiting.iter().filter(|l| needs(l)).cloned().collect();
                 self.waiting.retain(|l| !needs(l));
                 for l in failed {
                     self.fail(l.lease, (l.job, l.task), failure, message.clone());

@@ -26,8 +26,8 @@ use futures_channel::mpsc;
 use futures_util::StreamExt;
 use gloo_timers::callback::{Interval, Timeout};
 use idlecore_protocol::{
-    decode_coordinator, encode_worker, BlobHash, CoordinatorMessage, FailureKind, Heartbeat,
-    Hello, IceServer, Lease, ModuleHash, TaskFailure, WorkerMessage, PROTOCOL_VERSION,
+    decode_coordinator, encode_worker, CoordinatorMessage, FailureKind, Heartbeat, Hello, IceServer, Lease, Sha256Hash, TaskFailure,
+    WorkerMessage, PROTOCOL_VERSION,
 };
 use js_sys::{Function, WebAssembly};
 use std::collections::{HashMap, VecDeque};
@@ -53,7 +53,7 @@ pub enum Event {
     Socket(u32, SocketEvent),
     Pool(PoolEvent),
     /// A module or input is loaded (or could not be).
-    Loaded(BlobHash, Kind, Result<blobs::Loaded, blobs::BlobError>),
+    Loaded(Sha256Hash, Kind, Result<blobs::Loaded, blobs::BlobError>),
     /// Peer transfers: signals, data channels, timers (see `peers`).
     Peer(peers::PeerEvent),
     Heartbeat,
@@ -94,11 +94,11 @@ pub struct Agent {
     revivals: HashMap<usize, Timeout>,
     backoff_ms: u32,
     /// Compiled modules, least recently used evicted past the budget.
-    modules: crate::lru::Lru<ModuleHash, WebAssembly::Module>,
+    modules: crate::lru::Lru<Sha256Hash, WebAssembly::Module>,
     /// Task inputs fetched by hash, least recently used evicted past [`INPUT_BUDGET`].
-    inputs: crate::lru::Lru<BlobHash, js_sys::Uint8Array>,
+    inputs: crate::lru::Lru<Sha256Hash, js_sys::Uint8Array>,
     /// Blobs being downloaded (from peers or the coordinator) or compiled.
-    loading: std::collections::HashSet<(BlobHash, Kind)>,
+    loading: std::collections::HashSet<(Sha256Hash, Kind)>,
     peers: peers::Peers,
     waiting: VecDeque<Lease>,
     running: HashMap<u64, (u64, u32)>,
@@ -128,17 +128,10 @@ pub async fn run(opts: AgentOptions, spawn_executor: Function) -> Result<(), JsV
         let _ = tx.unbounded_send(e);
     });
     let pool_notify = notify.clone();
-    let pool = ExecutorPool::new(
-        spawn_executor,
-        Rc::new(move |e| pool_notify(Event::Pool(e))),
-    );
+    let pool = ExecutorPool::new(spawn_executor, Rc::new(move |e| pool_notify(Event::Pool(e))));
     let _control = control::listen(notify.clone());
     let mut agent = Agent {
-        status: Status {
-            state: "connecting",
-            coordinator: opts.coordinator.clone(),
-            ..Status::default()
-        },
+        status: Status { state: "connecting", coordinator: opts.coordinator.clone(), ..Status::default() },
         crashes: Vec::new(),
         carried: Default::default(),
         plan: opts.plan(),
@@ -152,9 +145,7 @@ pub async fn run(opts: AgentOptions, spawn_executor: Function) -> Result<(), JsV
         reconnect: None,
         revivals: HashMap::new(),
         backoff_ms: BACKOFF_START_MS,
-        modules: crate::lru::Lru::new(
-            opts.module_cache_mib.unwrap_or(MODULE_CACHE_MIB) as usize * 1024 * 1024,
-        ),
+        modules: crate::lru::Lru::new(opts.module_cache_mib.unwrap_or(MODULE_CACHE_MIB) as usize * 1024 * 1024),
         inputs: crate::lru::Lru::new(INPUT_BUDGET),
         loading: Default::default(),
         peers: Default::default(),
@@ -201,30 +192,19 @@ impl Agent {
         self.generation += 1;
         let generation = self.generation;
         let notify = self.notify.clone();
-        let notify: Rc<dyn Fn(SocketEvent)> =
-            Rc::new(move |e| notify(Event::Socket(generation, e)));
+        let notify: Rc<dyn Fn(SocketEvent)> = Rc::new(move |e| notify(Event::Socket(generation, e)));
         let socket = if self.opts.data_channel {
-            DataChannelSocket::connect(&self.opts.coordinator, generation, notify)
-                .map(Socket::DataChannel)
+            DataChannelSocket::connect(&self.opts.coordinator, generation, notify).map(Socket::DataChannel)
         } else {
             WebSocketConn::connect(&self.opts.coordinator, notify).map(Socket::WebSocket)
         };
         match socket {
             Ok(socket) => {
-                self.session = Some(Session {
-                    socket,
-                    generation,
-                    blob_path: None,
-                    ice_servers: Vec::new(),
-                    capacity: 0,
-                    _heartbeat: None,
-                });
+                self.session =
+                    Some(Session { socket, generation, blob_path: None, ice_servers: Vec::new(), capacity: 0, _heartbeat: None });
                 self.refresh_state();
             }
-            Err(e) => self.lost(format!(
-                "cannot connect to {}: {e:?}",
-                self.opts.coordinator
-            )),
+            Err(e) => self.lost(format!("cannot connect to {}: {e:?}", self.opts.coordinator)),
         }
     }
 
@@ -260,9 +240,7 @@ impl Agent {
         report_status(&self.status);
         self.status_dirty = false;
         let notify = self.notify.clone();
-        self.status_timer = Some(Timeout::new(STATUS_INTERVAL_MS, move || {
-            notify(Event::StatusTick)
-        }));
+        self.status_timer = Some(Timeout::new(STATUS_INTERVAL_MS, move || notify(Event::StatusTick)));
     }
 
     fn send(&mut self, frame: &[u8]) {
@@ -307,12 +285,7 @@ impl Agent {
             Event::Loaded(hash, kind, result) => self.on_loaded(hash, kind, result),
             Event::Peer(e) => self.on_peer(e),
             Event::Heartbeat => {
-                let leases = self
-                    .running
-                    .keys()
-                    .copied()
-                    .chain(self.waiting.iter().map(|l| l.lease))
-                    .collect();
+                let leases = self.running.keys().copied().chain(self.waiting.iter().map(|l| l.lease)).collect();
                 self.send_msg(&WorkerMessage::Heartbeat(Heartbeat { leases }));
             }
             Event::Reconnect => self.connect(),
@@ -351,18 +324,11 @@ impl Agent {
                 if let Some(s) = &mut self.session {
                     s.capacity = slots;
                 }
-                let hello = Hello {
-                    version: PROTOCOL_VERSION,
-                    slots,
-                    agent: self.opts.agent.clone(),
-                };
+                let hello = Hello { version: PROTOCOL_VERSION, slots, agent: self.opts.agent.clone() };
                 self.send_msg(&WorkerMessage::Hello(hello));
             }
             SocketEvent::Closed { code, reason } => {
-                self.lost(format!(
-                    "connection closed (code {code}{}{reason})",
-                    if reason.is_empty() { "" } else { ": " }
-                ));
+                self.lost(format!("connection closed (code {code}{}{reason})", if reason.is_empty() { "" } else { ": " }));
             }
             SocketEvent::Frame(frame) => {
                 self.status.bytes_in += frame.len() as u64;
@@ -381,22 +347,13 @@ impl Agent {
                 if let Some(s) = &mut self.session {
                     s.blob_path = Some(w.blob_path);
                     s.ice_servers = w.ice_servers;
-                    s._heartbeat = Some(Interval::new(w.heartbeat_ms.max(100), move || {
-                        notify(Event::Heartbeat)
-                    }));
+                    s._heartbeat = Some(Interval::new(w.heartbeat_ms.max(100), move || notify(Event::Heartbeat)));
                 }
                 self.backoff_ms = BACKOFF_START_MS;
                 self.status.connects += 1;
                 self.refresh_state();
                 self.tell_capacity();
-                self.tell_have(
-                    self.modules
-                        .keys()
-                        .chain(self.inputs.keys())
-                        .copied()
-                        .collect(),
-                    false,
-                );
+                self.tell_have(self.modules.keys().chain(self.inputs.keys()).copied().collect(), false);
                 let again: Vec<Vec<u8>> = self.unacked.iter().map(|(_, f)| f.clone()).collect();
                 for frame in again {
                     self.send(&frame);
@@ -448,16 +405,8 @@ impl Agent {
                 break;
             };
             let lease = self.waiting.remove(pos).expect("position is valid");
-            let module = self
-                .modules
-                .get(&lease.module)
-                .expect("checked above")
-                .clone();
-            let inputs: Vec<js_sys::Uint8Array> = lease
-                .blobs
-                .iter()
-                .filter_map(|b| self.inputs.get(&b.hash).cloned())
-                .collect();
+            let module = self.modules.get(&lease.module).expect("checked above").clone();
+            let inputs: Vec<js_sys::Uint8Array> = lease.blobs.iter().filter_map(|b| self.inputs.get(&b.hash).cloned()).collect();
             let (id, ids) = (lease.lease, (lease.job, lease.task));
             if let Err(e) = self.pool.start(slot, &module, lease, &inputs) {
                 self.fail(id, ids, FailureKind::ExecutorCrashed, format!("{e:?}"));
@@ -474,19 +423,7 @@ impl Agent {
 
     fn fail(&mut self, lease: u64, (job, task): (u64, u32), kind: FailureKind, message: String) {
         self.status.tasks_failed += 1;
-        report_task(&TaskEvent {
-            job,
-            task,
-            ok: false,
-            elapsed_ms: 0,
-        });
-        self.report(
-            lease,
-            encode_worker(&WorkerMessage::Failure(TaskFailure {
-                lease,
-                kind,
-                message,
-            })),
-        );
+        report_task(&TaskEvent { job, task, ok: false, elapsed_ms: 0 });
+        self.report(lease, encode_worker(&WorkerMessage::Failure(TaskFailure { lease, kind, message })));
     }
 }

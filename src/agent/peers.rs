@@ -22,7 +22,7 @@ use crate::peer_link::{LinkEvent, PeerLink};
 use crate::status;
 use crate::transport::COORDINATOR_PEER;
 use gloo_timers::callback::Timeout;
-use idlecore_protocol::{BlobHash, Sources, Want, WorkerMessage};
+use idlecore_protocol::{Sha256Hash, Sources, Want, WorkerMessage};
 use std::collections::HashMap;
 use wasm_bindgen::JsValue;
 
@@ -42,9 +42,9 @@ const HIGH_WATER: f64 = 256.0 * 1024.0;
 pub enum PeerEvent {
     /// Not in the persistent cache: ask peers, then the coordinator. The
     /// most bytes a peer may send for it.
-    Missing(BlobHash, Kind, u64),
+    Missing(Sha256Hash, Kind, u64),
     /// `Sources` did not come in time.
-    NoSources(BlobHash),
+    NoSources(Sha256Hash),
     /// From the page: a signal for the peer, or the connection's end.
     Page(Rtc),
     /// From the page: a connection's data channel (or its relay port).
@@ -61,19 +61,22 @@ pub enum PeerEvent {
 enum Step {
     Wait,
     Pump,
-    Fetched(BlobHash, Kind, Vec<u8>),
+    Fetched(Sha256Hash, Kind, Vec<u8>),
     /// A peer asked for this blob: read it from memory or the cache.
-    Read(BlobHash),
+    Read(Sha256Hash),
 }
 
 enum Role {
     Fetch {
-        blob: BlobHash,
+        blob: Sha256Hash,
         kind: Kind,
         fetch: Fetch,
     },
     /// `out` is set once the request was read; `asked` once it arrived.
-    Serve { out: Option<Outgoing>, asked: bool },
+    Serve {
+        out: Option<Outgoing>,
+        asked: bool,
+    },
 }
 
 struct Conn {
@@ -87,7 +90,7 @@ struct Conn {
     open: bool,
     /// Blobs to fetch from this peer once the current fetch is done (a
     /// module and its task's input often come from the same holder).
-    then: Vec<(BlobHash, Kind, u64)>,
+    then: Vec<(Sha256Hash, Kind, u64)>,
     /// When the connection last moved something.
     progress_ms: f64,
     _stall: Timeout,
@@ -99,7 +102,7 @@ pub struct Peers {
     conns: HashMap<u64, Conn>,
     /// Blobs asked for: what for, the most bytes a peer may send, and the
     /// timer for `Sources`.
-    asked: HashMap<BlobHash, (Kind, u64, Timeout)>,
+    asked: HashMap<Sha256Hash, (Kind, u64, Timeout)>,
     /// Connections made so far (numbers them).
     made: u32,
 }
@@ -117,10 +120,7 @@ impl Peers {
     }
 
     fn serving(&self) -> usize {
-        self.conns
-            .values()
-            .filter(|c| matches!(c.role, Role::Serve { .. }))
-            .count()
+        self.conns.values().filter(|c| matches!(c.role, Role::Serve { .. })).count()
     }
 }
 
@@ -130,15 +130,11 @@ fn now_ms() -> f64 {
 
 impl Agent {
     /// Downloads a blob from the coordinator (the fallback for every peer failure).
-    pub(super) fn download(&mut self, hash: BlobHash, kind: Kind) {
+    pub(super) fn download(&mut self, hash: Sha256Hash, kind: Kind) {
         let notify = self.notify.clone();
         match self.blob_url(&hash) {
             Ok(url) => wasm_bindgen_futures::spawn_local(async move {
-                notify(Event::Loaded(
-                    hash,
-                    kind,
-                    blobs::from_network(&url, hash, kind).await,
-                ));
+                notify(Event::Loaded(hash, kind, blobs::from_network(&url, hash, kind).await));
             }),
             Err(e) => notify(Event::Loaded(hash, kind, Err((kind.fetch_failure(), e)))),
         }
@@ -158,28 +154,9 @@ impl Agent {
         self.peers.made += 1;
         let n = self.peers.made;
         let stall = self.stall_timer(peer, n, STALL_MS);
-        self.peers.conns.insert(
-            peer,
-            Conn {
-                n,
-                role,
-                link: None,
-                open: false,
-                then: Vec::new(),
-                progress_ms: now_ms(),
-                _stall: stall,
-            },
-        );
-        let ice = self
-            .session
-            .as_ref()
-            .map(|s| s.ice_servers.clone())
-            .unwrap_or_default();
-        status::post_rtc(&Rtc::Open {
-            peer: key(peer, n),
-            ice,
-            initiator,
-        });
+        self.peers.conns.insert(peer, Conn { n, role, link: None, open: false, then: Vec::new(), progress_ms: now_ms(), _stall: stall });
+        let ice = self.session.as_ref().map(|s| s.ice_servers.clone()).unwrap_or_default();
+        status::post_rtc(&Rtc::Open { peer: key(peer, n), ice, initiator });
     }
 
     pub(super) fn on_peer(&mut self, event: PeerEvent) {
@@ -189,9 +166,7 @@ impl Agent {
                 if self.welcomed_path().is_some() && !self.peers.asked.contains_key(&hash) {
                     self.send_msg(&WorkerMessage::Want(Want { blob: hash }));
                     let notify = self.notify.clone();
-                    let timer = Timeout::new(SOURCES_MS, move || {
-                        notify(Event::Peer(PeerEvent::NoSources(hash)))
-                    });
+                    let timer = Timeout::new(SOURCES_MS, move || notify(Event::Peer(PeerEvent::NoSources(hash))));
                     self.peers.asked.insert(hash, (kind, limit, timer));
                 } else {
                     self.download(hash, kind);
@@ -218,22 +193,16 @@ impl Agent {
             PeerEvent::Channel(name, end) => {
                 let notify = self.notify.clone();
                 let current = self.peers.by_key(&name);
-                let Some((peer, conn)) = current
-                    .and_then(|p| self.peers.conns.get_mut(&p).map(|c| (p, c)))
-                    .filter(|(_, c)| c.link.is_none())
+                let Some((peer, conn)) =
+                    current.and_then(|p| self.peers.conns.get_mut(&p).map(|c| (p, c))).filter(|(_, c)| c.link.is_none())
                 else {
                     PeerLink::close_unwanted(&end);
                     return;
                 };
                 let n = conn.n;
-                match PeerLink::new(
-                    &end,
-                    std::rc::Rc::new(move |e| notify(Event::Peer(PeerEvent::Link(peer, n, e)))),
-                ) {
+                match PeerLink::new(&end, std::rc::Rc::new(move |e| notify(Event::Peer(PeerEvent::Link(peer, n, e))))) {
                     Ok(link) => conn.link = Some(link),
-                    Err(e) => {
-                        self.give_up(peer, &format!("the data channel cannot be used: {e:?}"))
-                    }
+                    Err(e) => self.give_up(peer, &format!("the data channel cannot be used: {e:?}")),
                 }
             }
             PeerEvent::Link(peer, n, e) => {
@@ -242,8 +211,7 @@ impl Agent {
                 }
             }
             PeerEvent::Read(peer, n, bytes) => {
-                if let Some(Role::Serve { out, .. }) = self.peers.conn(peer, n).map(|c| &mut c.role)
-                {
+                if let Some(Role::Serve { out, .. }) = self.peers.conn(peer, n).map(|c| &mut c.role) {
                     *out = Some(Outgoing::new(bytes));
                     self.pump(peer);
                 }
@@ -266,13 +234,7 @@ impl Agent {
 
     /// Ends the peers being served (the agent was paused or its share set to 0).
     pub(super) fn stop_serving(&mut self) {
-        let serving: Vec<u64> = self
-            .peers
-            .conns
-            .iter()
-            .filter(|(_, c)| matches!(c.role, Role::Serve { .. }))
-            .map(|(p, _)| *p)
-            .collect();
+        let serving: Vec<u64> = self.peers.conns.iter().filter(|(_, c)| matches!(c.role, Role::Serve { .. })).map(|(p, _)| *p).collect();
         for peer in serving {
             self.give_up(peer, "paused");
         }
@@ -296,7 +258,7 @@ impl Agent {
         }
     }
 
-    fn fetch_from(&mut self, peer: u64, blob: BlobHash, kind: Kind, limit: u64) {
+    fn fetch_from(&mut self, peer: u64, blob: Sha256Hash, kind: Kind, limit: u64) {
         let fetch = Fetch::new(blob, limit);
         self.add_conn(peer, Role::Fetch { blob, kind, fetch }, true);
     }
@@ -314,13 +276,11 @@ impl Agent {
                 .map_or(Ok(()), |l| l.send(&blob_transfer::request(blob)))
                 .map(|()| Step::Wait)
                 .map_err(|e| format!("sending the request failed: {e:?}")),
-            (LinkEvent::Data(bytes), Role::Fetch { blob, kind, fetch }) => {
-                match fetch.on_message(&bytes) {
-                    Ok(Progress::Pending { .. }) => Ok(Step::Wait),
-                    Ok(Progress::Done(bytes)) => Ok(Step::Fetched(*blob, *kind, bytes)),
-                    Err(e) => Err(e.to_string()),
-                }
-            }
+            (LinkEvent::Data(bytes), Role::Fetch { blob, kind, fetch }) => match fetch.on_message(&bytes) {
+                Ok(Progress::Pending { .. }) => Ok(Step::Wait),
+                Ok(Progress::Done(bytes)) => Ok(Step::Fetched(*blob, *kind, bytes)),
+                Err(e) => Err(e.to_string()),
+            },
             (LinkEvent::Data(bytes), Role::Serve { asked, .. }) => {
                 let first = !std::mem::replace(asked, true);
                 match blob_transfer::requested(&bytes) {
@@ -343,11 +303,7 @@ impl Agent {
                     Ok(url) => {
                         let notify = self.notify.clone();
                         wasm_bindgen_futures::spawn_local(async move {
-                            notify(Event::Loaded(
-                                hash,
-                                kind,
-                                blobs::from_peer(&url, bytes, kind).await,
-                            ));
+                            notify(Event::Loaded(hash, kind, blobs::from_peer(&url, bytes, kind).await));
                         });
                     }
                     Err(_) => self.download(hash, kind),
@@ -433,9 +389,7 @@ impl Agent {
         };
         drop(conn.link.take());
         if tell_page {
-            status::post_rtc(&Rtc::Close {
-                peer: key(peer, conn.n),
-            });
+            status::post_rtc(&Rtc::Close { peer: key(peer, conn.n) });
         }
         // Blobs waiting for this connection: the next gets one of its own
         // after a fetch that worked; all come over HTTP after a failure.
@@ -453,11 +407,7 @@ impl Agent {
         }
         if let (Role::Fetch { blob, kind, .. }, Some(why)) = (conn.role, failed) {
             self.status.peer_fallbacks += 1;
-            self.status.last_error = Some(format!(
-                "fetching {} {} from a peer: {why}",
-                kind.name(),
-                hex::encode(&blob[..8])
-            ));
+            self.status.last_error = Some(format!("fetching {} {} from a peer: {why}", kind.name(), &blob.to_hex()[..16]));
             self.publish();
             self.download(blob, kind);
         }

@@ -1,11 +1,11 @@
 use super::*;
 
-fn hash(data: &[u8]) -> BlobHash {
-    Sha256::digest(data).into()
+fn hash(data: &[u8]) -> Sha256Hash {
+    Sha256Hash::of(data)
 }
 
 /// Runs a whole exchange; returns the asker's outcome and the messages sent.
-fn exchange(asked: BlobHash, held: Option<Vec<u8>>, limit: u64) -> (Result<Vec<u8>, TransferError>, usize) {
+fn exchange(asked: Sha256Hash, held: Option<Vec<u8>>, limit: u64) -> (Result<Vec<u8>, TransferError>, usize) {
     let req = request(&asked);
     assert_eq!(requested(&req), Ok(asked));
     let mut out = Outgoing::new(held);

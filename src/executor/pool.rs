@@ -62,12 +62,7 @@ pub struct ExecutorPool {
 impl ExecutorPool {
     /// An empty pool; `spawn()` must return a new executor `Worker` (see `agent.js`).
     pub fn new(spawn: Function, notify: Rc<dyn Fn(PoolEvent)>) -> ExecutorPool {
-        ExecutorPool {
-            spawn,
-            notify,
-            slots: Vec::new(),
-            next_id: 0,
-        }
+        ExecutorPool { spawn, notify, slots: Vec::new(), next_id: 0 }
     }
 
     fn make_slot(&mut self) -> Result<Slot, JsValue> {
@@ -115,11 +110,7 @@ impl ExecutorPool {
     /// Grows to `size` slots by starting Workers, or shrinks by terminating
     /// the last ones; returns the leases that were running in removed slots.
     pub fn resize(&mut self, size: usize) -> Result<Vec<u64>, JsValue> {
-        let removed = if size < self.slots.len() {
-            self.slots.split_off(size)
-        } else {
-            Vec::new()
-        };
+        let removed = if size < self.slots.len() { self.slots.split_off(size) } else { Vec::new() };
         while self.slots.len() < size {
             let slot = self.make_slot()?;
             self.slots.push(slot);
@@ -135,9 +126,7 @@ impl ExecutorPool {
 
     /// A loaded slot with nothing running and no rest to finish.
     pub fn idle_slot(&self) -> Option<usize> {
-        self.slots
-            .iter()
-            .position(|s| s.ready && s.running.is_none() && s.rest.is_none())
+        self.slots.iter().position(|s| s.ready && s.running.is_none() && s.rest.is_none())
     }
 
     /// Keeps the slot from taking a run for `ms`; `Rested` follows.
@@ -150,9 +139,7 @@ impl ExecutorPool {
             return;
         }
         let (notify, id) = (self.notify.clone(), slot.id);
-        slot.rest = Some(Timeout::new(ms.min(u32::MAX as f64) as u32, move || {
-            notify(PoolEvent::Rested(id))
-        }));
+        slot.rest = Some(Timeout::new(ms.min(u32::MAX as f64) as u32, move || notify(PoolEvent::Rested(id))));
     }
 
     pub fn rested(&mut self, index: usize) {
@@ -171,17 +158,10 @@ impl ExecutorPool {
 
     /// Runs `job` in the slot's executor; `inputs` are the bytes of its
     /// input blobs, in the order the lease names them.
-    pub fn start(
-        &mut self,
-        index: usize,
-        module: &WebAssembly::Module,
-        job: Lease,
-        inputs: &[Uint8Array],
-    ) -> Result<(), JsValue> {
+    pub fn start(&mut self, index: usize, module: &WebAssembly::Module, job: Lease, inputs: &[Uint8Array]) -> Result<(), JsValue> {
         let slot = &mut self.slots[index];
         let (lease, timeout_ms) = (job.lease, job.limits.timeout_ms);
-        let bytes =
-            Uint8Array::from(encode_coordinator(&CoordinatorMessage::Lease(job)).as_slice());
+        let bytes = Uint8Array::from(encode_coordinator(&CoordinatorMessage::Lease(job)).as_slice());
         let message = Array::of2(module, &bytes);
         for input in inputs {
             message.push(input);
@@ -190,9 +170,7 @@ impl ExecutorPool {
         slot.running = Some(lease);
         slot.started = super::now_ms();
         let (notify, id) = (self.notify.clone(), slot.id);
-        slot.deadline = Some(Timeout::new(timeout_ms, move || {
-            notify(PoolEvent::TimedOut(id, lease))
-        }));
+        slot.deadline = Some(Timeout::new(timeout_ms, move || notify(PoolEvent::TimedOut(id, lease))));
         Ok(())
     }
 

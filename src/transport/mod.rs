@@ -15,7 +15,10 @@ pub enum SocketEvent {
     Open,
     Frame(Vec<u8>),
     /// The connection closed (or failed to open); no more events follow.
-    Closed { code: u16, reason: String },
+    Closed {
+        code: u16,
+        reason: String,
+    },
 }
 
 pub enum Socket {

@@ -29,9 +29,8 @@ impl WebSocketConn {
             n(SocketEvent::Frame(bytes));
         });
         let n = notify;
-        let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |e: CloseEvent| {
-            n(SocketEvent::Closed { code: e.code(), reason: e.reason() })
-        });
+        let on_close =
+            Closure::<dyn FnMut(CloseEvent)>::new(move |e: CloseEvent| n(SocketEvent::Closed { code: e.code(), reason: e.reason() }));
         ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
         ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));

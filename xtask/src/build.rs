@@ -6,34 +6,19 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// Example and test task crates, built for wasm32-wasip1 and natively.
-pub const TASKS: &[&str] = &[
-    "mandelbrot-task",
-    "wasi-probe-task",
-    "wasi-conformance-task",
-    "hashchain-task",
-    "numbers-agree-task",
-    "sort-task",
-];
+pub const TASKS: &[&str] =
+    &["mandelbrot-task", "wasi-probe-task", "wasi-conformance-task", "hashchain-task", "numbers-agree-task", "sort-task"];
 
 pub fn all() -> anyhow::Result<idlecore_e2e::Paths> {
     package()?;
     let mut cargo = Command::new("cargo");
-    cargo.args(["build", "--release", "-p", "idlecore-coordinator"]);
+    cargo.args(["build", "--release", "-p", "idlecore-cli"]);
     for p in TASKS {
         cargo.args(["-p", p]);
     }
     run(&mut cargo)?;
     // Alone: `--bin` would restrict every package in the same command.
-    run(Command::new("cargo").args([
-        "build",
-        "--release",
-        "-p",
-        "idlecore-e2e",
-        "--bin",
-        "loadgen",
-        "--bin",
-        "swarm",
-    ]))?;
+    run(Command::new("cargo").args(["build", "--release", "-p", "idlecore-e2e", "--bin", "loadgen", "--bin", "swarm"]))?;
     let mut wasi = Command::new("cargo");
     wasi.args(["build", "--release", "--target", "wasm32-wasip1"]);
     for p in TASKS {
@@ -43,12 +28,7 @@ pub fn all() -> anyhow::Result<idlecore_e2e::Paths> {
     let paths = idlecore_e2e::Paths::workspace();
     // The C conformance program, against Debian's wasi-libc.
     run(Command::new("clang")
-        .args([
-            "--target=wasm32-wasi",
-            "-O2",
-            "tests/tasks/c/conformance.c",
-            "-o",
-        ])
+        .args(["--target=wasm32-wasi", "-O2", "tests/tasks/c/conformance.c", "-o"])
         .arg(paths.tasks.join("wasi-conformance-c.wasm")))?;
     paths.check_built()?;
     sandboxed_modules(&paths)?;
@@ -95,14 +75,7 @@ pub const SIZE_BUDGET_KIB: u64 = 150;
 
 /// wasm-opt -O3 (binaryen from npm; see `tools`). Same size as -Oz here, and faster code.
 fn optimize(wasm: &std::path::Path) -> anyhow::Result<()> {
-    let features = [
-        "reference-types",
-        "bulk-memory",
-        "nontrapping-float-to-int",
-        "sign-ext",
-        "multivalue",
-        "mutable-globals",
-    ];
+    let features = ["reference-types", "bulk-memory", "nontrapping-float-to-int", "sign-ext", "multivalue", "mutable-globals"];
     let mut cmd = Command::new("node");
     cmd.arg(crate::tools::wasm_opt()).arg("-O3");
     for f in features {
@@ -203,26 +176,12 @@ pub fn sandboxed_dir() -> PathBuf {
 fn sandboxed_modules(paths: &idlecore_e2e::Paths) -> anyhow::Result<()> {
     let dir = sandboxed_dir();
     std::fs::create_dir_all(&dir)?;
-    let mut modules = vec![(
-        "empty".to_string(),
-        wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start")))"#)?,
-    )];
-    for name in [
-        "mandelbrot",
-        "hashchain",
-        "sort",
-        "wasi-probe",
-        "wasi-conformance",
-        "wasi-conformance-c",
-    ] {
-        modules.push((
-            name.to_string(),
-            std::fs::read(paths.tasks.join(format!("{name}.wasm")))?,
-        ));
+    let mut modules = vec![("empty".to_string(), wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start")))"#)?)];
+    for name in ["mandelbrot", "hashchain", "sort", "wasi-probe", "wasi-conformance", "wasi-conformance-c"] {
+        modules.push((name.to_string(), std::fs::read(paths.tasks.join(format!("{name}.wasm")))?));
     }
     for (name, raw) in modules {
-        let sandboxed = idlecore_coordinator::sandbox::instrument(&raw)
-            .with_context(|| format!("sandboxing {name}"))?;
+        let sandboxed = idlecore_coordinator::sandbox::instrument(&raw).with_context(|| format!("sandboxing {name}"))?;
         std::fs::write(dir.join(format!("{name}.wasm")), &raw)?;
         std::fs::write(dir.join(format!("{name}.sandboxed.wasm")), sandboxed)?;
     }

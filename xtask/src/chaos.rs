@@ -171,7 +171,7 @@ pub fn chaos(cfg: &Config) -> anyhow::Result<Summary> {
                     *l = None;
                     worker_kills += 1;
                 }
-                None => *l = Some(Loadgen::start(&paths, &c, cfg.loadgen_workers, rng.next() ^ i as u64)?),
+                None => *l = Some(Loadgen::start(&paths, &c, cfg.loadgen_workers, rng.next_u64() ^ i as u64)?),
                 _ => {}
             }
         }
@@ -208,7 +208,10 @@ pub fn chaos(cfg: &Config) -> anyhow::Result<Summary> {
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let num = |flag: &str, default: f64| -> anyhow::Result<f64> {
-        flag_value(args, flag)?.map(|v| v.parse::<f64>().with_context(|| format!("{flag}: not a number"))).transpose().map(|v| v.unwrap_or(default))
+        flag_value(args, flag)?
+            .map(|v| v.parse::<f64>().with_context(|| format!("{flag}: not a number")))
+            .transpose()
+            .map(|v| v.unwrap_or(default))
     };
     let cfg = Config {
         tasks: num("--tasks", 1000.0)? as u32,

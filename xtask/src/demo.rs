@@ -47,14 +47,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     std::fs::write(&inputs, mandelbrot_inputs(TILES).concat())?;
     let out = dir.join("out");
     let mut submit = Command::new(&paths.bin);
-    submit
-        .arg("submit")
-        .arg(paths.tasks.join("mandelbrot.wasm"))
-        .arg("--inputs")
-        .arg(&inputs)
-        .arg("--out")
-        .arg(&out)
-        .args(["--coordinator", &url, "--token", &coordinator.token]);
+    submit.arg("submit").arg(paths.tasks.join("mandelbrot.wasm")).arg("--inputs").arg(&inputs).arg("--out").arg(&out).args([
+        "--coordinator",
+        &url,
+        "--token",
+        &coordinator.token,
+    ]);
     for a in TASK_ARGS {
         submit.arg(format!("--arg={a}"));
     }

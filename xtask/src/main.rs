@@ -20,8 +20,9 @@ const USAGE: &str = "usage:
   cargo xtask demo [--visitors K] [--once] [--port P]
                                        run the coordinator, K headless browser visitors (default 2; 0 to use
                                        your own browser), submit the example job and write its picture
-  cargo xtask test [--only unit|browser|e2e|embed|webrtc|chaos|bench]
-                                       run every test (or one group)
+  cargo xtask test [--only lint|unit|browser|e2e|embed|webrtc|chaos|bench]
+                                       run every test (or one group; lint: rustfmt and
+                                       clippy, first and without a build)
   cargo xtask bench [--iters N] [--smoke] [--only exec,dispatch,growth,browsers,peers]
                                        measure execution, coordinator dispatch, growth, end to end,
                                        start-up and peer transfers, each beside a baseline; writes

@@ -1,6 +1,6 @@
 //! `cargo xtask sabotage`: the real scheduler and validator against simulated
-//! honest and cheating workers (`coordinator/src/sabotage.rs`, run by the
-//! coordinator's `sabotage` example in a release build). Prints
+//! honest and cheating workers (`tests/sabotage`, its `sabotage` binary
+//! run in a release build). Prints
 //! `accepted-wrong R, overhead X` for one configuration, or with `--table`
 //! the markdown table `cargo xtask bench` puts in docs/benchmarks.md.
 
@@ -8,10 +8,10 @@ use crate::root;
 use anyhow::Context;
 use std::process::{Command, Stdio};
 
-/// Runs the simulation with `args` (the example's flags); returns its stdout.
+/// Runs the simulation with `args` (the binary's flags); returns its stdout.
 fn simulate(args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new("cargo")
-        .args(["run", "--quiet", "--release", "-p", "idlecore-coordinator", "--example", "sabotage", "--"])
+        .args(["run", "--quiet", "--release", "-p", "idlecore-sabotage", "--bin", "sabotage", "--"])
         .args(args)
         .current_dir(root())
         .stderr(Stdio::inherit())
@@ -33,7 +33,12 @@ fn figures(args: &[&str]) -> anyhow::Result<Figures> {
     all.push("--json");
     let v: serde_json::Value = serde_json::from_str(simulate(&all)?.trim())?;
     let n = |k: &str| v[k].as_u64().with_context(|| format!("{k} in {v}"));
-    Ok(Figures { wrong: n("accepted_wrong")?, tasks: n("tasks")?, failed: n("failed")?, overhead: v["overhead"].as_f64().context("overhead")? })
+    Ok(Figures {
+        wrong: n("accepted_wrong")?,
+        tasks: n("tasks")?,
+        failed: n("failed")?,
+        overhead: v["overhead"].as_f64().context("overhead")?,
+    })
 }
 
 fn rate(f: &Figures) -> String {

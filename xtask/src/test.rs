@@ -1,4 +1,5 @@
-//! `cargo xtask test`: every test. Native unit and integration tests, browser
+//! `cargo xtask test`: every test. First the fast checks (`lint`: rustfmt,
+//! clippy natively and for wasm32), so a lint failure shows in seconds. Then native unit and integration tests, browser
 //! tests in headless Chromium (wasm-pack test), end-to-end tests against the
 //! release build, the embed tests (npm package, script tag, consent, CPU
 //! budget; see `embed.rs`), peer transfers over WebRTC in a network
@@ -9,12 +10,16 @@ use crate::{build, flag_value, tools};
 use anyhow::bail;
 use std::process::Command;
 
+/// The groups, in the order a whole run takes them; `lint` needs no build.
+const GROUPS: [&str; 8] = ["lint", "unit", "browser", "e2e", "embed", "webrtc", "chaos", "bench"];
+
 pub fn run_group(group: &str) -> anyhow::Result<()> {
     match group {
+        "lint" => lint(),
         "unit" => {
             crate::run(Command::new("cargo").args(["test", "--workspace", "--exclude", "idlecore-e2e"]))?;
             // The coordinator builds without WebRTC too (`--no-default-features`).
-            crate::run(Command::new("cargo").args(["check", "-p", "idlecore-coordinator", "--no-default-features"]))
+            crate::run(Command::new("cargo").args(["check", "-p", "idlecore-coordinator", "-p", "idlecore-cli", "--no-default-features"]))
         }
         "browser" => crate::run(
             Command::new("wasm-pack")
@@ -38,18 +43,44 @@ pub fn run_group(group: &str) -> anyhow::Result<()> {
             seed: 7,
         }),
         "bench" => crate::bench::smoke(),
-        other => bail!("unknown test group {other:?} (unit, browser, e2e, embed, webrtc, chaos, bench)"),
+        other => bail!("unknown test group {other:?} ({})", GROUPS.join(", ")),
     }
+}
+
+/// Formatting and clippy (warnings are errors) over every target, natively
+/// and for the browser worker's wasm32 build.
+fn lint() -> anyhow::Result<()> {
+    crate::run(Command::new("cargo").args(["fmt", "--all", "--check"]))?;
+    crate::run(Command::new("cargo").args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    crate::run(Command::new("cargo").args([
+        "clippy",
+        "-p",
+        "idlecore",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))
 }
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let only = flag_value(args, "--only")?;
+    if let Some(group) = only.filter(|g| !GROUPS.contains(g)) {
+        bail!("unknown test group {group:?} ({})", GROUPS.join(", "));
+    }
     tools::ensure()?;
-    build::all()?;
     match only {
-        Some(group) => run_group(group),
+        Some("lint") => lint(),
+        Some(group) => {
+            build::all()?;
+            run_group(group)
+        }
         None => {
-            for group in ["unit", "browser", "e2e", "embed", "webrtc", "chaos", "bench"] {
+            lint()?;
+            build::all()?;
+            for group in &GROUPS[1..] {
                 run_group(group)?;
             }
             eprintln!("xtask: all test groups passed");

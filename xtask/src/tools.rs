@@ -12,12 +12,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn output(cmd: &str, args: &[&str]) -> Option<String> {
-    Command::new(cmd)
-        .args(args)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    Command::new(cmd).args(args).output().ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 /// The `wasm-bindgen` version pinned in Cargo.lock.
@@ -85,13 +80,7 @@ pub fn ensure() -> anyhow::Result<()> {
     if output("node", &["--version"]).is_none() || output("npm", &["--version"]).is_none() {
         packages.extend(["nodejs", "npm"]);
     }
-    let builtins = output(
-        "sh",
-        &[
-            "-c",
-            "ls /usr/lib/llvm-14/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a",
-        ],
-    );
+    let builtins = output("sh", &["-c", "ls /usr/lib/llvm-14/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a"]);
     if output("clang", &["--version"]).is_none()
         || output("wasm-ld", &["--version"]).is_none()
         || !Path::new("/usr/include/wasm32-wasi/stdio.h").exists()
@@ -100,18 +89,12 @@ pub fn ensure() -> anyhow::Result<()> {
         packages.extend(["clang", "lld", "wasi-libc", "libclang-rt-14-dev-wasm32"]);
     }
     if !packages.is_empty() {
-        let sudo = if output("id", &["-u"]).as_deref().map(str::trim) == Some("0") {
-            vec![]
-        } else {
-            vec!["sudo"]
-        };
+        let sudo = if output("id", &["-u"]).as_deref().map(str::trim) == Some("0") { vec![] } else { vec!["sudo"] };
         let apt = |args: &[&str]| {
             let mut full: Vec<&str> = sudo.clone();
             full.push("apt-get");
             full.extend_from_slice(args);
-            run(Command::new(full[0])
-                .args(&full[1..])
-                .env("DEBIAN_FRONTEND", "noninteractive"))
+            run(Command::new(full[0]).args(&full[1..]).env("DEBIAN_FRONTEND", "noninteractive"))
         };
         apt(&["update", "-q"])?;
         let mut install = vec!["install", "-y", "-q"];
@@ -122,25 +105,13 @@ pub fn ensure() -> anyhow::Result<()> {
         let prefix = root().join("target/tools");
         std::fs::create_dir_all(&prefix)?;
         run(Command::new("npm")
-            .args([
-                "install",
-                "--no-audit",
-                "--no-fund",
-                "--no-save",
-                "--prefix",
-            ])
+            .args(["install", "--no-audit", "--no-fund", "--no-save", "--prefix"])
             .arg(&prefix)
             .arg(format!("binaryen@{BINARYEN}"))
             .arg(format!("terser@{TERSER}")))?;
     }
     if output("python3", &["-c", "import wasmtime"]).is_none() {
-        run(Command::new("python3").args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            &format!("wasmtime=={WASMTIME_PY}"),
-        ]))?;
+        run(Command::new("python3").args(["-m", "pip", "install", "--quiet", &format!("wasmtime=={WASMTIME_PY}")]))?;
     }
     Ok(())
 }

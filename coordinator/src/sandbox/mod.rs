@@ -32,6 +32,7 @@
 //! the exception and tail-call instructions), so a segment is always run whole
 //! once entered, except when it traps.
 
+pub mod comparator;
 mod rewrite;
 mod shape;
 

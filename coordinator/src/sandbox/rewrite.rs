@@ -6,8 +6,8 @@ use super::shape::Shape;
 use super::{FUEL_EXPORT, MEMORY_CAP_EXPORT, MEMORY_DENIED_EXPORT, RESET_EXPORT};
 use wasm_encoder::reencode::{Error as ReencodeError, Reencode, RoundtripReencoder};
 use wasm_encoder::{
-    BlockType, CodeSection, ConstExpr, DataCountSection, DataSection, ExportKind, ExportSection, Function,
-    FunctionSection, GlobalSection, GlobalType, Instruction, Module, SectionId, TypeSection, ValType,
+    BlockType, CodeSection, ConstExpr, DataCountSection, DataSection, ExportKind, ExportSection, Function, FunctionSection, GlobalSection,
+    GlobalType, Instruction, Module, SectionId, TypeSection, ValType,
 };
 use wasmparser::Operator;
 
@@ -179,8 +179,7 @@ impl<'s, 'a> Instrumenter<'s, 'a> {
     fn reset(&self) -> Function {
         use Instruction::*;
         let mut f = Function::new([]);
-        for i in [LocalGet(0), I32Eqz, If(BlockType::Empty), I32Const(0), I32Const(0), MemorySize(0), I32Const(16), I32Shl]
-        {
+        for i in [LocalGet(0), I32Eqz, If(BlockType::Empty), I32Const(0), I32Const(0), MemorySize(0), I32Const(16), I32Shl] {
             f.instruction(&i);
         }
         f.instruction(&MemoryFill(0));
@@ -200,13 +199,7 @@ impl<'s, 'a> Instrumenter<'s, 'a> {
             }
             f.instruction(&GlobalSet(*index));
         }
-        for i in [
-            I32Const(self.shape.initial_pages as i32),
-            GlobalSet(self.pages),
-            I32Const(0),
-            GlobalSet(self.denied),
-            End,
-        ] {
+        for i in [I32Const(self.shape.initial_pages as i32), GlobalSet(self.pages), I32Const(0), GlobalSet(self.denied), End] {
             f.instruction(&i);
         }
         f

@@ -123,10 +123,9 @@ pub fn shape(wasm: &[u8]) -> Result<Shape<'_>, SandboxError> {
                 for d in r {
                     let d = d.map_err(invalid)?;
                     match d.kind {
-                        DataKind::Active { memory_index: 0, offset_expr } => s.data.push(Some(ActiveData {
-                            offset: const_instructions(&offset_expr)?,
-                            len: d.data.len() as u32,
-                        })),
+                        DataKind::Active { memory_index: 0, offset_expr } => {
+                            s.data.push(Some(ActiveData { offset: const_instructions(&offset_expr)?, len: d.data.len() as u32 }))
+                        }
                         _ => {
                             blocker.get_or_insert_with(|| "it has passive data segments".to_string());
                             s.data.push(None);
@@ -134,8 +133,8 @@ pub fn shape(wasm: &[u8]) -> Result<Shape<'_>, SandboxError> {
                     }
                 }
             }
-            Payload::CodeSectionEntry(body) => {
-                if blocker.is_none() {
+            Payload::CodeSectionEntry(body)
+                if blocker.is_none() => {
                     let mut ops = body.get_operators_reader().map_err(invalid)?;
                     while !ops.eof() {
                         let op = ops.read().map_err(invalid)?;
@@ -145,7 +144,6 @@ pub fn shape(wasm: &[u8]) -> Result<Shape<'_>, SandboxError> {
                         }
                     }
                 }
-            }
             _ => {}
         }
     }

@@ -177,9 +177,7 @@ impl Instance {
         fuel.set(&mut self.store, Val::I64(1_000_000)).unwrap();
         self.instance.get_typed_func::<(), ()>(&self.store, "_start").unwrap().call(&mut self.store, ()).expect("runs");
         let Val::I64(left) = fuel.get(&self.store) else { panic!("fuel is i64") };
-        let Val::I32(result) = self.instance.get_global(&self.store, "result").unwrap().get(&self.store) else {
-            panic!("result is i32")
-        };
+        let Val::I32(result) = self.instance.get_global(&self.store, "result").unwrap().get(&self.store) else { panic!("result is i32") };
         (1_000_000 - left, result)
     }
     fn memory(&self) -> Vec<u8> {

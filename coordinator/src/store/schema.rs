@@ -26,13 +26,8 @@ CREATE INDEX IF NOT EXISTS failures_by_task ON failures(job, idx);
 
 /// Columns added to `jobs` after its first release, with their default for
 /// older rows: those jobs took every result as it came.
-const JOB_COLUMNS: [(&str, &str); 2] = [
-    (
-        "validation",
-        "TEXT NOT NULL DEFAULT '{\"replicas\":1,\"max_replicas\":1,\"spot_checks\":0.0}'",
-    ),
-    ("checks", "TEXT"),
-];
+const JOB_COLUMNS: [(&str, &str); 2] =
+    [("validation", "TEXT NOT NULL DEFAULT '{\"replicas\":1,\"max_replicas\":1,\"spot_checks\":0.0}'"), ("checks", "TEXT")];
 
 pub(super) fn migrate(conn: &Connection) -> StoreResult<()> {
     let mut q = conn.prepare("SELECT name FROM pragma_table_info('jobs')")?;

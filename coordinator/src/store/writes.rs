@@ -2,9 +2,10 @@
 //! them in batches, one transaction (and one fsync) per batch.
 
 use super::{StoreError, StoreResult};
-use crate::model::{JobLimits, JobState, ResultRecord, TaskInput};
-use crate::scheduler::ValidationStats;
-use crate::validate::Policy;
+use crate::domain::model::{JobLimits, JobState, ResultRecord, TaskInput};
+use crate::domain::policy::Policy;
+use crate::domain::scheduler::ValidationStats;
+use idlecore_protocol::Sha256Hash;
 use rusqlite::{params, Connection};
 use std::sync::mpsc;
 use tokio::sync::oneshot;
@@ -18,18 +19,18 @@ pub enum Write {
     },
     /// `runnable`: hash of the sandboxed module that workers run for this one.
     PutModule {
-        hash: String,
+        hash: Sha256Hash,
         bytes: Vec<u8>,
-        runnable: String,
+        runnable: Sha256Hash,
     },
     /// A task input uploaded by hash (stored once, however many tasks name it).
     PutBlob {
-        hash: String,
+        hash: Sha256Hash,
         bytes: Vec<u8>,
     },
     CreateJob {
-        module: String,
-        runnable: String,
+        module: Sha256Hash,
+        runnable: Sha256Hash,
         limits: JobLimits,
         validation: Policy,
         tasks: Vec<TaskInput>,
@@ -60,10 +61,7 @@ pub enum Write {
 pub(super) type Pending = (Write, oneshot::Sender<StoreResult<u64>>);
 
 fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// Runs one statement, compiled once per connection (SQLite's parser was a
@@ -74,31 +72,41 @@ fn execute(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusql
 
 fn apply(conn: &Connection, write: &Write) -> StoreResult<u64> {
     let n = match write {
-        Write::SetSetting { key, value } => execute(conn,
+        Write::SetSetting { key, value } => execute(
+            conn,
             "INSERT INTO settings(key, value) VALUES (?1, ?2)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             params![key, value],
         )?,
-        Write::PutModule { hash, bytes, runnable } => execute(conn,
+        Write::PutModule { hash, bytes, runnable } => execute(
+            conn,
             "INSERT OR IGNORE INTO modules(hash, bytes, size, runnable) VALUES (?1, ?2, ?3, ?4)",
-            params![hash, bytes, bytes.len() as i64, runnable],
+            params![hash.to_hex(), bytes, bytes.len() as i64, runnable.to_hex()],
         )?,
-        Write::PutBlob { hash, bytes } => execute(conn,
+        Write::PutBlob { hash, bytes } => execute(
+            conn,
             "INSERT OR IGNORE INTO blobs(hash, bytes, size) VALUES (?1, ?2, ?3)",
-            params![hash, bytes, bytes.len() as i64],
+            params![hash.to_hex(), bytes, bytes.len() as i64],
         )?,
         Write::CreateJob { module, runnable, limits, validation, tasks } => {
             let limits_json = serde_json::to_string(limits).expect("limits serialize");
             let validation_json = serde_json::to_string(validation).expect("policy serializes");
-            execute(conn,
+            execute(
+                conn,
                 "INSERT INTO jobs(module, runnable, limits, validation, task_count, state, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![module, runnable, limits_json, validation_json, tasks.len() as i64, JobState::Running.as_str(), now_secs()],
+                params![
+                    module.to_hex(),
+                    runnable.to_hex(),
+                    limits_json,
+                    validation_json,
+                    tasks.len() as i64,
+                    JobState::Running.as_str(),
+                    now_secs()
+                ],
             )?;
             let job = conn.last_insert_rowid();
-            let mut insert = conn.prepare_cached(
-                "INSERT INTO tasks(job, idx, stdin, args, env, files) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
+            let mut insert = conn.prepare_cached("INSERT INTO tasks(job, idx, stdin, args, env, files) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
             for (idx, t) in tasks.iter().enumerate() {
                 insert.execute(params![
                     job,
@@ -112,7 +120,8 @@ fn apply(conn: &Connection, write: &Write) -> StoreResult<u64> {
             }
             return Ok(job as u64);
         }
-        Write::PutResult { job, record } => execute(conn,
+        Write::PutResult { job, record } => execute(
+            conn,
             "INSERT OR IGNORE INTO results(job, idx, status, exit_code, stdout, stderr, elapsed_ms, fuel_used, error, files)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
@@ -128,17 +137,17 @@ fn apply(conn: &Connection, write: &Write) -> StoreResult<u64> {
                 serde_json::to_string(&record.files).expect("files serialize"),
             ],
         )?,
-        Write::PutFailure { job, task, kind, message } => execute(conn,
+        Write::PutFailure { job, task, kind, message } => execute(
+            conn,
             "INSERT INTO failures(job, idx, kind, message) VALUES (?1, ?2, ?3, ?4)",
             params![*job as i64, task, kind, message],
         )?,
-        Write::SetJobState { job, state, checks } => execute(conn,
+        Write::SetJobState { job, state, checks } => execute(
+            conn,
             "UPDATE jobs SET state = ?2, checks = COALESCE(?3, checks) WHERE id = ?1",
             params![*job as i64, state.as_str(), checks.map(|c| serde_json::to_string(&c).expect("stats serialize"))],
         )?,
-        Write::VoidResult { job, task } => {
-            execute(conn, "DELETE FROM results WHERE job = ?1 AND idx = ?2", params![*job as i64, task])?
-        }
+        Write::VoidResult { job, task } => execute(conn, "DELETE FROM results WHERE job = ?1 AND idx = ?2", params![*job as i64, task])?,
     };
     Ok(n as u64)
 }

@@ -82,16 +82,9 @@ impl Agent {
     /// A signal another agent sent through the coordinator.
     pub(in crate::agent) fn on_peer_signal(&mut self, Signal { peer, payload }: Signal) {
         match payload {
-            SignalPayload::Close => {
-                self.end_conn(peer, Some("the peer closed the connection"), true)
-            }
+            SignalPayload::Close => self.end_conn(peer, Some("the peer closed the connection"), true),
             SignalPayload::Offer(sdp) => {
-                match self
-                    .peers
-                    .conns
-                    .get(&peer)
-                    .map(|c| matches!(c.role, Role::Serve { .. }))
-                {
+                match self.peers.conns.get(&peer).map(|c| matches!(c.role, Role::Serve { .. })) {
                     // A fresh start from a peer already served: the old connection goes.
                     Some(true) => self.end_conn(peer, None, true),
                     // Both sides offering: this agent's own fetch goes on.
@@ -103,33 +96,15 @@ impl Agent {
                 if !willing || self.peers.serving() >= MAX_SERVING {
                     return self.refuse(peer);
                 }
-                self.add_conn(
-                    peer,
-                    Role::Serve {
-                        out: None,
-                        asked: false,
-                    },
-                    false,
-                );
-                status::post_rtc(&Rtc::Offer {
-                    peer: self.key_of(peer),
-                    sdp,
-                });
+                self.add_conn(peer, Role::Serve { out: None, asked: false }, false);
+                status::post_rtc(&Rtc::Offer { peer: self.key_of(peer), sdp });
             }
             SignalPayload::Answer(sdp) if self.peers.conns.contains_key(&peer) => {
-                status::post_rtc(&Rtc::Answer {
-                    peer: self.key_of(peer),
-                    sdp,
-                });
+                status::post_rtc(&Rtc::Answer { peer: self.key_of(peer), sdp });
             }
             SignalPayload::Candidate(c) if self.peers.conns.contains_key(&peer) => {
                 let (candidate, mid, mline) = (c.candidate, c.mid, c.mline);
-                status::post_rtc(&Rtc::Candidate {
-                    peer: self.key_of(peer),
-                    candidate,
-                    mid,
-                    mline,
-                });
+                status::post_rtc(&Rtc::Candidate { peer: self.key_of(peer), candidate, mid, mline });
             }
             // For a connection already ended: nothing to do.
             SignalPayload::Answer(_) | SignalPayload::Candidate(_) => {}
@@ -137,29 +112,16 @@ impl Agent {
     }
 
     pub(super) fn refuse(&mut self, peer: u64) {
-        self.send_msg(&WorkerMessage::Signal(Signal {
-            peer,
-            payload: SignalPayload::Close,
-        }));
+        self.send_msg(&WorkerMessage::Signal(Signal { peer, payload: SignalPayload::Close }));
     }
 
     pub(super) fn on_page_rtc(&mut self, rtc: Rtc) {
         let (peer, payload) = match rtc {
             Rtc::Offer { peer, sdp } => (peer, SignalPayload::Offer(sdp)),
             Rtc::Answer { peer, sdp } => (peer, SignalPayload::Answer(sdp)),
-            Rtc::Candidate {
-                peer,
-                candidate,
-                mid,
-                mline,
-            } => (
-                peer,
-                SignalPayload::Candidate(idlecore_protocol::IceCandidate {
-                    candidate,
-                    mid,
-                    mline,
-                }),
-            ),
+            Rtc::Candidate { peer, candidate, mid, mline } => {
+                (peer, SignalPayload::Candidate(idlecore_protocol::IceCandidate { candidate, mid, mline }))
+            }
             Rtc::Closed { peer, why } => {
                 if let Some(peer) = self.peers.by_key(&peer) {
                     self.give_up_as(peer, &why, false);

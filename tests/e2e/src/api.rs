@@ -17,13 +17,12 @@ pub struct Reply {
     pub body: Value,
 }
 
+/// A task's final record: (task, status, stdout bytes, error).
+pub type Record = (u32, String, Vec<u8>, Option<String>);
+
 impl Api {
     pub fn new(base: &str, token: &str) -> Api {
-        Api {
-            http: reqwest::blocking::Client::new(),
-            base: base.trim_end_matches('/').into(),
-            token: token.into(),
-        }
+        Api { http: reqwest::blocking::Client::new(), base: base.trim_end_matches('/').into(), token: token.into() }
     }
 
     /// The same client with another timeout per request (30 s by default).
@@ -40,17 +39,8 @@ impl Api {
     }
 
     /// A raw request with a chosen Authorization header (or none).
-    pub fn request(
-        &self,
-        method: &str,
-        path: &str,
-        auth: Option<&str>,
-        body: Vec<u8>,
-    ) -> anyhow::Result<Reply> {
-        let mut req = self
-            .http
-            .request(method.parse()?, format!("{}{path}", self.base))
-            .body(body);
+    pub fn request(&self, method: &str, path: &str, auth: Option<&str>, body: Vec<u8>) -> anyhow::Result<Reply> {
+        let mut req = self.http.request(method.parse()?, format!("{}{path}", self.base)).body(body);
         if let Some(a) = auth {
             req = req.header("Authorization", a);
         }
@@ -78,26 +68,12 @@ impl Api {
 
     /// Posts a job request as given (to see how it is answered).
     pub fn post_job(&self, body: &Value) -> anyhow::Result<Reply> {
-        self.request(
-            "POST",
-            "/api/jobs",
-            Some(&format!("Bearer {}", self.token)),
-            serde_json::to_vec(body)?,
-        )
+        self.request("POST", "/api/jobs", Some(&format!("Bearer {}", self.token)), serde_json::to_vec(body)?)
     }
 
     /// Creates a job from stdin byte strings, with the same args for every task.
-    pub fn create_job(
-        &self,
-        module: &str,
-        stdins: &[Vec<u8>],
-        args: &[String],
-        limits: Value,
-    ) -> anyhow::Result<u64> {
-        let tasks: Vec<Value> = stdins
-            .iter()
-            .map(|s| json!({ "stdin": B64.encode(s), "args": args }))
-            .collect();
+    pub fn create_job(&self, module: &str, stdins: &[Vec<u8>], args: &[String], limits: Value) -> anyhow::Result<u64> {
+        let tasks: Vec<Value> = stdins.iter().map(|s| json!({ "stdin": B64.encode(s), "args": args })).collect();
         let body = json!({ "module": module, "tasks": tasks, "limits": limits });
         let v = self.ok("POST", "/api/jobs", serde_json::to_vec(&body)?)?;
         v["id"].as_u64().context("job id")
@@ -107,16 +83,12 @@ impl Api {
         self.ok("GET", &format!("/api/jobs/{job}"), vec![])
     }
 
-    /// Every final record of a job, as (task, status, stdout bytes, error).
-    pub fn results(&self, job: u64) -> anyhow::Result<Vec<(u32, String, Vec<u8>, Option<String>)>> {
+    /// Every final record of a job.
+    pub fn results(&self, job: u64) -> anyhow::Result<Vec<Record>> {
         let mut out = Vec::new();
         let mut after = String::new();
         loop {
-            let page = self.ok(
-                "GET",
-                &format!("/api/jobs/{job}/results?limit=1000{after}"),
-                vec![],
-            )?;
+            let page = self.ok("GET", &format!("/api/jobs/{job}/results?limit=1000{after}"), vec![])?;
             let page = page.as_array().context("results array")?.clone();
             let Some(last) = page.last() else { break };
             after = format!("&after={}", last["task"]);
@@ -134,11 +106,7 @@ impl Api {
 
     /// Every final record of a job as the API returns it.
     pub fn results_json(&self, job: u64) -> anyhow::Result<Vec<Value>> {
-        let page = self.ok(
-            "GET",
-            &format!("/api/jobs/{job}/results?limit=10000"),
-            vec![],
-        )?;
+        let page = self.ok("GET", &format!("/api/jobs/{job}/results?limit=10000"), vec![])?;
         Ok(page.as_array().context("results array")?.clone())
     }
 

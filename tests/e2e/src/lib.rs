@@ -4,6 +4,7 @@
 //! `cargo xtask demo`.
 
 pub mod api;
+pub mod front;
 pub mod proto_worker;
 pub mod proxy;
 
@@ -198,7 +199,7 @@ fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub use idlecore_coordinator::browser::{chromium_flags, chromium_path};
+pub use idlecore_cli::browser::{chromium_flags, chromium_path};
 
 /// A headless Chromium with one page open. Killed when dropped.
 pub struct Visitor {
@@ -217,8 +218,7 @@ impl Visitor {
 
     /// A visitor using `profile`, as a person coming back to a site does.
     pub fn returning(url: &str, profile: &Path) -> anyhow::Result<Visitor> {
-        let child = idlecore_coordinator::browser::open(url, profile)
-            .with_context(|| format!("starting {}", chromium_path().display()))?;
+        let child = idlecore_cli::browser::open(url, profile).with_context(|| format!("starting {}", chromium_path().display()))?;
         Ok(Visitor { child, _profile: None })
     }
 
@@ -243,7 +243,7 @@ impl Drop for Visitor {
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -253,7 +253,7 @@ impl Rng {
 
     /// True with probability `p`.
     pub fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
+        p > 0.0 && ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
     }
 }
 

@@ -14,8 +14,10 @@ pub struct ProtoWorker {
     queued: std::collections::VecDeque<Lease>,
 }
 
-/// What the coordinator did with the connection.
+/// What the coordinator did with the connection. (A test holds one at a
+/// time: the variants' sizes do not matter.)
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Received {
     Msg(CoordinatorMessage),
     Closed,
@@ -24,7 +26,18 @@ pub enum Received {
 impl ProtoWorker {
     /// Opens the socket without saying anything yet.
     pub fn connect(addr: std::net::SocketAddr) -> anyhow::Result<ProtoWorker> {
-        let (ws, _) = tungstenite::connect(format!("ws://{addr}/ws")).context("connecting to /ws")?;
+        ProtoWorker::connect_with(addr, &[])
+    }
+
+    /// Opens the socket with more request headers (a client claiming an
+    /// address in `X-Forwarded-For`, say).
+    pub fn connect_with(addr: std::net::SocketAddr, headers: &[(&str, &str)]) -> anyhow::Result<ProtoWorker> {
+        use tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{addr}/ws").into_client_request()?;
+        for (name, value) in headers {
+            request.headers_mut().append(tungstenite::http::HeaderName::from_bytes(name.as_bytes())?, value.parse()?);
+        }
+        let (ws, _) = tungstenite::connect(request).context("connecting to /ws")?;
         if let MaybeTlsStream::Plain(s) = ws.get_ref() {
             s.set_read_timeout(Some(Duration::from_secs(20)))?;
         }
@@ -33,7 +46,12 @@ impl ProtoWorker {
 
     /// Connects and completes the handshake.
     pub fn join(addr: std::net::SocketAddr, slots: u32) -> anyhow::Result<(ProtoWorker, Welcome)> {
-        let mut w = ProtoWorker::connect(addr)?;
+        ProtoWorker::join_with(addr, slots, &[])
+    }
+
+    /// Connects with more request headers and completes the handshake.
+    pub fn join_with(addr: std::net::SocketAddr, slots: u32, headers: &[(&str, &str)]) -> anyhow::Result<(ProtoWorker, Welcome)> {
+        let mut w = ProtoWorker::connect_with(addr, headers)?;
         w.send(&WorkerMessage::Hello(Hello { version: PROTOCOL_VERSION, slots, agent: "proto-worker".into() }))?;
         match w.recv()? {
             Received::Msg(CoordinatorMessage::Welcome(welcome)) => Ok((w, welcome)),
@@ -91,9 +109,7 @@ impl ProtoWorker {
                     | tungstenite::Error::AlreadyClosed
                     | tungstenite::Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake),
                 ) => return Ok(Received::Closed),
-                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                    return Ok(Received::Closed)
-                }
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(Received::Closed),
                 Err(e) => return Err(e.into()),
             }
         }

@@ -4,8 +4,8 @@
 //! honest outputs that differ in their last digits, through it, while
 //! colluding and lying protocol clients get no wrong result accepted.
 
-use idlecore_coordinator::model::{FileMap, ResultRecord, TaskStatus};
-use idlecore_coordinator::validate::comparator::{CompareError, Comparator};
+use idlecore_coordinator::domain::model::{FileMap, ResultRecord, TaskStatus};
+use idlecore_coordinator::sandbox::comparator::{Comparator, CompareError};
 use idlecore_e2e::{Coordinator, CoordinatorConfig, Paths};
 use idlecore_protocol::*;
 use serde_json::json;
@@ -121,7 +121,15 @@ fn post_job(c: &Coordinator, body: serde_json::Value) -> idlecore_e2e::api::Repl
 fn outputs_that_differ_in_their_last_digits_are_accepted_through_the_comparator_and_cheats_are_not() {
     let paths = Paths::workspace();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = CoordinatorConfig { bin: &paths.bin, data: dir.path(), token: Some(TOKEN), addr: None, site: None, heartbeat_ms: 1000, extra: &["--replicas", "2"] };
+    let cfg = CoordinatorConfig {
+        bin: &paths.bin,
+        data: dir.path(),
+        token: Some(TOKEN),
+        addr: None,
+        site: None,
+        heartbeat_ms: 1000,
+        extra: &["--replicas", "2"],
+    };
     let c = Coordinator::start(&cfg).unwrap();
     let api = c.api();
     let comparator = api.upload(&comparator_wasm()).unwrap();
@@ -146,10 +154,15 @@ fn outputs_that_differ_in_their_last_digits_are_accepted_through_the_comparator_
     assert_eq!(api.status(job).unwrap()["validation"]["comparator"], comparator.as_str());
 
     let kinds: Vec<Kind> = (1..=7).map(Kind::Honest).chain([Kind::Colluder, Kind::Colluder, Kind::Liar]).collect();
-    let (finished, sent) = idlecore_e2e::proto_worker::crowd(c.addr, &kinds, |k, l| answer(k, l).into_bytes(), || {
-        let s = api.status(job).unwrap();
-        (s["state"] == "completed").then_some(s)
-    });
+    let (finished, sent) = idlecore_e2e::proto_worker::crowd(
+        c.addr,
+        &kinds,
+        |k, l| answer(k, l).into_bytes(),
+        || {
+            let s = api.status(job).unwrap();
+            (s["state"] == "completed").then_some(s)
+        },
+    );
     let status = finished.unwrap();
     let checks = &status["checks"];
     eprintln!("checks {checks} sent {sent:?}");
@@ -177,7 +190,15 @@ fn outputs_that_differ_in_their_last_digits_are_accepted_through_the_comparator_
 fn idlecore_submit_uploads_a_comparator_and_status_names_it() {
     let paths = Paths::workspace();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = CoordinatorConfig { bin: &paths.bin, data: &dir.path().join("data"), token: Some(TOKEN), addr: None, site: None, heartbeat_ms: 1000, extra: &[] };
+    let cfg = CoordinatorConfig {
+        bin: &paths.bin,
+        data: &dir.path().join("data"),
+        token: Some(TOKEN),
+        addr: None,
+        site: None,
+        heartbeat_ms: 1000,
+        extra: &[],
+    };
     let c = Coordinator::start(&cfg).unwrap();
     let module = dir.path().join("task.wasm");
     std::fs::write(&module, wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start")))"#).unwrap()).unwrap();
@@ -190,7 +211,15 @@ fn idlecore_submit_uploads_a_comparator_and_status_names_it() {
         text
     };
     let comparator = paths.tasks.join("numbers-agree.wasm");
-    let submitted = cli(&["submit", module.to_str().unwrap(), "--inputs", inputs.to_str().unwrap(), "--comparator", comparator.to_str().unwrap(), "--no-wait"]);
+    let submitted = cli(&[
+        "submit",
+        module.to_str().unwrap(),
+        "--inputs",
+        inputs.to_str().unwrap(),
+        "--comparator",
+        comparator.to_str().unwrap(),
+        "--no-wait",
+    ]);
     let job: u64 = submitted.split_whitespace().nth(1).unwrap().trim_end_matches(':').parse().unwrap();
     let status = c.api().status(job).unwrap();
     let hash = status["validation"]["comparator"].as_str().expect("the job names its comparator").to_string();

@@ -85,6 +85,13 @@ fn a_working_directory_preopen_matches_wasmtime() {
 }
 
 #[test]
+fn a_root_preopen_matches_wasmtime() {
+    // `--dir HOST::/`: the host directory is the guest's root, as in `wasmtime run`.
+    same(&Paths::workspace().tasks.join("wasi-conformance-c.wasm"), "/");
+    same(&Paths::workspace().tasks.join("wasi-conformance.wasm"), "/");
+}
+
+#[test]
 fn c_filesystem_program_matches_wasmtime() {
     let c = Paths::workspace().tasks.join("wasi-conformance-c.wasm");
     assert!(c.exists(), "{} is built by `cargo xtask build` (clang + wasi-libc)", c.display());

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -110,6 +111,15 @@ int main(int argc, char **argv) {
     result("escape", read_file(p("../outside.txt")));
     result("through a file", read_file(p("hello.txt/x")));
     list("list after", dir);
+
+    /* No descriptor is a socket: an open one is ENOTSOCK, a closed one EBADF. */
+    int file = open(p("hello.txt"), O_RDONLY);
+    result("shutdown file", shutdown(file, SHUT_RDWR));
+    result("shutdown stdout", shutdown(1, SHUT_WR));
+    close(file);
+    result("shutdown closed", shutdown(file, SHUT_RDWR));
+    result("recv file", recv(0, buf, 4, 0));
+    result("send closed", send(file, "x", 1, 0));
 
     struct timespec t0, t1, nap = {0, 20 * 1000 * 1000};
     clock_gettime(CLOCK_MONOTONIC, &t0);

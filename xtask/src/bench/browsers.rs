@@ -59,7 +59,9 @@ fn throughput(paths: &Paths, w: &Workload, visitors: usize, executors: usize) ->
     std::fs::create_dir(&www)?;
     std::fs::write(
         www.join("bench.html"),
-        format!(r#"<!doctype html><script src="/pkg/idlecore.js" data-coordinator="/ws" data-consent="granted" data-cpu="1" data-max-workers="{executors}"></script>"#),
+        format!(
+            r#"<!doctype html><script src="/pkg/idlecore.js" data-coordinator="/ws" data-consent="granted" data-cpu="1" data-max-workers="{executors}"></script>"#
+        ),
     )?;
     let (c, module) = start(paths, &dir.path().join("data"), &www)?;
     let browsers = (0..visitors).map(|_| Visitor::open(&format!("{}/bench.html", c.base_url()))).collect::<anyhow::Result<Vec<_>>>()?;
@@ -112,7 +114,8 @@ impl CpuUse {
         // The machine's busy and idle time, for what no thread above accounts
         // for (steal left out: time the hypervisor gave to other machines).
         let stat = std::fs::read_to_string("/proc/stat")?;
-        let cpu: Vec<f64> = stat.lines().next().context("empty /proc/stat")?.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+        let cpu: Vec<f64> =
+            stat.lines().next().context("empty /proc/stat")?.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
         anyhow::ensure!(cpu.len() >= 7, "short /proc/stat cpu line");
         let busy = (cpu[0] + cpu[1] + cpu[2] + cpu[5] + cpu[6]) / tck;
         use_.idle = (cpu[3] + cpu[4]) / tck;
@@ -182,7 +185,11 @@ fn blank_page_server() -> anyhow::Result<(String, mpsc::Receiver<Instant>)> {
                     "<!doctype html><title>blank</title><script>fetch('/loaded')</script>"
                 };
                 let mut stream = &stream;
-                let _ = write!(stream, "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
             });
         }
     });
@@ -273,7 +280,11 @@ pub fn section(paths: &Paths, smoke: bool, targets: &mut Table) -> anyhow::Resul
         let (rate, used) = throughput(paths, &w, k, executors)?;
         let ideal = single * (k * executors) as f64;
         md.push_str(&format!("| {k} | {} | {rate:.2} | {ideal:.2} | {:.0}% |\n", k * executors, rate / ideal * 100.0));
-        targets.row(&format!("{k} Chromium visitor(s): throughput ≥ 95% of the ideal"), &format!("{:.0}%", rate / ideal * 100.0), rate / ideal >= 0.95);
+        targets.row(
+            &format!("{k} Chromium visitor(s): throughput ≥ 95% of the ideal"),
+            &format!("{:.0}%", rate / ideal * 100.0),
+            rate / ideal >= 0.95,
+        );
         cpu.push_str(&format!("| {k} × {executors} | {} |\n", used.row()));
     }
     md.push_str(&format!(
@@ -300,7 +311,8 @@ pub fn section(paths: &Paths, smoke: bool, targets: &mut Table) -> anyhow::Resul
         warm.add(first_result(&c, &module, &tiny, &profiles[1])?, 1.0 / runs as f64);
     }
     let (wasm_gz, js_gz) = crate::build::shipped_gzip_bytes(&paths.pkg)?;
-    let package_raw: u64 = ["idlecore_wasm_bg.wasm"].iter().map(|f| std::fs::metadata(paths.pkg.join(f)).map(|m| m.len()).unwrap_or(0)).sum();
+    let package_raw: u64 =
+        ["idlecore_wasm_bg.wasm"].iter().map(|f| std::fs::metadata(paths.pkg.join(f)).map(|m| m.len()).unwrap_or(0)).sum();
     let module_path = paths.tasks.join("mandelbrot.wasm");
     let (module_raw, module_gz) = (std::fs::metadata(&module_path)?.len(), crate::build::gzip_len(&module_path)?);
     let kib = |b: u64| format!("{:.1} KiB", b as f64 / 1024.0);

@@ -294,11 +294,7 @@ pub fn dispatch(paths: &Paths, sizes: &Sizes, targets: &mut Table) -> anyhow::Re
         ms(e.outcome.p50_us),
         ms(e.outcome.p99_us),
     ));
-    targets.row(
-        "p99 result → `Ack` ≤ 5 ms at half that load",
-        &ms(c.outcome.p99_us),
-        c.outcome.p99_us <= 5000.0,
-    );
+    targets.row("p99 result → `Ack` ≤ 5 ms at half that load", &ms(c.outcome.p99_us), c.outcome.p99_us <= 5000.0);
     md.push_str(&idle(paths, sizes.idle, targets)?);
     Ok(md)
 }
@@ -325,11 +321,7 @@ fn idle(paths: &Paths, wanted: u32, targets: &mut Table) -> anyhow::Result<Strin
     } else {
         workers.to_string()
     };
-    targets.row(
-        "≤ 16 KiB RSS per idle connection",
-        &format!("{:.1} KiB", c_rss / 1024.0),
-        c_rss <= 16.0 * 1024.0,
-    );
+    targets.row("≤ 16 KiB RSS per idle connection", &format!("{:.1} KiB", c_rss / 1024.0), c_rss <= 16.0 * 1024.0);
     targets.row(&format!("≥ {wanted} idle connections held"), &held, workers >= wanted);
     Ok(format!(
         "\n### Idle connections\n\n\

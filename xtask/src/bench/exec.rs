@@ -35,7 +35,13 @@ const WORKLOADS: [Workload; 4] = [
         args: &["--bulk-mib", "64", "--rounds", "0"],
         stdin: b"idlecore\n",
     },
-    Workload { key: "sort", name: "sort", what: "sort of 1,000,000 integers (memory-bound)", args: &["--n", "1000000"], stdin: b"idlecore\n" },
+    Workload {
+        key: "sort",
+        name: "sort",
+        what: "sort of 1,000,000 integers (memory-bound)",
+        args: &["--n", "1000000"],
+        stdin: b"idlecore\n",
+    },
 ];
 
 struct Row {
@@ -151,7 +157,14 @@ pub fn section(iters: u32, targets: &mut Table) -> anyhow::Result<String> {
     for r in &rows {
         md.push_str(&format!(
             "| {} | {:.1} {} | {:.1} {} ({}) | {:.2}x | {} |\n",
-            r.name, r.value, r.unit, r.baseline, r.unit, r.baseline_name, r.value / r.baseline, r.runs
+            r.name,
+            r.value,
+            r.unit,
+            r.baseline,
+            r.unit,
+            r.baseline_name,
+            r.value / r.baseline,
+            r.runs
         ));
     }
     md.push_str("\n### The engine gap\n\n| workload | native (process start included) | wasmtime (compiled once; instantiate + run) | Chromium, idlecore executor runner (sandboxed) |\n| --- | --- | --- | --- |\n");

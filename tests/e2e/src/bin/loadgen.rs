@@ -18,7 +18,6 @@ use anyhow::{bail, Context};
 use idlecore_e2e::proto_worker::{ProtoWorker, Received};
 use idlecore_e2e::Rng;
 use idlecore_protocol::*;
-use sha2::Digest;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -55,9 +54,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         let p = || -> anyhow::Result<f64> {
-            let p: f64 = value
-                .parse()
-                .with_context(|| format!("{flag}: not a number"))?;
+            let p: f64 = value.parse().with_context(|| format!("{flag}: not a number"))?;
             if !(0.0..=1.0).contains(&p) {
                 bail!("{flag}: a probability is between 0 and 1");
             }
@@ -94,12 +91,12 @@ fn stdin_of(o: &Options, lease: &Lease) -> Result<Vec<u8>, String> {
         if b.target != BlobTarget::Stdin {
             return Err("loadgen gives tasks no input files".into());
         }
-        let url = format!("http://{}/blobs/{}", o.coordinator, hex(&b.hash));
+        let url = format!("http://{}/blobs/{}", o.coordinator, b.hash);
         let bytes = reqwest::blocking::get(&url)
             .and_then(|r| r.error_for_status())
             .and_then(|r| r.bytes())
             .map_err(|e| format!("fetching {url}: {e}"))?;
-        if <[u8; 32]>::from(sha2::Sha256::digest(&bytes)) != b.hash {
+        if idlecore_protocol::Sha256Hash::of(&bytes) != b.hash {
             return Err(format!("{url} sent other bytes"));
         }
         stdin = bytes.to_vec();
@@ -107,22 +104,12 @@ fn stdin_of(o: &Options, lease: &Lease) -> Result<Vec<u8>, String> {
     Ok(stdin)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Runs the task natively, as a browser would run its module.
 fn execute(o: &Options, lease: &Lease) -> WorkerMessage {
     let started = Instant::now();
     let stdin = match stdin_of(o, lease) {
         Ok(s) => s,
-        Err(message) => {
-            return WorkerMessage::Failure(TaskFailure {
-                lease: lease.lease,
-                kind: FailureKind::InputFetch,
-                message,
-            })
-        }
+        Err(message) => return WorkerMessage::Failure(TaskFailure { lease: lease.lease, kind: FailureKind::InputFetch, message }),
     };
     let run = || -> anyhow::Result<std::process::Output> {
         let mut child = Command::new(&o.exec)
@@ -160,11 +147,7 @@ fn execute(o: &Options, lease: &Lease) -> WorkerMessage {
 /// worker decides to drop it. An error means it never got going (or broke).
 fn session(o: &Options, rng: &mut Rng, name: &str) -> anyhow::Result<()> {
     let mut w = ProtoWorker::connect(o.coordinator)?;
-    w.send(&WorkerMessage::Hello(Hello {
-        version: PROTOCOL_VERSION,
-        slots: 1,
-        agent: name.into(),
-    }))?;
+    w.send(&WorkerMessage::Hello(Hello { version: PROTOCOL_VERSION, slots: 1, agent: name.into() }))?;
     match w.recv()? {
         Received::Msg(CoordinatorMessage::Welcome(_)) => {}
         other => bail!("expected Welcome, got {other:?}"),
@@ -182,9 +165,7 @@ fn session(o: &Options, rng: &mut Rng, name: &str) -> anyhow::Result<()> {
         if rng.chance(o.drop) {
             return Ok(());
         }
-        w.send(&WorkerMessage::Heartbeat(Heartbeat {
-            leases: vec![lease.lease],
-        }))?;
+        w.send(&WorkerMessage::Heartbeat(Heartbeat { leases: vec![lease.lease] }))?;
         let report = if rng.chance(o.fail) {
             WorkerMessage::Failure(TaskFailure {
                 lease: lease.lease,
@@ -198,7 +179,7 @@ fn session(o: &Options, rng: &mut Rng, name: &str) -> anyhow::Result<()> {
             // A lease id no coordinator ever issued (epoch 0): must be refused.
             let mut stale = report.clone();
             if let WorkerMessage::Result(r) = &mut stale {
-                r.lease = rng.next() & 0xffff_ffff;
+                r.lease = rng.next_u64() & 0xffff_ffff;
                 r.stdout = b"stale result that must never be stored".to_vec();
                 w.send(&stale)?;
             }
@@ -219,7 +200,7 @@ fn worker(o: Arc<Options>, index: u32) {
             backoff = Duration::from_millis(100);
         }
         // Exponential backoff with jitter, capped, as browsers do.
-        let jitter = 0.5 + (rng.next() % 1000) as f64 / 2000.0;
+        let jitter = 0.5 + (rng.next_u64() % 1000) as f64 / 2000.0;
         std::thread::sleep(backoff.mul_f64(jitter));
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }

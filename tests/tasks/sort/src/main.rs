@@ -32,9 +32,5 @@ fn main() {
         .collect();
     values.sort_unstable();
     let checksum = values.iter().enumerate().fold(0u64, |h, (i, v)| h.wrapping_mul(31).wrapping_add(*v as u64 ^ i as u64));
-    println!(
-        "{checksum:016x} {} {}",
-        values.first().copied().unwrap_or(0),
-        values.last().copied().unwrap_or(0)
-    );
+    println!("{checksum:016x} {} {}", values.first().copied().unwrap_or(0), values.last().copied().unwrap_or(0));
 }

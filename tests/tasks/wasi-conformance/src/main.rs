@@ -64,7 +64,10 @@ fn main() {
     })();
     show("seek and read", seek);
     show("negative seek", fs::File::open(p("seek.bin")).and_then(|mut f| f.seek(SeekFrom::Current(-1))));
-    show("set_len shrink", OpenOptions::new().write(true).open(p("seek.bin")).and_then(|f| f.set_len(4)).and_then(|_| fs::read(p("seek.bin"))));
+    show(
+        "set_len shrink",
+        OpenOptions::new().write(true).open(p("seek.bin")).and_then(|f| f.set_len(4)).and_then(|_| fs::read(p("seek.bin"))),
+    );
 
     show("rename", fs::rename(p("made/a.txt"), p("made/b.txt")));
     show("rename missing", fs::rename(p("made/a.txt"), p("made/c.txt")));

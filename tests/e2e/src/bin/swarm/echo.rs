@@ -34,7 +34,7 @@ impl Shared {
             lease: id,
             job: 1,
             task: id as u32,
-            module: [7; 32],
+            module: idlecore_protocol::Sha256Hash([7; 32]),
             stdin: b"1".to_vec(),
             args: vec![],
             env: vec![],

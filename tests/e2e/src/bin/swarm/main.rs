@@ -276,7 +276,11 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     idlecore_coordinator::server::raise_open_files_limit();
     if args.first().map(String::as_str) == Some("--echo") {
-        let outcome = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(anyhow::Error::from).and_then(|rt| rt.block_on(echo::serve()));
+        let outcome = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(echo::serve()));
         if let Err(e) = outcome {
             eprintln!("swarm --echo: {e:#}");
             std::process::exit(1);

@@ -1,0 +1,253 @@
+//! Peer-to-peer transfers between workers: which worker holds which blob
+//! (modules, by SHA-256), which workers are introduced to each other, and
+//! the WebRTC signaling relayed between them. A worker may signal only a
+//! peer the coordinator named to it (or that was named it) in `Sources`,
+//! and only so often: nobody can use the coordinator to reach arbitrary
+//! workers.
+//!
+//! Sans-IO like the scheduler: calls take `now`, and the messages to deliver
+//! come out of [`Peers::poll_output`].
+
+use super::WorkerId;
+use idlecore_protocol::{CoordinatorMessage, Sha256Hash, Signal, SignalPayload, Sources};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Instant;
+
+/// Peers named in one `Sources` at most.
+pub const SOURCES: usize = 3;
+/// Signals one introduction carries in both directions (an offer, an
+/// answer, a few dozen candidates, a close).
+pub const SIGNALS_PER_INTRODUCTION: u32 = 64;
+/// Blobs remembered per worker, and holders per blob (the newest kept).
+const HELD_PER_WORKER: usize = 4096;
+const HOLDERS_PER_BLOB: usize = 64;
+/// Signals a worker may send, and receive, in a burst; and how many more
+/// it may per second after that. Whatever introductions it collects, no
+/// worker can flood another (or the coordinator) with signals.
+const SIGNAL_BURST: f64 = 128.0;
+const SIGNALS_PER_SECOND: f64 = 4.0;
+/// Blobs a worker asked for and was given peers for, remembered to count
+/// what it then fetched from peers.
+const WANTED_PER_WORKER: usize = 64;
+
+/// Signals allowed now: a token bucket.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(now: Instant) -> Bucket {
+        Bucket { tokens: SIGNAL_BURST, at: now }
+    }
+
+    fn has_token(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * SIGNALS_PER_SECOND).min(SIGNAL_BURST);
+        self.at = now;
+        self.tokens >= 1.0
+    }
+}
+
+/// What peer transfers did, for `/api/stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PeerStats {
+    /// Workers introduced to a holder of a blob they wanted.
+    pub introductions: u64,
+    /// Signals passed on between introduced workers.
+    pub relayed: u64,
+    /// Signals refused (not introduced, too many, or the peer is gone).
+    pub refused: u64,
+    /// Blobs workers fetched from peers instead of the coordinator, and their bytes.
+    pub peer_fetches: u64,
+    pub peer_bytes: u64,
+}
+
+struct Link {
+    origin: Option<u64>,
+    /// Blobs it holds, oldest first (and as a set, for lookups).
+    held: VecDeque<Sha256Hash>,
+    held_set: HashSet<Sha256Hash>,
+    wanted: VecDeque<Sha256Hash>,
+    sending: Bucket,
+    receiving: Bucket,
+}
+
+#[derive(Default)]
+pub struct Peers {
+    links: HashMap<WorkerId, Link>,
+    holders: HashMap<Sha256Hash, VecDeque<WorkerId>>,
+    /// Introduced pairs (lower id first), with the signals they have left.
+    introduced: HashMap<(WorkerId, WorkerId), u32>,
+    /// Messages to deliver, oldest first.
+    output: VecDeque<(WorkerId, CoordinatorMessage)>,
+    pub stats: PeerStats,
+}
+
+fn pair(a: WorkerId, b: WorkerId) -> (WorkerId, WorkerId) {
+    (a.min(b), a.max(b))
+}
+
+fn close(peer: WorkerId) -> CoordinatorMessage {
+    CoordinatorMessage::Signal(Signal { peer, payload: SignalPayload::Close })
+}
+
+impl Peers {
+    /// A worker session began.
+    pub fn join(&mut self, worker: WorkerId, origin: Option<u64>, now: Instant) {
+        let link = Link {
+            origin,
+            held: VecDeque::new(),
+            held_set: HashSet::new(),
+            wanted: VecDeque::new(),
+            sending: Bucket::new(now),
+            receiving: Bucket::new(now),
+        };
+        self.links.insert(worker, link);
+    }
+
+    /// A worker session ended: it holds nothing any more, and the peers it
+    /// was introduced to are told to give up on it.
+    pub fn leave(&mut self, worker: WorkerId) {
+        let Some(link) = self.links.remove(&worker) else { return };
+        for blob in link.held {
+            self.drop_holder(blob, worker);
+        }
+        let gone: Vec<(WorkerId, WorkerId)> = self.introduced.keys().filter(|(a, b)| *a == worker || *b == worker).copied().collect();
+        for key in gone {
+            self.introduced.remove(&key);
+            let other = if key.0 == worker { key.1 } else { key.0 };
+            if self.links.contains_key(&other) {
+                self.output.push_back((other, close(worker)));
+            }
+        }
+    }
+
+    /// `worker` holds `blobs` and serves them to peers.
+    pub fn have(&mut self, worker: WorkerId, blobs: &[Sha256Hash]) {
+        for blob in blobs {
+            let Some(link) = self.links.get_mut(&worker) else { return };
+            if !link.held_set.insert(*blob) {
+                continue;
+            }
+            link.held.push_back(*blob);
+            let forgotten = (link.held.len() > HELD_PER_WORKER).then(|| link.held.pop_front()).flatten();
+            if let Some(old) = forgotten {
+                link.held_set.remove(&old);
+                self.drop_holder(old, worker);
+            }
+            let holders = self.holders.entry(*blob).or_default();
+            holders.push_back(worker);
+            if holders.len() > HOLDERS_PER_BLOB {
+                let evicted = holders.pop_front().expect("over the limit");
+                if let Some(l) = self.links.get_mut(&evicted) {
+                    l.held_set.remove(blob);
+                    l.held.retain(|b| b != blob);
+                }
+            }
+        }
+    }
+
+    /// Of `blobs`, those `worker` was given peers for (each counted once):
+    /// what it fetched from peers rather than the coordinator.
+    pub fn fetched_from_peers(&mut self, worker: WorkerId, blobs: &[Sha256Hash]) -> Vec<Sha256Hash> {
+        let Some(link) = self.links.get_mut(&worker) else { return vec![] };
+        let mut counted = vec![];
+        for blob in blobs {
+            if let Some(at) = link.wanted.iter().position(|b| b == blob) {
+                link.wanted.remove(at);
+                counted.push(*blob);
+            }
+        }
+        counted
+    }
+
+    fn drop_holder(&mut self, blob: Sha256Hash, worker: WorkerId) {
+        if let Some(h) = self.holders.get_mut(&blob) {
+            h.retain(|w| *w != worker);
+            if h.is_empty() {
+                self.holders.remove(&blob);
+            }
+        }
+    }
+
+    /// Up to `SOURCES` other workers holding `blob`, those on the asking
+    /// worker's network first (nearest); each pair is introduced.
+    pub fn want(&mut self, worker: WorkerId, blob: Sha256Hash) -> Sources {
+        let origin = self.links.get(&worker).and_then(|l| l.origin);
+        let mut peers: Vec<WorkerId> =
+            self.holders.get(&blob).into_iter().flatten().rev().copied().filter(|w| *w != worker && self.links.contains_key(w)).collect();
+        // Stable: the newest holders first within each group.
+        peers.sort_by_key(|w| origin.is_none() || self.links[w].origin != origin);
+        peers.truncate(SOURCES);
+        for p in &peers {
+            // An existing introduction keeps what is left of its budget.
+            if let std::collections::hash_map::Entry::Vacant(e) = self.introduced.entry(pair(worker, *p)) {
+                e.insert(SIGNALS_PER_INTRODUCTION);
+                self.stats.introductions += 1;
+            }
+        }
+        if let Some(link) = self.links.get_mut(&worker).filter(|_| !peers.is_empty()) {
+            if !link.wanted.contains(&blob) {
+                link.wanted.push_back(blob);
+                if link.wanted.len() > WANTED_PER_WORKER {
+                    link.wanted.pop_front();
+                }
+            }
+        }
+        Sources { blob, peers }
+    }
+
+    /// Passes a signal from `from` on to its peer, or answers `Close` when
+    /// the two were not introduced, used up their signals, or the peer is gone.
+    pub fn relay(&mut self, from: WorkerId, signal: Signal, now: Instant) {
+        let to = signal.peer;
+        let key = pair(from, to);
+        let closing = signal.payload == SignalPayload::Close;
+        let rate_ok = closing || self.rate_ok(from, to, now);
+        let allowed = self.introduced.get_mut(&key).filter(|left| **left > 0 && rate_ok);
+        let delivered = match (allowed, self.links.contains_key(&to)) {
+            (Some(left), true) => {
+                *left -= 1;
+                self.output.push_back((to, CoordinatorMessage::Signal(Signal { peer: from, payload: signal.payload })));
+                if closing {
+                    self.introduced.remove(&key);
+                }
+                true
+            }
+            _ => false,
+        };
+        if delivered {
+            self.stats.relayed += 1;
+        } else {
+            self.stats.refused += 1;
+            if !closing && self.links.contains_key(&from) {
+                self.output.push_back((from, close(to)));
+            }
+        }
+    }
+
+    /// Takes a token from the sender's and the recipient's buckets, if both have one.
+    fn rate_ok(&mut self, from: WorkerId, to: WorkerId, now: Instant) -> bool {
+        let sender = self.links.get_mut(&from).is_some_and(|l| l.sending.has_token(now));
+        let recipient = self.links.get_mut(&to).is_some_and(|l| l.receiving.has_token(now));
+        if sender && recipient {
+            self.links.get_mut(&from).expect("checked").sending.tokens -= 1.0;
+            self.links.get_mut(&to).expect("checked").receiving.tokens -= 1.0;
+        }
+        sender && recipient
+    }
+
+    /// The next message to deliver: (to whom, what), oldest first.
+    pub fn poll_output(&mut self) -> Option<(WorkerId, CoordinatorMessage)> {
+        self.output.pop_front()
+    }
+
+    /// Blobs known to be held, and workers holding any.
+    pub fn holdings(&self) -> (usize, usize) {
+        (self.holders.len(), self.links.values().filter(|l| !l.held.is_empty()).count())
+    }
+}
+
+#[cfg(test)]
+mod tests;
