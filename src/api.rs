@@ -1,6 +1,7 @@
 //! The `#[wasm_bindgen]` surface: entry points of the agent and executor Workers.
 
-use crate::agent::{self, AgentOptions};
+use crate::agent;
+use crate::page::AgentOptions;
 use js_sys::Function;
 use wasm_bindgen::prelude::*;
 

@@ -6,8 +6,8 @@
 #![cfg(target_arch = "wasm32")]
 
 use idlecore_protocol::FailureKind;
+use idlecore_protocol::Sha256Hash;
 use idlecore_wasm::agent::blobs::{cached_bytes, from_cache, from_peer, load, open_cache, store_bytes, Blob, Kind, Source};
-use sha2::{Digest, Sha256};
 use wasm_bindgen::JsCast;
 use wasm_bindgen_test::*;
 
@@ -24,7 +24,7 @@ fn url(name: &str) -> String {
 #[wasm_bindgen_test]
 async fn a_cached_module_loads_without_the_network() {
     let cache = open_cache().await.expect("the Cache API is available in a worker");
-    let hash: [u8; 32] = Sha256::digest(PROBE).into();
+    let hash = Sha256Hash::of(PROBE);
     let u = url("cached");
     store_bytes(&cache, &u, PROBE).await;
     let (_module, size, source) = load(&u, hash, Kind::Module).await.expect("loads from the cache");
@@ -34,7 +34,7 @@ async fn a_cached_module_loads_without_the_network() {
 #[wasm_bindgen_test]
 async fn a_damaged_entry_is_dropped_and_the_network_tried() {
     let cache = open_cache().await.unwrap();
-    let hash: [u8; 32] = Sha256::digest(PROBE).into();
+    let hash = Sha256Hash::of(PROBE);
     let u = url("damaged");
     store_bytes(&cache, &u, b"not the module").await;
     let err = load(&u, hash, Kind::Module).await.expect_err("the network has no such module");
@@ -47,7 +47,7 @@ async fn a_damaged_entry_is_dropped_and_the_network_tried() {
 async fn invalid_module_bytes_fail_to_compile_even_with_a_matching_hash() {
     let cache = open_cache().await.unwrap();
     let bytes = b"\0asm\x01\0\0\0\x01\xff";
-    let hash: [u8; 32] = Sha256::digest(bytes).into();
+    let hash = Sha256Hash::of(bytes);
     let u = url("invalid");
     store_bytes(&cache, &u, bytes).await;
     let err = load(&u, hash, Kind::Module).await.expect_err("does not compile");
@@ -56,7 +56,7 @@ async fn invalid_module_bytes_fail_to_compile_even_with_a_matching_hash() {
 
 #[wasm_bindgen_test]
 async fn a_module_from_a_peer_is_kept_for_the_next_visit() {
-    let hash: [u8; 32] = Sha256::digest(PROBE).into();
+    let hash = Sha256Hash::of(PROBE);
     let u = url("from-peer");
     assert!(from_cache(&u, hash, Kind::Module).await.is_none(), "not cached yet");
     let (_module, size, source) = from_peer(&u, PROBE.to_vec(), Kind::Module).await.expect("compiles");
@@ -68,7 +68,7 @@ async fn a_module_from_a_peer_is_kept_for_the_next_visit() {
 #[wasm_bindgen_test]
 fn module_urls_follow_the_coordinator_origin() {
     use idlecore_wasm::agent::blobs::blob_url;
-    let hash = [0xab; 32];
+    let hash = Sha256Hash([0xab; 32]);
     let hex = "ab".repeat(32);
     assert_eq!(blob_url("ws://127.0.0.1:8080/ws", "/blobs/", &hash).unwrap(), format!("http://127.0.0.1:8080/blobs/{hex}"));
     assert_eq!(blob_url("wss://example.org/idle/ws?x=1", "/blobs/", &hash).unwrap(), format!("https://example.org/blobs/{hex}"));
@@ -78,7 +78,7 @@ fn module_urls_follow_the_coordinator_origin() {
 #[wasm_bindgen_test]
 async fn an_input_from_a_peer_is_held_in_memory_not_kept() {
     let bytes = b"an input".to_vec();
-    let hash: [u8; 32] = Sha256::digest(&bytes).into();
+    let hash = Sha256Hash::of(&bytes);
     let u = url("input-from-peer");
     let (blob, size, source) = from_peer(&u, bytes.clone(), Kind::Input).await.expect("inputs need no compiling");
     assert_eq!((size, source), (bytes.len(), Source::Peer));

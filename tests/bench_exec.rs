@@ -241,7 +241,7 @@ extern "C" {
 }
 
 /// The whole cycle as the agent sees it: a lease for the empty module posted
-/// to a real executor Worker (through `ExecutorPool`, with the module and the
+/// to a real executor Worker (through the agent's `Executors`, with the module and the
 /// encoded lease), run there, and the result frame back. The baseline is the
 /// same two messages with a Worker that only echoes.
 #[wasm_bindgen_test]
@@ -249,7 +249,7 @@ async fn round_trip_to_an_executor() {
     use futures_channel::mpsc;
     use futures_util::StreamExt;
     use idlecore_protocol::{decode_worker, Lease, TaskLimits, WorkerMessage};
-    use idlecore_wasm::executor::pool::{ExecutorPool, PoolEvent};
+    use idlecore_wasm::agent::executors::{ExecutorEvent, Executors};
     use std::rc::Rc;
 
     let module = compile(EMPTY_SANDBOXED);
@@ -271,14 +271,14 @@ async fn round_trip_to_an_executor() {
 
     let (tx, mut rx) = mpsc::unbounded();
     let spawn = wasm_bindgen::closure::Closure::<dyn FnMut() -> web_sys::Worker>::new(spawn_test_executor);
-    let notify: Rc<dyn Fn(PoolEvent)> = Rc::new(move |e| {
-        let _ = tx.unbounded_send(e);
+    let notify: Rc<dyn Fn(u32, ExecutorEvent)> = Rc::new(move |id, e| {
+        let _ = tx.unbounded_send((id, e));
     });
-    let mut pool = ExecutorPool::new(spawn.as_ref().unchecked_ref::<Function>().clone(), notify);
-    pool.resize(1).expect("starts an executor");
+    let mut executors = Executors::new(spawn.as_ref().unchecked_ref::<Function>().clone(), notify);
+    executors.spawn(0, 1).expect("starts an executor");
     match rx.next().await {
-        Some(PoolEvent::Ready(0)) => pool.mark_ready(0),
-        Some(PoolEvent::Crashed(_, m)) => panic!("the executor did not start: {m}"),
+        Some((1, ExecutorEvent::Ready)) => {}
+        Some((_, ExecutorEvent::Crashed(m))) => panic!("the executor did not start: {m}"),
         _ => panic!("the executor did not start"),
     }
     // One warm-up cycle, then n timed ones.
@@ -287,15 +287,14 @@ async fn round_trip_to_an_executor() {
         if id == 1 {
             start = now_ms();
         }
-        pool.start(0, &module, lease(id), &[]).expect("posts");
+        executors.run(0, &module, lease(id), &[]).expect("posts");
         match rx.next().await {
-            Some(PoolEvent::Done(0, frame)) => match decode_worker(&frame) {
+            Some((1, ExecutorEvent::Done(frame))) => match decode_worker(&frame) {
                 Ok(WorkerMessage::Result(r)) => assert_eq!((r.lease, r.exit_code), (id, 0)),
                 other => panic!("expected a result, got {other:?}"),
             },
             _ => panic!("expected the run to end"),
         }
-        pool.finish(0);
     }
     let executor = (now_ms() - start) / n as f64;
 

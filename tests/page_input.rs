@@ -5,9 +5,7 @@
 
 #![cfg(target_arch = "wasm32")]
 
-use idlecore_wasm::agent::control::{parse, PageMessage};
-use idlecore_wasm::agent::peers::Rtc;
-use idlecore_wasm::agent::{AgentOptions, Control};
+use idlecore_wasm::page::messages::{parse, AgentOptions, Control, PageMessage, Rtc};
 use idlecore_wasm::peer_link::{LinkEvent, PeerLink};
 use std::cell::RefCell;
 use std::rc::Rc;

@@ -2,7 +2,7 @@
 //! comes over HTTP or from a peer (see `agent/peers`) and is verified.
 //! Modules are kept across page loads in the Cache API (so a returning
 //! visitor downloads nothing) and compiled once per agent (the compiled
-//! modules live in the agent's [`crate::lru::Lru`]); inputs are kept in
+//! modules live in the agent core's LRU); inputs are kept in
 //! memory only, as they seldom outlive a job.
 
 use idlecore_protocol::{FailureKind, Sha256Hash};
@@ -16,51 +16,16 @@ pub const CACHE_NAME: &str = "idlecore-modules-v2";
 /// The bucket of earlier versions (keyed by `/modules/` URLs): deleted.
 const OLD_CACHE_NAME: &str = "idlecore-modules-v1";
 
-/// Where a module's bytes came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    Network,
-    Cache,
-    /// Another visitor's agent, over a data channel.
-    Peer,
-}
-
-/// What a blob is fetched for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
-    Module,
-    Input,
-}
-
-impl Kind {
-    /// How a lease fails when a blob of this kind cannot be had.
-    pub fn fetch_failure(self) -> FailureKind {
-        match self {
-            Kind::Module => FailureKind::ModuleFetch,
-            Kind::Input => FailureKind::InputFetch,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Module => "module",
-            Kind::Input => "input",
-        }
-    }
-}
+pub use idlecore_agent_core::{Kind, Source};
 
 /// A loaded blob: a compiled module, or an input's bytes (outside the
 /// agent's linear memory, which never shrinks).
-#[derive(Debug)]
-pub enum Blob {
-    Module(WebAssembly::Module),
-    Input(Uint8Array),
-}
+pub type Blob = idlecore_agent_core::Blob<WebAssembly::Module, Uint8Array>;
 
 pub type BlobError = (FailureKind, String);
 
 /// A loaded blob, its size in bytes and where its bytes came from.
-pub type Loaded = (Blob, usize, Source);
+pub type Loaded = idlecore_agent_core::Loaded<WebAssembly::Module, Uint8Array>;
 
 fn text(e: wasm_bindgen::JsValue) -> String {
     e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message())).or_else(|| e.as_string()).unwrap_or_else(|| format!("{e:?}"))

@@ -1,118 +1,106 @@
-//! What executors tell the agent: ready, done, timed out, crashed, rested;
-//! crashed executors are replaced, and revived after a pause when they keep
-//! failing to start.
+//! The executor Workers, one per slot, as the agent core starts, runs and
+//! retires them (deadlines, rest and crash policy are the core's). Each
+//! Worker's news carries the id the core gave it, so news from one already
+//! replaced is recognised as stale; its listeners go with it.
 
-use super::{Agent, Event, MAX_CRASHES, REVIVE_MAX_MS, REVIVE_START_MS};
-use crate::executor::pool::PoolEvent;
-use crate::status::{report_task, TaskEvent};
-use gloo_timers::callback::Timeout;
-use idlecore_protocol::{decode_worker, FailureKind, WorkerMessage};
+use gloo_events::{EventListener, EventListenerOptions};
+use idlecore_protocol::{encode_coordinator, CoordinatorMessage, Lease};
+use js_sys::{Array, Function, Uint8Array, WebAssembly};
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{ErrorEvent, MessageEvent, Worker};
 
-impl Agent {
-    pub(super) fn replace_slot(&mut self, slot: usize) {
-        if let Err(e) = self.pool.replace(slot) {
-            self.executor_failed(&e);
+/// What an executor Worker tells the agent.
+pub enum ExecutorEvent {
+    /// The Worker loaded and can take a job.
+    Ready,
+    /// A run ended; the frame is a protocol `Result` or `Failure`.
+    Done(Vec<u8>),
+    /// The Worker failed outside a run (failed to load, threw).
+    Crashed(String),
+}
+
+struct Executor {
+    id: u32,
+    worker: Worker,
+    /// When the current run started (ms, `performance.now()`).
+    started: f64,
+    _listeners: [EventListener; 2],
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        self.worker.terminate();
+    }
+}
+
+pub struct Executors {
+    spawn: Function,
+    notify: Rc<dyn Fn(u32, ExecutorEvent)>,
+    slots: Vec<Option<Executor>>,
+}
+
+impl Executors {
+    /// No executors yet; `spawn()` must return a new executor `Worker` (see `agent.js`).
+    pub fn new(spawn: Function, notify: Rc<dyn Fn(u32, ExecutorEvent)>) -> Executors {
+        Executors { spawn, notify, slots: Vec::new() }
+    }
+
+    /// Starts executor `id` in `slot`, ending the one there.
+    pub fn spawn(&mut self, slot: usize, id: u32) -> Result<(), JsValue> {
+        if self.slots.len() <= slot {
+            self.slots.resize_with(slot + 1, || None);
         }
+        self.slots[slot] = None;
+        let worker: Worker = self.spawn.call0(&JsValue::UNDEFINED)?.dyn_into()?;
+        let notify = self.notify.clone();
+        let on_message = EventListener::new(&worker, "message", move |e| {
+            let Some(data) = e.dyn_ref::<MessageEvent>().map(MessageEvent::data) else { return };
+            if data.as_string().as_deref() == Some("ready") {
+                notify(id, ExecutorEvent::Ready);
+            } else {
+                notify(id, ExecutorEvent::Done(Uint8Array::new(&data).to_vec()));
+            }
+        });
+        let notify = self.notify.clone();
+        // Not passive: the error is handled here, not reported as uncaught.
+        let on_error = EventListener::new_with_options(&worker, "error", EventListenerOptions::enable_prevent_default(), move |e| {
+            e.prevent_default();
+            let message = e.dyn_ref::<ErrorEvent>().map(ErrorEvent::message).unwrap_or_default();
+            notify(id, ExecutorEvent::Crashed(message));
+        });
+        self.slots[slot] = Some(Executor { id, worker, started: 0.0, _listeners: [on_message, on_error] });
+        Ok(())
     }
 
-    /// A Worker could not be made (`new Worker` threw).
-    pub(super) fn executor_failed(&mut self, e: &wasm_bindgen::JsValue) {
-        self.status.last_error = Some(format!("cannot start an executor: {e:?}"));
+    /// Ends the executor in `slot` and every slot after it.
+    pub fn retire(&mut self, slot: usize) {
+        self.slots.truncate(slot);
     }
 
-    pub(super) fn on_pool(&mut self, event: PoolEvent) {
-        let id = match &event {
-            PoolEvent::Ready(id) | PoolEvent::Done(id, _) | PoolEvent::TimedOut(id, _) => *id,
-            PoolEvent::Crashed(id, _) | PoolEvent::Rested(id) => *id,
-        };
-        // Events of a Worker already replaced or removed are stale.
-        let Some(i) = self.pool.index(id) else { return };
-        match event {
-            PoolEvent::Ready(_) => {
-                self.crashes[i] = 0;
-                self.pool.mark_ready(i);
-                self.dispatch();
-            }
-            PoolEvent::Rested(_) => {
-                self.pool.rested(i);
-                self.dispatch();
-            }
-            PoolEvent::Done(_, frame) => {
-                let Some((lease, ran_ms)) = self.pool.finish(i) else { return };
-                self.ran(i, ran_ms);
-                let Some(ids) = self.end_run(lease) else { return };
-                let ok = match decode_worker(&frame) {
-                    Ok(WorkerMessage::Result(r)) if r.lease == lease => {
-                        report_task(&TaskEvent { job: ids.0, task: ids.1, ok: true, elapsed_ms: r.elapsed_ms });
-                        true
-                    }
-                    Ok(WorkerMessage::Failure(f)) if f.lease == lease => {
-                        self.status.tasks_failed += 1;
-                        report_task(&TaskEvent { job: ids.0, task: ids.1, ok: false, elapsed_ms: 0 });
-                        false
-                    }
-                    other => {
-                        // Named, not printed (see `executor::worker::handle`).
-                        let why = match other {
-                            Ok(_) => "executor answered for another lease".to_string(),
-                            Err(e) => format!("executor answered with a bad frame: {e}"),
-                        };
-                        self.fail(lease, ids, FailureKind::Internal, why);
-                        self.dispatch();
-                        return;
-                    }
-                };
-                if ok {
-                    self.status.tasks_done += 1;
-                }
-                self.report(lease, frame);
-                self.dispatch();
-            }
-            PoolEvent::TimedOut(_, lease) => {
-                if self.pool.running(i) != Some(lease) {
-                    return;
-                }
-                if let Some((_, ran_ms)) = self.pool.finish(i) {
-                    self.ran(i, ran_ms);
-                }
-                self.replace_slot(i);
-                if let Some(ids) = self.end_run(lease) {
-                    self.fail(lease, ids, FailureKind::Timeout, "the task passed its wall-clock deadline".into());
-                }
-                self.dispatch();
-            }
-            PoolEvent::Crashed(_, message) => {
-                self.crashes[i] += 1;
-                let running = self.pool.finish(i).map(|(lease, _)| lease);
-                if self.crashes[i] <= MAX_CRASHES {
-                    self.replace_slot(i);
-                } else {
-                    let wait = (REVIVE_START_MS << (self.crashes[i] - MAX_CRASHES - 1).min(6)).min(REVIVE_MAX_MS);
-                    self.status.last_error = Some(format!("executor {i} keeps failing to start ({message}); trying again in {wait} ms"));
-                    let notify = self.notify.clone();
-                    self.revivals.insert(i, Timeout::new(wait, move || notify(Event::Revive(i))));
-                }
-                if let Some(lease) = running {
-                    if let Some(ids) = self.end_run(lease) {
-                        self.fail(lease, ids, FailureKind::ExecutorCrashed, message.clone());
-                    }
-                }
-                if !self.revivals.is_empty() && self.revivals.len() == self.pool.size() {
-                    // No executor at all for now: give the queued leases back
-                    // (free retries elsewhere) rather than hold them.
-                    for l in std::mem::take(&mut self.waiting) {
-                        self.fail(l.lease, (l.job, l.task), FailureKind::ExecutorCrashed, format!("no executor could start: {message}"));
-                    }
-                }
-                self.dispatch();
-            }
+    /// Runs `lease` in the slot's executor; `inputs` are the bytes of its
+    /// input blobs, in the order it names them.
+    pub fn run(&mut self, slot: usize, module: &WebAssembly::Module, lease: Lease, inputs: &[Uint8Array]) -> Result<(), JsValue> {
+        let executor = self.slots.get_mut(slot).and_then(Option::as_mut).ok_or_else(|| JsValue::from_str("no executor in the slot"))?;
+        let bytes = Uint8Array::from(encode_coordinator(&CoordinatorMessage::Lease(lease)).as_slice());
+        let message = Array::of2(module, &bytes);
+        for input in inputs {
+            message.push(input);
         }
+        executor.worker.post_message(&message)?;
+        executor.started = crate::executor::now_ms();
+        Ok(())
     }
 
-    /// A run of `ran_ms` ended in slot `i`: count the CPU given and rest the
-    /// slot to keep the budget's duty cycle.
-    fn ran(&mut self, i: usize, ran_ms: f64) {
-        self.status.cpu_seconds += ran_ms / 1000.0;
-        self.pool.rest(i, self.plan.rest_ms(ran_ms));
+    /// How long executor `id`'s run took, in ms (0 when it is gone).
+    pub fn ran_ms(&self, id: u32) -> u64 {
+        let started = self.slots.iter().flatten().find(|e| e.id == id).map(|e| e.started);
+        started.map_or(0, |s| (crate::executor::now_ms() - s).max(0.0) as u64)
+    }
+
+    /// The id of the executor in `slot`.
+    pub fn id(&self, slot: usize) -> Option<u32> {
+        self.slots.get(slot).and_then(Option::as_ref).map(|e| e.id)
     }
 }

@@ -18,8 +18,8 @@
 use super::blobs::{self, Kind};
 use super::{Agent, Event};
 use crate::blob_transfer::{self, Fetch, Outgoing, Progress};
+use crate::page;
 use crate::peer_link::{LinkEvent, PeerLink};
-use crate::status;
 use crate::transport::COORDINATOR_PEER;
 use gloo_timers::callback::Timeout;
 use idlecore_protocol::{Sha256Hash, Sources, Want, WorkerMessage};
@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use wasm_bindgen::JsValue;
 
 mod signals;
-pub use signals::Rtc;
+use crate::page::Rtc;
 use signals::{key, parse_key};
 
 /// A connection that moves nothing for this long is given up.
@@ -155,8 +155,8 @@ impl Agent {
         let n = self.peers.made;
         let stall = self.stall_timer(peer, n, STALL_MS);
         self.peers.conns.insert(peer, Conn { n, role, link: None, open: false, then: Vec::new(), progress_ms: now_ms(), _stall: stall });
-        let ice = self.session.as_ref().map(|s| s.ice_servers.clone()).unwrap_or_default();
-        status::post_rtc(&Rtc::Open { peer: key(peer, n), ice, initiator });
+        let ice = self.core.ice_servers().to_vec();
+        page::post_rtc(&Rtc::Open { peer: key(peer, n), ice, initiator });
     }
 
     pub(super) fn on_peer(&mut self, event: PeerEvent) {
@@ -297,7 +297,7 @@ impl Agent {
             Ok(Step::Wait) => {}
             Ok(Step::Pump) => self.pump(peer),
             Ok(Step::Fetched(hash, kind, bytes)) => {
-                self.status.bytes_from_peers += bytes.len() as u64;
+                self.core.status_mut().bytes_from_peers += bytes.len() as u64;
                 self.end_conn(peer, None, true);
                 match self.blob_url(&hash) {
                     Ok(url) => {
@@ -312,7 +312,7 @@ impl Agent {
             Ok(Step::Read(hash)) => {
                 let notify = self.notify.clone();
                 let n = self.peers.conns.get(&peer).map_or(0, |c| c.n);
-                if let Some(input) = self.inputs.get(&hash) {
+                if let Some(input) = self.core.input(&hash) {
                     return notify(Event::Peer(PeerEvent::Read(peer, n, Some(input.to_vec()))));
                 }
                 match self.blob_url(&hash) {
@@ -349,8 +349,8 @@ impl Agent {
         let sent = (out.sent() - start) as u64;
         if sent > 0 {
             conn.progress_ms = now_ms();
-            self.status.bytes_to_peers += sent;
-            self.publish();
+            self.core.status_mut().bytes_to_peers += sent;
+            self.core.publish();
         }
         if let Some(why) = failed {
             self.give_up(peer, &why);
@@ -374,7 +374,7 @@ impl Agent {
                 self.refuse(peer);
                 if serving {
                     // A fetch's failure is reported by `end_conn`; a serve's is kept here.
-                    self.status.last_error = Some(format!("serving a peer: {why}"));
+                    self.core.status_mut().last_error = Some(format!("serving a peer: {why}"));
                 }
             }
             self.end_conn(peer, Some(why), tell_page);
@@ -389,12 +389,12 @@ impl Agent {
         };
         drop(conn.link.take());
         if tell_page {
-            status::post_rtc(&Rtc::Close { peer: key(peer, conn.n) });
+            page::post_rtc(&Rtc::Close { peer: key(peer, conn.n) });
         }
         // Blobs waiting for this connection: the next gets one of its own
         // after a fetch that worked; all come over HTTP after a failure.
         let mut then = std::mem::take(&mut conn.then).into_iter();
-        if failed.is_none() && self.session.is_some() {
+        if failed.is_none() && self.core.has_session() {
             if let Some((blob, kind, limit)) = then.next() {
                 self.fetch_from(peer, blob, kind, limit);
                 if let Some(next) = self.peers.conns.get_mut(&peer) {
@@ -406,9 +406,9 @@ impl Agent {
             self.download(blob, kind);
         }
         if let (Role::Fetch { blob, kind, .. }, Some(why)) = (conn.role, failed) {
-            self.status.peer_fallbacks += 1;
-            self.status.last_error = Some(format!("fetching {} {} from a peer: {why}", kind.name(), &blob.to_hex()[..16]));
-            self.publish();
+            self.core.status_mut().peer_fallbacks += 1;
+            self.core.status_mut().last_error = Some(format!("fetching {} {} from a peer: {why}", kind.name(), &blob.to_hex()[..16]));
+            self.core.publish();
             self.download(blob, kind);
         }
     }

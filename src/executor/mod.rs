@@ -1,4 +1,5 @@
-//! Task execution off the agent's thread: one executor Worker per slot.
+//! Task execution off the agent's thread, in executor Workers (the agent
+//! starts them: `agent::executors`).
 //! `instance` runs a module in this thread under `js_host`, the WASI host's
 //! binding to a JS `WebAssembly.Instance`.
 //!
@@ -10,8 +11,6 @@
 pub mod instance;
 #[cfg(target_arch = "wasm32")]
 pub mod js_host;
-#[cfg(target_arch = "wasm32")]
-pub mod pool;
 #[cfg(target_arch = "wasm32")]
 pub mod worker;
 

@@ -1,7 +1,7 @@
 //! The executor Worker's side: run each job it is sent and post the outcome.
 
 use super::instance::{Prepared, RunError, RunLimits};
-use crate::lru::Lru;
+use idlecore_agent_core::lru::Lru;
 use idlecore_protocol::{
     decode_coordinator, encode_worker, CoordinatorMessage, FailureKind, Lease, Sha256Hash, TaskFailure, WorkerMessage,
 };
@@ -18,8 +18,8 @@ use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 const PREPARED_KEPT: usize = 4;
 
 thread_local! {
-    /// The message handler lives as long as the executor Worker.
-    static HANDLER: RefCell<Option<Closure<dyn FnMut(MessageEvent)>>> = const { RefCell::new(None) };
+    /// The message listener lives as long as the executor Worker.
+    static LISTENER: RefCell<Option<gloo_events::EventListener>> = const { RefCell::new(None) };
     /// Budgeted in entries (each counts 1).
     static PREPARED: RefCell<Lru<Sha256Hash, Rc<Prepared>>> = RefCell::new(Lru::new(PREPARED_KEPT));
 }
@@ -52,7 +52,7 @@ pub fn run_job(module: WebAssembly::Module, job: &Lease, inputs: Vec<Vec<u8>>) -
     task::report(job.lease, run, (super::now_ms() - started).max(0.0) as u32)
 }
 
-fn handle(event: MessageEvent) -> WorkerMessage {
+fn handle(event: &MessageEvent) -> WorkerMessage {
     let data: Array = event.data().unchecked_into();
     let module: WebAssembly::Module = data.get(0).unchecked_into();
     let bytes = Uint8Array::new(&data.get(1)).to_vec();
@@ -66,17 +66,17 @@ fn handle(event: MessageEvent) -> WorkerMessage {
     WorkerMessage::Failure(TaskFailure { lease: 0, kind: FailureKind::Internal, message })
 }
 
-/// Entry point of an executor Worker: installs the handler, then says "ready".
+/// Entry point of an executor Worker: listens for jobs, then says "ready".
 pub fn start() {
     let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
     let reply = scope.clone();
-    let handler = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
+    let listener = gloo_events::EventListener::new(&scope, "message", move |event| {
+        let Some(event) = event.dyn_ref::<MessageEvent>() else { return };
         let frame = encode_worker(&handle(event));
         let array = Uint8Array::from(frame.as_slice());
         let transfer = Array::of1(&array.buffer());
         let _ = reply.post_message_with_transfer(&array, &transfer);
     });
-    scope.set_onmessage(Some(handler.as_ref().unchecked_ref()));
-    HANDLER.with(|h| *h.borrow_mut() = Some(handler));
+    LISTENER.with(|l| *l.borrow_mut() = Some(listener));
     let _ = scope.post_message(&JsValue::from_str("ready"));
 }

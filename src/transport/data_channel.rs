@@ -8,9 +8,8 @@
 //! less than [`HIGH_WATER`].
 
 use super::SocketEvent;
-use crate::agent::peers::Rtc;
+use crate::page::{post_rtc, Rtc};
 use crate::peer_link::{LinkEvent, PeerLink};
-use crate::status::post_rtc;
 use idlecore_protocol::pieces::{self, Joiner};
 use std::cell::RefCell;
 use std::collections::VecDeque;

@@ -1,19 +1,18 @@
 //! The coordinator connection over a WebSocket carrying binary protocol
-//! frames. Event handlers are owned by [`WebSocketConn`] and removed when it
-//! is dropped.
+//! frames. Its event listeners are owned by [`WebSocketConn`] and removed
+//! when it is dropped (which also closes the socket).
 
 use super::SocketEvent;
+use gloo_events::EventListener;
 use js_sys::{ArrayBuffer, Uint8Array};
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use web_sys::{BinaryType, CloseEvent, Event, MessageEvent, WebSocket};
+use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
 pub struct WebSocketConn {
     ws: WebSocket,
-    _on_open: Closure<dyn FnMut(Event)>,
-    _on_message: Closure<dyn FnMut(MessageEvent)>,
-    _on_close: Closure<dyn FnMut(CloseEvent)>,
+    _listeners: [EventListener; 3],
 }
 
 impl WebSocketConn {
@@ -21,20 +20,19 @@ impl WebSocketConn {
         let ws = WebSocket::new(url)?;
         ws.set_binary_type(BinaryType::Arraybuffer);
         let n = notify.clone();
-        let on_open = Closure::<dyn FnMut(Event)>::new(move |_| n(SocketEvent::Open));
+        let on_open = EventListener::new(&ws, "open", move |_| n(SocketEvent::Open));
         let n = notify.clone();
-        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
+        let on_message = EventListener::new(&ws, "message", move |e| {
             // Text frames are not part of the protocol; an empty frame fails decoding.
-            let bytes = e.data().dyn_into::<ArrayBuffer>().map(|b| Uint8Array::new(&b).to_vec()).unwrap_or_default();
+            let data = e.dyn_ref::<MessageEvent>().map(MessageEvent::data);
+            let bytes = data.and_then(|d| d.dyn_into::<ArrayBuffer>().ok()).map(|b| Uint8Array::new(&b).to_vec()).unwrap_or_default();
             n(SocketEvent::Frame(bytes));
         });
-        let n = notify;
-        let on_close =
-            Closure::<dyn FnMut(CloseEvent)>::new(move |e: CloseEvent| n(SocketEvent::Closed { code: e.code(), reason: e.reason() }));
-        ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
-        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-        ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
-        Ok(WebSocketConn { ws, _on_open: on_open, _on_message: on_message, _on_close: on_close })
+        let on_close = EventListener::new(&ws, "close", move |e| {
+            let (code, reason) = e.dyn_ref::<CloseEvent>().map_or((0, String::new()), |e| (e.code(), e.reason()));
+            notify(SocketEvent::Closed { code, reason })
+        });
+        Ok(WebSocketConn { ws, _listeners: [on_open, on_message, on_close] })
     }
 
     pub fn send(&self, frame: &[u8]) -> Result<(), JsValue> {
@@ -44,9 +42,7 @@ impl WebSocketConn {
 
 impl Drop for WebSocketConn {
     fn drop(&mut self) {
-        self.ws.set_onopen(None);
-        self.ws.set_onmessage(None);
-        self.ws.set_onclose(None);
+        // The listeners go with the struct; no event of this socket reaches the agent again.
         let _ = self.ws.close();
     }
 }

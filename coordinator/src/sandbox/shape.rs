@@ -133,17 +133,16 @@ pub fn shape(wasm: &[u8]) -> Result<Shape<'_>, SandboxError> {
                     }
                 }
             }
-            Payload::CodeSectionEntry(body)
-                if blocker.is_none() => {
-                    let mut ops = body.get_operators_reader().map_err(invalid)?;
-                    while !ops.eof() {
-                        let op = ops.read().map_err(invalid)?;
-                        if changes_unrestorable_state(&op) {
-                            blocker = Some(format!("it uses {op:?}, which changes tables or segments"));
-                            break;
-                        }
+            Payload::CodeSectionEntry(body) if blocker.is_none() => {
+                let mut ops = body.get_operators_reader().map_err(invalid)?;
+                while !ops.eof() {
+                    let op = ops.read().map_err(invalid)?;
+                    if changes_unrestorable_state(&op) {
+                        blocker = Some(format!("it uses {op:?}, which changes tables or segments"));
+                        break;
                     }
                 }
+            }
             _ => {}
         }
     }

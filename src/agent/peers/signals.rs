@@ -3,62 +3,10 @@
 
 use super::{Role, MAX_SERVING};
 use crate::agent::Agent;
-use crate::status;
+use crate::page;
+use crate::page::Rtc;
 use crate::transport::Socket;
-use idlecore_protocol::{IceServer, Signal, SignalPayload, WorkerMessage};
-use serde::Serialize;
-
-/// Between the agent and the page's peer connections (`pkg-config/peers.js`;
-/// the page's messages are read in `control`). `peer` names one connection:
-/// `"{worker}.{n}"` for a peer (its `n`th connection, so late news of an
-/// ended one cannot touch the next), `"coordinator.{n}"` for the session's
-/// own (see `transport`). Strings, as JavaScript numbers cannot hold every u64.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "op", rename_all = "camelCase")]
-pub enum Rtc {
-    /// To the page: make a connection (the initiator also makes the channel and the offer).
-    Open {
-        peer: String,
-        ice: Vec<IceServer>,
-        initiator: bool,
-    },
-    Offer {
-        peer: String,
-        sdp: String,
-    },
-    Answer {
-        peer: String,
-        sdp: String,
-    },
-    Candidate {
-        peer: String,
-        candidate: String,
-        mid: String,
-        mline: u32,
-    },
-    /// To the page: end the connection.
-    Close {
-        peer: String,
-    },
-    /// From the page: the connection ended (or could not be made).
-    Closed {
-        peer: String,
-        why: String,
-    },
-}
-
-impl Rtc {
-    pub fn peer(&self) -> &str {
-        match self {
-            Rtc::Open { peer, .. }
-            | Rtc::Offer { peer, .. }
-            | Rtc::Answer { peer, .. }
-            | Rtc::Candidate { peer, .. }
-            | Rtc::Close { peer }
-            | Rtc::Closed { peer, .. } => peer,
-        }
-    }
-}
+use idlecore_protocol::{Signal, SignalPayload, WorkerMessage};
 
 /// The page's name of a peer connection.
 pub(super) fn key(peer: u64, n: u32) -> String {
@@ -73,7 +21,7 @@ pub(super) fn parse_key(key: &str) -> Option<(u64, u32)> {
 impl Agent {
     /// The session's data channel socket, if the page's name `key` is its connection.
     pub(super) fn session_channel(&mut self, key: &str) -> Option<&mut crate::transport::DataChannelSocket> {
-        match self.session.as_mut().map(|s| &mut s.socket) {
+        match self.socket.as_mut().map(|(_, s)| s) {
             Some(Socket::DataChannel(dc)) if dc.key() == key => Some(dc),
             _ => None,
         }
@@ -92,19 +40,19 @@ impl Agent {
                     None => {}
                 }
                 // Peers turned off, paused (hidden, on battery, `pause()`) or sharing no CPU: serve no one.
-                let willing = self.opts.peers && self.active() && self.welcomed_path().is_some();
+                let willing = self.opts.peers && self.core.active() && self.welcomed_path().is_some();
                 if !willing || self.peers.serving() >= MAX_SERVING {
                     return self.refuse(peer);
                 }
                 self.add_conn(peer, Role::Serve { out: None, asked: false }, false);
-                status::post_rtc(&Rtc::Offer { peer: self.key_of(peer), sdp });
+                page::post_rtc(&Rtc::Offer { peer: self.key_of(peer), sdp });
             }
             SignalPayload::Answer(sdp) if self.peers.conns.contains_key(&peer) => {
-                status::post_rtc(&Rtc::Answer { peer: self.key_of(peer), sdp });
+                page::post_rtc(&Rtc::Answer { peer: self.key_of(peer), sdp });
             }
             SignalPayload::Candidate(c) if self.peers.conns.contains_key(&peer) => {
                 let (candidate, mid, mline) = (c.candidate, c.mid, c.mline);
-                status::post_rtc(&Rtc::Candidate { peer: self.key_of(peer), candidate, mid, mline });
+                page::post_rtc(&Rtc::Candidate { peer: self.key_of(peer), candidate, mid, mline });
             }
             // For a connection already ended: nothing to do.
             SignalPayload::Answer(_) | SignalPayload::Candidate(_) => {}

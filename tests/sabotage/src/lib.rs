@@ -113,7 +113,14 @@ pub fn simulate(cfg: &Config) -> anyhow::Result<Report> {
     let now = Instant::now();
     let mut s = Scheduler::new(1, Duration::from_secs(3600), now).with_key(cfg.seed);
     let inputs = vec![TaskInput::default(); cfg.tasks as usize];
-    let job = NewJob { id: 1, module: Sha256Hash([0; 32]), limits: JobLimits::default(), policy: cfg.policy, tasks: inputs, restored: Default::default() };
+    let job = NewJob {
+        id: 1,
+        module: Sha256Hash([0; 32]),
+        limits: JobLimits::default(),
+        policy: cfg.policy,
+        tasks: inputs,
+        restored: Default::default(),
+    };
     s.add_job(job, now);
     let mut rng = Rng(cfg.seed);
     let saboteurs = (cfg.saboteurs * cfg.workers as f64).round() as usize;

@@ -1,9 +1,7 @@
-//! What the agent tells the page: status and task events, posted from the
-//! agent Worker and dispatched to `handle.on(...)` listeners by `index.js`.
+//! What the agent shows: its status (the page posts it to `handle.on('status')`)
+//! and one event per task run here.
 
 use serde::Serialize;
-use wasm_bindgen::JsCast;
-use web_sys::DedicatedWorkerGlobalScope;
 
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -40,47 +38,12 @@ pub struct Status {
     pub last_error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A task ran (`ok`) or failed here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskEvent {
     pub job: u64,
     pub task: u32,
     pub ok: bool,
     pub elapsed_ms: u32,
-}
-
-fn post(kind: &str, value: &impl Serialize) {
-    let Ok(v) = serde_wasm_bindgen::to_value(value) else { return };
-    let _ = js_sys::Reflect::set(&v, &"type".into(), &kind.into());
-    if let Ok(scope) = js_sys::global().dyn_into::<DedicatedWorkerGlobalScope>() {
-        let _ = scope.post_message(&v);
-    }
-}
-
-pub fn report_status(s: &Status) {
-    post("status", s);
-}
-
-pub fn report_task(t: &TaskEvent) {
-    post("task", t);
-}
-
-/// A message for the page's peer connections (`pkg-config/peers.js`).
-pub fn post_rtc(msg: &crate::agent::peers::Rtc) {
-    post("rtc", msg);
-}
-
-#[derive(Serialize)]
-struct ErrorEvent<'a> {
-    message: &'a str,
-    /// The agent cannot go on: the page ends it (status `failed`).
-    fatal: bool,
-}
-
-pub fn report_error(message: &str) {
-    post("error", &ErrorEvent { message, fatal: false });
-}
-
-pub fn report_fatal(message: &str) {
-    post("error", &ErrorEvent { message, fatal: true });
 }

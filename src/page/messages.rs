@@ -1,19 +1,33 @@
 //! What the page tells the agent: its options once (`start(options)`), then
 //! control messages (pause, resume, a new CPU share) and its peer
-//! connections' news (`cmd: 'rtc'`, see `peers`). Both are read field by
-//! field ([`AgentOptions::from_js`], [`parse`]; serde_wasm_bindgen's
-//! deserializer and serde's tagged-enum machinery would cost the package
-//! several KiB). Bad options stop the agent with an error naming the
-//! option; a bad message is reported as an `error` event and ignored.
+//! connections' news (`cmd: 'rtc'`). Both are read field by field
+//! ([`AgentOptions::from_js`], [`parse`]; serde_wasm_bindgen's deserializer
+//! and serde's tagged-enum machinery would cost the package several KiB).
+//! Bad options stop the agent with an error naming the option; a bad
+//! message is reported as an `error` event and ignored.
 
-use super::peers::{PeerEvent, Rtc};
-use super::Event;
-use crate::budget::{self, Plan};
+use idlecore_agent_core::budget::{self, Plan};
 use idlecore_protocol::limits::MAX_SLOTS;
-use std::rc::Rc;
+use idlecore_protocol::IceServer;
+use serde::Serialize;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
+use web_sys::MessageEvent;
+
+/// The page's commands (`cmd`).
+pub mod cmd {
+    pub const PAUSE: &str = "pause";
+    pub const RESUME: &str = "resume";
+    /// `{cmd: 'cpu', cpu}`: a new CPU share.
+    pub const CPU: &str = "cpu";
+    /// `{cmd: 'rtc', op, peer, ...}`, or `{cmd: 'rtc', peer, channel}`.
+    pub const RTC: &str = "rtc";
+}
+
+/// Default byte budget of compiled modules kept by one agent, in MiB.
+const MODULE_CACHE_MIB: u32 = 256;
+/// Bytes of task inputs kept by one agent (a lease needing more fails).
+const INPUT_BUDGET: u64 = 256 * 1024 * 1024;
 
 /// Options from `start(options)` as `index.js` passes them to the agent.
 #[derive(Debug, Clone)]
@@ -138,6 +152,22 @@ impl AgentOptions {
         self.cores.unwrap_or(2).max(1)
     }
 
+    /// The agent core's settings for these options.
+    pub fn core_config(&self, seed: u64) -> idlecore_agent_core::Config {
+        idlecore_agent_core::Config {
+            coordinator: self.coordinator.clone(),
+            agent: self.agent.clone(),
+            plan: self.plan(),
+            cores: self.cores(),
+            prefetch: self.prefetch,
+            module_budget: self.module_cache_mib.unwrap_or(MODULE_CACHE_MIB) as u64 * 1024 * 1024,
+            input_budget: INPUT_BUDGET,
+            peers: self.peers,
+            paused: self.paused,
+            seed,
+        }
+    }
+
     /// Executors and duty cycle for the current share.
     pub fn plan(&self) -> Plan {
         let cores = self.cores();
@@ -165,19 +195,6 @@ pub enum Control {
     },
 }
 
-/// The Worker's message handler, forwarding control messages as events.
-/// Removed when dropped.
-pub struct Listener {
-    scope: DedicatedWorkerGlobalScope,
-    _on_message: Closure<dyn FnMut(MessageEvent)>,
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.scope.set_onmessage(None);
-    }
-}
-
 /// What the page posts to a running agent.
 #[derive(Debug)]
 pub enum PageMessage {
@@ -196,15 +213,15 @@ pub fn parse(data: &JsValue) -> Result<PageMessage, String> {
     }
     let f = Fields(data);
     let control = match f.need("cmd")?.as_str() {
-        "pause" => Control::Pause,
-        "resume" => Control::Resume,
-        "cpu" => {
+        cmd::PAUSE => Control::Pause,
+        cmd::RESUME => Control::Resume,
+        cmd::CPU => {
             f.only(&["cmd", "cpu"])?;
             let cpu = f.number("cpu")?.ok_or("`cpu` is missing")?;
             check_cpu(cpu)?;
             return Ok(PageMessage::Control(Control::Cpu { cpu }));
         }
-        "rtc" => {
+        cmd::RTC => {
             let peer = f.need("peer")?;
             if let Some(channel) = f.get("channel") {
                 return Ok(PageMessage::Channel(peer, channel));
@@ -226,14 +243,67 @@ pub fn parse(data: &JsValue) -> Result<PageMessage, String> {
     Ok(PageMessage::Control(control))
 }
 
-pub fn listen(notify: Rc<dyn Fn(Event)>) -> Option<Listener> {
-    let scope = js_sys::global().dyn_into::<DedicatedWorkerGlobalScope>().ok()?;
-    let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| match parse(&e.data()) {
-        Ok(PageMessage::Control(c)) => notify(Event::Control(c)),
-        Ok(PageMessage::Rtc(r)) => notify(Event::Peer(PeerEvent::Page(r))),
-        Ok(PageMessage::Channel(peer, channel)) => notify(Event::Peer(PeerEvent::Channel(peer, channel))),
-        Err(why) => crate::status::report_error(&format!("idlecore: ignored a message from the page: {why}")),
-    });
-    scope.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-    Some(Listener { scope, _on_message: on_message })
+/// Hands every message the page posts to this Worker to `on` (a bad one is
+/// reported to the page and dropped). Listening ends when the listener drops.
+pub fn listen(on: impl Fn(PageMessage) + 'static) -> Option<gloo_events::EventListener> {
+    let scope = js_sys::global().dyn_into::<web_sys::DedicatedWorkerGlobalScope>().ok()?;
+    Some(gloo_events::EventListener::new(&scope, "message", move |e| {
+        let Some(e) = e.dyn_ref::<MessageEvent>() else { return };
+        match parse(&e.data()) {
+            Ok(message) => on(message),
+            Err(why) => super::report_error(&format!("idlecore: ignored a message from the page: {why}")),
+        }
+    }))
+}
+
+/// Between the agent and the page's peer connections (`pkg-config/peers.js`;
+/// read by [`parse`]). `peer` names one connection:
+/// `"{worker}.{n}"` for a peer (its `n`th connection, so late news of an
+/// ended one cannot touch the next), `"coordinator.{n}"` for the session's
+/// own (see `transport::data_channel`). Strings, as JavaScript numbers cannot hold every u64.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum Rtc {
+    /// To the page: make a connection (the initiator also makes the channel and the offer).
+    Open {
+        peer: String,
+        ice: Vec<IceServer>,
+        initiator: bool,
+    },
+    Offer {
+        peer: String,
+        sdp: String,
+    },
+    Answer {
+        peer: String,
+        sdp: String,
+    },
+    Candidate {
+        peer: String,
+        candidate: String,
+        mid: String,
+        mline: u32,
+    },
+    /// To the page: end the connection.
+    Close {
+        peer: String,
+    },
+    /// From the page: the connection ended (or could not be made).
+    Closed {
+        peer: String,
+        why: String,
+    },
+}
+
+impl Rtc {
+    pub fn peer(&self) -> &str {
+        match self {
+            Rtc::Open { peer, .. }
+            | Rtc::Offer { peer, .. }
+            | Rtc::Answer { peer, .. }
+            | Rtc::Candidate { peer, .. }
+            | Rtc::Close { peer }
+            | Rtc::Closed { peer, .. } => peer,
+        }
+    }
 }
