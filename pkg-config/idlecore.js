@@ -7,6 +7,7 @@
 (function () {
   var script = document.currentScript;
   if (!script || !script.src) return;
+  // Before the module loads its names are not at hand: these are messages.js's.
   var fail = function (message) {
     window.dispatchEvent(new CustomEvent('idlecore:error', { detail: { type: 'error', message: message } }));
     window.dispatchEvent(new CustomEvent('idlecore:status', { detail: { type: 'status', state: 'failed', lastError: message } }));
@@ -43,7 +44,7 @@
     .then(function (mod) {
       var handle = mod.start(options);
       window.idlecore = handle;
-      ['status', 'task', 'error'].forEach(function (type) {
+      mod.EVENTS.forEach(function (type) {
         handle.on(type, function (detail) {
           window.dispatchEvent(new CustomEvent('idlecore:' + type, { detail: detail }));
         });

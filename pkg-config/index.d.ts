@@ -106,6 +106,9 @@ export interface Handle {
   stats(): Stats;
 }
 
+/** The handle's event types. */
+export const EVENTS: readonly ['status', 'task', 'error'];
+
 /** Starts giving idle CPU. Throws a TypeError for invalid options only; everything later is an event. */
 export function start(options: Options): Handle;
 

@@ -9,10 +9,14 @@
 
 import { crossOrigin, blobWorker } from './spawn.js';
 import { KEY, askConsent, bodyReady, remember, showIndicator, storedChoice } from './consent.js';
+import { agentLock } from './lock.js';
+import * as msg from './messages.js';
+import { watchPause } from './pause.js';
 import { peerHost } from './peers.js';
 
-const EVENTS = ['status', 'task', 'error'];
-const LOCK = 'idlecore-agent';
+const { EVENTS } = msg;
+/** The handle's events: 'status', 'task' and 'error'. */
+export { EVENTS } from './messages.js';
 const AGENT = 'agent.js';
 const TEXTS = {
   text: 'May this site use some of your device\u2019s idle processing power for computations while this page is open? ' +
@@ -82,26 +86,52 @@ export function setConsent(choice) {
   remember(choice);
 }
 
+/** Listeners by event type: `on` adds one, `emit` calls each (a throwing one is logged). */
+function listeners() {
+  const all = Object.fromEntries(EVENTS.map((e) => [e, new Set()]));
+  return {
+    on(type, cb) {
+      if (!EVENTS.includes(type)) throw new TypeError(`idlecore: unknown event ${type}`);
+      if (typeof cb !== 'function') throw new TypeError('idlecore: on(type, cb) needs a function');
+      all[type].add(cb);
+      return () => all[type].delete(cb);
+    },
+    emit(type, payload) {
+      for (const cb of all[type]) {
+        try { cb(payload); } catch (e) { console.error('idlecore: listener failed', e); }
+      }
+    },
+  };
+}
+
+/** The options the agent Worker takes (see `AgentOptions` in src/page/messages.rs). */
+function agentOptions(opts, paused) {
+  const config = {
+    coordinator: opts.coordinator,
+    cpu: opts.cpu,
+    cores: opts.cores ?? ((globalThis.navigator && navigator.hardwareConcurrency) || 2),
+    agent: `idlecore-web/0.1 ${globalThis.navigator ? navigator.userAgent : ''}`.slice(0, 512),
+    paused,
+  };
+  for (const k of ['maxWorkers', 'prefetch', 'moduleCacheMib', 'peers', 'transport']) if (opts[k] !== undefined) config[k] = opts[k];
+  return config;
+}
+
 /**
  * Starts giving this page's idle CPU to a coordinator. Throws only for invalid
  * options; see index.d.ts for the options and the handle.
  */
 export function start(options) {
   const opts = validate(options);
-  const listeners = Object.fromEntries(EVENTS.map((e) => [e, new Set()]));
-  const emit = (type, payload) => {
-    for (const cb of listeners[type]) {
-      try { cb(payload); } catch (e) { console.error('idlecore: listener failed', e); }
-    }
-  };
-  let last = { state: 'starting', tasksDone: 0, tasksFailed: 0, cpuSeconds: 0, bytesIn: 0, bytesOut: 0, workers: 0, cpu: 0 };
+  const events = listeners();
+  let last = { state: msg.STARTING, tasksDone: 0, tasksFailed: 0, cpuSeconds: 0, bytesIn: 0, bytesOut: 0, workers: 0, cpu: 0 };
   const status = (state, extra = {}) => {
     last = { ...last, ...extra, state };
-    emit('status', { type: 'status', ...last });
+    events.emit(msg.STATUS, { type: msg.STATUS, ...last });
   };
   const fail = (message) => {
-    emit('error', { type: 'error', message });
-    status('failed', { lastError: message });
+    events.emit(msg.ERROR, { type: msg.ERROR, message });
+    status(msg.FAILED, { lastError: message });
   };
 
   let worker = null;
@@ -110,71 +140,56 @@ export function start(options) {
   let agentReady = false;
   let stopped = false;
   let indicator = null;
-  let releaseLock = null;
   let banner = null;
-  // Tabs of this origin: a visible tab waiting for the agent asks a hidden holder for it.
-  let tabs = null;
+  let pause = null;
+  let lock = null;
+  let unwatchRefusals = null;
+  let userPaused = false;
   const abort = typeof AbortController === 'function' ? new AbortController() : null;
-  const reasons = { user: false, hidden: false, battery: false };
-  const paused = () => reasons.user || reasons.hidden || reasons.battery;
-  const cleanups = [];
+  const paused = () => userPaused || Boolean(pause && pause.paused());
 
-  const post = (msg) => {
-    if (worker && agentReady) worker.postMessage(msg);
+  const post = (m) => {
+    if (worker && agentReady) worker.postMessage(m);
   };
   const sync = () => {
-    post({ cmd: paused() ? 'pause' : 'resume' });
+    post({ cmd: paused() ? msg.PAUSE : msg.RESUME });
     if (indicator) indicator.update(paused() ? 'CPU sharing paused' : `Sharing idle CPU (${Math.round(opts.cpu * 100)}%)`);
   };
 
-  // Follows visibility and battery from now on; resolves once the battery state is known.
-  async function watchPage() {
-    if (opts.pauseWhenHidden && typeof document !== 'undefined') {
-      const onVisibility = () => {
-        reasons.hidden = document.visibilityState === 'hidden';
+  function onAgentMessage(event) {
+    const m = event.data;
+    if (m && m.type === msg.RTC) {
+      peers.onMessage(m);
+      return;
+    }
+    if (!m || !EVENTS.includes(m.type)) return;
+    if (m.type === msg.STATUS) {
+      const first = !agentReady;
+      agentReady = true;
+      const { type, ...fields } = m;
+      last = { ...last, ...fields };
+      if (first) {
+        post({ cmd: msg.CPU, cpu: opts.cpu });
         sync();
-        if (reasons.hidden) handOver();
-        else if (!releaseLock && tabs) tabs.postMessage('want');
-      };
-      reasons.hidden = document.visibilityState === 'hidden';
-      document.addEventListener('visibilitychange', onVisibility);
-      cleanups.push(() => document.removeEventListener('visibilitychange', onVisibility));
-    }
-    if (typeof BroadcastChannel === 'function') {
-      tabs = new BroadcastChannel(LOCK);
-      tabs.onmessage = (e) => {
-        if (e.data === 'want' && reasons.hidden) handOver();
-      };
-      cleanups.push(() => {
-        tabs.close();
-        tabs = null;
-      });
-    }
-    // A refusal in another tab of this origin (its banner, its Stop) stops this one too.
-    const onStorage = (e) => {
-      if (e.key === KEY && e.newValue === 'denied') handle.stop();
-    };
-    if (typeof addEventListener === 'function') {
-      addEventListener('storage', onStorage);
-      cleanups.push(() => removeEventListener('storage', onStorage));
-    }
-    if (opts.pauseOnBattery && globalThis.navigator && typeof navigator.getBattery === 'function') {
-      try {
-        const battery = await navigator.getBattery();
-        const onCharging = () => {
-          reasons.battery = !battery.charging;
-          sync();
-        };
-        reasons.battery = !battery.charging;
-        battery.addEventListener('chargingchange', onCharging);
-        cleanups.push(() => battery.removeEventListener('chargingchange', onCharging));
-      } catch {
-        // No battery information: never pause for it.
       }
     }
+    if (m.type === msg.ERROR && m.fatal) {
+      teardown();
+      fail(m.message);
+      return;
+    }
+    events.emit(m.type, m);
   }
 
+  // Starts the agent Worker; false if the page does not allow it.
   function launch() {
+    if (stopped) return false;
+    // Refused in another tab while this one waited.
+    if (storedChoice() === 'denied') {
+      teardown();
+      status(msg.DECLINED);
+      return false;
+    }
     try {
       worker = crossOrigin(import.meta.url)
         ? blobWorker(new URL(/* webpackIgnore: true */ AGENT, import.meta.url))
@@ -186,45 +201,14 @@ export function start(options) {
       return false;
     }
     peers = peerHost(worker);
-    worker.onmessage = (event) => {
-      const msg = event.data;
-      if (msg && msg.type === 'rtc') {
-        peers.onMessage(msg);
-        return;
-      }
-      if (!msg || !EVENTS.includes(msg.type)) return;
-      if (msg.type === 'status') {
-        const first = !agentReady;
-        agentReady = true;
-        const { type, ...fields } = msg;
-        last = { ...last, ...fields };
-        if (first) {
-          post({ cmd: 'cpu', cpu: opts.cpu });
-          sync();
-        }
-      }
-      if (msg.type === 'error' && msg.fatal) {
-        teardown();
-        fail(msg.message);
-        return;
-      }
-      emit(msg.type, msg);
-    };
+    worker.onmessage = onAgentMessage;
     worker.onerror = (event) => {
       event.preventDefault();
       teardown();
       fail(event.message || 'the agent Worker failed to load');
     };
-    const config = {
-      coordinator: opts.coordinator,
-      cpu: opts.cpu,
-      cores: opts.cores ?? ((globalThis.navigator && navigator.hardwareConcurrency) || 2),
-      agent: `idlecore-web/0.1 ${globalThis.navigator ? navigator.userAgent : ''}`.slice(0, 512),
-      paused: paused(),
-    };
-    for (const k of ['maxWorkers', 'prefetch', 'moduleCacheMib', 'peers', 'transport']) if (opts[k] !== undefined) config[k] = opts[k];
-    worker.postMessage(config);
-    status('loading');
+    worker.postMessage(agentOptions(opts, paused()));
+    status(msg.LOADING);
     if (opts.indicator && typeof document !== 'undefined') {
       indicator = showIndicator(() => {
         remember('denied');
@@ -244,105 +228,90 @@ export function start(options) {
     agentReady = false;
     if (indicator) indicator.remove();
     indicator = null;
-    if (releaseLock) releaseLock();
-    releaseLock = null;
+    if (lock) lock.release();
   }
 
   function teardown() {
     endAgent();
     if (banner) banner.close();
     banner = null;
-    for (const c of cleanups.splice(0)) c();
+    for (const part of [lock, pause]) if (part) part.close();
+    lock = pause = null;
+    if (unwatchRefusals) unwatchRefusals();
+    unwatchRefusals = null;
   }
 
-  // Runs the agent while this tab holds the origin's lock; other tabs wait.
-  async function holdLock() {
-    status('standby');
-    try {
-      const held = navigator.locks.request(LOCK, abort ? { signal: abort.signal } : {}, () => {
-        if (stopped) return undefined;
-        // Refused in another tab while this one waited.
-        if (storedChoice() === 'denied') {
-          teardown();
-          status('declined');
-          return undefined;
-        }
-        if (!launch()) return undefined;
-        return new Promise((resolve) => { releaseLock = resolve; });
-      });
-      // A hidden holder hearing this hands the agent over. Asked once the
-      // request is surely registered (a query after it sees it), so the
-      // holder's own query finds it pending.
-      if (tabs && !reasons.hidden) navigator.locks.query().then(() => tabs && tabs.postMessage('want'), () => {});
-      await held;
-    } catch (e) {
-      if (!stopped) fail(`cannot take the agent lock: ${e && e.message ? e.message : e}`);
-    }
-  }
-
-  // A hidden tab holding the agent gives it to a tab waiting for it (which
-  // may be the one the visitor is looking at) and queues behind it.
-  async function handOver() {
-    if (!releaseLock || !navigator.locks.query) return;
-    const { pending = [] } = await navigator.locks.query();
-    if (!releaseLock || !reasons.hidden || !pending.some((l) => l.name === LOCK)) return;
-    endAgent();
-    holdLock();
+  // A refusal in another tab of this origin (its banner, its Stop) stops this one too.
+  function watchRefusals() {
+    if (typeof addEventListener !== 'function') return null;
+    const onStorage = (e) => {
+      if (e.key === KEY && e.newValue === 'denied') handle.stop();
+    };
+    addEventListener('storage', onStorage);
+    return () => removeEventListener('storage', onStorage);
   }
 
   async function run() {
     if (stopped) return;
     const missing = unsupported();
-    if (missing) return status('unsupported', { lastError: missing });
-    if (storedChoice() === 'denied') return status('declined');
+    if (missing) return status(msg.UNSUPPORTED, { lastError: missing });
+    if (storedChoice() === 'denied') return status(msg.DECLINED);
     if (opts.consent === 'ask' && storedChoice() !== 'granted') {
-      status('waiting-consent');
+      status(msg.WAITING_CONSENT);
       await bodyReady();
       if (stopped) return;
       banner = askConsent(opts.banner);
       const yes = await banner.answer;
       banner = null;
       remember(yes ? 'granted' : 'denied');
-      if (!yes) return status('declined');
+      if (!yes) return status(msg.DECLINED);
     }
     await bodyReady();
     if (stopped) return;
-    await watchPage();
+    lock = agentLock({
+      run: launch,
+      end: endAgent,
+      standby: () => status(msg.STANDBY),
+      hidden: () => Boolean(pause && pause.hidden()),
+      fail,
+      signal: abort && abort.signal,
+    });
+    pause = watchPause(opts, sync, (hidden) => {
+      if (!lock) return;
+      if (hidden) lock.handOver();
+      else lock.want();
+    });
+    unwatchRefusals = watchRefusals();
+    await pause.ready;
     if (stopped) return teardown();
-    if (globalThis.navigator && navigator.locks) await holdLock();
-    else launch();
+    await lock.hold();
   }
 
   const handle = {
     /** Listens for 'status' | 'task' | 'error'; returns a function that stops listening. */
-    on(type, cb) {
-      if (!EVENTS.includes(type)) throw new TypeError(`idlecore: unknown event ${type}`);
-      if (typeof cb !== 'function') throw new TypeError('idlecore: on(type, cb) needs a function');
-      listeners[type].add(cb);
-      return () => listeners[type].delete(cb);
-    },
+    on: events.on,
     /** Stops the agent and every executor at once; a stopped handle stays stopped. */
     stop() {
       if (stopped) return;
       stopped = true;
       if (abort) abort.abort();
       teardown();
-      status('stopped', { workers: 0, cpu: 0 });
+      status(msg.STOPPED, { workers: 0, cpu: 0 });
     },
     /** Stops computing within a second, keeping the connection; `resume()` goes on. */
     pause() {
-      reasons.user = true;
+      userPaused = true;
       sync();
     },
     resume() {
-      reasons.user = false;
+      userPaused = false;
       sync();
     },
     /** A new share of the device's cores × time, 0 to 1. */
     setCpu(fraction) {
       if (!OPTIONS.cpu[0](fraction)) throw new TypeError(`idlecore: setCpu takes ${OPTIONS.cpu[1]}`);
       opts.cpu = fraction;
-      post({ cmd: 'cpu', cpu: fraction });
+      post({ cmd: msg.CPU, cpu: fraction });
       sync();
     },
     /** The latest figures: tasks done, CPU-seconds given, bytes moved. */

@@ -12,6 +12,8 @@
 // the bytes the channel has sent so far, as its buffer drains (the agent's
 // flow control).
 
+import { RTC } from './messages.js';
+
 const LOW_WATER = 64 * 1024;
 // Connections at once; the agent keeps fewer, this only bounds a runaway.
 const MAX_PEERS = 32;
@@ -19,7 +21,7 @@ const MAX_PEERS = 32;
 /** Handles the agent's `rtc` messages; returns `{ onMessage(msg), close() }`. */
 export function peerHost(agent) {
   const peers = new Map();
-  const tell = (peer, fields, transfer) => agent.postMessage({ cmd: 'rtc', peer, ...fields }, transfer || []);
+  const tell = (peer, fields, transfer) => agent.postMessage({ cmd: RTC, peer, ...fields }, transfer || []);
 
   // Ends a connection (only if it is still `owner`, when given: events of a
   // replaced one are late); `why` (a reason) tells the agent, which did not ask for it.

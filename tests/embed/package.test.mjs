@@ -160,7 +160,7 @@ test('the packed package holds every file its code refers to', () => {
     for (const ref of refs) visit(normalize(join(dirname(file), ref)));
   };
   for (const entry of ['index.js', 'idlecore.js', 'index.d.ts']) visit(entry);
-  for (const must of ['agent.js', 'executor.js', 'spawn.js', 'consent.js', 'idlecore_wasm_bg.wasm']) {
+  for (const must of ['agent.js', 'executor.js', 'spawn.js', 'consent.js', 'lock.js', 'pause.js', 'messages.js', 'peers.js', 'idlecore_wasm_bg.wasm']) {
     assert.ok(seen.has(must), `${must} is reachable from the entry points`);
   }
   assert.ok([...seen].some((f) => f.startsWith('snippets/')), 'wasm-bindgen snippets are shipped');

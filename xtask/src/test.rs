@@ -21,11 +21,17 @@ pub fn run_group(group: &str) -> anyhow::Result<()> {
             // The coordinator builds without WebRTC too (`--no-default-features`).
             crate::run(Command::new("cargo").args(["check", "-p", "idlecore-coordinator", "-p", "idlecore-cli", "--no-default-features"]))
         }
-        "browser" => crate::run(
-            Command::new("wasm-pack")
-                .args(["test", "--headless", "--chrome", "--mode", "no-install"])
-                .env("WASM_BINDGEN_TEST_TIMEOUT", "120"),
-        ),
+        "browser" => {
+            // The browser tests' targets embed modules the build makes, so
+            // their lint waits for it (the library's ran in `lint`).
+            let wasm_tests = ["clippy", "-p", "idlecore", "--target", "wasm32-unknown-unknown", "--tests", "--", "-D", "warnings"];
+            crate::run(Command::new("cargo").args(wasm_tests))?;
+            crate::run(
+                Command::new("wasm-pack")
+                    .args(["test", "--headless", "--chrome", "--mode", "no-install"])
+                    .env("WASM_BINDGEN_TEST_TIMEOUT", "120"),
+            )
+        }
         // Browsers are heavy on two cores: one end-to-end test at a time.
         "e2e" => crate::run(Command::new("cargo").args(["test", "-p", "idlecore-e2e", "--", "--test-threads=1"])),
         // The npm package, script tag, consent and CPU budget in headless Chromium.
@@ -52,17 +58,8 @@ pub fn run_group(group: &str) -> anyhow::Result<()> {
 fn lint() -> anyhow::Result<()> {
     crate::run(Command::new("cargo").args(["fmt", "--all", "--check"]))?;
     crate::run(Command::new("cargo").args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
-    crate::run(Command::new("cargo").args([
-        "clippy",
-        "-p",
-        "idlecore",
-        "--target",
-        "wasm32-unknown-unknown",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]))
+    // The browser worker's library for wasm32 (its tests' lint is in `browser`).
+    crate::run(Command::new("cargo").args(["clippy", "-p", "idlecore", "--target", "wasm32-unknown-unknown", "--lib", "--", "-D", "warnings"]))
 }
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
