@@ -59,7 +59,17 @@ fn lint() -> anyhow::Result<()> {
     crate::run(Command::new("cargo").args(["fmt", "--all", "--check"]))?;
     crate::run(Command::new("cargo").args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     // The browser worker's library for wasm32 (its tests' lint is in `browser`).
-    crate::run(Command::new("cargo").args(["clippy", "-p", "idlecore", "--target", "wasm32-unknown-unknown", "--lib", "--", "-D", "warnings"]))
+    crate::run(Command::new("cargo").args([
+        "clippy",
+        "-p",
+        "idlecore",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--lib",
+        "--",
+        "-D",
+        "warnings",
+    ]))
 }
 
 pub fn run(args: &[String]) -> anyhow::Result<()> {
