@@ -63,8 +63,7 @@ impl Host {
 
     /// The frames sent since the last look, decoded.
     fn sent(&mut self) -> Vec<WorkerMessage> {
-        let out = self.take();
-        out.into_iter().filter_map(|o| if let Output::Send(f) = o { Some(decode_worker(&f).unwrap()) } else { None }).collect()
+        sent_in(&self.take())
     }
 
     fn frame(&mut self, conn: u32, msg: CoordinatorMessage) {
@@ -127,6 +126,11 @@ fn module_loaded(h: &mut Host, n: u8) {
     h.input(Input::Loaded { hash: hash(n), kind: Kind::Module, result: Ok((Blob::Module("m"), 100, Source::Network)) });
 }
 
+/// The frames among `out`, decoded.
+fn sent_in(out: &[Out]) -> Vec<WorkerMessage> {
+    out.iter().filter_map(|o| if let Output::Send(f) = o { Some(decode_worker(f).unwrap()) } else { None }).collect()
+}
+
 fn runs(out: &[Out]) -> Vec<(usize, u64)> {
     out.iter().filter_map(|o| if let Output::Run { slot, lease, .. } = o { Some((*slot, lease.lease)) } else { None }).collect()
 }
@@ -178,7 +182,7 @@ fn a_lease_loads_its_module_runs_reports_and_is_forgotten_once_acknowledged() {
     h.input(Input::RunEnded { id, frame: result(10), ran_ms: 40 });
     let out = h.take();
     assert!(out.iter().any(|o| matches!(o, Output::Task(t) if t.ok && t.task == 10 && t.elapsed_ms == 3)));
-    let sent: Vec<WorkerMessage> = out.iter().filter_map(|o| if let Output::Send(f) = o { decode_worker(f).ok() } else { None }).collect();
+    let sent = sent_in(&out);
     assert!(matches!(&sent[..], [WorkerMessage::Result(r)] if r.lease == 10));
     assert_eq!((h.a.status().tasks_done, h.a.status().running), (1, 0));
     assert!((h.a.status().cpu_seconds - 0.04).abs() < 1e-9);
@@ -315,7 +319,7 @@ fn pausing_ends_executors_and_gives_leases_back_then_resuming_offers_again() {
     let out = h.take();
     assert_eq!(out.iter().filter(|o| matches!(o, Output::Retire { .. })).count(), 2);
     assert!(out.iter().any(|o| matches!(o, Output::Inactive)));
-    let sent: Vec<WorkerMessage> = out.iter().filter_map(|o| if let Output::Send(f) = o { decode_worker(f).ok() } else { None }).collect();
+    let sent = sent_in(&out);
     assert!(matches!(sent[0], WorkerMessage::Capacity(c) if c.slots == 0), "capacity first, so nothing comes back: {sent:?}");
     let mut given_back: Vec<u64> = failures(&sent)
         .iter()
@@ -356,7 +360,7 @@ fn a_run_past_its_deadline_fails_and_its_executor_starts_again() {
     h.advance(1);
     let out = h.take();
     assert!(out.iter().any(|o| matches!(o, Output::Spawn { slot: 0, .. })));
-    let sent: Vec<WorkerMessage> = out.iter().filter_map(|o| if let Output::Send(f) = o { decode_worker(f).ok() } else { None }).collect();
+    let sent = sent_in(&out);
     assert_eq!(failures(&sent), [(10, FailureKind::Timeout)]);
     // The old executor's late answer is stale.
     h.input(Input::RunEnded { id: 1, frame: result(10), ran_ms: 5_100 });
@@ -394,7 +398,7 @@ fn an_executor_that_keeps_failing_is_started_again_after_a_pause() {
     h.input(Input::ExecutorFailed { id, why: "script failed".into() });
     let out = h.take();
     assert!(!out.iter().any(|o| matches!(o, Output::Spawn { .. })), "a pause first");
-    let sent: Vec<WorkerMessage> = out.iter().filter_map(|o| if let Output::Send(f) = o { decode_worker(f).ok() } else { None }).collect();
+    let sent = sent_in(&out);
     assert_eq!(failures(&sent), [(10, FailureKind::ExecutorCrashed)], "no executor at all: the queued lease goes back");
     assert!(h.a.status().last_error.as_deref().unwrap().contains("trying again in 1000 ms"));
     h.advance(999);
@@ -428,7 +432,7 @@ fn inputs_load_within_their_budget_and_a_lease_whose_blob_fails_fails() {
     module_loaded(&mut h, 5);
     h.input(Input::Loaded { hash: hash(20), kind: Kind::Input, result: Err((FailureKind::InputFetch, "HTTP 404".into())) });
     let out = h.take();
-    let sent: Vec<WorkerMessage> = out.iter().filter_map(|o| if let Output::Send(f) = o { decode_worker(f).ok() } else { None }).collect();
+    let sent = sent_in(&out);
     assert_eq!(failures(&sent), [(1, FailureKind::InputFetch)]);
     assert!(
         out.iter().any(|o| matches!(o, Output::Load { hash: h, kind: Kind::Input, .. } if *h == hash(21))),

@@ -47,33 +47,24 @@ impl Client {
         format!("{}{path}", self.base)
     }
 
+    /// Uploads bytes to `path` (modules, blobs); the hash in the answer.
+    async fn upload(&self, path: &str, bytes: Vec<u8>) -> anyhow::Result<Sha256Hash> {
+        let request = self.http.post(self.url(path)).bearer_auth(&self.token).body(bytes);
+        let resp = request.send().await.with_context(|| format!("cannot reach the coordinator at {}", self.base))?;
+        let v: serde_json::Value = Self::check(resp).await?.json().await?;
+        let text = v["hash"].as_str().context("no hash in the answer")?;
+        text.parse().map_err(|e| anyhow::anyhow!("the answer's hash {text:?} is {e}"))
+    }
+
     /// Uploads a module; the hash jobs name it by.
     pub async fn upload_module(&self, bytes: Vec<u8>) -> anyhow::Result<Sha256Hash> {
-        let resp = self
-            .http
-            .post(self.url("/api/modules"))
-            .bearer_auth(&self.token)
-            .body(bytes)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the coordinator at {}", self.base))?;
-        let v: serde_json::Value = Self::check(resp).await?.json().await?;
-        answer_hash(&v)
+        self.upload("/api/modules", bytes).await
     }
 
     /// Uploads a task input; the reference tasks name it by.
     pub async fn upload_blob(&self, bytes: Vec<u8>) -> anyhow::Result<BlobRef> {
         let size = bytes.len() as u64;
-        let resp = self
-            .http
-            .post(self.url("/api/blobs"))
-            .bearer_auth(&self.token)
-            .body(bytes)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the coordinator at {}", self.base))?;
-        let v: serde_json::Value = Self::check(resp).await?.json().await?;
-        Ok(BlobRef { hash: answer_hash(&v)?, size })
+        Ok(BlobRef { hash: self.upload("/api/blobs", bytes).await?, size })
     }
 
     /// Creates the job; while the coordinator is full (503), waits as long as
@@ -131,10 +122,4 @@ impl Client {
         }
         Ok(())
     }
-}
-
-/// The `hash` of an upload's answer.
-fn answer_hash(v: &serde_json::Value) -> anyhow::Result<Sha256Hash> {
-    let text = v["hash"].as_str().context("no hash in the answer")?;
-    text.parse().map_err(|e| anyhow::anyhow!("the answer's hash {text:?} is {e}"))
 }
