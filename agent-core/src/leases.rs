@@ -4,7 +4,7 @@
 //! decides how many executors there are and how much credit is offered.
 
 use crate::{Agent, Output, TaskEvent};
-use idlecore_protocol::{encode_worker, FailureKind, Lease, TaskFailure, WorkerMessage};
+use idlecore_protocol::{encode_worker, FailureKind, Lease, LeaseId, TaskFailure, WorkerMessage};
 
 impl<M: Clone, I: Clone> Agent<M, I> {
     /// Brings executors, held leases, the coordinator's view and the session
@@ -67,7 +67,7 @@ impl<M: Clone, I: Clone> Agent<M, I> {
 
     /// The coordinator no longer wants the lease: forgotten if waiting,
     /// stopped (its executor started again) if running. No report.
-    pub(crate) fn cancel(&mut self, lease: u64) {
+    pub(crate) fn cancel(&mut self, lease: LeaseId) {
         self.waiting.retain(|l| l.lease != lease);
         if let Some(slot) = self.slots.running(lease) {
             self.replace_slot(slot);
@@ -77,7 +77,7 @@ impl<M: Clone, I: Clone> Agent<M, I> {
     }
 
     /// A run is over (or stopped): forgets it; returns its (job, task).
-    pub(crate) fn end_run(&mut self, lease: u64) -> Option<(u64, u32)> {
+    pub(crate) fn end_run(&mut self, lease: LeaseId) -> Option<(u64, u32)> {
         let ids = self.running.remove(&lease);
         if self.carried.remove(&lease) {
             // Its executor is free for this session's leases now.
@@ -87,14 +87,14 @@ impl<M: Clone, I: Clone> Agent<M, I> {
     }
 
     /// Gives a lease back unrun or stopped; the coordinator re-queues it for free.
-    pub(crate) fn withdraw(&mut self, lease: u64) {
+    pub(crate) fn withdraw(&mut self, lease: LeaseId) {
         let why = if self.paused { "paused" } else { "the CPU budget was lowered" };
         let failure = TaskFailure { lease, kind: FailureKind::Withdrawn, message: why.into() };
         self.report(lease, encode_worker(&WorkerMessage::Failure(failure)));
     }
 
     /// Reports that the lease failed here, for `kind`'s reason.
-    pub(crate) fn fail(&mut self, lease: u64, ids: (u64, u32), kind: FailureKind, message: String) {
+    pub(crate) fn fail(&mut self, lease: LeaseId, ids: (u64, u32), kind: FailureKind, message: String) {
         self.status.tasks_failed += 1;
         self.task_event(ids, false, 0);
         self.report(lease, encode_worker(&WorkerMessage::Failure(TaskFailure { lease, kind, message })));

@@ -33,7 +33,7 @@ pub use budget::Plan;
 pub use loading::{Blob, Kind, Loaded, Source};
 pub use status::{Status, TaskEvent};
 
-use idlecore_protocol::{FailureKind, IceServer, Lease, Sha256Hash, Signal, Sources, WorkerMessage};
+use idlecore_protocol::{FailureKind, IceServer, Lease, LeaseId, Sha256Hash, Signal, Sources, WorkerMessage};
 use std::collections::{HashMap, HashSet, VecDeque};
 
 /// Milliseconds on the host's monotonic clock (any fixed origin).
@@ -163,10 +163,10 @@ pub struct Agent<M, I> {
     /// Leases not started yet, oldest first.
     waiting: VecDeque<Lease>,
     /// Leases running, with their (job, task).
-    running: HashMap<u64, (u64, u32)>,
+    running: HashMap<LeaseId, (u64, u32)>,
     /// Runs started under an earlier session (kept running through a
     /// disconnect); the current session is offered that much less.
-    carried: HashSet<u64>,
+    carried: HashSet<LeaseId>,
 }
 
 impl<M: Clone, I: Clone> Agent<M, I> {

@@ -5,8 +5,8 @@
 
 use crate::{Agent, Millis, Output};
 use idlecore_protocol::{
-    decode_coordinator, encode_worker, Capacity, CoordinatorMessage, Have, Heartbeat, Hello, IceServer, Sha256Hash, WorkerMessage,
-    PROTOCOL_VERSION,
+    decode_coordinator, encode_worker, Capacity, CoordinatorMessage, Have, Heartbeat, Hello, IceServer, LeaseId, ResumeSecret, Sha256Hash,
+    WorkerMessage, PROTOCOL_VERSION,
 };
 
 const BACKOFF_START_MS: u32 = 250;
@@ -44,8 +44,11 @@ pub(crate) struct SessionState {
     /// Reports not yet acknowledged, by lease: sent again after the next
     /// Welcome if the connection drops first (the coordinator takes a report
     /// once and acknowledges repeats). Bounded; the oldest go first.
-    unacked: std::collections::VecDeque<(u64, Vec<u8>)>,
+    unacked: std::collections::VecDeque<(LeaseId, Vec<u8>)>,
     unacked_bytes: usize,
+    /// The last `Welcome`'s secret: the next `Hello` proves with it that this
+    /// is the same worker, so that the reports sent again are taken.
+    resume: Option<ResumeSecret>,
 }
 
 impl SessionState {
@@ -58,6 +61,7 @@ impl SessionState {
             rng: seed | 1,
             unacked: Default::default(),
             unacked_bytes: 0,
+            resume: None,
         }
     }
 
@@ -163,7 +167,7 @@ impl<M: Clone, I: Clone> Agent<M, I> {
         if let Some(s) = &mut self.session.session {
             s.capacity = slots;
         }
-        let hello = Hello { version: PROTOCOL_VERSION, slots, agent: self.cfg.agent.clone() };
+        let hello = Hello { version: PROTOCOL_VERSION, slots, agent: self.cfg.agent.clone(), resume: self.session.resume };
         self.send_frame(encode_worker(&WorkerMessage::Hello(hello)));
     }
 
@@ -179,6 +183,7 @@ impl<M: Clone, I: Clone> Agent<M, I> {
         match msg {
             CoordinatorMessage::Welcome(w) => {
                 let next = self.now + w.heartbeat_ms.max(MIN_HEARTBEAT_MS) as Millis;
+                self.session.resume = Some(w.resume);
                 if let Some(s) = &mut self.session.session {
                     s.welcomed = Some(Welcomed { blob_path: w.blob_path, ice_servers: w.ice_servers, heartbeat_ms: w.heartbeat_ms });
                     s.next_heartbeat = Some(next);
@@ -196,7 +201,11 @@ impl<M: Clone, I: Clone> Agent<M, I> {
             }
             CoordinatorMessage::Lease(lease) => self.take(vec![lease]),
             CoordinatorMessage::Leases(batch) => self.take(batch),
-            CoordinatorMessage::Cancel(c) => self.cancel(c.lease),
+            CoordinatorMessage::Cancel(c) => {
+                for lease in c.leases {
+                    self.cancel(lease);
+                }
+            }
             CoordinatorMessage::Ack(a) => {
                 if let Some(at) = self.session.unacked.iter().position(|(l, _)| *l == a.lease) {
                     let (_, frame) = self.session.unacked.remove(at).expect("position is valid");
@@ -222,7 +231,7 @@ impl<M: Clone, I: Clone> Agent<M, I> {
 
     /// Sends a run's report now if welcomed, and keeps it until acknowledged
     /// (see `unacked`). Dropped reports' tasks simply run again.
-    pub(crate) fn report(&mut self, lease: u64, frame: Vec<u8>) {
+    pub(crate) fn report(&mut self, lease: LeaseId, frame: Vec<u8>) {
         let s = &mut self.session;
         s.unacked_bytes += frame.len();
         s.unacked.push_back((lease, frame.clone()));

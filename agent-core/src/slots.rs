@@ -7,7 +7,7 @@
 //! replaced is recognised as stale.
 
 use crate::{Agent, Millis, Output};
-use idlecore_protocol::{decode_worker, FailureKind, WorkerMessage};
+use idlecore_protocol::{decode_worker, FailureKind, LeaseId, WorkerMessage};
 
 const MAX_CRASHES: u32 = 3;
 const REVIVE_START_MS: Millis = 1_000;
@@ -19,7 +19,7 @@ pub(crate) enum State {
     Starting,
     Idle,
     Running {
-        lease: u64,
+        lease: LeaseId,
         started: Millis,
         deadline: Millis,
     },
@@ -60,7 +60,7 @@ impl Slots {
         self.slots.iter().position(|s| s.state == State::Idle)
     }
 
-    pub(crate) fn running(&self, lease: u64) -> Option<usize> {
+    pub(crate) fn running(&self, lease: LeaseId) -> Option<usize> {
         self.slots.iter().position(|s| matches!(s.state, State::Running { lease: l, .. } if l == lease))
     }
 
@@ -85,7 +85,7 @@ impl Slots {
 impl<M: Clone, I: Clone> Agent<M, I> {
     /// Grows to `n` executors, or shrinks by ending the last ones; returns
     /// the leases that were running in the slots removed.
-    pub(crate) fn resize(&mut self, n: usize) -> Vec<u64> {
+    pub(crate) fn resize(&mut self, n: usize) -> Vec<LeaseId> {
         let mut stopped = vec![];
         while self.slots.slots.len() > n {
             let slot = self.slots.slots.len() - 1;
@@ -113,7 +113,7 @@ impl<M: Clone, I: Clone> Agent<M, I> {
     }
 
     /// Puts the lease on the slot's executor.
-    pub(crate) fn occupy(&mut self, slot: usize, lease: u64, timeout_ms: u32) {
+    pub(crate) fn occupy(&mut self, slot: usize, lease: LeaseId, timeout_ms: u32) {
         let (started, deadline) = (self.now, self.now + timeout_ms as Millis);
         self.slots.slots[slot].state = State::Running { lease, started, deadline };
     }

@@ -3,8 +3,8 @@
 
 use super::*;
 use idlecore_protocol::{
-    decode_worker, encode_coordinator, encode_worker, Ack, BlobTarget, Cancel, CoordinatorMessage, InputBlob, TaskLimits, TaskResult,
-    Welcome,
+    decode_worker, encode_coordinator, encode_worker, Ack, BlobTarget, Cancel, CoordinatorMessage, InputBlob, LeaseId, TaskLimits,
+    TaskResult, Welcome,
 };
 
 /// A module handle and an input handle, as a host would have them.
@@ -73,8 +73,15 @@ impl Host {
     /// Opens connection `conn` and welcomes it (heartbeats every second).
     fn welcome(&mut self, conn: u32) {
         self.input(Input::Opened { conn });
-        let welcome =
-            Welcome { version: 3, session: 1, heartbeat_ms: 1000, blob_path: "/blobs/".into(), max_frame: 1 << 24, ice_servers: vec![] };
+        let welcome = Welcome {
+            version: 4,
+            session: 1,
+            heartbeat_ms: 1000,
+            blob_path: "/blobs/".into(),
+            max_frame: 1 << 24,
+            ice_servers: vec![],
+            resume: [1; 24],
+        };
         self.frame(conn, CoordinatorMessage::Welcome(welcome));
     }
 
@@ -93,7 +100,7 @@ fn hash(n: u8) -> Sha256Hash {
     Sha256Hash([n; 32])
 }
 
-fn lease(id: u64, module: u8) -> Lease {
+fn lease(id: LeaseId, module: u8) -> Lease {
     Lease {
         lease: id,
         job: 1,
@@ -110,7 +117,7 @@ fn lease(id: u64, module: u8) -> Lease {
     }
 }
 
-fn result(lease: u64) -> Vec<u8> {
+fn result(lease: LeaseId) -> Vec<u8> {
     encode_worker(&WorkerMessage::Result(TaskResult {
         lease,
         exit_code: 0,
@@ -131,11 +138,11 @@ fn sent_in(out: &[Out]) -> Vec<WorkerMessage> {
     out.iter().filter_map(|o| if let Output::Send(f) = o { Some(decode_worker(f).unwrap()) } else { None }).collect()
 }
 
-fn runs(out: &[Out]) -> Vec<(usize, u64)> {
+fn runs(out: &[Out]) -> Vec<(usize, LeaseId)> {
     out.iter().filter_map(|o| if let Output::Run { slot, lease, .. } = o { Some((*slot, lease.lease)) } else { None }).collect()
 }
 
-fn failures(sent: &[WorkerMessage]) -> Vec<(u64, FailureKind)> {
+fn failures(sent: &[WorkerMessage]) -> Vec<(LeaseId, FailureKind)> {
     sent.iter().filter_map(|m| if let WorkerMessage::Failure(f) = m { Some((f.lease, f.kind)) } else { None }).collect()
 }
 
@@ -218,18 +225,22 @@ fn reports_not_acknowledged_are_sent_again_after_reconnecting_with_backoff() {
     assert_eq!(h.a.status().state, "connecting");
     h.input(Input::Opened { conn: 2 });
     match &h.sent()[..] {
-        [WorkerMessage::Hello(hello)] => assert_eq!(hello.slots, 2, "the run carried over has ended"),
+        [WorkerMessage::Hello(hello)] => {
+            assert_eq!(hello.slots, 2, "the run carried over has ended");
+            assert_eq!(hello.resume, Some([1; 24]), "the new session proves it is the same worker");
+        }
         other => panic!("{other:?}"),
     }
     h.frame(
         2,
         CoordinatorMessage::Welcome(Welcome {
-            version: 3,
+            version: 4,
             session: 2,
             heartbeat_ms: 1000,
             blob_path: "/b/".into(),
             max_frame: 1 << 24,
             ice_servers: vec![],
+            resume: [2; 24],
         }),
     );
     let sent = h.sent();
@@ -299,11 +310,11 @@ fn leases_past_the_credit_are_given_back_and_cancels_stop_runs() {
     assert_eq!(failures(&h.sent()), [(3, FailureKind::Withdrawn)], "one executor + one prefetched");
     module_loaded(&mut h, 5);
     h.take();
-    h.frame(1, CoordinatorMessage::Cancel(Cancel { lease: 1 }));
+    h.frame(1, CoordinatorMessage::Cancel(Cancel { leases: vec![1] }));
     let out = h.take();
     assert!(out.iter().any(|o| matches!(o, Output::Spawn { slot: 0, .. })), "the run's executor is started again: {out:?}");
     assert!(!out.iter().any(|o| matches!(o, Output::Send(_))), "a cancelled run reports nothing");
-    h.frame(1, CoordinatorMessage::Cancel(Cancel { lease: 2 }));
+    h.frame(1, CoordinatorMessage::Cancel(Cancel { leases: vec![2, 77] }));
     assert_eq!(h.a.status().queued, 0);
 }
 
@@ -321,7 +332,7 @@ fn pausing_ends_executors_and_gives_leases_back_then_resuming_offers_again() {
     assert!(out.iter().any(|o| matches!(o, Output::Inactive)));
     let sent = sent_in(&out);
     assert!(matches!(sent[0], WorkerMessage::Capacity(c) if c.slots == 0), "capacity first, so nothing comes back: {sent:?}");
-    let mut given_back: Vec<u64> = failures(&sent)
+    let mut given_back: Vec<LeaseId> = failures(&sent)
         .iter()
         .map(|(l, k)| {
             assert_eq!(*k, FailureKind::Withdrawn);
@@ -424,7 +435,7 @@ fn inputs_load_within_their_budget_and_a_lease_whose_blob_fails_fails() {
     h.welcome(1);
     h.take();
     let with_input =
-        |id: u64, n: u8, size: u64| Lease { blobs: vec![InputBlob { hash: hash(n), size, target: BlobTarget::Stdin }], ..lease(id, 5) };
+        |id: LeaseId, n: u8, size: u64| Lease { blobs: vec![InputBlob { hash: hash(n), size, target: BlobTarget::Stdin }], ..lease(id, 5) };
     h.frame(1, CoordinatorMessage::Leases(vec![with_input(1, 20, 80), with_input(2, 21, 80)]));
     let loads: Vec<(Sha256Hash, Kind)> =
         h.take().iter().filter_map(|o| if let Output::Load { hash, kind, .. } = o { Some((*hash, *kind)) } else { None }).collect();

@@ -93,7 +93,7 @@ fn sigterm_closes_sessions_and_exits_cleanly() {
 }
 
 /// Reports a failure and waits for its ack; returns a lease that came meanwhile.
-fn fail(w: &mut ProtoWorker, lease: u64, kind: FailureKind) -> Option<Lease> {
+fn fail(w: &mut ProtoWorker, lease: LeaseId, kind: FailureKind) -> Option<Lease> {
     w.report(&WorkerMessage::Failure(TaskFailure { lease, kind, message: kind.as_str().into() })).unwrap().pop()
 }
 

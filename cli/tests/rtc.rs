@@ -46,7 +46,7 @@ fn session_over_a_data_channel(c: &idlecore_e2e::Coordinator, slots: u32) -> Coo
             }
             Output::Event(Event::ChannelOpen(id, _)) => {
                 assert_eq!(id, channel);
-                let hello = WorkerMessage::Hello(Hello { version: PROTOCOL_VERSION, slots, agent: "str0m".into() });
+                let hello = WorkerMessage::Hello(Hello { version: PROTOCOL_VERSION, slots, agent: "str0m".into(), resume: None });
                 for piece in pieces::split(&encode_worker(&hello)) {
                     assert!(rtc.channel(id).unwrap().write(true, &piece).unwrap());
                 }

@@ -8,7 +8,7 @@ use idlecore_e2e::ProtoWorker;
 use idlecore_protocol::*;
 use serde_json::json;
 
-fn wait_ack(w: &mut ProtoWorker, lease: u64) -> Vec<Lease> {
+fn wait_ack(w: &mut ProtoWorker, lease: LeaseId) -> Vec<Lease> {
     w.wait_ack(lease).unwrap()
 }
 
@@ -80,19 +80,23 @@ fn a_result_reported_after_reconnecting_counts_and_cancels_the_newer_attempt() {
     let api = c.api();
     let hash = api.upload(&common::module(4)).unwrap();
     let job = api.create_job(&hash, &[b"only".to_vec()], &[], json!({})).unwrap();
-    let (mut w1, _) = ProtoWorker::join(c.addr, 1).unwrap();
+    let (mut w1, welcome) = ProtoWorker::join(c.addr, 1).unwrap();
     let first = w1.next_lease().unwrap();
     drop(w1); // the network drops; the run goes on in the worker
     let (mut w2, _) = ProtoWorker::join(c.addr, 1).unwrap();
     let second = w2.next_lease().unwrap();
     assert_eq!((first.job, first.task), (second.job, second.task));
 
-    // The first worker reconnects and reports the run it finished meanwhile.
-    let (mut back, _) = ProtoWorker::join(c.addr, 1).unwrap();
+    // A stranger naming the lease is refused (acknowledged, not stored).
+    let (mut stranger, _) = ProtoWorker::join(c.addr, 0).unwrap();
+    stranger.send(&result(first.lease, b"forged")).unwrap();
+    wait_ack(&mut stranger, first.lease);
+    // The first worker reconnects as itself and reports the run it finished meanwhile.
+    let (mut back, _) = ProtoWorker::resume(c.addr, 1, welcome.resume).unwrap();
     back.send(&result(first.lease, b"from the first attempt")).unwrap();
     wait_ack(&mut back, first.lease);
     match w2.recv().unwrap() {
-        Received::Msg(CoordinatorMessage::Cancel(cancel)) => assert_eq!(cancel.lease, second.lease),
+        Received::Msg(CoordinatorMessage::Cancel(cancel)) => assert_eq!(cancel.leases, [second.lease]),
         other => panic!("expected the newer attempt to be cancelled, got {other:?}"),
     }
     w2.send(&result(second.lease, b"from the cancelled attempt")).unwrap();
@@ -183,7 +187,7 @@ fn bad_frames_get_a_clear_error_and_the_coordinator_keeps_serving() {
     assert!(w.expect_error(ErrorCode::Malformed).unwrap().contains("unknown message type"));
 
     let mut w = ProtoWorker::connect(c.addr).unwrap();
-    w.send_raw(vec![0, 1]).unwrap(); // a Hello cut short
+    w.send_raw(vec![0, 4]).unwrap(); // a Hello of this version cut short
     assert!(w.expect_error(ErrorCode::Malformed).unwrap().contains("malformed"));
 
     let mut w = ProtoWorker::connect(c.addr).unwrap();
@@ -195,15 +199,21 @@ fn bad_frames_get_a_clear_error_and_the_coordinator_keeps_serving() {
     assert!(w.expect_error(ErrorCode::TooLarge).unwrap().contains("exceeds"));
 
     let mut w = ProtoWorker::connect(c.addr).unwrap();
-    w.send(&WorkerMessage::Hello(Hello { version: 99, slots: 1, agent: String::new() })).unwrap();
+    w.send(&WorkerMessage::Hello(Hello { version: 99, slots: 1, agent: String::new(), resume: None })).unwrap();
     assert!(w.expect_error(ErrorCode::UnsupportedVersion).unwrap().contains("99"));
+
+    // A worker of the previous version: its Hello (version 3, 1 slot, agent "v3")
+    // has no `resume`, so it does not decode; the version is still the answer.
+    let mut w = ProtoWorker::connect(c.addr).unwrap();
+    w.send_raw(vec![0, 3, 1, 2, b'v', b'3']).unwrap();
+    assert!(w.expect_error(ErrorCode::UnsupportedVersion).unwrap().contains("version 3 is not supported"));
 
     let mut w = ProtoWorker::connect(c.addr).unwrap();
     w.send(&WorkerMessage::Heartbeat(Heartbeat { leases: vec![] })).unwrap();
     w.expect_error(ErrorCode::UnexpectedMessage).unwrap();
 
     let (mut w, _) = ProtoWorker::join(c.addr, 1).unwrap();
-    w.send(&WorkerMessage::Hello(Hello { version: 1, slots: 1, agent: String::new() })).unwrap();
+    w.send(&WorkerMessage::Hello(Hello { version: 1, slots: 1, agent: String::new(), resume: None })).unwrap();
     w.expect_error(ErrorCode::UnexpectedMessage).unwrap();
 
     let (mut w, _) = ProtoWorker::join(c.addr, 1).unwrap();

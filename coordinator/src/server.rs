@@ -52,12 +52,12 @@ impl Server {
             auth::TokenSource::Configured => None,
         };
         let mut epoch = [0u8; 4];
-        getrandom::fill(&mut epoch).context("no randomness for the lease epoch")?;
-        let mut key = [0u8; 8];
+        getrandom::fill(&mut epoch).context("no randomness for the scheduler")?;
+        let mut key = [0u8; 32];
         getrandom::fill(&mut key).context("no randomness for lease ids")?;
         // A lease expires after three missed heartbeats.
         let lease_ttl = Duration::from_millis(config.net.heartbeat_ms as u64) * 3;
-        let scheduler = Scheduler::new(u32::from_le_bytes(epoch), lease_ttl, Instant::now()).with_key(u64::from_le_bytes(key));
+        let scheduler = Scheduler::new(u32::from_le_bytes(epoch), lease_ttl, Instant::now()).with_key(key);
         let services = Arc::new(Services::new(store, scheduler, token, config.services.clone()));
         let (stop, stop_rx) = watch::channel(false);
         #[allow(unused_mut)]

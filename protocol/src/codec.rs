@@ -81,6 +81,16 @@ pub fn check_signal(s: &crate::Signal) -> Result<(), DecodeError> {
     }
 }
 
+/// The version a `Hello` frame claims, read before the rest: a worker of
+/// another protocol version sends a `Hello` this version may not decode,
+/// and must still be told that its version is the problem.
+pub fn hello_version(frame: &[u8]) -> Option<u32> {
+    match frame.split_first() {
+        Some((0, rest)) => postcard::take_from_bytes::<u32>(rest).ok().map(|(v, _)| v),
+        _ => None,
+    }
+}
+
 /// Decodes a frame sent by a worker and checks every limit.
 pub fn decode_worker(frame: &[u8]) -> Result<WorkerMessage, DecodeError> {
     let msg: WorkerMessage = decode(frame, WORKER_TYPES)?;
@@ -155,7 +165,8 @@ pub fn decode_coordinator(frame: &[u8]) -> Result<CoordinatorMessage, DecodeErro
         }
         CoordinatorMessage::Signal(s) => check_signal(s)?,
         CoordinatorMessage::Sources(s) => check(s.peers.len() <= MAX_SOURCES, "peers", MAX_SOURCES)?,
-        CoordinatorMessage::Cancel(_) | CoordinatorMessage::Ack(_) => {}
+        CoordinatorMessage::Cancel(c) => check(c.leases.len() <= MAX_HEARTBEAT_LEASES, "leases", MAX_HEARTBEAT_LEASES)?,
+        CoordinatorMessage::Ack(_) => {}
     }
     Ok(msg)
 }

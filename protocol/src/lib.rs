@@ -14,19 +14,30 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
+mod bounded;
 mod codec;
 mod hash;
 pub mod limits;
 mod peers;
 
 pub mod pieces;
-pub use codec::{check_signal, decode_coordinator, decode_worker, encode_coordinator, encode_worker, DecodeError};
+pub use codec::{check_signal, decode_coordinator, decode_worker, encode_coordinator, encode_worker, hello_version, DecodeError};
 pub use hash::{NotAHash, Sha256Hash};
 pub use peers::{Have, IceCandidate, IceServer, Signal, SignalPayload, Sources, Want};
 
 /// The protocol version this crate speaks. A coordinator refuses a `Hello`
 /// carrying any other version with [`ErrorCode::UnsupportedVersion`].
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
+
+/// A lease's id: 128 bits the coordinator draws so that no worker can
+/// guess another's (a report names its lease, and only that).
+pub type LeaseId = u128;
+
+/// Sent in `Welcome`, presented in the next `Hello` after a reconnect: proves
+/// that the new session is the same worker, which goes on with its leases
+/// (the coordinator takes a report only from the worker holding the lease).
+/// Opaque to the worker (the coordinator's: a worker id and a MAC of it).
+pub type ResumeSecret = [u8; 24];
 
 /// Largest frame either side accepts, in bytes.
 pub const MAX_FRAME_BYTES: usize = limits::MAX_FRAME_BYTES;
@@ -82,6 +93,8 @@ pub struct Hello {
     pub slots: u32,
     /// Free-form description of the worker (user agent, build), for logs.
     pub agent: String,
+    /// The last `Welcome`'s `resume`, when this is a reconnect.
+    pub resume: Option<ResumeSecret>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +111,8 @@ pub struct Welcome {
     pub max_frame: u32,
     /// STUN/TURN servers for peer connections, as the operator configured them.
     pub ice_servers: Vec<IceServer>,
+    /// Present this in the next `Hello` (see [`ResumeSecret`]).
+    pub resume: ResumeSecret,
 }
 
 /// Per-task limits, chosen by the job owner.
@@ -116,7 +131,7 @@ pub struct TaskLimits {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     /// Attempt id: unique per dispatch. Results name it; stale ones are refused.
-    pub lease: u64,
+    pub lease: LeaseId,
     pub job: u64,
     pub task: u32,
     /// SHA-256 of the (sandboxed) module's bytes.
@@ -124,7 +139,9 @@ pub struct Lease {
     #[serde(with = "serde_bytes")]
     pub stdin: Vec<u8>,
     /// argv[1..]; the worker supplies argv[0].
+    #[serde(deserialize_with = "crate::bounded::vec::<_, _, { limits::MAX_ARGS }>")]
     pub args: Vec<String>,
+    #[serde(deserialize_with = "crate::bounded::vec::<_, _, { limits::MAX_ENV }>")]
     pub env: Vec<(String, String)>,
     pub limits: TaskLimits,
     /// Seeds the task's clocks and random numbers so honest runs agree.
@@ -132,9 +149,11 @@ pub struct Lease {
     /// False when the job opted into the host's real clocks and entropy.
     pub deterministic: bool,
     /// Directories the task starts with (WASI preopens), with their files.
+    #[serde(deserialize_with = "crate::bounded::vec::<_, _, { limits::MAX_DIRS }>")]
     pub dirs: Vec<TaskDir>,
     /// Inputs too large to travel in the lease: the worker fetches each by
     /// hash (from peers or `{blob_path}{hex}`) and puts it in place before the run.
+    #[serde(deserialize_with = "crate::bounded::vec::<_, _, { limits::MAX_LEASE_BLOBS }>")]
     pub blobs: Vec<InputBlob>,
 }
 
@@ -162,6 +181,7 @@ pub enum BlobTarget {
 pub struct TaskDir {
     pub guest: String,
     pub writable: bool,
+    #[serde(deserialize_with = "crate::bounded::vec::<_, _, { limits::MAX_FILES }>")]
     pub files: Vec<TaskFile>,
 }
 
@@ -174,17 +194,19 @@ pub struct TaskFile {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cancel {
-    pub lease: u64,
+    /// Every lease to stop: one answer to a heartbeat, however many it names.
+    #[serde(deserialize_with = "crate::bounded::vec::<_, _, { limits::MAX_HEARTBEAT_LEASES }>")]
+    pub leases: Vec<LeaseId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
-    pub lease: u64,
+    pub lease: LeaseId,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskResult {
-    pub lease: u64,
+    pub lease: LeaseId,
     pub exit_code: i32,
     #[serde(with = "serde_bytes")]
     pub stdout: Vec<u8>,
@@ -196,12 +218,13 @@ pub struct TaskResult {
     pub fuel_used: u64,
     /// Files of the writable directories after the run; `path` is the full
     /// guest path (`/output/a.txt`).
+    #[serde(deserialize_with = "crate::bounded::vec::<_, _, { limits::MAX_FILES }>")]
     pub files: Vec<TaskFile>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskFailure {
-    pub lease: u64,
+    pub lease: LeaseId,
     pub kind: FailureKind,
     pub message: String,
 }
@@ -260,7 +283,8 @@ pub struct Capacity {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
-    pub leases: Vec<u64>,
+    #[serde(deserialize_with = "crate::bounded::vec::<_, _, { limits::MAX_HEARTBEAT_LEASES }>")]
+    pub leases: Vec<LeaseId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

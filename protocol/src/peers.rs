@@ -49,6 +49,7 @@ pub struct IceCandidate {
 /// fetched them from peers instead of the coordinator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Have {
+    #[serde(deserialize_with = "crate::bounded::vec::<_, _, { crate::limits::MAX_HAVE_BLOBS }>")]
     pub blobs: Vec<Sha256Hash>,
     pub from_peers: bool,
 }
@@ -64,5 +65,6 @@ pub struct Want {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sources {
     pub blob: Sha256Hash,
+    #[serde(deserialize_with = "crate::bounded::vec::<_, _, { crate::limits::MAX_SOURCES }>")]
     pub peers: Vec<u64>,
 }

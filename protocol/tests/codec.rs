@@ -21,7 +21,7 @@ fn lease() -> Lease {
 #[test]
 fn every_message_round_trips() {
     let worker = [
-        WorkerMessage::Hello(Hello { version: PROTOCOL_VERSION, slots: 3, agent: "x".into() }),
+        WorkerMessage::Hello(Hello { version: PROTOCOL_VERSION, slots: 3, agent: "x".into(), resume: Some([7; 24]) }),
         WorkerMessage::Result(TaskResult {
             lease: 1,
             exit_code: -1,
@@ -33,7 +33,7 @@ fn every_message_round_trips() {
         }),
         WorkerMessage::Failure(TaskFailure { lease: 2, kind: FailureKind::Timeout, message: "slow".into() }),
         WorkerMessage::Failure(TaskFailure { lease: 3, kind: FailureKind::FuelExhausted, message: String::new() }),
-        WorkerMessage::Heartbeat(Heartbeat { leases: vec![1, 2, u64::MAX] }),
+        WorkerMessage::Heartbeat(Heartbeat { leases: vec![1, 2, u128::MAX] }),
         WorkerMessage::Capacity(Capacity { slots: 0 }),
         WorkerMessage::Signal(Signal { peer: 9, payload: SignalPayload::Offer("v=0".into()) }),
         WorkerMessage::Signal(Signal {
@@ -59,9 +59,10 @@ fn every_message_round_trips() {
             blob_path: "/blobs/".into(),
             max_frame: MAX_FRAME_BYTES as u32,
             ice_servers: vec![IceServer { urls: vec!["turn:10.0.0.1:3478".into()], username: "u".into(), credential: "c".into() }],
+            resume: [9; 24],
         }),
         CoordinatorMessage::Lease(lease()),
-        CoordinatorMessage::Cancel(Cancel { lease: 3 }),
+        CoordinatorMessage::Cancel(Cancel { leases: vec![3, u128::MAX] }),
         CoordinatorMessage::Ack(Ack { lease: 4 }),
         CoordinatorMessage::Error(ProtocolError { code: ErrorCode::Malformed, message: "bad".into() }),
         CoordinatorMessage::Leases(vec![lease(), Lease { lease: 99, ..lease() }]),
@@ -76,9 +77,9 @@ fn every_message_round_trips() {
 /// The byte layout documented in docs/protocol.md.
 #[test]
 fn hello_bytes_match_the_specification() {
-    let m = WorkerMessage::Hello(Hello { version: 2, slots: 300, agent: "ab".into() });
+    let m = WorkerMessage::Hello(Hello { version: 2, slots: 300, agent: "ab".into(), resume: None });
     // slots would fail the limit; encode only, to pin the varint layout.
-    assert_eq!(encode_worker(&m), [0x00, 0x02, 0xac, 0x02, 0x02, b'a', b'b']);
+    assert_eq!(encode_worker(&m), [0x00, 0x02, 0xac, 0x02, 0x02, b'a', b'b', 0x00]);
     let ack = CoordinatorMessage::Ack(Ack { lease: 128 });
     assert_eq!(encode_coordinator(&ack), [0x03, 0x80, 0x01]);
     let close = WorkerMessage::Signal(Signal { peer: 5, payload: SignalPayload::Close });
@@ -124,12 +125,13 @@ fn garbage_is_refused_with_a_reason() {
 fn limits_are_enforced_on_decode() {
     let big = vec![0u8; MAX_FRAME_BYTES + 1];
     assert_eq!(decode_worker(&big), Err(DecodeError::TooLarge(MAX_FRAME_BYTES + 1)));
-    let many_slots = encode_worker(&WorkerMessage::Hello(Hello { version: 1, slots: 257, agent: String::new() }));
+    let many_slots = encode_worker(&WorkerMessage::Hello(Hello { version: 1, slots: 257, agent: String::new(), resume: None }));
     assert!(matches!(decode_worker(&many_slots), Err(DecodeError::Limit { field: "slots", .. })));
     // 0 slots: a worker joining paused (to deliver reports, say).
-    let paused = encode_worker(&WorkerMessage::Hello(Hello { version: 1, slots: 0, agent: String::new() }));
+    let paused = encode_worker(&WorkerMessage::Hello(Hello { version: 1, slots: 0, agent: String::new(), resume: None }));
     assert!(decode_worker(&paused).is_ok());
-    let long_agent = encode_worker(&WorkerMessage::Hello(Hello { version: 1, slots: 1, agent: "a".repeat(limits::MAX_TEXT_BYTES + 1) }));
+    let long_agent =
+        encode_worker(&WorkerMessage::Hello(Hello { version: 1, slots: 1, agent: "a".repeat(limits::MAX_TEXT_BYTES + 1), resume: None }));
     assert!(matches!(decode_worker(&long_agent), Err(DecodeError::Limit { field: "agent", .. })));
     let mut l = lease();
     l.args = vec![String::new(); limits::MAX_ARGS + 1];
@@ -187,6 +189,7 @@ fn peer_messages_are_held_to_their_limits() {
             blob_path: "/blobs/".into(),
             max_frame: 1,
             ice_servers: servers,
+            resume: [9; 24],
         }))
     };
     assert!(decode_coordinator(&welcome(vec![server.clone(); MAX_ICE_SERVERS])).is_ok());

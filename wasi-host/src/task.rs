@@ -81,7 +81,7 @@ pub fn output_files(ctx: &WasiCtx) -> Vec<TaskFile> {
 }
 
 /// The report of a run of `lease` that took `elapsed_ms`.
-pub fn report(lease: u64, run: Result<RunOutput, RunError>, elapsed_ms: u32) -> WorkerMessage {
+pub fn report(lease: idlecore_protocol::LeaseId, run: Result<RunOutput, RunError>, elapsed_ms: u32) -> WorkerMessage {
     let (kind, message) = match run {
         Ok(out) => {
             return WorkerMessage::Result(TaskResult {

@@ -27,7 +27,7 @@ pub fn start_with(data: &Path, token: Option<&str>, addr: Option<std::net::Socke
 }
 
 /// A worker's report that a lease ran and printed `stdout` (exit code 0).
-pub fn result(lease: u64, stdout: &[u8]) -> idlecore_protocol::WorkerMessage {
+pub fn result(lease: idlecore_protocol::LeaseId, stdout: &[u8]) -> idlecore_protocol::WorkerMessage {
     use idlecore_protocol::{TaskResult, WorkerMessage};
     WorkerMessage::Result(TaskResult {
         lease,

@@ -14,5 +14,5 @@ pub mod trust;
 
 /// A worker session, as the scheduler and the peer directory know it.
 pub type WorkerId = u64;
-/// One attempt at a unit of work, as a lease names it.
-pub type LeaseId = u64;
+/// One attempt at a unit of work, as a lease names it (128 unguessable bits).
+pub type LeaseId = idlecore_protocol::LeaseId;

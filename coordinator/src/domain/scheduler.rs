@@ -167,6 +167,16 @@ pub struct Restored {
     pub failures: Vec<u32>,
 }
 
+/// A key for tests and simulations, derived from `epoch` (the coordinator
+/// passes a random one with `with_key`).
+fn default_key(epoch: u32) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    for (i, chunk) in key.chunks_mut(8).enumerate() {
+        chunk.copy_from_slice(&task_seed(epoch as u64, 0x5eed + i as u32).to_le_bytes());
+    }
+    key
+}
+
 /// Derives a task's seed, the same on every attempt so honest runs agree.
 pub fn task_seed(job: u64, task: u32) -> u64 {
     let mut z = (job << 32 | task as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -180,11 +190,9 @@ pub struct Scheduler {
     now: Instant,
     /// What the caller must carry out, oldest first (see [`Output`]).
     output: VecDeque<Output>,
-    /// High bits of every lease id: differs per coordinator start, so a result
-    /// for a lease from before a restart never matches a new lease.
-    epoch: u64,
-    /// Keys the permutation that makes the low bits unguessable.
-    key: u64,
+    /// Keys lease ids and resume secrets (see `secrets.rs`); the coordinator
+    /// draws it at every start, so nothing from before a restart matches.
+    key: [u8; 32],
     next_lease: u64,
     next_worker: WorkerId,
     lease_ttl: Duration,
@@ -219,8 +227,7 @@ impl Scheduler {
         Scheduler {
             now,
             output: VecDeque::new(),
-            epoch: (epoch as u64) << 32,
-            key: task_seed(epoch as u64, 0x5eed),
+            key: default_key(epoch),
             next_lease: 1,
             next_worker: 1,
             lease_ttl,
@@ -241,11 +248,11 @@ impl Scheduler {
         }
     }
 
-    /// Keys lease ids with a secret (the coordinator passes random bytes),
-    /// and seeds the validator's draws from it.
-    pub fn with_key(mut self, key: u64) -> Scheduler {
+    /// Keys lease ids and resume secrets with a secret (the coordinator
+    /// passes random bytes), and seeds the validator's draws from it.
+    pub fn with_key(mut self, key: [u8; 32]) -> Scheduler {
         self.key = key;
-        self.trust = audit::Trust::new(task_seed(key, 0x7257));
+        self.trust = audit::Trust::new(task_seed(u64::from_le_bytes(key[..8].try_into().expect("8 of 32 bytes")), 0x7257));
         self
     }
 
@@ -320,17 +327,17 @@ impl Scheduler {
     }
 
     /// Claims a lease for a report from `worker`. `None` if the attempt is
-    /// not current (stale, cancelled, superseded, or a duplicate). A live or
-    /// orphaned attempt is current until its task finishes, whichever session
-    /// reports it: lease ids are unguessable, so knowing one means having been
-    /// sent it.
+    /// not current (stale, cancelled, superseded, or a duplicate) or is not
+    /// this worker's: a report is taken only from the worker the lease was
+    /// granted to (a reconnected worker proves it is the same one with its
+    /// resume secret, see `resume_worker`), and its vote is always its own.
     pub fn begin_finish(&mut self, worker: WorkerId, lease: LeaseId, now: Instant) -> Option<Finishing> {
         self.now = now;
         if !self.leases.contains_key(&lease) {
             return self.adopt(worker, lease);
         }
         let info = self.leases.get(&lease)?;
-        if info.finishing {
+        if info.finishing || info.worker != worker {
             return None;
         }
         if self.sibling(lease).is_some_and(|s| self.leases.get(&s).is_some_and(|l| l.finishing)) {
@@ -340,22 +347,16 @@ impl Scheduler {
             self.pump();
             return None;
         }
-        if info.worker != worker && !self.workers.contains_key(&worker) {
-            return None;
-        }
-        if info.worker != worker {
-            // The holder's session has not ended yet, but the lease's report
-            // arrives on another one (a worker that reconnected before the
-            // coordinator noticed): the attempt moves to the reporting session.
-            self.move_lease(lease, worker);
-        }
-        if self.banned.contains(&self.leases[&lease].voter.worker) {
+        if self.banned.contains(&worker) {
             // A banned worker's results count for nothing; its task runs elsewhere.
             self.requeue(lease);
             self.pump();
             return None;
         }
+        let voter = self.workers.get(&worker).map(|w| w.voter);
         let info = self.leases.get_mut(&lease).expect("checked above");
+        // The worker may have resumed from another network since the grant.
+        info.voter = voter.unwrap_or(info.voter);
         info.finishing = true;
         let (job_id, unit) = (info.job, info.unit);
         Some(self.finishing(lease, job_id, unit))
@@ -439,20 +440,24 @@ impl Scheduler {
     }
 
     /// Renews the leases a worker says are still running. The worker is
-    /// told to stop (`Cancel`) those named that are no longer wanted
-    /// (finished elsewhere, cancelled, superseded). Runs it carried over
-    /// from an earlier session are left alone while still current.
+    /// told to stop (one `Cancel` naming them all) every other lease named:
+    /// no longer wanted (finished elsewhere, cancelled, superseded), unknown,
+    /// or another worker's, so the answer tells nothing of other workers'
+    /// leases. Its own runs from before a reconnect (orphaned, see
+    /// `attempts.rs`) are left alone while still current.
     pub fn heartbeat(&mut self, worker: WorkerId, leases: &[LeaseId], now: Instant) {
         self.now = now;
         let deadline = now + self.lease_ttl;
+        let mut cancel = Vec::new();
         for l in leases {
-            if let Some(info) = self.leases.get_mut(l) {
-                if info.worker == worker {
-                    info.deadline = deadline;
-                }
-            } else if !self.orphan_is_current(*l) {
-                self.output.push_back(Output::Send(worker, CoordinatorMessage::Cancel(Cancel { lease: *l })));
+            if let Some(info) = self.leases.get_mut(l).filter(|info| info.worker == worker) {
+                info.deadline = deadline;
+            } else if !(self.orphan_of(*l) == Some(worker) && self.orphan_is_current(*l)) {
+                cancel.push(*l);
             }
+        }
+        if !cancel.is_empty() {
+            self.output.push_back(Output::Send(worker, CoordinatorMessage::Cancel(Cancel { leases: cancel })));
         }
     }
 
@@ -533,6 +538,7 @@ impl Scheduler {
 mod attempts;
 use attempts::Orphan;
 mod dispatch;
+mod secrets;
 mod workers;
 pub use dispatch::{INPUT_DIR, OUTPUT_DIR};
 mod audit;

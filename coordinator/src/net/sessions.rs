@@ -3,14 +3,14 @@
 
 use super::client::Visitor;
 use super::Edge;
-use crate::domain::WorkerId;
+use crate::domain::{LeaseId, WorkerId};
 use crate::services::outbox::{outbox, Inbox, Outbox};
 use crate::services::{blobs, jobs, Services};
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::SinkExt;
 use idlecore_protocol::{
-    decode_worker, encode_coordinator, CoordinatorMessage, DecodeError, ErrorCode, ProtocolError, Welcome, WorkerMessage, MAX_FRAME_BYTES,
-    PROTOCOL_VERSION,
+    decode_worker, encode_coordinator, hello_version, CoordinatorMessage, DecodeError, ErrorCode, ProtocolError, Welcome, WorkerMessage,
+    MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -130,19 +130,26 @@ async fn serve(link: &mut Link, edge: &Arc<Edge>, session: u64, visitor: Visitor
         Err(_) => return Err(Refusal(ErrorCode::UnexpectedMessage, "no Hello within 10 s".into())),
         Ok(frame) => match frame? {
             None => return Ok(()),
-            Some(f) => decode_worker(&f)?,
+            Some(f) => match decode_worker(&f) {
+                Ok(msg) => msg,
+                // Another version's `Hello` may not decode: say why it does not.
+                Err(DecodeError::Malformed(_) | DecodeError::Trailing(_)) if hello_version(&f).is_some_and(|v| v != PROTOCOL_VERSION) => {
+                    return Err(unsupported(hello_version(&f).unwrap_or_default()))
+                }
+                Err(e) => return Err(e.into()),
+            },
         },
     };
     let WorkerMessage::Hello(hello) = hello else {
         return Err(Refusal(ErrorCode::UnexpectedMessage, "the first message must be Hello".into()));
     };
     if hello.version != PROTOCOL_VERSION {
-        return Err(Refusal(
-            ErrorCode::UnsupportedVersion,
-            format!("protocol version {} is not supported; this coordinator speaks {PROTOCOL_VERSION}", hello.version),
-        ));
+        return Err(unsupported(hello.version));
     }
     let heartbeat_ms = edge.config.heartbeat_ms;
+    let (tx, mut rx) = outbox();
+    let services = &edge.services;
+    let (worker, resume) = services.join(hello.slots, visitor.origin, hello.resume, tx);
     let welcome = CoordinatorMessage::Welcome(Welcome {
         version: PROTOCOL_VERSION,
         session,
@@ -150,22 +157,35 @@ async fn serve(link: &mut Link, edge: &Arc<Edge>, session: u64, visitor: Visitor
         blob_path: "/blobs/".into(),
         max_frame: MAX_FRAME_BYTES as u32,
         ice_servers: edge.config.ice_servers.clone(),
+        resume,
     });
-    send(link, &welcome).await?;
-    let (tx, mut rx) = outbox();
-    let services = &edge.services;
-    let worker = services.join(hello.slots, visitor.origin, tx);
     let (transport, site) = (link.transport(), &visitor.site);
-    tracing::info!(session, worker, slots = hello.slots, site, ?transport, agent = %hello.agent, "worker joined");
-    let outcome = session_loop(link, edge, worker, &mut rx, heartbeat_ms).await;
-    let requeued = services.leave(worker);
+    // `agent` is the worker's own text: logged escaped (`?`), never raw.
+    tracing::info!(session, worker, slots = hello.slots, site, ?transport, agent = ?hello.agent, resumed = hello.resume.is_some(), "worker joined");
+    let outcome = match send(link, &welcome).await {
+        Ok(()) => session_loop(link, edge, worker, &mut rx, heartbeat_ms).await,
+        Err(e) => Err(e),
+    };
+    let requeued = services.leave(worker, &rx);
     tracing::info!(session, worker, requeued, "worker left");
     outcome
+}
+
+fn unsupported(version: u32) -> Refusal {
+    Refusal(
+        ErrorCode::UnsupportedVersion,
+        format!("protocol version {version} is not supported; this coordinator speaks {PROTOCOL_VERSION}"),
+    )
 }
 
 async fn send(link: &mut Link, msg: &CoordinatorMessage) -> Result<(), Refusal> {
     link.send(encode_coordinator(msg)).await
 }
+
+/// Past this many bytes of answers waiting to be written, the session stops
+/// reading the worker's frames until they are written: a worker that sends
+/// and never reads cannot make the coordinator queue answers without bound.
+const READ_PAUSE_BYTES: usize = 1 << 20;
 
 async fn session_loop(link: &mut Link, edge: &Arc<Edge>, worker: WorkerId, rx: &mut Inbox, heartbeat_ms: u32) -> Result<(), Refusal> {
     // A worker silent for three heartbeat periods is gone. One timer per
@@ -177,38 +197,61 @@ async fn session_loop(link: &mut Link, edge: &Arc<Edge>, worker: WorkerId, rx: &
     let (reply_tx, mut reply_rx) = outbox();
     let mut shutdown = edge.shutdown.clone();
     loop {
+        let backlogged = rx.queued_bytes() + reply_rx.queued_bytes() > READ_PAUSE_BYTES;
         tokio::select! {
             // Frames first: after a long turn elsewhere (a slow flush), a
             // heartbeat waiting in the socket counts before the deadline does.
             biased;
-            frame = link.recv() => {
+            frame = link.recv(), if !backlogged => {
                 let Some(frame) = frame? else { return Ok(()) };
                 heard = Instant::now();
                 handle(&edge.services, worker, decode_worker(&frame)?, &reply_tx)?;
             }
             () = &mut deadline => {
+                if backlogged {
+                    // Not reading: the worker's silence is ours.
+                    heard = Instant::now();
+                }
                 let due = heard + silence;
                 if due <= Instant::now() {
                     return Err(Refusal(ErrorCode::UnexpectedMessage, "no message for three heartbeat periods".into()));
                 }
                 deadline.as_mut().reset(due);
             }
-            Some(msg) = rx.recv() => {
+            msg = rx.recv() => {
+                // Every sender gone: the worker resumed in a newer session.
+                let Some(msg) = msg else {
+                    return Err(Refusal(ErrorCode::UnexpectedMessage, "the worker went on in a newer session".into()));
+                };
                 // A finished task's next lease is queued before its `Ack`:
                 // acks waiting go first, as the worker expects them.
-                feed_replies(link, &mut reply_rx).await?;
-                feed_batched(link, msg, rx).await?;
-                feed_ready(link, rx, &mut reply_rx).await?;
+                within(silence, async {
+                    feed_replies(link, &mut reply_rx).await?;
+                    feed_batched(link, msg, rx).await?;
+                    feed_ready(link, rx, &mut reply_rx).await
+                })
+                .await?;
             }
             Some(msg) = reply_rx.recv() => {
-                link.feed(encode_coordinator(&msg)).await?;
-                feed_ready(link, rx, &mut reply_rx).await?;
+                within(silence, async {
+                    link.feed(encode_coordinator(&msg)).await?;
+                    feed_ready(link, rx, &mut reply_rx).await
+                })
+                .await?;
             }
             _ = shutdown.changed() => {
                 return Err(Refusal(ErrorCode::ShuttingDown, "the coordinator is shutting down; reconnect later".into()));
             }
         }
     }
+}
+
+/// Writes to the worker must finish within `limit`: one that stops reading
+/// its socket holds the session no longer than a silent one.
+async fn within(limit: Duration, write: impl std::future::Future<Output = Result<(), Refusal>>) -> Result<(), Refusal> {
+    tokio::time::timeout(limit, write).await.unwrap_or_else(|_| {
+        Err(Refusal(ErrorCode::UnexpectedMessage, "the worker did not read its messages for three heartbeat periods".into()))
+    })
 }
 
 /// Largest lease batch, in encoded bytes (far below the frame limit); a
@@ -342,7 +385,7 @@ fn handle(services: &Arc<Services>, worker: WorkerId, msg: WorkerMessage, reply:
 /// Runs a report's store in its own task; acknowledges the lease once stored.
 fn ack_when_stored(
     reply: &Outbox,
-    lease: u64,
+    lease: LeaseId,
     store: impl std::future::Future<Output = Result<(), crate::store::StoreError>> + Send + 'static,
 ) {
     let reply = reply.clone();
@@ -354,6 +397,6 @@ fn ack_when_stored(
     });
 }
 
-fn ack(reply: &Outbox, lease: u64) {
+fn ack(reply: &Outbox, lease: LeaseId) {
     reply.send(CoordinatorMessage::Ack(idlecore_protocol::Ack { lease }));
 }

@@ -116,7 +116,7 @@ fn output_files(files: Vec<idlecore_protocol::TaskFile>) -> crate::domain::model
 
 /// Claims a reported lease for `worker`, in the order reports arrive. `None`
 /// for a stale or duplicate report, which is acknowledged and otherwise ignored.
-pub fn claim(services: &Services, worker: WorkerId, lease: u64) -> Option<Finishing> {
+pub fn claim(services: &Services, worker: WorkerId, lease: crate::domain::LeaseId) -> Option<Finishing> {
     let claimed = services.schedule(|s, now| s.begin_finish(worker, lease, now));
     if claimed.is_none() {
         tracing::debug!(lease, "stale or duplicate report ignored");

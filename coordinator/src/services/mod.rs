@@ -28,6 +28,7 @@ use crate::domain::policy::Policy;
 use crate::domain::scheduler::{Output, Scheduler};
 use crate::domain::WorkerId;
 use crate::store::{Store, Write};
+use idlecore_protocol::ResumeSecret;
 use outbox::Outbox;
 use std::collections::HashMap;
 use std::future::Future;
@@ -110,20 +111,36 @@ impl Services {
     }
 
     /// A worker session joins with `slots` and its network `origin`; its
-    /// leases and signals go to `outbox`.
-    pub fn join(&self, slots: u32, origin: Option<u64>, outbox: Outbox) -> WorkerId {
+    /// leases and signals go to `outbox`. A session presenting a valid
+    /// `resume` secret goes on as the worker that was given it (an earlier
+    /// session of that worker, if still open, no longer gets messages).
+    /// Returns the worker and the secret for its next session.
+    pub fn join(&self, slots: u32, origin: Option<u64>, resume: Option<ResumeSecret>, outbox: Outbox) -> (WorkerId, ResumeSecret) {
         self.with_hub(|hub, now| {
-            let worker = hub.scheduler.register_worker(slots, origin, now);
+            let resumed = resume.and_then(|r| hub.scheduler.resumed_worker(&r));
+            let worker = match resumed {
+                Some(worker) => {
+                    // The directory's state is the old connection's: start afresh.
+                    hub.peers.leave(worker);
+                    hub.scheduler.resume_worker(worker, slots, origin, now);
+                    worker
+                }
+                None => hub.scheduler.register_worker(slots, origin, now),
+            };
             hub.peers.join(worker, origin, now);
             hub.outboxes.insert(worker, outbox);
-            worker
+            (worker, hub.scheduler.resume_secret(worker))
         })
     }
 
     /// A worker session ended: what it held goes to others. Returns the
-    /// leases requeued.
-    pub fn leave(&self, worker: WorkerId) -> usize {
+    /// leases requeued. Nothing happens if the worker has gone on in a newer
+    /// session (`inbox` is then no longer its queue).
+    pub fn leave(&self, worker: WorkerId, inbox: &outbox::Inbox) -> usize {
         self.with_hub(|hub, now| {
+            if !hub.outboxes.get(&worker).is_some_and(|o| o.feeds(inbox)) {
+                return 0;
+            }
             hub.peers.leave(worker);
             let requeued = hub.scheduler.remove_worker(worker, now);
             hub.outboxes.remove(&worker);

@@ -324,3 +324,13 @@ pub fn clock_ticks_per_second() -> anyhow::Result<f64> {
     let out = Command::new("getconf").arg("CLK_TCK").output().context("getconf CLK_TCK")?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse::<f64>()?)
 }
+
+/// A process's resident memory now and at its peak (`VmRSS`, `VmHWM`), in KiB.
+pub fn memory_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let line = status.lines().find(|l| l.starts_with(name)).with_context(|| format!("no {name} in /proc/{pid}/status"))?;
+        Ok(line[name.len()..].trim().trim_end_matches("kB").trim().parse()?)
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}

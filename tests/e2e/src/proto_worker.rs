@@ -51,8 +51,16 @@ impl ProtoWorker {
 
     /// Connects with more request headers and completes the handshake.
     pub fn join_with(addr: std::net::SocketAddr, slots: u32, headers: &[(&str, &str)]) -> anyhow::Result<(ProtoWorker, Welcome)> {
-        let mut w = ProtoWorker::connect_with(addr, headers)?;
-        w.send(&WorkerMessage::Hello(Hello { version: PROTOCOL_VERSION, slots, agent: "proto-worker".into() }))?;
+        ProtoWorker::handshake(ProtoWorker::connect_with(addr, headers)?, slots, None)
+    }
+
+    /// Connects again as the worker an earlier `Welcome` gave `resume` to.
+    pub fn resume(addr: std::net::SocketAddr, slots: u32, resume: ResumeSecret) -> anyhow::Result<(ProtoWorker, Welcome)> {
+        ProtoWorker::handshake(ProtoWorker::connect(addr)?, slots, Some(resume))
+    }
+
+    fn handshake(mut w: ProtoWorker, slots: u32, resume: Option<ResumeSecret>) -> anyhow::Result<(ProtoWorker, Welcome)> {
+        w.send(&WorkerMessage::Hello(Hello { version: PROTOCOL_VERSION, slots, agent: "proto-worker".into(), resume }))?;
         match w.recv()? {
             Received::Msg(CoordinatorMessage::Welcome(welcome)) => Ok((w, welcome)),
             other => bail!("expected Welcome, got {other:?}"),
@@ -63,6 +71,14 @@ impl ProtoWorker {
     pub fn set_read_timeout(&mut self, timeout: Duration) -> anyhow::Result<()> {
         if let MaybeTlsStream::Plain(s) = self.ws.get_ref() {
             s.set_read_timeout(Some(timeout))?;
+        }
+        Ok(())
+    }
+
+    /// How long a `send` may block on a peer that stopped reading.
+    pub fn set_write_timeout(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        if let MaybeTlsStream::Plain(s) = self.ws.get_ref() {
+            s.set_write_timeout(Some(timeout))?;
         }
         Ok(())
     }
@@ -128,7 +144,7 @@ impl ProtoWorker {
     }
 
     /// Waits for the `Ack` of `lease`; returns the leases that arrived meanwhile.
-    pub fn wait_ack(&mut self, lease: u64) -> anyhow::Result<Vec<Lease>> {
+    pub fn wait_ack(&mut self, lease: LeaseId) -> anyhow::Result<Vec<Lease>> {
         let mut leases = vec![];
         loop {
             match self.recv()? {

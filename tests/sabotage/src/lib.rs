@@ -111,7 +111,9 @@ pub fn simulate(cfg: &Config) -> anyhow::Result<Report> {
     cfg.policy.validate().map_err(|e| anyhow::anyhow!(e))?;
     anyhow::ensure!(cfg.workers >= 2 && cfg.tasks > 0, "need at least 2 workers and 1 task");
     let now = Instant::now();
-    let mut s = Scheduler::new(1, Duration::from_secs(3600), now).with_key(cfg.seed);
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&cfg.seed.to_le_bytes());
+    let mut s = Scheduler::new(1, Duration::from_secs(3600), now).with_key(key);
     let inputs = vec![TaskInput::default(); cfg.tasks as usize];
     let job = NewJob {
         id: 1,
@@ -144,7 +146,7 @@ pub fn simulate(cfg: &Config) -> anyhow::Result<Report> {
             for m in inboxes.entry(w.id).or_default().drain(..) {
                 match m {
                     CoordinatorMessage::Lease(l) => w.held.push(l),
-                    CoordinatorMessage::Cancel(c) => w.held.retain(|l| l.lease != c.lease),
+                    CoordinatorMessage::Cancel(c) => w.held.retain(|l| !c.leases.contains(&l.lease)),
                     _ => {}
                 }
             }

@@ -49,21 +49,16 @@ impl Scheduler {
         self.orphan_order.retain(|l| orphans.contains_key(l));
     }
 
+    /// The worker an orphaned attempt was granted to.
+    pub(super) fn orphan_of(&self, lease: LeaseId) -> Option<WorkerId> {
+        self.orphans.get(&lease).map(|o| o.voter.worker)
+    }
+
     /// Whether a report for this orphaned attempt would still be taken.
     pub(super) fn orphan_is_current(&self, lease: LeaseId) -> bool {
         self.orphans
             .get(&lease)
             .is_some_and(|o| self.jobs.get(&o.job).is_some_and(|j| !j.cancelled && j.state[o.unit as usize] != TaskState::Finished))
-    }
-
-    /// Hands a live lease over to another worker's session.
-    pub(super) fn move_lease(&mut self, lease: LeaseId, to: WorkerId) {
-        let Some(info) = self.leases.get_mut(&lease) else { return };
-        let from = std::mem::replace(&mut info.worker, to);
-        if let Some(w) = self.workers.get_mut(&from) {
-            w.leases.remove(&lease);
-        }
-        self.mark_hungry(from);
     }
 
     /// The task's other live attempt, if it has two.
@@ -81,7 +76,7 @@ impl Scheduler {
     /// Tells the attempt's worker to stop, and drops the attempt.
     pub(super) fn cancel_attempt(&mut self, lease: LeaseId) {
         if let Some(worker) = self.leases.get(&lease).map(|l| l.worker).filter(|w| self.workers.contains_key(w)) {
-            self.output.push_back(Output::Send(worker, CoordinatorMessage::Cancel(Cancel { lease })));
+            self.output.push_back(Output::Send(worker, CoordinatorMessage::Cancel(Cancel { leases: vec![lease] })));
         }
         self.requeue(lease);
     }
@@ -95,9 +90,11 @@ impl Scheduler {
             return None;
         }
         let Orphan { job: job_id, unit, voter, started } = *self.orphans.get(&lease)?;
-        if self.banned.contains(&voter.worker) {
+        if voter.worker != worker || self.banned.contains(&worker) {
+            // Only the worker it was granted to may report it.
             return None;
         }
+        let voter = self.workers.get(&worker).map_or(voter, |w| w.voter);
         let job = self.jobs.get(&job_id)?;
         let live: Vec<LeaseId> = match job.state[unit as usize] {
             // The speculative attempt first, so that dropping the lease does

@@ -25,17 +25,6 @@ fn task_dirs(input: &TaskInput) -> Vec<idlecore_protocol::TaskDir> {
     ]
 }
 
-/// A keyed permutation of 32-bit counters (a four-round Feistel network):
-/// lease ids never repeat within an epoch, and cannot be guessed from others.
-fn permute(key: u64, counter: u32) -> u32 {
-    let (mut l, mut r) = ((counter >> 16) as u16, counter as u16);
-    for round in 0..4u64 {
-        let f = task_seed(key ^ round, r as u32) as u16;
-        (l, r) = (r, l ^ f);
-    }
-    (l as u32) << 16 | r as u32
-}
-
 impl Scheduler {
     pub(super) fn mark_hungry(&mut self, id: WorkerId) {
         if let Some(w) = self.workers.get_mut(&id) {
@@ -49,8 +38,7 @@ impl Scheduler {
     /// Sends a new lease for the unit to the worker and books it (the caller
     /// records it in the unit's state).
     pub(super) fn grant(&mut self, wid: WorkerId, job_id: u64, unit: u32) -> LeaseId {
-        let lease = self.epoch | permute(self.key, self.next_lease as u32) as u64;
-        self.next_lease += 1;
+        let lease = self.next_lease_id();
         let voter = self.workers.get(&wid).map_or(Voter { worker: wid, origin: None }, |w| w.voter);
         self.on_grant(job_id, unit, voter);
         let job = self.jobs.get_mut(&job_id).expect("a granted task's job exists");

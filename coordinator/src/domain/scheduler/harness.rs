@@ -51,7 +51,7 @@ impl Harness {
         Harness { s: Scheduler::new(epoch, lease_ttl, Instant::now()), boxes: HashMap::new(), reopened: vec![], ended: vec![] }
     }
 
-    pub(super) fn with_key(self, key: u64) -> Harness {
+    pub(super) fn with_key(self, key: [u8; 32]) -> Harness {
         Harness { s: self.s.with_key(key), ..self }
     }
 
@@ -97,6 +97,16 @@ impl Harness {
         self.boxes.insert(id, tx);
         self.drain();
         id
+    }
+
+    /// Worker `id` reconnected (its secret checked) and goes on with `tx`.
+    pub(super) fn resume_worker(&mut self, id: WorkerId, slots: u32, tx: Inbox) {
+        self.drain();
+        let secret = self.s.resume_secret(id);
+        assert_eq!(self.s.resumed_worker(&secret), Some(id));
+        self.s.resume_worker(id, slots, None, Instant::now());
+        self.boxes.insert(id, tx);
+        self.drain();
     }
 
     pub(super) fn remove_worker(&mut self, id: WorkerId) -> usize {
@@ -156,7 +166,7 @@ impl Harness {
         let mut cancelled = vec![];
         while let Some(out) = self.s.poll_output() {
             match out {
-                Output::Send(w, CoordinatorMessage::Cancel(c)) if w == worker => cancelled.push(c.lease),
+                Output::Send(w, CoordinatorMessage::Cancel(c)) if w == worker => cancelled.extend(c.leases),
                 other => panic!("a heartbeat led to {other:?}"),
             }
         }

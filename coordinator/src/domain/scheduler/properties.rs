@@ -85,7 +85,8 @@ struct World {
     /// (job, task) -> times the scheduler let a report finish it.
     finished: HashMap<(u64, u32), u32>,
     /// Attempts held by workers that were removed, not yet reported.
-    orphans: Vec<(Lease, bool)>,
+    /// Attempts of removed workers: the lease, whether its worker lies, and the worker.
+    orphans: Vec<(Lease, bool, WorkerId)>,
     /// Workers that report a wrong output (a digest of their own) for every lease.
     liars: HashSet<WorkerId>,
     /// Tasks of validated jobs whose accepted output is a liar's.
@@ -120,7 +121,7 @@ impl World {
             while let Ok(m) = w.rx.try_recv() {
                 match m {
                     CoordinatorMessage::Lease(l) => w.holding.push(l),
-                    CoordinatorMessage::Cancel(c) => w.holding.retain(|l| l.lease != c.lease),
+                    CoordinatorMessage::Cancel(c) => w.holding.retain(|l| !c.leases.contains(&l.lease)),
                     _ => {}
                 }
             }
@@ -163,7 +164,7 @@ impl World {
         let mut digest = truth(f.job, f.task);
         if lie {
             digest.0[31] = 1;
-            digest.0[16..24].copy_from_slice(&f.lease.to_le_bytes());
+            digest.0[8..24].copy_from_slice(&f.lease.to_le_bytes());
         }
         let record = crate::domain::model::ResultRecord {
             task: f.task,
@@ -241,7 +242,7 @@ impl World {
                 let w = self.workers.remove(n as usize % self.workers.len());
                 self.s.remove_worker(w.id);
                 let liar = self.liars.contains(&w.id);
-                self.orphans.extend(w.holding.into_iter().map(|l| (l, liar)));
+                self.orphans.extend(w.holding.into_iter().map(|l| (l, liar, w.id)));
             }
             Op::Complete(n) => {
                 if let Some((wi, li)) = self.pick(n) {
@@ -261,24 +262,28 @@ impl World {
                 }
             }
             Op::ReportFromOtherWorker(n) => {
-                // The holder reconnected: its report arrives on another session.
+                // Another worker names the lease: refused, whatever it is.
                 if let Some((wi, li)) = self.pick(n) {
                     if self.workers.len() > 1 {
                         let wj = (wi + 1 + n as usize % (self.workers.len() - 1)) % self.workers.len();
-                        let lease = self.workers[wi].holding.remove(li);
-                        let f = self.s.begin_finish(self.workers[wj].id, lease.lease);
-                        let Some(f) = f else {
-                            // Only a banned worker's attempt is refused.
-                            assert!(self.s.banned.iter().any(|b| self.liars.contains(b)));
-                            return;
-                        };
-                        self.complete(f, self.liars.contains(&self.workers[wi].id));
+                        let lease = self.workers[wi].holding[li].lease;
+                        assert!(self.s.begin_finish(self.workers[wj].id, lease).is_none(), "a report of another worker's lease is refused");
                     }
                 }
             }
             Op::ReportOrphan { pick, fail } if !self.orphans.is_empty() && !self.workers.is_empty() => {
-                let (lease, liar) = self.orphans.remove(pick as usize % self.orphans.len());
-                let reporter = self.workers[pick as usize % self.workers.len()].id;
+                let (lease, liar, worker) = self.orphans.remove(pick as usize % self.orphans.len());
+                let stranger = self.workers[pick as usize % self.workers.len()].id;
+                if stranger != worker {
+                    assert!(self.s.begin_finish(stranger, lease.lease).is_none(), "an orphan is only its worker's");
+                }
+                // Its worker resumes (paused, so nothing new is leased to it) and reports.
+                let reporter = worker;
+                if !self.workers.iter().any(|w| w.id == worker) {
+                    let (tx, rx) = outbox();
+                    self.s.resume_worker(worker, 0, tx);
+                    self.workers.push(TestWorker { id: worker, rx, holding: vec![], slots: 0, held_at_capacity_change: 0 });
+                }
                 let cancelled = self.jobs.iter().any(|(id, _, c)| *id == lease.job && *c);
                 let done = self.finished.contains_key(&(lease.job, lease.task));
                 let validated = self.s.validation(lease.job).is_some();

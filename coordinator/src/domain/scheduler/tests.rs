@@ -27,7 +27,6 @@ fn never_sends_more_than_the_advertised_slots() {
     let w = s.register_worker(3, tx);
     let first = leases(&mut rx);
     assert_eq!(first.len(), 3);
-    assert!(first.iter().all(|l| l.lease >> 32 == 7), "lease ids carry the epoch");
     let f = s.begin_finish(w, first[0].lease).unwrap();
     assert!(!s.finish(f.lease));
     assert_eq!(leases(&mut rx).len(), 1, "one freed slot, one new lease");
@@ -87,15 +86,16 @@ fn disconnect_requeues_and_stale_results_are_refused() {
 
 #[test]
 fn a_result_that_finished_while_disconnected_still_counts() {
-    let ReLeased { mut s, old, w2, mut rx2, new, .. } = re_leased();
-    // The first worker reconnects and reports its old attempt.
+    let ReLeased { mut s, w1, old, w2, mut rx2, new, .. } = re_leased();
+    // The first worker reconnects (proving it is the same worker) and reports its old attempt.
     let (tx3, _rx3) = outbox();
-    let w3 = s.register_worker(1, tx3);
+    let w3 = w1;
+    s.resume_worker(w1, 1, tx3);
     let f = s.begin_finish(w3, old.lease).expect("the orphaned attempt is still current");
     assert_eq!((f.job, f.task), (old.job, old.task));
     let cancelled: Vec<_> = std::iter::from_fn(|| rx2.try_recv().ok()).collect();
     assert!(
-        cancelled.iter().any(|m| matches!(m, CoordinatorMessage::Cancel(c) if c.lease == new.lease)),
+        cancelled.iter().any(|m| matches!(m, CoordinatorMessage::Cancel(c) if c.leases.contains(&new.lease))),
         "the newer attempt is cancelled: {cancelled:?}"
     );
     assert!(s.begin_finish(w3, old.lease).is_none(), "reported once");
@@ -252,7 +252,10 @@ fn a_straggler_gets_a_second_attempt_and_the_first_report_wins() {
     let f = s.begin_finish(w2, second.lease).unwrap();
     assert!(s.finish(f.lease), "the job is done");
     let cancels: Vec<_> = std::iter::from_fn(|| rx1.try_recv().ok()).collect();
-    assert!(cancels.iter().any(|m| matches!(m, CoordinatorMessage::Cancel(c) if c.lease == slow.lease)), "the slower attempt is stopped");
+    assert!(
+        cancels.iter().any(|m| matches!(m, CoordinatorMessage::Cancel(c) if c.leases.contains(&slow.lease))),
+        "the slower attempt is stopped"
+    );
     assert!(s.begin_finish(w1, slow.lease).is_none(), "and its late report refused");
     assert_eq!(s.stats().leases, 0);
     assert_eq!(s.heartbeat(w1, &[slow.lease]), vec![slow.lease], "a heartbeat naming it is told to stop");
@@ -270,18 +273,60 @@ fn a_report_arriving_while_the_other_attempt_is_stored_ends_its_own_attempt() {
 }
 
 #[test]
-fn a_report_on_a_new_session_takes_the_lease_from_the_old_one() {
+fn only_the_worker_holding_a_lease_may_report_it() {
     let mut s = sched();
     s.add_job(1, [0; 32], JobLimits::default(), tasks(1), vec![], vec![]);
     let (tx1, mut rx1) = outbox();
-    let old_session = s.register_worker(1, tx1);
+    let holder = s.register_worker(1, tx1);
+    let l = leases(&mut rx1).pop().unwrap();
+    let (tx2, _rx2) = outbox();
+    let stranger = s.register_worker(1, tx2);
+    assert!(s.begin_finish(stranger, l.lease).is_none(), "another worker's report is refused");
+    assert_eq!(s.heartbeat(stranger, &[l.lease, 12345]), vec![l.lease, 12345], "the same answer as for an unknown id");
+    // The holder's own report is still taken.
+    let f = s.begin_finish(holder, l.lease).expect("the holder reports");
+    assert!(s.finish(f.lease));
+}
+
+#[test]
+fn a_worker_that_resumes_goes_on_with_its_leases() {
+    let mut s = sched();
+    s.add_job(1, [0; 32], JobLimits::default(), tasks(2), vec![], vec![]);
+    let (tx1, mut rx1) = outbox();
+    let w = s.register_worker(1, tx1);
     let l = leases(&mut rx1).pop().unwrap();
     // The worker reconnected before the coordinator noticed the old session die.
-    let (tx2, _rx2) = outbox();
-    let new_session = s.register_worker(1, tx2);
-    let f = s.begin_finish(new_session, l.lease).expect("the lease moves to the reporting session");
+    let (tx2, mut rx2) = outbox();
+    s.resume_worker(w, 1, tx2);
+    assert_eq!(s.heartbeat(w, &[l.lease]), Vec::<LeaseId>::new(), "still its lease");
+    let f = s.begin_finish(w, l.lease).expect("its report is taken");
+    assert!(!s.finish(f.lease));
+    let next = leases(&mut rx2).pop().expect("the next task goes to its new session");
+    // Its session is removed (the lease orphaned); it resumes again.
+    s.remove_worker(w);
+    let (tx4, _rx4) = outbox();
+    let stranger = s.register_worker(0, tx4);
+    assert!(s.begin_finish(stranger, next.lease).is_none(), "an orphan is only its worker's");
+    let (tx5, _rx5) = outbox();
+    s.resume_worker(w, 0, tx5);
+    assert_eq!(s.heartbeat(w, &[next.lease]), Vec::<LeaseId>::new(), "its orphan is not cancelled");
+    let f = s.begin_finish(w, next.lease).expect("its worker's report of the orphan is taken");
     assert!(s.finish(f.lease));
-    assert_eq!(s.remove_worker(old_session), 0, "nothing left to requeue");
+}
+
+#[test]
+fn resume_secrets_prove_a_worker_and_nothing_else() {
+    let s = Scheduler::new(9, Duration::from_secs(30), Instant::now()).with_key([3; 32]);
+    let secret = s.resume_secret(42);
+    assert_eq!(s.resumed_worker(&secret), Some(42));
+    let mut forged = secret;
+    forged[..8].copy_from_slice(&43u64.to_le_bytes());
+    assert_eq!(s.resumed_worker(&forged), None, "another id with the same MAC");
+    let mut flipped = secret;
+    flipped[23] ^= 1;
+    assert_eq!(s.resumed_worker(&flipped), None);
+    let other = Scheduler::new(9, Duration::from_secs(30), Instant::now()).with_key([4; 32]);
+    assert_eq!(other.resumed_worker(&secret), None, "a secret from before a restart");
 }
 
 #[test]
@@ -293,10 +338,11 @@ fn lease_ids_are_unique_and_keyed() {
         s.register_worker(200, tx);
         leases(&mut rx).into_iter().map(|l| l.lease).collect::<Vec<_>>()
     };
-    let a = ids(1);
+    let key = |n: u8| [n; 32];
+    let a = ids(key(1));
     assert_eq!(a.iter().collect::<std::collections::HashSet<_>>().len(), 200);
-    assert!(a.iter().all(|l| l >> 32 == 9), "the epoch stays in the high bits");
-    let b = ids(2);
+    assert!(a.iter().all(|l| l >> 64 != 0 && l & u64::MAX as u128 != 0), "128 bits, high and low");
+    let b = ids(key(2));
     assert_ne!(a, b, "another key, other ids");
     let consecutive = a.windows(2).filter(|w| w[1] == w[0] + 1).count();
     assert!(consecutive < 5, "ids do not count up ({consecutive} consecutive pairs)");

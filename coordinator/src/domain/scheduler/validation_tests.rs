@@ -76,7 +76,7 @@ impl Bench {
             while let Ok(m) = w.rx.try_recv() {
                 match m {
                     CoordinatorMessage::Lease(l) => w.held.push(l),
-                    CoordinatorMessage::Cancel(c) => w.held.retain(|l| l.lease != c.lease),
+                    CoordinatorMessage::Cancel(c) => w.held.retain(|l| !c.leases.contains(&l.lease)),
                     _ => {}
                 }
             }

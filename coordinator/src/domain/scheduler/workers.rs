@@ -20,6 +20,26 @@ impl Scheduler {
         id
     }
 
+    /// A session that proved (with `resume_secret`) to be worker `id`
+    /// reconnected: the worker goes on with what it holds, now at `slots`
+    /// from `origin`. If its earlier session was already removed, it joins
+    /// again under the same id, and its orphaned attempts are still its own.
+    pub fn resume_worker(&mut self, id: WorkerId, slots: u32, origin: Option<u64>, now: Instant) {
+        self.now = now;
+        let voter = Voter { worker: id, origin };
+        match self.workers.get_mut(&id) {
+            Some(w) => {
+                w.slots = slots;
+                w.voter = voter;
+            }
+            None => {
+                self.workers.insert(id, Worker { slots, voter, leases: HashSet::new(), queued: false });
+            }
+        }
+        self.mark_hungry(id);
+        self.pump();
+    }
+
     /// The lease is live and held by this worker's session.
     pub fn holds(&self, worker: WorkerId, lease: LeaseId) -> bool {
         self.leases.get(&lease).is_some_and(|l| l.worker == worker)

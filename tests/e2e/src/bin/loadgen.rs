@@ -147,7 +147,7 @@ fn execute(o: &Options, lease: &Lease) -> WorkerMessage {
 /// worker decides to drop it. An error means it never got going (or broke).
 fn session(o: &Options, rng: &mut Rng, name: &str) -> anyhow::Result<()> {
     let mut w = ProtoWorker::connect(o.coordinator)?;
-    w.send(&WorkerMessage::Hello(Hello { version: PROTOCOL_VERSION, slots: 1, agent: name.into() }))?;
+    w.send(&WorkerMessage::Hello(Hello { version: PROTOCOL_VERSION, slots: 1, agent: name.into(), resume: None }))?;
     match w.recv()? {
         Received::Msg(CoordinatorMessage::Welcome(_)) => {}
         other => bail!("expected Welcome, got {other:?}"),
@@ -176,10 +176,10 @@ fn session(o: &Options, rng: &mut Rng, name: &str) -> anyhow::Result<()> {
             execute(o, &lease)
         };
         if rng.chance(o.stale) {
-            // A lease id no coordinator ever issued (epoch 0): must be refused.
+            // A lease id no coordinator ever issued: must be refused.
             let mut stale = report.clone();
             if let WorkerMessage::Result(r) = &mut stale {
-                r.lease = rng.next_u64() & 0xffff_ffff;
+                r.lease = (rng.next_u64() as u128) << 64 | rng.next_u64() as u128;
                 r.stdout = b"stale result that must never be stored".to_vec();
                 w.send(&stale)?;
             }

@@ -31,7 +31,8 @@ impl Shared {
         }
         let id = self.next_lease.fetch_add(1, Ordering::Relaxed);
         let lease = Lease {
-            lease: id,
+            // 128 bits, as the coordinator's ids are: the same bytes on the wire.
+            lease: (id as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835) | 1 << 127,
             job: 1,
             task: id as u32,
             module: idlecore_protocol::Sha256Hash([7; 32]),
@@ -63,6 +64,7 @@ async fn session(stream: tokio::net::TcpStream, shared: Arc<Shared>, mut go: wat
         blob_path: "/blobs/".into(),
         max_frame: MAX_FRAME_BYTES as u32,
         ice_servers: vec![],
+        resume: [0; 24],
     };
     ws.send(Message::Binary(encode_coordinator(&CoordinatorMessage::Welcome(welcome)).into())).await?;
     go.wait_for(|started| *started).await?;

@@ -97,7 +97,7 @@ async fn join(o: &Options, index: u32) -> anyhow::Result<(Socket, u32)> {
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
     let url = format!("ws://{}/ws", o.coordinator);
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await?;
-    let hello = WorkerMessage::Hello(Hello { version: PROTOCOL_VERSION, slots: 1, agent: format!("swarm-{index}") });
+    let hello = WorkerMessage::Hello(Hello { version: PROTOCOL_VERSION, slots: 1, agent: format!("swarm-{index}"), resume: None });
     ws.send(Message::Binary(encode_worker(&hello).into())).await?;
     loop {
         match ws.next().await.context("closed before Welcome")?? {
@@ -141,8 +141,8 @@ fn result_of(lease: &Lease) -> Vec<u8> {
 async fn work(mut ws: Socket, heartbeat_ms: u32, task_us: u64, shared: Arc<Shared>) -> anyhow::Result<()> {
     let mut heartbeat = tokio::time::interval(Duration::from_millis(heartbeat_ms.max(100) as u64));
     heartbeat.tick().await;
-    let mut sent: HashMap<u64, Instant> = HashMap::new();
-    let mut running: Vec<u64> = Vec::new();
+    let mut sent: HashMap<LeaseId, Instant> = HashMap::new();
+    let mut running: Vec<LeaseId> = Vec::new();
     // Leases to answer, each when its `--task-us` is up. The socket is read
     // meanwhile, so an `Ack` is timed when it arrives.
     let mut answers: std::collections::VecDeque<(tokio::time::Instant, Lease)> = Default::default();
