@@ -177,14 +177,15 @@ impl WasiCtx {
     fn write_at(&mut self, node: NodeId, preopen: usize, at: u64, data: &[u8]) -> Result<(), Result<Errno, Abort>> {
         let old = self.fs.size(node);
         let end = at.checked_add(data.len() as u64).ok_or(Ok(Errno::Fbig))?;
+        let (start, end_at) = (file_size(at).map_err(Ok)?, file_size(end).map_err(Ok)?);
         if end > old {
-            self.resize_output(preopen, (end - old) as i64).map_err(Err)?;
+            self.resize_output(preopen, growth(old, end)).map_err(Err)?;
         }
         let file = self.fs.data_mut(node).map_err(Ok)?;
-        if end as usize > file.len() {
-            file.resize(end as usize, 0);
+        if end_at > file.len() {
+            file.resize(end_at, 0);
         }
-        file[at as usize..end as usize].copy_from_slice(data);
+        file[start..end_at].copy_from_slice(data);
         Ok(())
     }
 
@@ -214,7 +215,7 @@ impl WasiCtx {
                 })
             }
             Ok(Fd::File { node, read: true, pos, .. }) => {
-                let data = self.fs.data(node).map(|d| d.get(pos as usize..).unwrap_or(&[]).to_vec());
+                let data = self.fs.data(node).map(|d| at(d, pos).to_vec());
                 data.and_then(|d| Self::scatter(mem, iovs, count, &d)).inspect(|&n| {
                     if let Ok(Fd::File { pos, .. }) = self.fd_mut(fd) {
                         *pos += n as u64;
@@ -239,7 +240,7 @@ impl WasiCtx {
             Err(e) => return e,
         };
         let data = match self.fs.data(node) {
-            Ok(d) => d.get(offset as usize..).unwrap_or(&[]).to_vec(),
+            Ok(d) => at(d, offset).to_vec(),
             Err(e) => return e,
         };
         match Self::scatter(mem, iovs, count, &data) {
@@ -379,11 +380,15 @@ impl WasiCtx {
             Ok(_) => return Ok(Errno::Badf),
             Err(e) => return Ok(e),
         };
+        let new = match file_size(size) {
+            Ok(n) => n,
+            Err(e) => return Ok(e),
+        };
         let old = self.fs.size(node);
-        self.resize_output(preopen, size as i64 - old as i64)?;
+        self.resize_output(preopen, growth(old, size))?;
         match self.fs.data_mut(node) {
             Ok(data) => {
-                data.resize(size as usize, 0);
+                data.resize(new, 0);
                 Ok(Errno::Success)
             }
             Err(e) => Ok(e),
@@ -422,4 +427,25 @@ impl WasiCtx {
 /// The fd table a run starts with.
 pub fn stdio() -> Vec<Option<Fd>> {
     vec![Some(Fd::Stdin), Some(Fd::Stdout), Some(Fd::Stderr)]
+}
+
+/// A file size or offset the guest passed, as a host size: `EFBIG` past what
+/// a file may be (`i64::MAX`, or what this host can address), checked before
+/// anything is counted or cast.
+fn file_size(n: u64) -> Result<usize, Errno> {
+    if n > i64::MAX as u64 {
+        return Err(Errno::Fbig);
+    }
+    usize::try_from(n).map_err(|_| Errno::Fbig)
+}
+
+/// How much a file grows (negative: shrinks) from `old` to `new` bytes, both
+/// within `file_size`'s bounds.
+fn growth(old: u64, new: u64) -> i64 {
+    new as i64 - old as i64
+}
+
+/// The bytes of `data` from `offset` on (none past its end, whatever the offset).
+fn at(data: &[u8], offset: u64) -> &[u8] {
+    usize::try_from(offset).ok().and_then(|o| data.get(o..)).unwrap_or(&[])
 }

@@ -80,9 +80,26 @@ pub fn output_files(ctx: &WasiCtx) -> Vec<TaskFile> {
         .collect()
 }
 
+/// Why a run's output cannot travel as a `Result` (the coordinator would end
+/// the session for it): too many files, a path too long, or more bytes than
+/// a frame holds. The worker reports `OutputLimit` itself instead.
+fn beyond_protocol(out: &RunOutput) -> Option<String> {
+    use idlecore_protocol::limits::{MAX_FILES, MAX_FRAME_BYTES, MAX_PATH_BYTES};
+    if out.files.len() > MAX_FILES {
+        return Some(format!("the run left {} files; a result holds at most {MAX_FILES}", out.files.len()));
+    }
+    if let Some(f) = out.files.iter().find(|f| f.path.len() > MAX_PATH_BYTES) {
+        return Some(format!("the run left a file path of {} bytes; at most {MAX_PATH_BYTES}", f.path.len()));
+    }
+    // An upper bound of the encoded size: every length prefix at its longest.
+    let bytes = 64 + out.stdout.len() + out.stderr.len() + out.files.iter().map(|f| 20 + f.path.len() + f.data.len()).sum::<usize>();
+    (bytes > MAX_FRAME_BYTES).then(|| format!("the run's output takes {bytes} bytes; a result holds at most {MAX_FRAME_BYTES}"))
+}
+
 /// The report of a run of `lease` that took `elapsed_ms`.
 pub fn report(lease: idlecore_protocol::LeaseId, run: Result<RunOutput, RunError>, elapsed_ms: u32) -> WorkerMessage {
     let (kind, message) = match run {
+        Ok(out) if let Some(broken) = beyond_protocol(&out) => (FailureKind::OutputLimit, broken),
         Ok(out) => {
             return WorkerMessage::Result(TaskResult {
                 lease,
@@ -165,5 +182,31 @@ mod tests {
         assert_eq!(kind(RunError::MemoryLimit("x".into())), FailureKind::MemoryLimit);
         let out = RunOutput { exit_code: 3, stdout: b"o".to_vec(), stderr: vec![], fuel_used: 7, files: vec![] };
         assert!(matches!(report(1, Ok(out), 12), WorkerMessage::Result(r) if r.exit_code == 3 && r.elapsed_ms == 12 && r.fuel_used == 7));
+    }
+
+    /// What the coordinator would refuse (ending the session) is reported as
+    /// `OutputLimit` by the worker itself; what fits goes as a result.
+    #[test]
+    fn a_result_beyond_the_protocol_limits_is_an_output_limit() {
+        use idlecore_protocol::{decode_worker, encode_worker, limits};
+        let file = |path: String, size: usize| TaskFile { path, data: vec![7; size] };
+        let run = |stdout: usize, files: Vec<TaskFile>| {
+            let out = RunOutput { exit_code: 0, stdout: vec![1; stdout], stderr: vec![], fuel_used: 0, files };
+            report(1, Ok(out), 0)
+        };
+        let kind = |m: &WorkerMessage| match m {
+            WorkerMessage::Failure(f) => Some(f.kind),
+            _ => None,
+        };
+        let many = (0..=limits::MAX_FILES).map(|i| file(format!("/output/{i}"), 0)).collect();
+        assert_eq!(kind(&run(0, many)), Some(FailureKind::OutputLimit));
+        let long = vec![file(format!("/output/{}", "a".repeat(limits::MAX_PATH_BYTES)), 1)];
+        assert_eq!(kind(&run(0, long)), Some(FailureKind::OutputLimit));
+        let big = vec![file("/output/big".into(), 2 << 20)];
+        assert_eq!(kind(&run(limits::MAX_FRAME_BYTES - (1 << 20), big)), Some(FailureKind::OutputLimit));
+        // Just under the frame limit: a result, and one the coordinator decodes.
+        let fits = run(limits::MAX_FRAME_BYTES - (1 << 20), vec![file("/output/a".into(), (1 << 20) - 200)]);
+        assert_eq!(kind(&fits), None);
+        assert!(decode_worker(&encode_worker(&fits)).is_ok());
     }
 }

@@ -179,6 +179,27 @@ mod files {
         assert_eq!(c.fd_write(&m, fd, 100, 1, 200), Ok(Errno::Success));
     }
 
+    /// A size or offset of 2^63 and more once wrapped to a negative change and
+    /// lowered the output count, after which output was unlimited.
+    #[test]
+    fn huge_sizes_and_offsets_are_efbig_and_never_lower_the_output_count() {
+        let mut c = ctx(10);
+        let m = VecMemory::new(4096);
+        let fd = open(&mut c, &m, 4, "r.txt", 1, (1 << 6) | (1 << 4) | (1 << 22)).unwrap();
+        for size in [1u64 << 63, u64::MAX, (1 << 63) + 5] {
+            assert_eq!(c.fd_filestat_set_size(fd, size), Ok(Errno::Fbig), "size {size}");
+        }
+        m.write(0, b"01234567").unwrap();
+        m.write_u32(100, 0).unwrap();
+        m.write_u32(104, 8).unwrap();
+        for offset in [1u64 << 63, u64::MAX - 4] {
+            assert_eq!(c.fd_pwrite(&m, fd, 100, 1, offset, 200), Ok(Errno::Fbig), "offset {offset}");
+        }
+        // The count is as it was: 8 bytes fit, 8 more do not.
+        assert_eq!(c.fd_write(&m, fd, 100, 1, 200), Ok(Errno::Success));
+        assert_eq!(c.fd_write(&m, fd, 100, 1, 200), Err(Abort::OutputLimit(10)));
+    }
+
     #[test]
     fn readdir_cookies_resume_where_the_buffer_ended() {
         let mut c = ctx(1 << 20);
