@@ -117,6 +117,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<RunOutcome> {
             pkg: Some(pkg),
             ice_servers: vec![],
             trusted_proxies: vec![],
+            max_connections: None,
+            max_connections_per_address: 1000,
+            max_upgrades_per_second: 50,
+            request_timeout: std::time::Duration::from_secs(10),
         },
         #[cfg(feature = "webrtc")]
         rtc_listen: None,

@@ -55,6 +55,18 @@ pub struct ServeArgs {
     /// networks come from these; from any other peer the headers are ignored.
     #[arg(long = "trusted-proxy", value_name = "CIDR")]
     pub trusted_proxies: Vec<Cidr>,
+    /// Connections open at once, in all (default: the open-files limit less 256).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
+    /// Connections open at once from one address. Every visitor of a site
+    /// behind one NAT shares its address: raise this for such a site (trusted
+    /// proxies are not held to it).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections_per_address: u64,
+    /// Worker connections (WebSocket upgrades, WebRTC offers) one address may
+    /// open per second on average, in bursts of up to ten times this.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_upgrades_per_second: u32,
     #[command(flatten)]
     pub validation: ValidationArgs,
     #[command(flatten)]
@@ -175,6 +187,10 @@ impl ServeArgs {
                 pkg: self.pkg.clone(),
                 ice_servers: self.ice.servers()?,
                 trusted_proxies: self.trusted_proxies.clone(),
+                max_connections: self.max_connections.map(|n| n as usize),
+                max_connections_per_address: self.max_connections_per_address as usize,
+                max_upgrades_per_second: self.max_upgrades_per_second,
+                request_timeout: std::time::Duration::from_secs(10),
             },
             #[cfg(feature = "webrtc")]
             rtc_listen: self.rtc_listen,

@@ -94,21 +94,21 @@ impl Server {
         tracing::info!(addr = %listener.local_addr()?, "coordinator started");
         let ticker = tokio::spawn(tick(edge.services.clone()));
         let app = net::http::router(edge.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
-        use axum::serve::ListenerExt;
-        // Without TCP_NODELAY a lease written right after an `Ack` waits for
-        // the worker's delayed ACK (~40 ms): small frames must go at once.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::warn!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-        axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down");
-                let _ = stop.send(true);
-            })
-            .await?;
+        let cfg = &edge.config;
+        let limits = net::listener::Limits {
+            // Files are kept for the store, the data directory and the WebRTC socket.
+            max_connections: cfg.max_connections.unwrap_or((open_files_limit().saturating_sub(256) as usize).max(64)),
+            max_per_address: cfg.max_connections_per_address,
+            header_timeout: cfg.request_timeout,
+            trusted_proxies: cfg.trusted_proxies.clone(),
+        };
+        tracing::info!(max = limits.max_connections, per_address = limits.max_per_address, "connection limits");
+        let shutdown = async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            let _ = stop.send(true);
+        };
+        net::listener::serve(listener, app, limits, shutdown, Duration::from_secs(10)).await;
         ticker.abort();
         // Upgraded WebSockets outlive the HTTP server: let each send its goodbye.
         edge.sessions_closed(Duration::from_secs(5)).await;
@@ -130,6 +130,25 @@ async fn tick(services: Arc<Services>) {
         if speculated > 0 {
             tracing::info!(leases = speculated, "second attempts of stragglers sent to idle workers");
         }
+    }
+}
+
+/// The soft limit on open files now (0 if unknown).
+fn open_files_limit() -> u64 {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit only writes the struct passed.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+            return 0;
+        }
+        #[allow(clippy::unnecessary_cast)]
+        let open = limit.rlim_cur as u64;
+        open
+    }
+    #[cfg(not(unix))]
+    {
+        0
     }
 }
 

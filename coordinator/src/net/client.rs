@@ -24,6 +24,8 @@ use std::sync::Arc;
 pub struct Visitor {
     pub site: String,
     pub origin: Option<u64>,
+    /// The client's address (through trusted proxies), if the server recorded the peer.
+    pub addr: Option<IpAddr>,
 }
 
 /// `?site=KEY` on the worker endpoints: which embedding site the visitor came from.
@@ -50,8 +52,14 @@ impl FromRequestParts<Arc<Edge>> for Visitor {
         }
         // The peer address, where the server records it (a router served without it has none).
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>();
-        let origin = peer.and_then(|p| origin_of(client_addr(p.0.ip(), &parts.headers, &edge.config.trusted_proxies)));
-        Ok(Visitor { site, origin })
+        let addr = peer.map(|p| unmapped(client_addr(p.0.ip(), &parts.headers, &edge.config.trusted_proxies)));
+        let origin = addr.and_then(origin_of);
+        if addr.is_some_and(|a| !edge.upgrades.allow(a, std::time::Instant::now())) {
+            let why = "too many worker connections from this address; retry in a moment";
+            return Err((StatusCode::TOO_MANY_REQUESTS, [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"), (header::RETRY_AFTER, "1")], why)
+                .into_response());
+        }
+        Ok(Visitor { site, origin, addr })
     }
 }
 
@@ -116,7 +124,7 @@ fn mask(net: u128, ip: u128, prefix: u8, bits: u8) -> bool {
 }
 
 /// An IPv4 address written as IPv6 (`::ffff:a.b.c.d`) is the IPv4 address.
-fn unmapped(ip: IpAddr) -> IpAddr {
+pub(super) fn unmapped(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
         v4 => v4,

@@ -7,6 +7,8 @@
 
 pub mod client;
 pub mod http;
+pub mod listener;
+pub mod rate;
 #[cfg(feature = "webrtc")]
 pub mod rtc;
 pub mod sessions;
@@ -35,6 +37,16 @@ pub struct Config {
     pub ice_servers: Vec<idlecore_protocol::IceServer>,
     /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` headers name the client.
     pub trusted_proxies: Vec<client::Cidr>,
+    /// Connections open at once in all (`None`: the open-files limit less a reserve).
+    pub max_connections: Option<usize>,
+    /// Connections open at once from one address (trusted proxies excepted).
+    pub max_connections_per_address: usize,
+    /// Worker connections (`/ws` upgrades, `/rtc` offers) one client address
+    /// may open per second, on average (bursts of ten times that).
+    pub max_upgrades_per_second: u32,
+    /// How long a client may take to send a request's headers, and a body's
+    /// next bytes.
+    pub request_timeout: Duration,
 }
 
 /// The edges' shared state: the services they call, their settings, the
@@ -47,6 +59,8 @@ pub struct Edge {
     /// Worker sessions over WebRTC data channels (`--rtc-listen`).
     #[cfg(feature = "webrtc")]
     pub rtc: Option<rtc::RtcHub>,
+    /// Worker connections opened, by client address (see `rate`).
+    pub upgrades: rate::AddressRate,
     sessions: AtomicUsize,
     /// Of those, the ones over WebRTC data channels.
     data_channel_sessions: AtomicUsize,
@@ -70,13 +84,14 @@ impl Edge {
     pub fn new(services: Arc<Services>, config: Config, shutdown: watch::Receiver<bool>) -> Edge {
         Edge {
             services,
-            config,
             shutdown,
             #[cfg(feature = "webrtc")]
             rtc: None,
+            upgrades: rate::AddressRate::new(config.max_upgrades_per_second, config.max_upgrades_per_second.saturating_mul(10)),
             sessions: AtomicUsize::new(0),
             data_channel_sessions: AtomicUsize::new(0),
             session_ended: Notify::new(),
+            config,
         }
     }
 

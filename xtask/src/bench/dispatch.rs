@@ -123,7 +123,8 @@ impl Server {
             site: None,
             // Idle workers' heartbeats are part of the load; a browser's default period.
             heartbeat_ms: 30_000,
-            extra: &[],
+            // Every simulated worker connects from loopback, all at once.
+            extra: &["--max-connections-per-address", "1000000", "--max-upgrades-per-second", "1000000"],
         })?;
         let module = coordinator.api().upload(&std::fs::read(paths.tasks.join("hashchain.wasm"))?)?;
         Ok(Server::Coordinator { coordinator, module, _data: data })

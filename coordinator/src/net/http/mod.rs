@@ -24,16 +24,21 @@ use axum::{Json, Router};
 use idlecore_protocol::Sha256Hash;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::services::ServeDir;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 type HttpResult<T> = Result<T, HttpError>;
 
 pub fn router(edge: Arc<Edge>) -> Router {
     let cfg = &edge.config;
+    // A body over the limit is refused from its `Content-Length`, at once,
+    // before a byte of it is read (and before the token is checked).
+    let at_most = |n: usize| (RequestBodyLimitLayer::new(n), DefaultBodyLimit::max(n));
     let api = Router::new()
-        .route("/api/modules", post(upload_module).layer(DefaultBodyLimit::max(cfg.max_module_bytes)))
-        .route("/api/blobs", post(upload_blob).layer(DefaultBodyLimit::max(cfg.max_blob_bytes)))
-        .route("/api/jobs", post(create_job).get(list_jobs).layer(DefaultBodyLimit::max(cfg.max_job_bytes)))
+        .route("/api/modules", post(upload_module).layer(at_most(cfg.max_module_bytes)))
+        .route("/api/blobs", post(upload_blob).layer(at_most(cfg.max_blob_bytes)))
+        .route("/api/jobs", post(create_job).get(list_jobs).layer(at_most(cfg.max_job_bytes)))
         .route("/api/jobs/{id}", get(job_status))
         .route("/api/jobs/{id}/cancel", post(cancel_job))
         .route("/api/jobs/{id}/results", get(results::list))
@@ -44,7 +49,9 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .route("/ws", get(worker_socket));
     #[cfg(feature = "webrtc")]
     let api = api.route("/rtc", post(super::rtc::offer).layer(DefaultBodyLimit::max(idlecore_protocol::limits::MAX_SDP_BYTES)));
-    let mut app = api;
+    // A body that stops arriving (sent a byte at a time, or not at all) ends
+    // the request instead of holding it open.
+    let mut app = api.layer(RequestBodyTimeoutLayer::new(cfg.request_timeout));
     if let Some(pkg) = &cfg.pkg {
         // Pages on other origins may load the package from here as from a CDN
         // (module scripts and the wasm are CORS fetches).
