@@ -132,3 +132,61 @@ fn a_worker_that_never_reads_its_answers_cannot_grow_the_coordinator() {
     let grown_mib = peak_after.saturating_sub(peak_before) / 1024;
     assert!(grown_mib < 48, "peak memory grew by {grown_mib} MiB after {} MiB of heartbeats", sent >> 20);
 }
+
+/// The head of a masked binary WebSocket frame of `len` bytes (mask key 0,
+/// so the payload goes as it is).
+fn frame_head(len: u64) -> Vec<u8> {
+    let mut head = vec![0x82, 0x80 | 127];
+    head.extend_from_slice(&len.to_be_bytes());
+    head.extend_from_slice(&[0; 4]);
+    head
+}
+
+/// Workers that begin frames and never finish them: before any lease each
+/// is cut off after a small part; holding a lease, they together hold no
+/// more than the global budget. The coordinator's peak memory stays far
+/// below what they sent, and an honest worker is served beside them.
+#[test]
+fn unfinished_frames_hold_a_bounded_amount_of_memory() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let c = common::start(dir.path());
+    let api = c.api();
+    let (_, peak_before) = memory_kib(c.pid()).unwrap();
+    // No lease: cut off at 256 KiB.
+    let mut w = ProtoWorker::connect(c.addr).unwrap();
+    w.set_write_timeout(Duration::from_secs(5)).unwrap();
+    let tcp = w.tcp();
+    tcp.write_all(&frame_head(16 << 20)).unwrap();
+    let written = (0..16).take_while(|_| tcp.write_all(&[0; 1 << 20]).is_ok()).count();
+    assert!(written < 16, "a 16 MiB frame before Hello was taken whole");
+    // Thirty workers, each with a lease, each 15 MiB into a 16 MiB frame.
+    let stdins: Vec<&[u8]> = vec![b"x"; 31];
+    let job = unvalidated_job(&api, 14, &stdins);
+    let mut held = vec![];
+    let mut cut = 0;
+    for _ in 0..30 {
+        let (mut w, _) = ProtoWorker::join(c.addr, 1).unwrap();
+        w.next_lease().unwrap();
+        w.set_write_timeout(Duration::from_secs(5)).unwrap();
+        let tcp = w.tcp();
+        tcp.write_all(&frame_head(16 << 20)).unwrap();
+        if (0..15).all(|_| tcp.write_all(&[0; 1 << 20]).is_ok()) {
+            held.push(w);
+        } else {
+            cut += 1;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, peak_after) = memory_kib(c.pid()).unwrap();
+    let grown_mib = peak_after.saturating_sub(peak_before) / 1024;
+    assert!(cut > 0, "450 MiB of unfinished frames were all taken");
+    assert!(grown_mib < 300, "peak memory grew by {grown_mib} MiB ({cut} of 30 cut off)");
+    // Served meanwhile: one task is left for an honest worker.
+    let (mut honest, _) = ProtoWorker::join(c.addr, 1).unwrap();
+    let lease = honest.next_lease().unwrap();
+    honest.report(&result(lease.lease, b"fine")).unwrap();
+    let status = api.status(job).unwrap();
+    assert!(status["done"].as_u64() >= Some(1), "{status}");
+    drop(held);
+}

@@ -194,9 +194,21 @@ fn bad_frames_get_a_clear_error_and_the_coordinator_keeps_serving() {
     w.send_text("{\"hello\": 1}").unwrap();
     assert!(w.expect_error(ErrorCode::Malformed).unwrap().contains("binary"));
 
+    // Before `Hello` (and before any lease) a frame may be small only: a
+    // large one ends the connection while it is still arriving.
     let mut w = ProtoWorker::connect(c.addr).unwrap();
+    let cut = w.send_raw(vec![0; 1 << 20]).is_err() || matches!(w.recv(), Ok(Received::Closed) | Err(_));
+    assert!(cut, "a 1 MiB frame before Hello is cut off");
+    // A worker holding a lease may send a frame as large as a result; past
+    // the protocol's maximum it is told why.
+    let api = c.api();
+    let job = api.create_job(&api.upload(&common::module(9)).unwrap(), &[b"x".to_vec()], &[], json!({})).unwrap();
+    let (mut w, _) = ProtoWorker::join(c.addr, 1).unwrap();
+    w.next_lease().unwrap();
     w.send_raw(vec![0; MAX_FRAME_BYTES + 1]).unwrap();
     assert!(w.expect_error(ErrorCode::TooLarge).unwrap().contains("exceeds"));
+    let auth = format!("Bearer {}", common::TOKEN);
+    assert_eq!(api.request("POST", &format!("/api/jobs/{job}/cancel"), Some(&auth), vec![]).unwrap().status, 200);
 
     let mut w = ProtoWorker::connect(c.addr).unwrap();
     w.send(&WorkerMessage::Hello(Hello { version: 99, slots: 1, agent: String::new(), resume: None })).unwrap();

@@ -12,6 +12,7 @@ pub mod rate;
 #[cfg(feature = "webrtc")]
 pub mod rtc;
 pub mod sessions;
+pub mod upgrade;
 
 use crate::services::Services;
 use std::path::PathBuf;

@@ -2,12 +2,12 @@
 //! the `webrtc` feature): handshake, then leases out and reports in.
 
 use super::client::Visitor;
+use super::upgrade::{FrameBudget, Message, WebSocket};
 use super::Edge;
 use crate::domain::{LeaseId, WorkerId};
 use crate::services::outbox::{outbox, Inbox, Outbox};
 use crate::services::{blobs, jobs, Services};
-use axum::extract::ws::{Message, WebSocket};
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use idlecore_protocol::{
     decode_worker, encode_coordinator, hello_version, CoordinatorMessage, DecodeError, ErrorCode, ProtocolError, Welcome, WorkerMessage,
     MAX_FRAME_BYTES, PROTOCOL_VERSION,
@@ -37,7 +37,8 @@ impl From<DecodeError> for Refusal {
 /// than one of either, so boxing the larger would only add an allocation.
 #[allow(clippy::large_enum_variant)]
 pub enum Link {
-    WebSocket(WebSocket),
+    /// With the budget its unfinished frames are charged to (see `upgrade`).
+    WebSocket(WebSocket, Arc<FrameBudget>),
     #[cfg(feature = "webrtc")]
     DataChannel(crate::net::rtc::ChannelLink),
 }
@@ -45,19 +46,21 @@ pub enum Link {
 impl Link {
     /// Waits for the next frame; `None` when the connection is closed.
     async fn recv(&mut self) -> Result<Option<Vec<u8>>, Refusal> {
-        let socket = match self {
-            Link::WebSocket(socket) => socket,
+        let (socket, budget) = match self {
+            Link::WebSocket(socket, budget) => (socket, budget),
             #[cfg(feature = "webrtc")]
             Link::DataChannel(channel) => return Ok(channel.recv().await),
         };
         loop {
-            match socket.recv().await {
+            let msg = socket.next().await;
+            budget.message_done();
+            match msg {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(None),
                 Some(Ok(Message::Binary(b))) => return Ok(Some(b.to_vec())),
                 Some(Ok(Message::Text(_))) => {
                     return Err(Refusal(ErrorCode::Malformed, "text frames are not part of the protocol; send binary frames".into()))
                 }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
             }
         }
     }
@@ -70,7 +73,7 @@ impl Link {
     /// Queues a frame without writing it to the socket yet (see `flush`).
     async fn feed(&mut self, frame: Vec<u8>) -> Result<(), Refusal> {
         match self {
-            Link::WebSocket(socket) => socket.feed(Message::Binary(frame.into())).await.map_err(|e| send_failed(e.to_string())),
+            Link::WebSocket(socket, _) => socket.feed(Message::Binary(frame.into())).await.map_err(|e| send_failed(e.to_string())),
             #[cfg(feature = "webrtc")]
             Link::DataChannel(channel) => channel.send(frame).map_err(|e| send_failed(e.to_string())),
         }
@@ -79,22 +82,31 @@ impl Link {
     /// Writes what `feed` queued: several frames, one write.
     async fn flush(&mut self) -> Result<(), Refusal> {
         match self {
-            Link::WebSocket(socket) => socket.flush().await.map_err(|e| send_failed(e.to_string())),
+            Link::WebSocket(socket, _) => socket.flush().await.map_err(|e| send_failed(e.to_string())),
             #[cfg(feature = "webrtc")]
             Link::DataChannel(_) => Ok(()),
         }
     }
 
     /// Ends the connection politely (a data channel ends when the link is dropped).
+    #[cfg_attr(not(feature = "webrtc"), allow(irrefutable_let_patterns))]
     async fn close(&mut self) {
-        if let Link::WebSocket(socket) = self {
+        if let Link::WebSocket(socket, _) = self {
             let _ = socket.send(Message::Close(None)).await;
+        }
+    }
+
+    /// The worker was sent a lease: a frame as large as a result may come.
+    #[cfg_attr(not(feature = "webrtc"), allow(irrefutable_let_patterns))]
+    fn may_send_results(&self) {
+        if let Link::WebSocket(_, budget) = self {
+            budget.allow_results();
         }
     }
 
     pub fn transport(&self) -> Transport {
         match self {
-            Link::WebSocket(_) => Transport::WebSocket,
+            Link::WebSocket(..) => Transport::WebSocket,
             #[cfg(feature = "webrtc")]
             Link::DataChannel(_) => Transport::DataChannel,
         }
@@ -297,6 +309,7 @@ async fn feed_batched(link: &mut Link, first: CoordinatorMessage, rx: &mut Inbox
     let CoordinatorMessage::Lease(lease) = first else {
         return link.feed(encode_coordinator(&first)).await;
     };
+    link.may_send_results();
     let (lease, mut bytes) = encoded_size(lease);
     let mut batch = vec![lease];
     let mut after = None;

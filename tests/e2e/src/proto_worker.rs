@@ -75,6 +75,15 @@ impl ProtoWorker {
         Ok(())
     }
 
+    /// The socket under the WebSocket, to write what no WebSocket library
+    /// would (a frame begun and never finished).
+    pub fn tcp(&mut self) -> &mut TcpStream {
+        match self.ws.get_mut() {
+            MaybeTlsStream::Plain(s) => s,
+            _ => unreachable!("ProtoWorker connects without TLS"),
+        }
+    }
+
     /// How long a `send` may block on a peer that stopped reading.
     pub fn set_write_timeout(&mut self, timeout: Duration) -> anyhow::Result<()> {
         if let MaybeTlsStream::Plain(s) = self.ws.get_ref() {

@@ -16,7 +16,7 @@ use super::Edge;
 use crate::domain::model::{JobRequest, JobStatus, ResultRecord};
 use crate::services::{blobs, jobs, ServiceError};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -148,21 +148,8 @@ async fn stats(State(edge): State<Arc<Edge>>) -> Json<serde_json::Value> {
     Json(v)
 }
 
-/// Bytes a worker socket reads at a time (see `worker_socket`).
-const WS_READ_BUFFER: usize = 4096;
-
-async fn worker_socket(State(edge): State<Arc<Edge>>, visitor: Visitor, ws: WebSocketUpgrade) -> Response {
-    // Frames a little over the protocol maximum still arrive whole, so the
-    // session can answer them with a `TooLarge` error instead of a bare close.
-    let limit = idlecore_protocol::MAX_FRAME_BYTES + 64 * 1024;
-    // Each socket read zeroes this much of the read buffer first, and it stays
-    // resident per connection: the default (128 KiB) made zeroing the largest
-    // cost of a small message and an idle worker cost 128 KiB. Larger frames
-    // still arrive whole (the buffer grows to fit a frame being read).
-    ws.read_buffer_size(WS_READ_BUFFER)
-        .max_message_size(limit)
-        .max_frame_size(limit)
-        .on_upgrade(move |socket| sessions::run(sessions::Link::WebSocket(socket), edge, visitor))
+async fn worker_socket(State(edge): State<Arc<Edge>>, visitor: Visitor, req: axum::extract::Request) -> Response {
+    super::upgrade::accept(req, move |socket, budget| sessions::run(sessions::Link::WebSocket(socket, budget), edge, visitor))
 }
 
 /// A record as one NDJSON line.
