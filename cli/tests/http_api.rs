@@ -86,7 +86,10 @@ fn oversized_uploads_are_refused() {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(c.addr).unwrap();
     s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
-    let head = format!("POST /api/modules HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n", 65 << 20);
+    let head = format!(
+        "POST /api/modules HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        65 << 20
+    );
     s.write_all(head.as_bytes()).unwrap();
     let mut reply = [0u8; 64];
     let n = s.read(&mut reply).unwrap();

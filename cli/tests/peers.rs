@@ -61,6 +61,11 @@ fn introduced_workers_signal_each_other_through_the_coordinator() {
     asker.send(&WorkerMessage::Want(Want { blob })).unwrap();
     let CoordinatorMessage::Sources(none) = next_peer_message(&mut asker) else { panic!("Sources") };
     assert!(none.peers.is_empty(), "nobody holds it yet");
+    // A worker may offer only what it was given: a stranger's claim is not listed.
+    stranger.send(&WorkerMessage::Have(Have { blobs: vec![blob], from_peers: false })).unwrap();
+    // The holder asks for it (so it is given it; it then fetches it from the coordinator), then has it.
+    holder.send(&WorkerMessage::Want(Want { blob })).unwrap();
+    assert_eq!(next_peer_message(&mut holder), CoordinatorMessage::Sources(Sources { blob, peers: vec![] }), "nobody else has it");
     holder.send(&WorkerMessage::Have(Have { blobs: vec![blob], from_peers: false })).unwrap();
     // Have has no answer: a Want from the holder itself shows it was taken in.
     holder.send(&WorkerMessage::Want(Want { blob })).unwrap();

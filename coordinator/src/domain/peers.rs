@@ -5,6 +5,11 @@
 //! and only so often: nobody can use the coordinator to reach arbitrary
 //! workers.
 //!
+//! A worker may say it holds only blobs it was given (leased, or asked
+//! peers for), and one network's workers hold at most a few of a blob's
+//! holder places: nobody can fill the directory with fake holdings or crowd
+//! out the real holders of a popular module.
+//!
 //! Sans-IO like the scheduler: calls take `now`, and the messages to deliver
 //! come out of [`Peers::poll_output`].
 
@@ -19,8 +24,10 @@ pub const SOURCES: usize = 3;
 /// answer, a few dozen candidates, a close).
 pub const SIGNALS_PER_INTRODUCTION: u32 = 64;
 /// Blobs remembered per worker, and holders per blob (the newest kept).
-const HELD_PER_WORKER: usize = 4096;
+pub(crate) const HELD_PER_WORKER: usize = 256;
 const HOLDERS_PER_BLOB: usize = 64;
+/// Holder places of one blob that workers of one network may take.
+pub(crate) const HOLDERS_PER_ORIGIN: usize = 4;
 /// Signals a worker may send, and receive, in a burst; and how many more
 /// it may per second after that. Whatever introductions it collects, no
 /// worker can flood another (or the coordinator) with signals.
@@ -68,6 +75,12 @@ struct Link {
     /// Blobs it holds, oldest first (and as a set, for lookups).
     held: VecDeque<Sha256Hash>,
     held_set: HashSet<Sha256Hash>,
+    /// Blobs it was given (leased or asked for), which it may say it holds;
+    /// oldest first, bounded like `held`.
+    given: VecDeque<Sha256Hash>,
+    given_set: HashSet<Sha256Hash>,
+    /// The workers it is introduced to (keys of `Peers::introduced`).
+    introduced: HashSet<WorkerId>,
     wanted: VecDeque<Sha256Hash>,
     sending: Bucket,
     receiving: Bucket,
@@ -99,6 +112,9 @@ impl Peers {
             origin,
             held: VecDeque::new(),
             held_set: HashSet::new(),
+            given: VecDeque::new(),
+            given_set: HashSet::new(),
+            introduced: HashSet::new(),
             wanted: VecDeque::new(),
             sending: Bucket::new(now),
             receiving: Bucket::new(now),
@@ -113,23 +129,45 @@ impl Peers {
         for blob in link.held {
             self.drop_holder(blob, worker);
         }
-        let gone: Vec<(WorkerId, WorkerId)> = self.introduced.keys().filter(|(a, b)| *a == worker || *b == worker).copied().collect();
-        for key in gone {
-            self.introduced.remove(&key);
-            let other = if key.0 == worker { key.1 } else { key.0 };
-            if self.links.contains_key(&other) {
+        for other in link.introduced {
+            self.introduced.remove(&pair(worker, other));
+            if let Some(l) = self.links.get_mut(&other) {
+                l.introduced.remove(&worker);
                 self.output.push_back((other, close(worker)));
             }
         }
     }
 
-    /// `worker` holds `blobs` and serves them to peers.
+    /// `worker` was sent `blobs` to fetch (a lease's module and inputs): it
+    /// may say it holds them.
+    pub fn given(&mut self, worker: WorkerId, blobs: impl IntoIterator<Item = Sha256Hash>) {
+        let Some(link) = self.links.get_mut(&worker) else { return };
+        for blob in blobs {
+            if link.given_set.insert(blob) {
+                link.given.push_back(blob);
+                if link.given.len() > HELD_PER_WORKER {
+                    let old = link.given.pop_front().expect("over the limit");
+                    link.given_set.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// `worker` holds `blobs` and serves them to peers. Only blobs it was
+    /// given count, and only while its network has holder places left.
     pub fn have(&mut self, worker: WorkerId, blobs: &[Sha256Hash]) {
         for blob in blobs {
-            let Some(link) = self.links.get_mut(&worker) else { return };
-            if !link.held_set.insert(*blob) {
+            let Some(link) = self.links.get(&worker) else { return };
+            if !link.given_set.contains(blob) || link.held_set.contains(blob) {
                 continue;
             }
+            let origin = link.origin;
+            let same_network = |w: &WorkerId| origin.is_some() && self.links.get(w).is_some_and(|l| l.origin == origin);
+            if self.holders.get(blob).is_some_and(|h| h.iter().filter(|w| same_network(w)).count() >= HOLDERS_PER_ORIGIN) {
+                continue;
+            }
+            let link = self.links.get_mut(&worker).expect("checked above");
+            link.held_set.insert(*blob);
             link.held.push_back(*blob);
             let forgotten = (link.held.len() > HELD_PER_WORKER).then(|| link.held.pop_front()).flatten();
             if let Some(old) = forgotten {
@@ -185,8 +223,15 @@ impl Peers {
             if let std::collections::hash_map::Entry::Vacant(e) = self.introduced.entry(pair(worker, *p)) {
                 e.insert(SIGNALS_PER_INTRODUCTION);
                 self.stats.introductions += 1;
+                for (a, b) in [(worker, *p), (*p, worker)] {
+                    if let Some(l) = self.links.get_mut(&a) {
+                        l.introduced.insert(b);
+                    }
+                }
             }
         }
+        // Asked for, it may hold it: from a peer or from the coordinator.
+        self.given(worker, [blob]);
         if let Some(link) = self.links.get_mut(&worker).filter(|_| !peers.is_empty()) {
             if !link.wanted.contains(&blob) {
                 link.wanted.push_back(blob);
@@ -204,7 +249,17 @@ impl Peers {
         let to = signal.peer;
         let key = pair(from, to);
         let closing = signal.payload == SignalPayload::Close;
-        let rate_ok = closing || self.rate_ok(from, to, now);
+        // Introduced first: a stranger's signals cost the recipient nothing.
+        let introduced = self.introduced.get(&key).is_some_and(|left| *left > 0);
+        let rate_ok = closing || (introduced && self.rate_ok(from, to, now));
+        if !introduced && !closing {
+            // A refused signal is charged to its sender alone.
+            if let Some(l) = self.links.get_mut(&from) {
+                if l.sending.has_token(now) {
+                    l.sending.tokens -= 1.0;
+                }
+            }
+        }
         let allowed = self.introduced.get_mut(&key).filter(|left| **left > 0 && rate_ok);
         let delivered = match (allowed, self.links.contains_key(&to)) {
             (Some(left), true) => {
@@ -212,6 +267,11 @@ impl Peers {
                 self.output.push_back((to, CoordinatorMessage::Signal(Signal { peer: from, payload: signal.payload })));
                 if closing {
                     self.introduced.remove(&key);
+                    for (a, b) in [(from, to), (to, from)] {
+                        if let Some(l) = self.links.get_mut(&a) {
+                            l.introduced.remove(&b);
+                        }
+                    }
                 }
                 true
             }

@@ -43,6 +43,8 @@ const INBOUND_BYTES: usize = 64 << 20;
 /// Peers whose data channel has not opened yet, at most: offers past it get
 /// 503 (each costs a DTLS key and a session waiting for `Hello`).
 const MAX_CONNECTING: usize = 256;
+/// Of those, how many one client address may hold.
+const MAX_CONNECTING_PER_ADDRESS: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RtcError {
@@ -57,7 +59,7 @@ pub enum RtcError {
 }
 
 enum Command {
-    Add { id: u64, rtc: Box<Rtc>, inbound: Inbound, added: oneshot::Sender<Result<(), RtcError>> },
+    Add { id: u64, rtc: Box<Rtc>, inbound: Inbound, client: Option<std::net::IpAddr>, added: oneshot::Sender<Result<(), RtcError>> },
     Send { id: u64, frame: Vec<u8> },
     Close { id: u64 },
 }
@@ -113,7 +115,7 @@ pub(crate) async fn offer(State(edge): State<Arc<Edge>>, visitor: Visitor, body:
         let why = "this coordinator takes no WebRTC sessions (start it with --rtc-listen ADDR)";
         return (StatusCode::NOT_FOUND, cors, why).into_response();
     };
-    match hub.accept(&body).await {
+    match hub.accept(&body, visitor.addr).await {
         Ok((answer, link)) => {
             tokio::spawn(sessions::run(Link::DataChannel(link), edge.clone(), visitor));
             (cors, [(header::CONTENT_TYPE, "application/sdp")], answer).into_response()
@@ -146,7 +148,7 @@ impl RtcHub {
 
     /// Answers a browser's offer. The peer is registered with the hub before
     /// the answer goes back (its first STUN checks must find it).
-    pub async fn accept(&self, offer: &str) -> Result<(String, ChannelLink), RtcError> {
+    pub async fn accept(&self, offer: &str, client: Option<std::net::IpAddr>) -> Result<(String, ChannelLink), RtcError> {
         let offer = SdpOffer::from_sdp_string(offer).map_err(|e| RtcError::BadOffer(e.to_string()))?;
         let mut rtc = Rtc::builder()
             .set_ice_lite(true)
@@ -160,7 +162,7 @@ impl RtcHub {
         let (frames, inbound) = mpsc::channel(INBOUND_FRAMES);
         let bytes = Arc::new(AtomicUsize::new(0));
         let (added, done) = oneshot::channel();
-        let add = Command::Add { id, rtc: Box::new(rtc), inbound: Inbound { frames, bytes: bytes.clone() }, added };
+        let add = Command::Add { id, rtc: Box::new(rtc), inbound: Inbound { frames, bytes: bytes.clone() }, client, added };
         self.commands.send(add).map_err(|_| RtcError::Stopped)?;
         done.await.map_err(|_| RtcError::Stopped)??;
         Ok((answer.to_sdp_string(), ChannelLink { id, inbound, inbound_bytes: bytes, commands: self.commands.clone() }))
@@ -169,6 +171,9 @@ impl RtcHub {
 
 struct Peer {
     rtc: Box<Rtc>,
+    /// The address its offer came from, and the UDP sources its packets came from.
+    client: Option<std::net::IpAddr>,
+    sources: Vec<SocketAddr>,
     channel: Option<ChannelId>,
     joiner: Joiner,
     inbound: Inbound,
@@ -270,6 +275,9 @@ impl Peer {
 /// The hub: one loop over the socket, the sessions' commands and the peers' timers.
 async fn run(socket: UdpSocket, addr: SocketAddr, mut commands: mpsc::UnboundedReceiver<Command>) {
     let mut peers: HashMap<u64, Peer> = HashMap::new();
+    // Which peer a UDP source's packets are for, once one took them: a
+    // datagram is matched by a lookup, not by asking every peer.
+    let mut by_source: HashMap<SocketAddr, u64> = HashMap::new();
     let mut buf = vec![0u8; 2048];
     // Peers changed since their output was last drained.
     let mut touched: Vec<u64> = Vec::new();
@@ -281,7 +289,7 @@ async fn run(socket: UdpSocket, addr: SocketAddr, mut commands: mpsc::UnboundedR
                     p.wake = at;
                     let sent = p.out.is_empty() && p.unacknowledged() == 0;
                     match p.closing {
-                        Some(by) if by <= Instant::now() => end(&mut peers, id, "the session ended"),
+                        Some(by) if by <= Instant::now() => end(&mut peers, &mut by_source, id, "the session ended"),
                         // Graceful once everything queued is sent and acknowledged: SCTP
                         // shutdown and DTLS close_notify, drained on later turns.
                         Some(by) if sent && !p.shutting => {
@@ -289,15 +297,15 @@ async fn run(socket: UdpSocket, addr: SocketAddr, mut commands: mpsc::UnboundedR
                             let _ = p.rtc.close();
                             match p.drain(&socket) {
                                 Ok(at) => p.wake = at.min(by),
-                                Err(why) => end(&mut peers, id, &why),
+                                Err(why) => end(&mut peers, &mut by_source, id, &why),
                             }
                         }
                         Some(by) => p.wake = p.wake.min(by),
                         _ => {}
                     }
                 }
-                Ok(_) => end(&mut peers, id, "the connection is closed"),
-                Err(why) => end(&mut peers, id, &why),
+                Ok(_) => end(&mut peers, &mut by_source, id, "the connection is closed"),
+                Err(why) => end(&mut peers, &mut by_source, id, &why),
             }
         }
         let wake = peers.values().map(|p| p.wake).min().unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
@@ -307,7 +315,14 @@ async fn run(socket: UdpSocket, addr: SocketAddr, mut commands: mpsc::UnboundedR
                 // Not STUN, DTLS, RTP or RTCP: nothing of ours.
                 let Ok(packet) = Receive::new(Protocol::Udp, source, addr, &buf[..n]) else { continue };
                 let input = Input::Receive(Instant::now(), packet);
-                if let Some((&id, p)) = peers.iter_mut().find(|(_, p)| p.rtc.accepts(&input)) {
+                let known = by_source.get(&source).copied().filter(|id| peers.get(id).is_some_and(|p| p.rtc.accepts(&input)));
+                let id = known.or_else(|| peers.iter().find(|(_, p)| p.rtc.accepts(&input)).map(|(id, _)| *id));
+                if let Some(p) = id.and_then(|id| peers.get_mut(&id)) {
+                    let id = id.expect("found above");
+                    if known.is_none() && p.sources.len() < 8 {
+                        p.sources.push(source);
+                        by_source.insert(source, id);
+                    }
                     if let Err(e) = p.rtc.handle_input(input) {
                         tracing::debug!(peer = id, "WebRTC input refused: {e}");
                     }
@@ -316,13 +331,15 @@ async fn run(socket: UdpSocket, addr: SocketAddr, mut commands: mpsc::UnboundedR
             }
             command = commands.recv() => match command {
                 None => return,
-                Some(Command::Add { id, rtc, inbound, added }) => {
-                    if peers.values().filter(|p| p.channel.is_none()).count() >= MAX_CONNECTING {
+                Some(Command::Add { id, rtc, inbound, client, added }) => {
+                    let connecting = || peers.values().filter(|p| p.channel.is_none());
+                    let from_client = connecting().filter(|p| client.is_some() && p.client == client).count();
+                    if connecting().count() >= MAX_CONNECTING || from_client >= MAX_CONNECTING_PER_ADDRESS {
                         let _ = added.send(Err(RtcError::Busy));
                         continue;
                     }
                     let joiner = Joiner::new(idlecore_protocol::MAX_FRAME_BYTES + 64 * 1024);
-                    let peer = Peer { rtc, channel: None, joiner, inbound, out: VecDeque::new(), out_bytes: 0, flush: false, wake: Instant::now(), closing: None, shutting: false };
+                    let peer = Peer { rtc, client, sources: Vec::new(), channel: None, joiner, inbound, out: VecDeque::new(), out_bytes: 0, flush: false, wake: Instant::now(), closing: None, shutting: false };
                     // The offer's request was dropped meanwhile: no session will come for it.
                     if added.send(Ok(())).is_ok() {
                         peers.insert(id, peer);
@@ -333,7 +350,7 @@ async fn run(socket: UdpSocket, addr: SocketAddr, mut commands: mpsc::UnboundedR
                     let Some(p) = peers.get_mut(&id) else { continue };
                     match p.queue(&frame) {
                         Ok(()) => touched.push(id),
-                        Err(why) => end(&mut peers, id, &why),
+                        Err(why) => end(&mut peers, &mut by_source, id, &why),
                     }
                 }
                 Some(Command::Close { id }) => {
@@ -356,8 +373,11 @@ async fn run(socket: UdpSocket, addr: SocketAddr, mut commands: mpsc::UnboundedR
 }
 
 /// Forgets a peer. Its inbound sender goes with it, so its session sees the channel end.
-fn end(peers: &mut HashMap<u64, Peer>, id: u64, why: &str) {
+fn end(peers: &mut HashMap<u64, Peer>, by_source: &mut HashMap<SocketAddr, u64>, id: u64, why: &str) {
     if let Some(mut p) = peers.remove(&id) {
+        for source in &p.sources {
+            by_source.remove(source);
+        }
         tracing::info!(peer = id, "WebRTC worker connection ended: {why}");
         p.rtc.disconnect();
     }

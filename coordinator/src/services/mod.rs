@@ -176,6 +176,10 @@ impl Services {
             match out {
                 // A session whose outbox is gone is ending; `leave` requeues its leases.
                 Output::Send(worker, msg) => {
+                    // What a worker is leased it may then offer its peers.
+                    if let idlecore_protocol::CoordinatorMessage::Lease(l) = &msg {
+                        hub.peers.given(worker, std::iter::once(l.module).chain(l.blobs.iter().map(|b| b.hash)));
+                    }
                     if let Some(outbox) = hub.outboxes.get(&worker) {
                         outbox.send(msg);
                     }

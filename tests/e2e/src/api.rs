@@ -47,6 +47,15 @@ impl Api {
         Self::reply(req.send()?)
     }
 
+    /// A request with more headers (a client named in `X-Forwarded-For`, say).
+    pub fn request_with(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> anyhow::Result<Reply> {
+        let mut req = self.http.request(method.parse()?, format!("{}{path}", self.base)).body(body);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        Self::reply(req.send()?)
+    }
+
     fn ok(&self, method: &str, path: &str, body: Vec<u8>) -> anyhow::Result<Value> {
         let r = self.request(method, path, Some(&format!("Bearer {}", self.token)), body)?;
         if !(200..300).contains(&r.status) {

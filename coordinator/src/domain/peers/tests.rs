@@ -17,12 +17,17 @@ impl Net {
         for w in 1..=n {
             net.join(w, None);
         }
-        net.peers.have(2, &[Sha256Hash([9; 32])]);
+        net.hold(2, &[Sha256Hash([9; 32])]);
         net
     }
     fn join(&mut self, w: WorkerId, origin: Option<u64>) {
         self.peers.join(w, origin, self.now);
         self.rx.insert(w, VecDeque::new());
+    }
+    /// `w` was given `blobs` and says it holds them.
+    fn hold(&mut self, w: WorkerId, blobs: &[Sha256Hash]) {
+        self.peers.given(w, blobs.iter().copied());
+        self.peers.have(w, blobs);
     }
     fn relay(&mut self, from: WorkerId, signal: Signal) {
         self.peers.relay(from, signal, self.now);
@@ -54,7 +59,7 @@ fn a_worker_is_told_the_nearest_holders_but_never_itself() {
     }
     let blob = Sha256Hash([9; 32]);
     for w in [2, 3, 4, 5, 6, 1] {
-        n.peers.have(w, &[blob]);
+        n.hold(w, &[blob]);
     }
     let s = n.peers.want(1, blob);
     assert_eq!(s.blob, blob);
@@ -122,12 +127,12 @@ fn holdings_are_bounded() {
             Sha256Hash(b)
         })
         .collect();
-    n.peers.have(1, &blobs);
-    n.peers.have(1, &blobs[HELD_PER_WORKER..]);
+    n.hold(1, &blobs);
+    n.hold(1, &blobs[HELD_PER_WORKER..]);
     assert_eq!(n.peers.holdings(), (HELD_PER_WORKER, 1), "the oldest are forgotten, repeats count once");
     for w in 2..(HOLDERS_PER_BLOB as u64 + 10) {
         n.join(w, None);
-        n.peers.have(w, &[Sha256Hash([0xff; 32])]);
+        n.hold(w, &[Sha256Hash([0xff; 32])]);
     }
     assert_eq!(n.peers.holders[&Sha256Hash([0xff; 32])].len(), HOLDERS_PER_BLOB);
 }
@@ -154,7 +159,7 @@ fn no_worker_sends_or_receives_signals_faster_than_its_rate() {
     // Many holders, each introduced to worker 1: budgets are no limit here.
     for w in 2..40 {
         n.join(w, None);
-        n.peers.have(w, &[blob]);
+        n.hold(w, &[blob]);
     }
     let holders: Vec<WorkerId> = (0..13).flat_map(|_| n.peers.want(1, blob).peers).collect();
     let t0 = Instant::now();
@@ -181,4 +186,52 @@ fn only_blobs_a_worker_was_given_peers_for_count_as_fetched_from_peers() {
     let counted = n.peers.fetched_from_peers(1, &[Sha256Hash([9; 32]), Sha256Hash([9; 32]), Sha256Hash([8; 32]), Sha256Hash([7; 32])]);
     assert_eq!(counted, vec![Sha256Hash([9; 32])], "once, and not what it had no peers for");
     assert!(n.peers.fetched_from_peers(1, &[Sha256Hash([9; 32])]).is_empty());
+}
+
+#[test]
+fn a_worker_may_say_it_holds_only_what_it_was_given() {
+    let mut n = Net::new();
+    n.join(1, None);
+    n.join(2, None);
+    let (given, made_up) = (Sha256Hash([1; 32]), Sha256Hash([2; 32]));
+    n.peers.given(1, [given]);
+    n.peers.have(1, &[given, made_up]);
+    assert_eq!(n.peers.holdings(), (1, 1), "the made-up blob is not listed");
+    assert_eq!(n.peers.want(2, made_up).peers, Vec::<WorkerId>::new());
+    assert_eq!(n.peers.want(2, given).peers, vec![1]);
+    // Asking for a blob is being given it: the asker may offer it next.
+    n.peers.have(2, &[made_up]);
+    assert_eq!(n.peers.holdings(), (2, 2));
+}
+
+#[test]
+fn one_network_takes_few_of_a_blobs_holder_places() {
+    let mut n = Net::new();
+    let blob = Sha256Hash([5; 32]);
+    for w in 1..=40 {
+        n.join(w, Some(7));
+        n.hold(w, &[blob]);
+    }
+    n.join(100, Some(8));
+    n.hold(100, &[blob]);
+    n.join(200, Some(9));
+    let s = n.peers.want(200, blob);
+    assert!(s.peers.contains(&100), "the other network's holder is still named: {:?}", s.peers);
+    assert_eq!(n.peers.holders[&blob].len(), HOLDERS_PER_ORIGIN + 1);
+}
+
+#[test]
+fn a_strangers_signals_cost_the_recipient_nothing() {
+    let mut n = Net::with_holder(3);
+    // Worker 3 was never introduced to 1: it signals 1 over and over.
+    for _ in 0..500 {
+        n.relay(3, offer(1));
+    }
+    assert!(n.inbox(1).is_empty());
+    // 1's budget is whole: introduced to 2, it signals its full burst.
+    n.peers.want(1, Sha256Hash([9; 32]));
+    for _ in 0..SIGNALS_PER_INTRODUCTION {
+        n.relay(2, offer(1));
+    }
+    assert_eq!(n.inbox(1).len(), SIGNALS_PER_INTRODUCTION as usize);
 }

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 /// Separates the two uses of the key.
 const LEASE: &[u8] = b"idlecore lease id";
 const RESUME: &[u8] = b"idlecore resume";
+const WORKER: &[u8] = b"idlecore worker id";
 
 fn keyed(key: &[u8; 32], purpose: &[u8], n: u64) -> [u8; 32] {
     let mut h = Sha256::new();
@@ -32,6 +33,20 @@ impl Scheduler {
         self.next_lease += 1;
         let digest = keyed(&self.key, LEASE, n);
         LeaseId::from_le_bytes(digest[..16].try_into().expect("16 of 32 bytes"))
+    }
+
+    /// A new worker's id: 64 bits of a keyed hash of a counter. Workers name
+    /// each other by id (peer signals), so ids must not be guessable either.
+    pub(super) fn next_worker_id(&mut self) -> WorkerId {
+        loop {
+            let n = self.next_worker;
+            self.next_worker += 1;
+            let digest = keyed(&self.key, WORKER, n);
+            let id = WorkerId::from_le_bytes(digest[..8].try_into().expect("8 of 32 bytes"));
+            if id != 0 && !self.workers.contains_key(&id) {
+                return id;
+            }
+        }
     }
 
     /// What `Welcome` gives the worker's session: its id and a MAC of it.

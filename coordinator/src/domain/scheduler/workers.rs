@@ -11,8 +11,7 @@ impl Scheduler {
     /// come out as `Output::Send` to the id returned.
     pub fn register_worker(&mut self, slots: u32, origin: Option<u64>, now: Instant) -> WorkerId {
         self.now = now;
-        let id = self.next_worker;
-        self.next_worker += 1;
+        let id = self.next_worker_id();
         let voter = Voter { worker: id, origin };
         self.workers.insert(id, Worker { slots, voter, leases: HashSet::new(), queued: false });
         self.mark_hungry(id);
