@@ -139,3 +139,52 @@ fn worker_connections_per_second_are_capped_per_address() {
     let (reply, _) = exchange(c.addr, head, b"", Duration::from_secs(5));
     assert!(status(&reply) == 101 || reply.to_ascii_lowercase().contains("retry-after: 1"), "{reply}");
 }
+
+/// A page of results is cut short by bytes, not held whole: four results of
+/// 12 MiB each come three to a page, and paging on from the last task gets
+/// the fourth.
+#[test]
+fn a_page_of_large_results_is_bounded_in_bytes() {
+    use idlecore_e2e::ProtoWorker;
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let c = common::start(dir.path());
+    let api = c.api();
+    let stdins: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i]).collect();
+    let job = api.create_job(&api.upload(&common::module(21)).unwrap(), &stdins, &[], json!({ "max_output_bytes": 13 << 20 })).unwrap();
+    let (mut w, _) = ProtoWorker::join(c.addr, 1).unwrap();
+    for _ in 0..4 {
+        let lease = w.next_lease().unwrap();
+        w.report(&common::result(lease.lease, &vec![b'x'; 12 << 20])).unwrap();
+    }
+    idlecore_e2e::wait_for("completion", Duration::from_secs(20), || (api.status(job).unwrap()["state"] == "completed").then_some(()))
+        .unwrap();
+    let auth = format!("Bearer {}", common::TOKEN);
+    let page = api.request("GET", &format!("/api/jobs/{job}/results?limit=10"), Some(&auth), vec![]).unwrap();
+    let tasks: Vec<u64> = page.body.as_array().unwrap().iter().map(|r| r["task"].as_u64().unwrap()).collect();
+    assert_eq!(tasks, [0, 1, 2], "32 MiB of outputs to a page");
+    let rest = api.request("GET", &format!("/api/jobs/{job}/results?limit=10&after=2"), Some(&auth), vec![]).unwrap();
+    assert_eq!(rest.body.as_array().unwrap().len(), 1);
+    assert_eq!(api.results(job).unwrap().len(), 4, "the client's paging gets all");
+}
+
+/// The data directory and its database are the owner's alone.
+#[test]
+fn the_store_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let _c = common::start(&data);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("idlecore.sqlite3")), 0o600);
+    // The journal files too (the harness's own log sits beside them).
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with("idlecore.sqlite3") {
+            assert_eq!(mode(&path) & 0o077, 0, "{} is open to others", path.display());
+        }
+    }
+}

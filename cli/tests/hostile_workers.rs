@@ -190,3 +190,23 @@ fn unfinished_frames_hold_a_bounded_amount_of_memory() {
     assert!(status["done"].as_u64() >= Some(1), "{status}");
     drop(held);
 }
+
+/// A worker's self-description goes into the log escaped: it cannot forge
+/// log lines or send the operator's terminal escape sequences.
+#[test]
+fn a_workers_agent_text_cannot_forge_log_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = common::start(dir.path());
+    let mut w = ProtoWorker::connect(c.addr).unwrap();
+    let agent = "honest\n2026-01-01T00:00:00Z  INFO forged: job 1 completed\u{1b}[2J";
+    w.send(&WorkerMessage::Hello(Hello { version: PROTOCOL_VERSION, slots: 0, agent: agent.into(), resume: None })).unwrap();
+    assert!(matches!(w.recv().unwrap(), Received::Msg(CoordinatorMessage::Welcome(_))));
+    let log = idlecore_e2e::wait_for("the join logged", Duration::from_secs(5), || {
+        let log = c.log();
+        log.contains("worker joined").then_some(log)
+    })
+    .unwrap();
+    assert!(!log.lines().any(|l| l.starts_with("2026-01-01T00:00:00Z")), "a forged line: {log}");
+    assert!(!log.contains('\u{1b}'), "a raw escape sequence in the log");
+    assert!(log.contains(r"honest\n2026"), "the text is there, escaped: {log}");
+}

@@ -61,10 +61,27 @@ fn blob_size(c: &Connection, hash: &str) -> rusqlite::Result<Option<u64>> {
     .optional()
 }
 
+/// The data directory and the database are the owner's alone (results,
+/// inputs and the token's hash are in them): the directory 0700, the
+/// database created 0600, and both made so if an earlier start left them
+/// open to others. SQLite's journal files take the database's mode.
+fn keep_private(dir: &Path, db: &Path) -> StoreResult<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let fail = |what: &Path, e: std::io::Error| StoreError::Corrupt(format!("cannot restrict {} to its owner: {e}", what.display()));
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| fail(dir, e))?;
+        std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(db).map_err(|e| fail(db, e))?;
+        std::fs::set_permissions(db, std::fs::Permissions::from_mode(0o600)).map_err(|e| fail(db, e))?;
+    }
+    Ok(())
+}
+
 impl Store {
     pub fn open(dir: &Path) -> StoreResult<Store> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Corrupt(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("idlecore.sqlite3");
+        keep_private(dir, &path)?;
         let writer_conn = open(&path)?;
         writer_conn.execute_batch(SCHEMA)?;
         migrate(&writer_conn)?;
@@ -154,15 +171,27 @@ impl Store {
     }
 
     /// Final records of a job's tasks with index > `after`, in index order.
-    pub async fn results(&self, job: u64, after: Option<u32>, limit: u32) -> StoreResult<Vec<ResultRecord>> {
+    /// Up to `limit` records after task `after`, in task order, and no more
+    /// than about `max_bytes` of outputs (always at least one record): a page
+    /// of many large results is cut short rather than held whole.
+    pub async fn results(&self, job: u64, after: Option<u32>, limit: u32, max_bytes: usize) -> StoreResult<Vec<ResultRecord>> {
         self.read(move |c| {
             let mut q = c.prepare_cached(
                 "SELECT idx, status, exit_code, stdout, stderr, elapsed_ms, fuel_used, error, files FROM results
                  WHERE job = ?1 AND idx > ?2 ORDER BY idx LIMIT ?3",
             )?;
             let after = after.map(i64::from).unwrap_or(-1);
-            let rows = q.query_map(params![job as i64, after, limit], row_to_result)?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            let mut page = Vec::new();
+            let mut bytes = 0;
+            for row in q.query_map(params![job as i64, after, limit], row_to_result)? {
+                let record = row?;
+                bytes += record.size();
+                page.push(record);
+                if bytes >= max_bytes {
+                    break;
+                }
+            }
+            Ok(page)
         })
         .await
     }

@@ -90,10 +90,11 @@ pub async fn from_cache(url: &str, expected: Sha256Hash, kind: Kind) -> Option<R
     Some(finish(kind, bytes, Source::Cache).await)
 }
 
-/// Downloads the blob `expected` from the coordinator at `url` and checks
-/// its SHA-256 (a module is then kept in the persistent cache and compiled).
-pub async fn from_network(url: &str, expected: Sha256Hash, kind: Kind) -> Result<Loaded, BlobError> {
-    let bytes = download(url, kind).await?;
+/// Downloads the blob `expected`, of at most `limit` bytes, from the
+/// coordinator at `url` and checks its SHA-256 (a module is then kept in the
+/// persistent cache and compiled).
+pub async fn from_network(url: &str, expected: Sha256Hash, kind: Kind, limit: u64) -> Result<Loaded, BlobError> {
+    let bytes = download(url, kind, limit).await?;
     let got = digest(&bytes);
     if got != expected {
         return Err((kind.fetch_failure(), format!("{} from {url} has SHA-256 {}, expected {}", kind.name(), got, expected)));
@@ -114,21 +115,15 @@ async fn from_bytes(url: &str, bytes: Vec<u8>, kind: Kind, source: Source) -> Re
     finish(kind, bytes, source).await
 }
 
-/// Loads the blob from the persistent cache or, failing that, from `url`.
-pub async fn load(url: &str, expected: Sha256Hash, kind: Kind) -> Result<Loaded, BlobError> {
-    match from_cache(url, expected, kind).await {
-        Some(loaded) => loaded,
-        None => from_network(url, expected, kind).await,
-    }
-}
-
 async fn keep(url: &str, bytes: &[u8]) {
     if let Some(cache) = open_cache().await {
         store_bytes(&cache, url, bytes).await;
     }
 }
 
-async fn download(url: &str, kind: Kind) -> Result<Vec<u8>, BlobError> {
+/// The body at `url`, refused from its `Content-Length` (before it is read)
+/// or its length when larger than `limit`.
+async fn download(url: &str, kind: Kind, limit: u64) -> Result<Vec<u8>, BlobError> {
     let fetch_err = |m: String| (kind.fetch_failure(), m);
     let scope: WorkerGlobalScope = js_sys::global().unchecked_into();
     let resp: Response =
@@ -136,10 +131,19 @@ async fn download(url: &str, kind: Kind) -> Result<Vec<u8>, BlobError> {
     if !resp.ok() {
         return Err(fetch_err(format!("fetching {url}: HTTP {}", resp.status())));
     }
+    let too_large = |n: u64| fetch_err(format!("{url} is {n} bytes, more than the {limit} expected"));
+    let declared = resp.headers().get("content-length").ok().flatten().and_then(|l| l.parse::<u64>().ok());
+    if let Some(n) = declared.filter(|n| *n > limit) {
+        return Err(too_large(n));
+    }
     let buffer = JsFuture::from(resp.array_buffer().map_err(|e| fetch_err(text(e)))?)
         .await
         .map_err(|e| fetch_err(format!("reading {url}: {}", text(e))))?;
-    Ok(Uint8Array::new(&buffer).to_vec())
+    let body = Uint8Array::new(&buffer);
+    if body.length() as u64 > limit {
+        return Err(too_large(body.length() as u64));
+    }
+    Ok(body.to_vec())
 }
 
 /// `ws://host/ws` + `/blobs/` + hash → `http://host/blobs/<hash>`.

@@ -262,7 +262,7 @@ impl Agent {
                 notify(match blobs::from_cache(&url, hash, kind).await {
                     Some(loaded) => Event::Loaded(hash, kind, loaded),
                     None if ask_peers => Event::Peer(peers::PeerEvent::Missing(hash, kind, limit)),
-                    None => Event::Loaded(hash, kind, blobs::from_network(&url, hash, kind).await),
+                    None => Event::Loaded(hash, kind, blobs::from_network(&url, hash, kind, limit).await),
                 });
             }),
             Err(e) => notify(Event::Loaded(hash, kind, Err((kind.fetch_failure(), e)))),

@@ -61,7 +61,7 @@ pub enum PeerEvent {
 enum Step {
     Wait,
     Pump,
-    Fetched(Sha256Hash, Kind, Vec<u8>),
+    Fetched(Sha256Hash, Kind, u64, Vec<u8>),
     /// A peer asked for this blob: read it from memory or the cache.
     Read(Sha256Hash),
 }
@@ -70,6 +70,7 @@ enum Role {
     Fetch {
         blob: Sha256Hash,
         kind: Kind,
+        limit: u64,
         fetch: Fetch,
     },
     /// `out` is set once the request was read; `asked` once it arrived.
@@ -130,11 +131,11 @@ fn now_ms() -> f64 {
 
 impl Agent {
     /// Downloads a blob from the coordinator (the fallback for every peer failure).
-    pub(super) fn download(&mut self, hash: Sha256Hash, kind: Kind) {
+    pub(super) fn download(&mut self, hash: Sha256Hash, kind: Kind, limit: u64) {
         let notify = self.notify.clone();
         match self.blob_url(&hash) {
             Ok(url) => wasm_bindgen_futures::spawn_local(async move {
-                notify(Event::Loaded(hash, kind, blobs::from_network(&url, hash, kind).await));
+                notify(Event::Loaded(hash, kind, blobs::from_network(&url, hash, kind, limit).await));
             }),
             Err(e) => notify(Event::Loaded(hash, kind, Err((kind.fetch_failure(), e)))),
         }
@@ -169,12 +170,12 @@ impl Agent {
                     let timer = Timeout::new(SOURCES_MS, move || notify(Event::Peer(PeerEvent::NoSources(hash))));
                     self.peers.asked.insert(hash, (kind, limit, timer));
                 } else {
-                    self.download(hash, kind);
+                    self.download(hash, kind, limit);
                 }
             }
             PeerEvent::NoSources(hash) => {
-                if let Some((kind, ..)) = self.peers.asked.remove(&hash) {
-                    self.download(hash, kind);
+                if let Some((kind, limit, _)) = self.peers.asked.remove(&hash) {
+                    self.download(hash, kind, limit);
                 }
             }
             PeerEvent::Page(rtc) if rtc.peer().starts_with(COORDINATOR_PEER) => {
@@ -246,7 +247,7 @@ impl Agent {
             return; // Late: the blob is already coming over HTTP.
         };
         let Some(peer) = sources.peers.first().copied() else {
-            return self.download(sources.blob, kind);
+            return self.download(sources.blob, kind, limit);
         };
         // One connection per peer at a time: a second blob from the same
         // holder waits for the first, then gets a connection of its own.
@@ -254,13 +255,13 @@ impl Agent {
             None => self.fetch_from(peer, sources.blob, kind, limit),
             Some(Conn { role: Role::Fetch { .. }, then, .. }) => then.push((sources.blob, kind, limit)),
             // Serving that peer: not both ways at once.
-            Some(_) => self.download(sources.blob, kind),
+            Some(_) => self.download(sources.blob, kind, limit),
         }
     }
 
     fn fetch_from(&mut self, peer: u64, blob: Sha256Hash, kind: Kind, limit: u64) {
         let fetch = Fetch::new(blob, limit);
-        self.add_conn(peer, Role::Fetch { blob, kind, fetch }, true);
+        self.add_conn(peer, Role::Fetch { blob, kind, limit, fetch }, true);
     }
 
     fn on_link(&mut self, peer: u64, event: LinkEvent) {
@@ -276,9 +277,9 @@ impl Agent {
                 .map_or(Ok(()), |l| l.send(&blob_transfer::request(blob)))
                 .map(|()| Step::Wait)
                 .map_err(|e| format!("sending the request failed: {e:?}")),
-            (LinkEvent::Data(bytes), Role::Fetch { blob, kind, fetch }) => match fetch.on_message(&bytes) {
+            (LinkEvent::Data(bytes), Role::Fetch { blob, kind, limit, fetch }) => match fetch.on_message(&bytes) {
                 Ok(Progress::Pending { .. }) => Ok(Step::Wait),
-                Ok(Progress::Done(bytes)) => Ok(Step::Fetched(*blob, *kind, bytes)),
+                Ok(Progress::Done(bytes)) => Ok(Step::Fetched(*blob, *kind, *limit, bytes)),
                 Err(e) => Err(e.to_string()),
             },
             (LinkEvent::Data(bytes), Role::Serve { asked, .. }) => {
@@ -296,7 +297,7 @@ impl Agent {
             Err(why) => self.give_up(peer, &why),
             Ok(Step::Wait) => {}
             Ok(Step::Pump) => self.pump(peer),
-            Ok(Step::Fetched(hash, kind, bytes)) => {
+            Ok(Step::Fetched(hash, kind, limit, bytes)) => {
                 self.core.status_mut().bytes_from_peers += bytes.len() as u64;
                 self.end_conn(peer, None, true);
                 match self.blob_url(&hash) {
@@ -306,7 +307,7 @@ impl Agent {
                             notify(Event::Loaded(hash, kind, blobs::from_peer(&url, bytes, kind).await));
                         });
                     }
-                    Err(_) => self.download(hash, kind),
+                    Err(_) => self.download(hash, kind, limit),
                 }
             }
             Ok(Step::Read(hash)) => {
@@ -402,21 +403,21 @@ impl Agent {
                 }
             }
         }
-        for (blob, kind, _) in then {
-            self.download(blob, kind);
+        for (blob, kind, limit) in then {
+            self.download(blob, kind, limit);
         }
-        if let (Role::Fetch { blob, kind, .. }, Some(why)) = (conn.role, failed) {
+        if let (Role::Fetch { blob, kind, limit, .. }, Some(why)) = (conn.role, failed) {
             self.core.status_mut().peer_fallbacks += 1;
             self.core.status_mut().last_error = Some(format!("fetching {} {} from a peer: {why}", kind.name(), &blob.to_hex()[..16]));
             self.core.publish();
-            self.download(blob, kind);
+            self.download(blob, kind, limit);
         }
     }
 
     /// The session ended: connections need its signaling, so they end too.
     pub(super) fn end_peers(&mut self) {
-        for (hash, (kind, ..)) in std::mem::take(&mut self.peers.asked) {
-            self.download(hash, kind);
+        for (hash, (kind, limit, _)) in std::mem::take(&mut self.peers.asked) {
+            self.download(hash, kind, limit);
         }
         for peer in self.peers.conns.keys().copied().collect::<Vec<_>>() {
             self.end_conn(peer, Some("the coordinator session ended"), true);

@@ -335,6 +335,12 @@ pub struct ResultRecord {
 }
 
 impl ResultRecord {
+    /// Bytes of output it holds, roughly.
+    pub fn size(&self) -> usize {
+        let files = self.files.0.iter().map(|(p, d)| p.len() + d.len()).sum::<usize>();
+        64 + self.stdout.len() + self.stderr.len() + files + self.error.as_ref().map_or(0, String::len)
+    }
+
     /// A task's failure record: no output, only why.
     pub fn failed(task: u32, error: String) -> ResultRecord {
         ResultRecord {

@@ -14,6 +14,11 @@ use serde::Deserialize;
 use std::collections::HashSet;
 use std::sync::Arc;
 
+/// Output bytes one page of results holds at most (one record always): a
+/// page of `limit` records ends early past it, and the client asks for the
+/// next from the last task it got.
+pub const PAGE_BYTES: usize = 32 << 20;
+
 #[derive(Deserialize)]
 pub(super) struct Page {
     after: Option<u32>,
@@ -28,7 +33,7 @@ pub(super) async fn list(
 ) -> HttpResult<Json<Vec<ResultRecord>>> {
     jobs::status(&edge.services, id).await?;
     let limit = page.limit.unwrap_or(1000).clamp(1, 10_000);
-    Ok(Json(edge.services.store.results(id, page.after, limit).await?))
+    Ok(Json(edge.services.store.results(id, page.after, limit, PAGE_BYTES).await?))
 }
 
 /// Newline-delimited JSON: every final record so far, then each new one as it
@@ -91,7 +96,7 @@ type LineSender = tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>;
 /// Sends every stored record not yet sent. Err when the reader has gone.
 async fn catch_up(services: &Services, id: u64, sent: &mut HashSet<u32>, tx: &LineSender) -> Result<(), ()> {
     let mut after = None;
-    while let Ok(page) = services.store.results(id, after, 1000).await {
+    while let Ok(page) = services.store.results(id, after, 1000, PAGE_BYTES).await {
         let Some(last) = page.last() else { break };
         after = Some(last.task);
         for r in &page {
