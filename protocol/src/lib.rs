@@ -94,6 +94,7 @@ pub struct Hello {
     /// Free-form description of the worker (user agent, build), for logs.
     pub agent: String,
     /// The last `Welcome`'s `resume`, when this is a reconnect.
+    #[serde(with = "serde_bytes")]
     pub resume: Option<ResumeSecret>,
 }
 
@@ -112,6 +113,7 @@ pub struct Welcome {
     /// STUN/TURN servers for peer connections, as the operator configured them.
     pub ice_servers: Vec<IceServer>,
     /// Present this in the next `Hello` (see [`ResumeSecret`]).
+    #[serde(with = "serde_bytes")]
     pub resume: ResumeSecret,
 }
 
