@@ -27,7 +27,7 @@ async fn a_cached_module_loads_without_the_network() {
     let hash = Sha256Hash::of(PROBE);
     let u = url("cached");
     store_bytes(&cache, &u, PROBE).await;
-    let (_module, size, source) = load(&u, hash, Kind::Module).await.expect("loads from the cache");
+    let (_module, size, source) = load(&u, hash, Kind::Module, u64::MAX).await.expect("loads from the cache");
     assert_eq!((size, source), (PROBE.len(), Source::Cache));
 }
 
@@ -37,7 +37,7 @@ async fn a_damaged_entry_is_dropped_and_the_network_tried() {
     let hash = Sha256Hash::of(PROBE);
     let u = url("damaged");
     store_bytes(&cache, &u, b"not the module").await;
-    let err = load(&u, hash, Kind::Module).await.expect_err("the network has no such module");
+    let err = load(&u, hash, Kind::Module, u64::MAX).await.expect_err("the network has no such module");
     assert_eq!(err.0, FailureKind::ModuleFetch);
     assert!(err.1.contains("HTTP 404"), "{}", err.1);
     assert!(cached_bytes(&cache, &u).await.is_none(), "the damaged entry is gone");
@@ -50,7 +50,7 @@ async fn invalid_module_bytes_fail_to_compile_even_with_a_matching_hash() {
     let hash = Sha256Hash::of(bytes);
     let u = url("invalid");
     store_bytes(&cache, &u, bytes).await;
-    let err = load(&u, hash, Kind::Module).await.expect_err("does not compile");
+    let err = load(&u, hash, Kind::Module, u64::MAX).await.expect_err("does not compile");
     assert_eq!(err.0, FailureKind::ModuleInvalid);
 }
 
@@ -88,6 +88,16 @@ async fn an_input_from_a_peer_is_held_in_memory_not_kept() {
     assert!(cached_bytes(&cache, &u).await.is_none(), "inputs are not written to the visitor's disk");
     assert!(from_cache(&u, hash, Kind::Input).await.is_none());
     // Over the network, a failure is an input's failure.
-    let err = load(&url("no-such-input"), hash, Kind::Input).await.expect_err("404");
+    let err = load(&url("no-such-input"), hash, Kind::Input, u64::MAX).await.expect_err("404");
     assert_eq!(err.0, FailureKind::InputFetch);
+}
+
+#[wasm_bindgen_test]
+async fn a_download_larger_than_the_lease_allows_is_refused() {
+    // This worker's own script: served, and longer than 100 bytes.
+    let scope: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+    let script = scope.location().href();
+    let err = load(&script, Sha256Hash([0; 32]), Kind::Input, 100).await.expect_err("too large");
+    assert_eq!(err.0, FailureKind::InputFetch);
+    assert!(err.1.contains("more than the 100 expected"), "{}", err.1);
 }

@@ -283,7 +283,7 @@ async fn round_trip_to_an_executor() {
     }
     // One warm-up cycle, then n timed ones.
     let mut start = 0.0;
-    for id in 0..=n as u64 {
+    for id in 0..=n as u128 {
         if id == 1 {
             start = now_ms();
         }

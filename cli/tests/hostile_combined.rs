@@ -5,7 +5,7 @@
 
 mod common;
 
-use idlecore_e2e::proto_worker::{crowd, Received};
+use idlecore_e2e::proto_worker::{crowd, frame_head, Received};
 use idlecore_e2e::{memory_kib, ProtoWorker};
 use idlecore_protocol::*;
 use serde_json::json;
@@ -21,14 +21,6 @@ fn right(stdin: &[u8]) -> Vec<u8> {
 
 fn honest(_: (), lease: &Lease) -> Vec<u8> {
     right(&lease.stdin)
-}
-
-/// A masked binary frame's head announcing `len` bytes (mask key 0).
-fn frame_head(len: u64) -> Vec<u8> {
-    let mut head = vec![0x82, 0x80 | 127];
-    head.extend_from_slice(&len.to_be_bytes());
-    head.extend_from_slice(&[0; 4]);
-    head
 }
 
 #[test]

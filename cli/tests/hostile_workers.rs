@@ -7,7 +7,7 @@
 mod common;
 
 use common::result;
-use idlecore_e2e::proto_worker::Received;
+use idlecore_e2e::proto_worker::{frame_head, Received};
 use idlecore_e2e::{memory_kib, ProtoWorker};
 use idlecore_protocol::*;
 use serde_json::json;
@@ -131,15 +131,6 @@ fn a_worker_that_never_reads_its_answers_cannot_grow_the_coordinator() {
     let (_, peak_after) = memory_kib(c.pid()).unwrap();
     let grown_mib = peak_after.saturating_sub(peak_before) / 1024;
     assert!(grown_mib < 48, "peak memory grew by {grown_mib} MiB after {} MiB of heartbeats", sent >> 20);
-}
-
-/// The head of a masked binary WebSocket frame of `len` bytes (mask key 0,
-/// so the payload goes as it is).
-fn frame_head(len: u64) -> Vec<u8> {
-    let mut head = vec![0x82, 0x80 | 127];
-    head.extend_from_slice(&len.to_be_bytes());
-    head.extend_from_slice(&[0; 4]);
-    head
 }
 
 /// Workers that begin frames and never finish them: before any lease each

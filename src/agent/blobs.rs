@@ -115,6 +115,15 @@ async fn from_bytes(url: &str, bytes: Vec<u8>, kind: Kind, source: Source) -> Re
     finish(kind, bytes, source).await
 }
 
+/// Loads the blob from the persistent cache or, failing that, from `url`
+/// (at most `limit` bytes).
+pub async fn load(url: &str, expected: Sha256Hash, kind: Kind, limit: u64) -> Result<Loaded, BlobError> {
+    match from_cache(url, expected, kind).await {
+        Some(loaded) => loaded,
+        None => from_network(url, expected, kind, limit).await,
+    }
+}
+
 async fn keep(url: &str, bytes: &[u8]) {
     if let Some(cache) = open_cache().await {
         store_bytes(&cache, url, bytes).await;

@@ -190,6 +190,16 @@ impl ProtoWorker {
     }
 }
 
+/// The head of a masked binary WebSocket frame of `len` bytes (mask key 0,
+/// so the payload goes as it is): what a worker sends to begin a frame it
+/// may never finish (through [`ProtoWorker::tcp`]).
+pub fn frame_head(len: u64) -> Vec<u8> {
+    let mut head = vec![0x82, 0x80 | 127];
+    head.extend_from_slice(&len.to_be_bytes());
+    head.extend_from_slice(&[0; 4]);
+    head
+}
+
 /// Protocol workers, one per kind, each answering every lease with
 /// `answer(kind, lease)` as its stdout (exit code 0) and heartbeating while
 /// idle (a banned worker is simply sent nothing more), until `until` gives a
