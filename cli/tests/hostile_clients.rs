@@ -188,3 +188,21 @@ fn the_store_is_readable_by_its_owner_only() {
         }
     }
 }
+
+/// Worker sessions count against the caps for as long as they are open,
+/// not only while their connection spoke HTTP.
+#[test]
+fn worker_sessions_count_against_the_connection_caps() {
+    use idlecore_e2e::ProtoWorker;
+    let dir = tempfile::tempdir().unwrap();
+    let c = common::start_extra(dir.path(), &["--max-connections-per-address", "20"]);
+    let sessions: Vec<ProtoWorker> = (0..20).map(|_| ProtoWorker::join(c.addr, 0).unwrap().0).collect();
+    let (reply, _) = exchange(c.addr, "GET /api/stats HTTP/1.1\r\nHost: x", b"", Duration::from_secs(5));
+    assert!(reply.is_empty(), "a 21st connection beside 20 sessions: {reply}");
+    drop(sessions);
+    idlecore_e2e::wait_for("room again", Duration::from_secs(5), || {
+        let (reply, _) = exchange(c.addr, "GET /api/stats HTTP/1.1\r\nHost: x", b"", Duration::from_secs(5));
+        (status(&reply) == 200).then_some(())
+    })
+    .unwrap();
+}

@@ -40,8 +40,10 @@ struct Open {
     by_address: HashMap<IpAddr, usize>,
 }
 
-/// Counts one connection as open until dropped.
-struct Slot {
+/// Counts one connection as open until dropped. Each request carries it
+/// (an `Arc<Slot>` extension): a connection upgraded to a worker session is
+/// counted until the session ends, not only while it speaks HTTP.
+pub struct Slot {
     open: Arc<Mutex<Open>>,
     ip: Option<IpAddr>,
 }
@@ -68,7 +70,7 @@ enum Refused {
     Address,
 }
 
-fn take_slot(open: &Arc<Mutex<Open>>, limits: &Limits, peer: IpAddr) -> Result<Slot, Refused> {
+fn take_slot(open: &Arc<Mutex<Open>>, limits: &Limits, peer: IpAddr) -> Result<Arc<Slot>, Refused> {
     let mut o = open.lock().unwrap_or_else(|e| e.into_inner());
     if o.total >= limits.max_connections {
         return Err(Refused::Full);
@@ -82,7 +84,7 @@ fn take_slot(open: &Arc<Mutex<Open>>, limits: &Limits, peer: IpAddr) -> Result<S
         *n += 1;
     }
     o.total += 1;
-    Ok(Slot { open: open.clone(), ip: counted.then_some(peer) })
+    Ok(Arc::new(Slot { open: open.clone(), ip: counted.then_some(peer) }))
 }
 
 /// Serves `app` on `listener` until `shutdown` completes; then stops
@@ -124,8 +126,10 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits, shutdown:
             tracing::warn!(error = %e, "could not set TCP_NODELAY");
         }
         let app = app.clone();
+        let held = slot.clone();
         let service = hyper::service::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
+            req.extensions_mut().insert(held.clone());
             let mut app = app.clone();
             async move { tower::Service::call(&mut app, req).await }
         });

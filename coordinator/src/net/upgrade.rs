@@ -137,7 +137,10 @@ where
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return (StatusCode::UPGRADE_REQUIRED, "this connection cannot be upgraded").into_response();
     };
+    // The connection stays counted (see `listener`) while the session lives.
+    let slot = req.extensions_mut().remove::<Arc<super::listener::Slot>>();
     tokio::spawn(async move {
+        let _slot = slot;
         let Ok(upgraded) = on_upgrade.await else { return };
         let budget = FrameBudget::new();
         let io = Budgeted { inner: hyper_util::rt::TokioIo::new(upgraded), budget: budget.clone() };
