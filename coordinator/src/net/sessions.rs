@@ -237,18 +237,20 @@ async fn session_loop(link: &mut Link, edge: &Arc<Edge>, worker: WorkerId, rx: &
                 };
                 // A finished task's next lease is queued before its `Ack`:
                 // acks waiting go first, as the worker expects them.
-                within(silence, async {
+                // Boxed: the write's state exists only while it runs, not in
+                // every idle session's task (see `within`).
+                Box::pin(within(silence, async {
                     feed_replies(link, &mut reply_rx).await?;
                     feed_batched(link, msg, rx).await?;
                     feed_ready(link, rx, &mut reply_rx).await
-                })
+                }))
                 .await?;
             }
             Some(msg) = reply_rx.recv() => {
-                within(silence, async {
+                Box::pin(within(silence, async {
                     link.feed(encode_coordinator(&msg)).await?;
                     feed_ready(link, rx, &mut reply_rx).await
-                })
+                }))
                 .await?;
             }
             _ = shutdown.changed() => {
@@ -259,7 +261,9 @@ async fn session_loop(link: &mut Link, edge: &Arc<Edge>, worker: WorkerId, rx: &
 }
 
 /// Writes to the worker must finish within `limit`: one that stops reading
-/// its socket holds the session no longer than a silent one.
+/// its socket holds the session no longer than a silent one. (The write
+/// with its timer is larger than everything else an idle session holds: the
+/// callers box it, so an idle session's task does not carry its state.)
 async fn within(limit: Duration, write: impl std::future::Future<Output = Result<(), Refusal>>) -> Result<(), Refusal> {
     tokio::time::timeout(limit, write).await.unwrap_or_else(|_| {
         Err(Refusal(ErrorCode::UnexpectedMessage, "the worker did not read its messages for three heartbeat periods".into()))
