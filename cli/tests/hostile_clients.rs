@@ -74,6 +74,39 @@ fn uploads_are_refused_before_their_bodies_are_read() {
     assert!(c.api().stats().is_ok(), "still serving");
 }
 
+/// A body refused before it was read is left on its connection, which then
+/// closes: the answer says so (`Connection: close`), so a client that pools
+/// connections sends its next request on a new one instead of losing it.
+#[test]
+fn refused_uploads_close_their_connection_and_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = common::start_extra(dir.path(), &["--max-blob-mib", "1"]);
+    let http = reqwest::blocking::Client::new();
+    let url = format!("{}/api/blobs", c.base_url());
+    let good = format!("Bearer {}", common::TOKEN);
+    for round in 0..40 {
+        let (auth, size, want) = match round % 3 {
+            0 => ("Bearer wrong", 300_000, 401),
+            1 => (good.as_str(), (1 << 20) + 1, 413),
+            _ => ("", 300_000, 401),
+        };
+        let mut req = http.post(&url).body(vec![7u8; size]);
+        if !auth.is_empty() {
+            req = req.header("Authorization", auth);
+        }
+        let refused = req.send().unwrap_or_else(|e| panic!("round {round}: {e:?}"));
+        assert_eq!(refused.status().as_u16(), want);
+        assert_eq!(refused.headers().get("connection").map(|v| v.as_bytes()), Some(&b"close"[..]), "round {round}");
+        drop(refused.bytes());
+        // The next request on the same client is answered.
+        let next = http.post(&url).header("Authorization", &good).body(vec![round as u8; 1000]).send();
+        assert_eq!(next.unwrap_or_else(|e| panic!("after round {round}: {e:?}")).status().as_u16(), 201);
+    }
+    // Answers to requests without a body keep their connection.
+    let kept = http.get(format!("{}/api/stats", c.base_url())).send().unwrap();
+    assert!(kept.headers().get("connection").is_none());
+}
+
 /// A request's headers, or its body, sent in part and then nothing: the
 /// connection is closed within the 10 s deadline, not held.
 #[test]

@@ -51,7 +51,7 @@ pub fn router(edge: Arc<Edge>) -> Router {
     let api = api.route("/rtc", post(super::rtc::offer).layer(DefaultBodyLimit::max(idlecore_protocol::limits::MAX_SDP_BYTES)));
     // A body that stops arriving (sent a byte at a time, or not at all) ends
     // the request instead of holding it open.
-    let mut app = api.layer(RequestBodyTimeoutLayer::new(cfg.request_timeout));
+    let mut app = api.layer(RequestBodyTimeoutLayer::new(cfg.request_timeout)).layer(axum::middleware::from_fn(close_after_refusal));
     if let Some(pkg) = &cfg.pkg {
         // Pages on other origins may load the package from here as from a CDN
         // (module scripts and the wasm are CORS fetches).
@@ -69,6 +69,22 @@ pub fn router(edge: Arc<Edge>) -> Router {
             app.fallback_service(tower::ServiceBuilder::new().layer(varies_by_encoding()).service(ServeDir::new(www).precompressed_gzip()));
     }
     app.with_state(edge)
+}
+
+/// A request refused before its body was read (a wrong token, a body over
+/// its limit) leaves the rest of that body on the connection, so the
+/// connection closes after the answer. Saying so in the answer keeps a client
+/// from sending its next request down a connection that is about to close.
+async fn close_after_refusal(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let headers = request.headers();
+    let has_body =
+        headers.contains_key(header::TRANSFER_ENCODING) || headers.get(header::CONTENT_LENGTH).is_some_and(|n| n.as_bytes() != b"0");
+    let mut response = next.run(request).await;
+    let refused = response.status().is_client_error() || response.status().is_server_error();
+    if has_body && refused {
+        response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// Static files go gzipped (from `NAME.gz` beside them, which `cargo xtask
