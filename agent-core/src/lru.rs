@@ -60,6 +60,13 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
         evicted
     }
 
+    /// Takes the value for `key` out (to use it; insert it again to keep it).
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        let (value, size, _) = self.entries.remove(key)?;
+        self.used -= size;
+        Some(value)
+    }
+
     pub fn used(&self) -> usize {
         self.used
     }
@@ -108,6 +115,15 @@ mod tests {
         assert_eq!(lru.insert_keeping("d", 4, 4, |k| *k == "a" || *k == "c"), Vec::<&str>::new());
         assert_eq!(lru.used(), 12);
         assert!(lru.contains(&"a") && lru.contains(&"c") && lru.contains(&"d"));
+    }
+
+    #[test]
+    fn a_removed_entry_gives_back_its_size() {
+        let mut lru = Lru::new(10);
+        lru.insert("a", 1, 4);
+        lru.insert("b", 2, 4);
+        assert_eq!(lru.remove(&"a"), Some(1));
+        assert_eq!((lru.used(), lru.len(), lru.remove(&"a")), (4, 1, None));
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub mod task;
 
 pub use clocks::{Clocks, Random, SeededClocks, SeededRandom, CLOCK_STEP_NS};
 pub use fds::{Fd, Preopen};
-pub use memory::{in_bounds, GuestMemory, VecMemory};
+pub use memory::{in_bounds, GuestMemory, SliceMemory, VecMemory};
 
 /// The module every preview1 import comes from.
 pub const WASI: &str = "wasi_snapshot_preview1";

@@ -63,3 +63,27 @@ impl GuestMemory for VecMemory {
         Ok(())
     }
 }
+
+/// A guest's memory lent for one host call: what an engine that hands out
+/// the memory as a byte slice (wasmtime, wasmi) gives the host.
+pub struct SliceMemory<'a>(std::cell::RefCell<&'a mut [u8]>);
+
+impl<'a> SliceMemory<'a> {
+    pub fn new(bytes: &'a mut [u8]) -> SliceMemory<'a> {
+        SliceMemory(std::cell::RefCell::new(bytes))
+    }
+}
+
+impl GuestMemory for SliceMemory<'_> {
+    fn read(&self, ptr: u32, len: u32) -> Result<Vec<u8>, Errno> {
+        let m = self.0.borrow();
+        let (s, e) = in_bounds(ptr, len, m.len())?;
+        Ok(m[s..e].to_vec())
+    }
+    fn write(&self, ptr: u32, data: &[u8]) -> Result<(), Errno> {
+        let mut m = self.0.borrow_mut();
+        let (s, e) = in_bounds(ptr, data.len() as u32, m.len())?;
+        m[s..e].copy_from_slice(data);
+        Ok(())
+    }
+}

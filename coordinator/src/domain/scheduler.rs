@@ -540,7 +540,7 @@ use attempts::Orphan;
 mod dispatch;
 mod secrets;
 mod workers;
-pub use dispatch::{INPUT_DIR, OUTPUT_DIR};
+pub use dispatch::{task_dirs, INPUT_DIR, OUTPUT_DIR};
 mod audit;
 mod validation;
 pub use validation::{Comparison, Outcome, ValidationStats, Vote};

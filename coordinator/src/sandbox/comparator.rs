@@ -13,8 +13,7 @@
 //! fuel or memory) is an error, counted as "differ" by the caller.
 
 use crate::domain::model::ResultRecord;
-use idlecore_wasi_host::{Abort, Errno, GuestMemory, WasiCtx};
-use std::cell::RefCell;
+use idlecore_wasi_host::{Abort, Errno, SliceMemory, WasiCtx};
 use std::time::{Duration, Instant};
 use wasmi::{Caller, Config, Engine, Extern, ExternType, Linker, Module, Store, StoreLimits, StoreLimitsBuilder, TrapCode, Val};
 
@@ -173,23 +172,6 @@ fn as_files(r: &ResultRecord) -> Vec<(String, Vec<u8>)> {
     files
 }
 
-/// The guest's memory during one host call.
-struct Slice<'a>(RefCell<&'a mut [u8]>);
-
-impl GuestMemory for Slice<'_> {
-    fn read(&self, ptr: u32, len: u32) -> Result<Vec<u8>, Errno> {
-        let m = self.0.borrow();
-        let (s, e) = idlecore_wasi_host::in_bounds(ptr, len, m.len())?;
-        Ok(m[s..e].to_vec())
-    }
-    fn write(&self, ptr: u32, data: &[u8]) -> Result<(), Errno> {
-        let mut m = self.0.borrow_mut();
-        let (s, e) = idlecore_wasi_host::in_bounds(ptr, data.len() as u32, m.len())?;
-        m[s..e].copy_from_slice(data);
-        Ok(())
-    }
-}
-
 /// What a host function's body gives back: an errno, or a reason to stop.
 trait Outcome {
     fn into_result(self) -> Result<Errno, Abort>;
@@ -207,14 +189,14 @@ impl Outcome for Result<Errno, Abort> {
 
 /// Runs `f` with the caller's WASI context and memory, unless the
 /// comparison is past its deadline.
-fn call(caller: &mut Caller<'_, Host>, f: impl FnOnce(&mut WasiCtx, &Slice) -> Result<Errno, Abort>) -> Result<i32, wasmi::Error> {
+fn call(caller: &mut Caller<'_, Host>, f: impl FnOnce(&mut WasiCtx, &SliceMemory) -> Result<Errno, Abort>) -> Result<i32, wasmi::Error> {
     if Instant::now() > caller.data().deadline {
         caller.data_mut().late = true;
         return Err(wasmi::Error::new("idlecore: past the comparison's deadline"));
     }
     let Some(Extern::Memory(memory)) = caller.get_export("memory") else { return Ok(Errno::Fault as i32) };
     let (data, host) = memory.data_and_store_mut(caller);
-    match f(&mut host.ctx, &Slice(RefCell::new(data))) {
+    match f(&mut host.ctx, &SliceMemory::new(data)) {
         Ok(errno) => Ok(errno as i32),
         Err(abort) => {
             host.ctx.abort = Some(abort);

@@ -12,7 +12,7 @@ pub const INPUT_DIR: &str = "/input";
 pub const OUTPUT_DIR: &str = "/output";
 
 /// The lease's directories; `TaskInput::lease_blobs` numbers them the same way.
-fn task_dirs(input: &TaskInput) -> Vec<idlecore_protocol::TaskDir> {
+pub fn task_dirs(input: &TaskInput) -> Vec<idlecore_protocol::TaskDir> {
     use idlecore_protocol::{TaskDir, TaskFile};
     let files =
         |m: &crate::domain::model::FileMap| m.0.iter().map(|(path, data)| TaskFile { path: path.clone(), data: data.clone() }).collect();
