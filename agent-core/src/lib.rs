@@ -250,6 +250,11 @@ impl<M: Clone, I: Clone> Agent<M, I> {
         self.session.welcomed().map_or(&[], |w| &w.ice_servers[..])
     }
 
+    /// Reports sent and not yet acknowledged (kept to be sent again).
+    pub fn unacknowledged(&self) -> usize {
+        self.session.unacked.len()
+    }
+
     /// Whether a session is open or being opened.
     pub fn has_session(&self) -> bool {
         self.session.is_open()

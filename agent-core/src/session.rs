@@ -44,7 +44,7 @@ pub(crate) struct SessionState {
     /// Reports not yet acknowledged, by lease: sent again after the next
     /// Welcome if the connection drops first (the coordinator takes a report
     /// once and acknowledges repeats). Bounded; the oldest go first.
-    unacked: std::collections::VecDeque<(LeaseId, Vec<u8>)>,
+    pub(crate) unacked: std::collections::VecDeque<(LeaseId, Vec<u8>)>,
     unacked_bytes: usize,
     /// The last `Welcome`'s secret: the next `Hello` proves with it that this
     /// is the same worker, so that the reports sent again are taken.

@@ -1,7 +1,8 @@
 //! The `idlecore` command's pieces, each a subcommand's flags and what it
 //! does: `serve` (the coordinator), `submit` and `status` (the job owner's
-//! side, over `client`), and `run` (the task author's check in a private
-//! coordinator and headless Chromium, started by `browser`).
+//! side, over `client`), `run` (the task author's check, natively or in a
+//! private coordinator and headless Chromium, started by `browser`) and
+//! `worker` (a native worker).
 
 pub mod browser;
 pub mod client;
@@ -9,3 +10,4 @@ pub mod run;
 pub mod serve;
 pub mod status;
 pub mod submit;
+pub mod worker;

@@ -2,10 +2,10 @@
 //! command line and hands each subcommand its flags (see the library).
 
 use clap::{Parser, Subcommand};
-use idlecore_cli::{run, serve, status, submit};
+use idlecore_cli::{run, serve, status, submit, worker};
 
 #[derive(Parser)]
-#[command(name = "idlecore", version, about = "Coordinate WASI tasks across volunteers' browsers")]
+#[command(name = "idlecore", version, about = "Coordinate WASI tasks across volunteers' browsers and idle machines")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -19,8 +19,10 @@ enum Command {
     Submit(submit::SubmitArgs),
     /// Show a job's progress and failures.
     Status(status::StatusArgs),
-    /// Run one task in the browser sandbox (headless Chromium), like `wasmtime run`.
+    /// Run one task in the worker's sandbox (natively, or in headless Chromium), like `wasmtime run`.
     Run(run::RunArgs),
+    /// Run a native worker for a coordinator until SIGINT or SIGTERM.
+    Worker(worker::WorkerArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,6 +41,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve(a) => serve::run(a).await,
             Command::Submit(a) => submit::run(a).await,
             Command::Status(a) => status::run(a).await,
+            Command::Worker(a) => worker::run(a).await,
             Command::Run(a) => match run::run(a).await {
                 Ok(run::RunOutcome::Exited(code)) => return Ok(std::process::ExitCode::from(code.clamp(0, 255) as u8)),
                 Ok(run::RunOutcome::Failed(why)) => {

@@ -17,4 +17,4 @@ pub mod engine;
 pub mod executors;
 pub mod host;
 
-
+pub use agent::{run, Config};

@@ -37,12 +37,9 @@ pub async fn run(module: Vec<u8>, input: TaskInput, limits: JobLimits) -> anyhow
     };
     let timeout = Duration::from_millis(limits.timeout_ms as u64);
     let (done, ended) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("idlecore-run".into())
-        .stack_size(engine::THREAD_STACK)
-        .spawn(move || {
-            let _ = done.send(run_lease(&lease, &sandboxed, timeout));
-        })?;
+    std::thread::Builder::new().name("idlecore-run".into()).stack_size(engine::THREAD_STACK).spawn(move || {
+        let _ = done.send(run_lease(&lease, &sandboxed, timeout));
+    })?;
     let (report, timed_out) = ended.await?;
     match report {
         _ if timed_out => Ok((RunOutcome::Failed("timeout: the task passed its wall-clock deadline".into()), FileMap::default())),
@@ -73,4 +70,3 @@ fn run_lease(lease: &Lease, wasm: &[u8], timeout: Duration) -> (WorkerMessage, b
     let timed_out = stop.due() && !matches!(run, Ok(_));
     (task::report(lease.lease, run, started.elapsed().as_millis() as u32), timed_out)
 }
-

@@ -1,10 +1,12 @@
 //! Harness for end-to-end runs: a real coordinator process, headless Chromium
-//! visitors, a blocking client for the job API, and a native protocol worker.
+//! visitors, native workers (`idlecore worker`), a blocking client for the
+//! job API, and a scripted protocol worker.
 //! Used by the end-to-end tests, the coordinator's integration tests and
 //! `cargo xtask demo`.
 
 pub mod api;
 pub mod front;
+pub mod native;
 pub mod proto_worker;
 pub mod proxy;
 
@@ -17,6 +19,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub use api::Api;
+pub use native::NativeWorker;
 pub use proto_worker::ProtoWorker;
 
 /// Where the built pieces are.

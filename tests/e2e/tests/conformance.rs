@@ -1,7 +1,7 @@
-//! WASI conformance: the same programs under `idlecore run` (the browser
-//! sandbox) and under wasmtime (`wasmtime_run.py`, a real WASI runtime), with
-//! identical directories. Transcripts, exit codes and the files left behind
-//! must be the same.
+//! WASI conformance: the same programs under `idlecore run` (both engines:
+//! the native worker's and the browser sandbox) and under wasmtime
+//! (`wasmtime_run.py`, a real WASI runtime), with identical directories.
+//! Transcripts, exit codes and the files left behind must be the same.
 
 use idlecore_e2e::Paths;
 use std::io::Write;
@@ -14,9 +14,12 @@ fn output(mut cmd: Command, stdin: &[u8]) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn idlecore(paths: &Paths, args: &[&str], stdin: &[u8]) -> Output {
+/// The engines `idlecore run --engine` offers; each must match wasmtime.
+const ENGINES: [&str; 2] = ["native", "browser"];
+
+fn idlecore(paths: &Paths, engine: &str, args: &[&str], stdin: &[u8]) -> Output {
     let mut cmd = Command::new(&paths.bin);
-    cmd.arg("run").args(args).env("IDLECORE_PKG", &paths.pkg);
+    cmd.args(["run", "--engine", engine]).args(args).env("IDLECORE_PKG", &paths.pkg);
     output(cmd, stdin)
 }
 
@@ -54,6 +57,12 @@ fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 fn same(module: &Path, guest: &str) {
+    for engine in ENGINES {
+        same_in(engine, module, guest);
+    }
+}
+
+fn same_in(engine: &str, module: &Path, guest: &str) {
     let paths = Paths::workspace();
     paths.check_built().unwrap();
     let (a, b) = (fixture(), fixture());
@@ -61,17 +70,17 @@ fn same(module: &Path, guest: &str) {
     let dir_a = format!("{}::{guest}", a.path().display());
     let dir_b = format!("{}::{guest}", b.path().display());
     let reference = wasmtime(&["--dir", &dir_a, m, guest], b"");
-    let ours = idlecore(&paths, &["--dir", &dir_b, m, guest], b"");
+    let ours = idlecore(&paths, engine, &["--dir", &dir_b, m, guest], b"");
     let text = |o: &Output| String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(reference.status.success(), "wasmtime: {}", String::from_utf8_lossy(&reference.stderr));
     assert!(text(&reference).ends_with("done\n"), "the program ran to its end under wasmtime");
     let (want, got) = (text(&reference), text(&ours));
     for (w, g) in want.lines().zip(got.lines()) {
-        assert_eq!(g, w, "first differing line (idlecore vs wasmtime)");
+        assert_eq!(g, w, "first differing line (idlecore --engine {engine} vs wasmtime)");
     }
-    assert_eq!(got, want);
-    assert_eq!(ours.status.code(), reference.status.code());
-    assert_eq!(tree(b.path()), tree(a.path()), "files left behind differ");
+    assert_eq!(got, want, "{engine}");
+    assert_eq!(ours.status.code(), reference.status.code(), "{engine}");
+    assert_eq!(tree(b.path()), tree(a.path()), "files left behind differ ({engine})");
 }
 
 #[test]
@@ -100,20 +109,26 @@ fn c_filesystem_program_matches_wasmtime() {
 
 #[test]
 fn stdio_args_env_and_exit_codes_match_wasmtime() {
+    for engine in ENGINES {
+        stdio_args_env_and_exit_codes_match_wasmtime_in(engine);
+    }
+}
+
+fn stdio_args_env_and_exit_codes_match_wasmtime_in(engine: &str) {
     let paths = Paths::workspace();
     let probe = paths.tasks.join("wasi-probe.wasm");
     let p = probe.to_str().unwrap();
     let args = ["--env", "A=1", "--env", "EMPTY=", p, "report", "x y", "--z"];
-    let (want, got) = (wasmtime(&args, b"stdin bytes\n"), idlecore(&paths, &args, b"stdin bytes\n"));
+    let (want, got) = (wasmtime(&args, b"stdin bytes\n"), idlecore(&paths, engine, &args, b"stdin bytes\n"));
     let first3 = |o: &Output| String::from_utf8_lossy(&o.stdout).lines().take(3).collect::<Vec<_>>().join("\n");
     assert_eq!(first3(&got), first3(&want));
     assert_eq!(got.stderr, want.stderr);
     for code in ["0", "1", "42", "125"] {
-        let (w, g) = (wasmtime(&[p, "exit", code], b""), idlecore(&paths, &[p, "exit", code], b""));
+        let (w, g) = (wasmtime(&[p, "exit", code], b""), idlecore(&paths, engine, &[p, "exit", code], b""));
         assert_eq!(g.status.code(), w.status.code(), "exit {code}");
     }
     // Statuses of 126 and up are an error in both, not an exit code.
-    let (w, g) = (wasmtime(&[p, "exit", "255"], b""), idlecore(&paths, &[p, "exit", "255"], b""));
+    let (w, g) = (wasmtime(&[p, "exit", "255"], b""), idlecore(&paths, engine, &[p, "exit", "255"], b""));
     assert!(String::from_utf8_lossy(&w.stderr).contains("invalid exit status"));
     assert!(String::from_utf8_lossy(&g.stderr).contains("invalid exit status 255"), "{}", String::from_utf8_lossy(&g.stderr));
     assert_ne!(g.status.code(), Some(255));

@@ -1,14 +1,25 @@
-//! `idlecore run`: one task in the browser sandbox, behaving like `wasmtime run`.
+//! `idlecore run`: one task in the worker's sandbox, behaving like `wasmtime
+//! run`, on both engines (native and the browser), which must agree.
 
 use idlecore_e2e::Paths;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
+const ENGINES: [&str; 2] = ["native", "browser"];
+
 fn run(args: &[&str], stdin: &[u8]) -> Output {
+    let native = run_on("native", args, stdin);
+    let browser = run_on("browser", args, stdin);
+    assert_eq!(native.status.code(), browser.status.code(), "the engines agree on the status of {args:?}");
+    assert_eq!(native.stdout, browser.stdout, "the engines agree on the output of {args:?}");
+    native
+}
+
+fn run_on(engine: &str, args: &[&str], stdin: &[u8]) -> Output {
     let paths = Paths::workspace();
     paths.check_built().unwrap();
     let mut child = Command::new(&paths.bin)
-        .arg("run")
+        .args(["run", "--engine", engine])
         .args(args)
         .env("IDLECORE_PKG", &paths.pkg)
         .stdin(Stdio::piped())
@@ -38,9 +49,11 @@ fn stdin_args_and_env_go_in_stdout_stderr_and_exit_code_come_out() {
     // Seeded clocks and random numbers: a second run prints the same bytes.
     let again = run(&["--env", "A=1", "--env", "B=two words", &p, "report", "x", "--flag"], b"from stdin");
     assert_eq!(again.stdout, out.stdout);
-    let real = run(&["--real-clocks", &p, "report"], b"");
-    let real2 = run(&["--real-clocks", &p, "report"], b"");
-    assert_ne!(real.stdout, real2.stdout, "--real-clocks gives real entropy");
+    for engine in ENGINES {
+        let real = run_on(engine, &["--real-clocks", &p, "report"], b"");
+        let real2 = run_on(engine, &["--real-clocks", &p, "report"], b"");
+        assert_ne!(real.stdout, real2.stdout, "--real-clocks gives real entropy ({engine})");
+    }
 
     let exit = run(&[&p, "exit", "7"], b"");
     assert_eq!(exit.status.code(), Some(7));
@@ -48,10 +61,19 @@ fn stdin_args_and_env_go_in_stdout_stderr_and_exit_code_come_out() {
 
 #[test]
 fn failures_and_limits_are_reported_with_their_kind() {
+    for engine in ENGINES {
+        failures_and_limits_are_reported_with_their_kind_on(engine);
+    }
+}
+
+fn failures_and_limits_are_reported_with_their_kind_on(engine: &str) {
+    let run = |args: &[&str], stdin: &[u8]| run_on(engine, args, stdin);
     let p = probe();
     let trap = run(&[&p, "trap"], b"");
     assert_eq!(trap.status.code(), Some(134));
-    assert!(String::from_utf8_lossy(&trap.stderr).contains("the task failed: trap: "), "{}", String::from_utf8_lossy(&trap.stderr));
+    // The trap in the same words on both engines.
+    let said = String::from_utf8_lossy(&trap.stderr);
+    assert!(said.contains("the task failed: trap: RuntimeError: unreachable"), "{engine}: {said}");
     let fuel = run(&["--fuel", "100000", &p, "spin"], b"");
     assert_eq!(fuel.status.code(), Some(134));
     assert!(String::from_utf8_lossy(&fuel.stderr).contains("fuel_exhausted: ran out of fuel after 100000 instructions"));
@@ -63,6 +85,13 @@ fn failures_and_limits_are_reported_with_their_kind() {
 
 #[test]
 fn bad_invocations_say_what_is_wrong() {
+    for engine in ENGINES {
+        bad_invocations_say_what_is_wrong_on(engine);
+    }
+}
+
+fn bad_invocations_say_what_is_wrong_on(engine: &str) {
+    let run = |args: &[&str], stdin: &[u8]| run_on(engine, args, stdin);
     let p = probe();
     let dir = run(&["--dir", "/nonexistent-dir::/data", &p, "report"], b"");
     assert_eq!(dir.status.code(), Some(1));
