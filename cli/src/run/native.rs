@@ -67,6 +67,6 @@ fn run_lease(lease: &Lease, wasm: &[u8], timeout: Duration) -> (WorkerMessage, b
     let started = Instant::now();
     let limits = RunLimits { fuel: lease.limits.fuel, max_memory_pages: lease.limits.max_memory_pages };
     let run = engine::Executor::default().run(&module, ctx, limits, &stop);
-    let timed_out = stop.due() && !matches!(run, Ok(_));
+    let timed_out = stop.due() && run.is_err();
     (task::report(lease.lease, run, started.elapsed().as_millis() as u32), timed_out)
 }
