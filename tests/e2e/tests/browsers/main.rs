@@ -1,9 +1,11 @@
 //! End to end: a real coordinator, headless Chromium pages that load the demo
 //! page through its script tag, and real jobs. Needs `cargo xtask build`
 //! (run through `cargo xtask test`). Faults (hostile and enormous tasks, a
-//! network that drops, executors that cannot start) are in `faults.rs`.
+//! network that drops, executors that cannot start) are in `faults.rs`;
+//! browsers beside native workers in `native.rs`.
 
 mod faults;
+mod native;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
