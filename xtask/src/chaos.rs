@@ -1,8 +1,9 @@
-//! `cargo xtask chaos`: one job across headless Chromium visitors and
-//! simulated workers (`loadgen`), while workers are killed at random (browser
-//! closed, loadgen process killed), connections dropped (the browsers reach
-//! the coordinator through a proxy that cuts them; loadgen workers drop their
-//! own), and the coordinator is killed with SIGKILL and restarted on the same
+//! `cargo xtask chaos`: one job across headless Chromium visitors, native
+//! workers (`idlecore worker`) and simulated workers (`loadgen`), while
+//! workers are killed at random (browser closed, native worker sent SIGKILL
+//! or SIGTERM, loadgen process killed), connections dropped (browsers and
+//! native workers reach the coordinator through a proxy that cuts them;
+//! loadgen workers drop their own), and the coordinator is killed with SIGKILL and restarted on the same
 //! address and data. Results are validated at the coordinator's defaults
 //! (replicas, spot checks, audits). Then every result is checked against the
 //! natively built task.
@@ -12,7 +13,7 @@
 
 use crate::{build, flag_value, tools};
 use anyhow::{bail, Context};
-use idlecore_e2e::{run_native, wait_for, Coordinator, CoordinatorConfig, Paths, Rng, Visitor};
+use idlecore_e2e::{run_native, wait_for, Coordinator, CoordinatorConfig, NativeWorker, Paths, Rng, Visitor};
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,6 +26,8 @@ pub struct Config {
     pub kill_workers: f64,
     pub kill_coordinator: u32,
     pub browsers: u32,
+    /// `idlecore worker` processes, two slots each.
+    pub natives: u32,
     /// Simulated-worker processes, each with `loadgen_workers` workers.
     pub loadgens: u32,
     pub loadgen_workers: u32,
@@ -119,6 +122,9 @@ pub fn chaos(cfg: &Config) -> anyhow::Result<Summary> {
     let proxy = idlecore_e2e::proxy::Proxy::start(addr)?;
     let url = format!("http://{}/visitor.html", proxy.addr);
     let mut browsers: Vec<Option<Visitor>> = (0..cfg.browsers).map(|_| Visitor::open(&url).map(Some)).collect::<anyhow::Result<_>>()?;
+    let proxied = format!("http://{}", proxy.addr);
+    let native = || NativeWorker::start(&paths.bin, &proxied, &["--slots", "2"]);
+    let mut natives: Vec<Option<NativeWorker>> = (0..cfg.natives).map(|_| native().map(Some)).collect::<anyhow::Result<_>>()?;
     let mut loadgens: Vec<Option<Loadgen>> = (0..cfg.loadgens)
         .map(|i| Loadgen::start(&paths, &c, cfg.loadgen_workers, cfg.seed + i as u64).map(Some))
         .collect::<anyhow::Result<_>>()?;
@@ -165,6 +171,20 @@ pub fn chaos(cfg: &Config) -> anyhow::Result<Summary> {
                 _ => {}
             }
         }
+        // Native workers are killed outright or stopped as an operator stops them.
+        for n in natives.iter_mut() {
+            match n {
+                Some(w) if rng.chance(cfg.kill_workers) => {
+                    if rng.chance(0.5) {
+                        w.terminate(Duration::from_secs(20))?;
+                    }
+                    *n = None;
+                    worker_kills += 1;
+                }
+                None => *n = Some(native()?),
+                _ => {}
+            }
+        }
         for (i, l) in loadgens.iter_mut().enumerate() {
             match l {
                 Some(_) if rng.chance(cfg.kill_workers) => {
@@ -198,8 +218,11 @@ pub fn chaos(cfg: &Config) -> anyhow::Result<Summary> {
     }
     let duplicates = per_task.values().map(|n| n - 1).sum();
     drop(browsers);
+    drop(natives);
     drop(loadgens);
-    eprintln!("chaos: {worker_kills} browser or loadgen kills, {drops} browser network drops, {coordinator_kills} coordinator kills");
+    eprintln!(
+        "chaos: {worker_kills} browser, native or loadgen kills, {drops} browser network drops, {coordinator_kills} coordinator kills"
+    );
     if coordinator_kills < cfg.kill_coordinator {
         eprintln!("chaos: the job finished before the last {} coordinator kills", cfg.kill_coordinator - coordinator_kills);
     }
@@ -218,6 +241,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         kill_workers: num("--kill-workers", 0.3)?,
         kill_coordinator: num("--kill-coordinator", 3.0)? as u32,
         browsers: num("--browsers", 2.0)? as u32,
+        natives: num("--natives", 2.0)? as u32,
         loadgens: num("--loadgens", 3.0)? as u32,
         loadgen_workers: num("--loadgen-workers", 8.0)? as u32,
         seed: num("--seed", 1.0)? as u64,

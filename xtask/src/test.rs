@@ -44,6 +44,7 @@ pub fn run_group(group: &str) -> anyhow::Result<()> {
             kill_workers: 0.3,
             kill_coordinator: 2,
             browsers: 1,
+            natives: 1,
             loadgens: 2,
             loadgen_workers: 4,
             seed: 7,
