@@ -18,7 +18,18 @@ pub fn all() -> anyhow::Result<idlecore_e2e::Paths> {
     }
     run(&mut cargo)?;
     // Alone: `--bin` would restrict every package in the same command.
-    run(Command::new("cargo").args(["build", "--release", "-p", "idlecore-e2e", "--bin", "loadgen", "--bin", "swarm"]))?;
+    run(Command::new("cargo").args([
+        "build",
+        "--release",
+        "-p",
+        "idlecore-e2e",
+        "--bin",
+        "loadgen",
+        "--bin",
+        "swarm",
+        "--bin",
+        "native_exec",
+    ]))?;
     let mut wasi = Command::new("cargo");
     wasi.args(["build", "--release", "--target", "wasm32-wasip1"]);
     for p in TASKS {

@@ -241,7 +241,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         kill_workers: num("--kill-workers", 0.3)?,
         kill_coordinator: num("--kill-coordinator", 3.0)? as u32,
         browsers: num("--browsers", 2.0)? as u32,
-        natives: num("--natives", 2.0)? as u32,
+        natives: num("--native", 2.0)? as u32,
         loadgens: num("--loadgens", 3.0)? as u32,
         loadgen_workers: num("--loadgen-workers", 8.0)? as u32,
         seed: num("--seed", 1.0)? as u64,

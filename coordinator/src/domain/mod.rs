@@ -8,6 +8,7 @@ pub mod model;
 pub mod peers;
 pub mod policy;
 pub mod quorum;
+pub mod rate;
 pub mod scheduler;
 pub mod tasks;
 pub mod trust;

@@ -13,6 +13,7 @@
 //! Sans-IO like the scheduler: calls take `now`, and the messages to deliver
 //! come out of [`Peers::poll_output`].
 
+use super::rate::TokenBucket;
 use super::WorkerId;
 use idlecore_protocol::{CoordinatorMessage, Sha256Hash, Signal, SignalPayload, Sources};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -36,25 +37,6 @@ const SIGNALS_PER_SECOND: f64 = 4.0;
 /// Blobs a worker asked for and was given peers for, remembered to count
 /// what it then fetched from peers.
 const WANTED_PER_WORKER: usize = 64;
-
-/// Signals allowed now: a token bucket.
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn new(now: Instant) -> Bucket {
-        Bucket { tokens: SIGNAL_BURST, at: now }
-    }
-
-    fn has_token(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * SIGNALS_PER_SECOND).min(SIGNAL_BURST);
-        self.at = now;
-        self.tokens >= 1.0
-    }
-}
 
 /// What peer transfers did, for `/api/stats`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -82,8 +64,8 @@ struct Link {
     /// The workers it is introduced to (keys of `Peers::introduced`).
     introduced: HashSet<WorkerId>,
     wanted: VecDeque<Sha256Hash>,
-    sending: Bucket,
-    receiving: Bucket,
+    sending: TokenBucket,
+    receiving: TokenBucket,
 }
 
 #[derive(Default)]
@@ -116,8 +98,8 @@ impl Peers {
             given_set: HashSet::new(),
             introduced: HashSet::new(),
             wanted: VecDeque::new(),
-            sending: Bucket::new(now),
-            receiving: Bucket::new(now),
+            sending: TokenBucket::full(SIGNALS_PER_SECOND, SIGNAL_BURST, now),
+            receiving: TokenBucket::full(SIGNALS_PER_SECOND, SIGNAL_BURST, now),
         };
         self.links.insert(worker, link);
     }
@@ -255,9 +237,7 @@ impl Peers {
         if !introduced && !closing {
             // A refused signal is charged to its sender alone.
             if let Some(l) = self.links.get_mut(&from) {
-                if l.sending.has_token(now) {
-                    l.sending.tokens -= 1.0;
-                }
+                l.sending.take(now);
             }
         }
         let allowed = self.introduced.get_mut(&key).filter(|left| **left > 0 && rate_ok);
@@ -292,8 +272,8 @@ impl Peers {
         let sender = self.links.get_mut(&from).is_some_and(|l| l.sending.has_token(now));
         let recipient = self.links.get_mut(&to).is_some_and(|l| l.receiving.has_token(now));
         if sender && recipient {
-            self.links.get_mut(&from).expect("checked").sending.tokens -= 1.0;
-            self.links.get_mut(&to).expect("checked").receiving.tokens -= 1.0;
+            self.links.get_mut(&from).expect("checked").sending.spend();
+            self.links.get_mut(&to).expect("checked").receiving.spend();
         }
         sender && recipient
     }

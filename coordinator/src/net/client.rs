@@ -131,15 +131,20 @@ pub(super) fn unmapped(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Whether `ip` (IPv4-mapped or not) is one of the trusted proxies.
+pub fn is_trusted(ip: IpAddr, trusted: &[Cidr]) -> bool {
+    let ip = unmapped(ip);
+    trusted.iter().any(|c| c.contains(ip))
+}
+
 /// The client's address: `peer` itself, unless `peer` is a trusted proxy,
 /// in which case the forwarding chain is walked from its nearest hop
 /// backwards while the hops are trusted proxies too. A hop that cannot be
 /// read (`unknown`, an obfuscated name, garbage) ends the walk at the last
 /// address known.
 pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
     let mut client = unmapped(peer);
-    if !is_trusted(client) {
+    if !is_trusted(client, trusted) {
         return client;
     }
     for hop in forwarded_chain(headers).into_iter().rev() {
@@ -147,7 +152,7 @@ pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAdd
             Some(ip) => client = unmapped(ip),
             None => break,
         }
-        if !is_trusted(client) {
+        if !is_trusted(client, trusted) {
             break;
         }
     }

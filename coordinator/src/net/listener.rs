@@ -75,7 +75,7 @@ fn take_slot(open: &Arc<Mutex<Open>>, limits: &Limits, peer: IpAddr) -> Result<A
     if o.total >= limits.max_connections {
         return Err(Refused::Full);
     }
-    let counted = !limits.trusted_proxies.iter().any(|c| c.contains(peer));
+    let counted = !super::client::is_trusted(peer, &limits.trusted_proxies);
     if counted {
         let n = o.by_address.entry(peer).or_insert(0);
         if *n >= limits.max_per_address {

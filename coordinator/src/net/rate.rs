@@ -2,6 +2,7 @@
 //! address, so one client cannot open sessions (or hold WebRTC set-up slots)
 //! faster than the coordinator closes them.
 
+use crate::domain::rate::TokenBucket;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -13,7 +14,7 @@ const PRUNE_AT: usize = 4096;
 pub struct AddressRate {
     per_second: f64,
     burst: f64,
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    buckets: Mutex<HashMap<IpAddr, TokenBucket>>,
 }
 
 impl AddressRate {
@@ -26,17 +27,9 @@ impl AddressRate {
     pub fn allow(&self, ip: IpAddr, now: Instant) -> bool {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() >= PRUNE_AT {
-            let (rate, burst) = (self.per_second, self.burst);
-            buckets.retain(|_, (tokens, at)| *tokens + now.saturating_duration_since(*at).as_secs_f64() * rate < burst);
+            buckets.retain(|_, bucket| !bucket.full_by(now));
         }
-        let (tokens, at) = buckets.entry(ip).or_insert((self.burst, now));
-        *tokens = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
-        *at = now;
-        if *tokens < 1.0 {
-            return false;
-        }
-        *tokens -= 1.0;
-        true
+        buckets.entry(ip).or_insert_with(|| TokenBucket::full(self.per_second, self.burst, now)).take(now)
     }
 }
 

@@ -145,9 +145,10 @@ async fn serve(link: &mut Link, edge: &Arc<Edge>, session: u64, visitor: Visitor
             Some(f) => match decode_worker(&f) {
                 Ok(msg) => msg,
                 // Another version's `Hello` may not decode: say why it does not.
-                Err(DecodeError::Malformed(_) | DecodeError::Trailing(_)) if hello_version(&f).is_some_and(|v| v != PROTOCOL_VERSION) => {
-                    return Err(unsupported(hello_version(&f).unwrap_or_default()))
-                }
+                Err(e @ (DecodeError::Malformed(_) | DecodeError::Trailing(_))) => match hello_version(&f) {
+                    Some(v) if v != PROTOCOL_VERSION => return Err(unsupported(v)),
+                    _ => return Err(e.into()),
+                },
                 Err(e) => return Err(e.into()),
             },
         },

@@ -187,3 +187,66 @@ fn bad_flags_are_refused_with_the_reason() {
         assert!(text.contains(says), "{flags:?}: {text}");
     }
 }
+
+/// A WASI command in WAT around `extra` (more imports, functions, data).
+fn command(extra: &str, memory_pages: u32) -> Vec<u8> {
+    wat::parse_str(format!(r#"(module {extra} (memory (export "memory") {memory_pages}) (func (export "_start")))"#)).unwrap()
+}
+
+/// The hostile and enormous modules the browser tests use
+/// (`browsers/faults.rs`): each fails with its kind, or runs, and the
+/// worker goes on.
+#[test]
+fn hostile_and_enormous_modules_fail_with_their_kind_and_the_worker_goes_on() {
+    let paths = Paths::workspace();
+    paths.check_built().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let c = coordinator(&paths, &dir.path().join("data"), None, &[]);
+    let api = c.api();
+    let w = NativeWorker::start(&paths.bin, &c.base_url(), &["--slots", "2", "--no-cache"]).unwrap();
+    let probe = api.upload(&std::fs::read(paths.tasks.join("wasi-probe.wasm")).unwrap()).unwrap();
+    let many_imports: String =
+        (0..20_000).map(|i| format!(r#"(import "wasi_snapshot_preview1" "sched_yield" (func $y{i} (result i32)))"#)).collect();
+    let many_functions: String = (0..50_000).map(|i| format!("(func $f{i} (result i32) i32.const {i})")).collect();
+    let big_data = format!(r#"(data (i32.const 0) "{}")"#, "\\00".repeat(24 * 1024 * 1024));
+    let uploaded = |module: Vec<u8>| api.upload(&module).unwrap();
+    let base = json!({ "timeout_ms": 4000, "max_output_bytes": 10000, "max_attempts": 1 });
+    let with = |extra: serde_json::Value| {
+        let mut l = base.clone();
+        l.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        l
+    };
+    // (what, module, args, limits, the failure kind or `None` for a run that succeeds)
+    type Case<'a> = (&'a str, String, Vec<String>, serde_json::Value, Option<&'a str>);
+    let cases: Vec<Case> = vec![
+        ("spin", probe.clone(), args(&["spin"]), with(json!({})), Some("timeout")),
+        ("fuel", probe.clone(), args(&["spin"]), with(json!({ "fuel": 20_000_000, "timeout_ms": 60_000 })), Some("fuel_exhausted")),
+        ("trap", probe.clone(), args(&["trap"]), with(json!({})), Some("trap")),
+        ("flood", probe.clone(), args(&["flood", "20000"]), with(json!({})), Some("output_limit")),
+        ("recurse", probe.clone(), args(&["recurse"]), with(json!({})), Some("trap")),
+        ("hog", probe.clone(), args(&["hog", "64"]), with(json!({ "max_memory_mib": 16 })), Some("memory_limit")),
+        ("small hog", probe.clone(), args(&["hog", "8"]), with(json!({ "max_memory_mib": 16 })), None),
+        ("20k imports", uploaded(command(&many_imports, 1)), vec![], with(json!({ "timeout_ms": 60_000 })), None),
+        ("50k functions", uploaded(command(&many_functions, 1)), vec![], with(json!({ "timeout_ms": 60_000 })), None),
+        ("24 MiB data, 16 MiB cap", uploaded(command(&big_data, 400)), vec![], with(json!({ "max_memory_mib": 16 })), Some("memory_limit")),
+        ("4 GiB initial memory", uploaded(command("", 65536)), vec![], with(json!({})), Some("memory_limit")),
+        ("report", probe.clone(), args(&["report", "ok"]), with(json!({})), None),
+    ];
+    let jobs: Vec<u64> = cases.iter().map(|(_, m, a, l, _)| api.create_job(m, &[b"in".to_vec()], a, l.clone()).unwrap()).collect();
+    for (job, (what, _, _, _, want)) in jobs.iter().zip(&cases) {
+        wait_for(what, Duration::from_secs(120), || (api.status(*job).ok()?["state"] == "completed").then_some(()))
+            .unwrap_or_else(|e| panic!("{e}; worker log:\n{}", w.log()));
+        let r = &api.results(*job).unwrap()[0];
+        match want {
+            Some(kind) => {
+                let error = r.3.clone().unwrap_or_default();
+                assert_eq!(r.1, "failed", "{what}");
+                assert!(error.starts_with(&format!("{kind}: ")), "{what}: {error}");
+            }
+            None => assert_eq!(r.1, "done", "{what}: {:?}", r.3),
+        }
+    }
+    let report = &api.results(*jobs.last().unwrap()).unwrap()[0];
+    assert!(String::from_utf8_lossy(&report.2).contains("args: ok"));
+    assert_eq!(api.stats().unwrap()["workers"].as_u64(), Some(1), "the worker stayed connected throughout");
+}

@@ -10,16 +10,16 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 /// A CPU-bound workload every engine runs (the same as in tests/bench_exec.rs).
-struct Workload {
-    key: &'static str,
+pub(super) struct Workload {
+    pub(super) key: &'static str,
     /// Task binary (native) and module (`NAME.wasm`) name.
-    name: &'static str,
-    what: &'static str,
-    args: &'static [&'static str],
-    stdin: &'static [u8],
+    pub(super) name: &'static str,
+    pub(super) what: &'static str,
+    pub(super) args: &'static [&'static str],
+    pub(super) stdin: &'static [u8],
 }
 
-const WORKLOADS: [Workload; 4] = [
+pub(super) const WORKLOADS: [Workload; 4] = [
     Workload {
         key: "tile",
         name: "mandelbrot",
@@ -90,7 +90,7 @@ fn browser_rows(iters: u32) -> anyhow::Result<Vec<Row>> {
 }
 
 /// Mean milliseconds of the natively built workload (process start included).
-fn native_ms(w: &Workload, runs: u32) -> anyhow::Result<f64> {
+pub(super) fn native_ms(w: &Workload, runs: u32) -> anyhow::Result<f64> {
     let bin = idlecore_e2e::Paths::workspace().native_tasks.join(w.name);
     let args: Vec<String> = w.args.iter().map(|s| s.to_string()).collect();
     idlecore_e2e::run_native(&bin, &args, w.stdin)?;
@@ -102,7 +102,7 @@ fn native_ms(w: &Workload, runs: u32) -> anyhow::Result<f64> {
 }
 
 /// Mean milliseconds of instantiate + `_start` of the workload in wasmtime (compiled once).
-fn wasmtime_ms(w: &Workload, runs: u32) -> anyhow::Result<f64> {
+pub(super) fn wasmtime_ms(w: &Workload, runs: u32) -> anyhow::Result<f64> {
     const SCRIPT: &str = r#"
 import sys, time, wasmtime
 module_path, runs, stdin_path = sys.argv[1], int(sys.argv[2]), sys.argv[3]

@@ -4,6 +4,7 @@
 //! `cargo xtask test`, so none of them rots).
 //!
 //! - `exec`: execution in the browser sandbox vs bare, wasmtime and native.
+//! - `native`: execution in the native worker vs plain wasmtime and native.
 //! - `dispatch`: the coordinator under the native `swarm` load generator:
 //!   dispatch rate and latency, idle connections, growth with job size.
 //! - `browsers`: end to end with headless Chromium workers, and start-up.
@@ -13,6 +14,7 @@
 mod browsers;
 mod dispatch;
 mod exec;
+mod native;
 mod peers;
 
 use crate::{build, flag_value, root, tools};
@@ -90,7 +92,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 }
 
 /// The benchmarks `--only` can pick (comma-separated).
-const SECTIONS: [&str; 5] = ["exec", "dispatch", "growth", "browsers", "peers"];
+const SECTIONS: [&str; 6] = ["exec", "native", "dispatch", "growth", "browsers", "peers"];
 
 /// The smoke run of `cargo xtask test` (which has built everything already).
 pub fn smoke() -> anyhow::Result<()> {
@@ -108,6 +110,9 @@ fn measure(paths: &idlecore_e2e::Paths, smoke: bool, iters: u32, only: Option<&[
     // tests/bench_exec.rs in every browser test run.
     if !smoke && wanted("exec") {
         sections.push(exec::section(iters, &mut targets)?);
+    }
+    if wanted("native") {
+        sections.push(native::section(paths, iters, smoke, &mut targets)?);
     }
     if wanted("dispatch") {
         sections.push(dispatch::dispatch(paths, &sizes, &mut targets)?);
