@@ -211,6 +211,14 @@ mod tests {
     }
 
     #[test]
+    fn a_trusted_proxy_is_known_by_its_address_written_either_way() {
+        let trusted: Vec<Cidr> = vec!["10.0.0.0/8".parse().unwrap()];
+        assert!(is_trusted("10.1.2.3".parse().unwrap(), &trusted));
+        assert!(is_trusted("::ffff:10.1.2.3".parse().unwrap(), &trusted), "IPv4-mapped");
+        assert!(!is_trusted("192.0.2.1".parse().unwrap(), &trusted));
+    }
+
+    #[test]
     fn site_keys_are_short_plain_names() {
         assert!(valid_site("") && valid_site("news.example-1_a"));
         assert!(!valid_site("a b") && !valid_site("a/b") && !valid_site(&"a".repeat(129)));

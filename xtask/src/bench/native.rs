@@ -10,6 +10,7 @@ use super::exec::{native_ms, wasmtime_ms, WORKLOADS};
 use super::Table;
 use crate::build;
 use anyhow::{bail, Context};
+use idlecore_e2e::proto_worker::Received;
 use idlecore_e2e::{wait_for, Coordinator, CoordinatorConfig, NativeWorker, Paths, ProtoWorker};
 use idlecore_protocol::{CoordinatorMessage, TaskResult, WorkerMessage};
 use serde_json::json;
@@ -51,18 +52,26 @@ fn tasks_per_second(paths: &Paths, runner: Runner, tasks: usize) -> anyhow::Resu
             // The native worker holds two leases per slot (one running, one queued).
             let (mut w, _) = ProtoWorker::join(c.addr, slots * 2)?;
             answering = Some(std::thread::spawn(move || {
-                while let Ok(idlecore_e2e::proto_worker::Received::Msg(CoordinatorMessage::Lease(l))) = w.recv() {
-                    let done = TaskResult {
-                        lease: l.lease,
-                        exit_code: 0,
-                        stdout: vec![],
-                        stderr: vec![],
-                        elapsed_ms: 0,
-                        fuel_used: 0,
-                        files: vec![],
+                while let Ok(received) = w.recv() {
+                    let leases = match received {
+                        Received::Msg(CoordinatorMessage::Lease(l)) => vec![l],
+                        Received::Msg(CoordinatorMessage::Leases(ls)) => ls,
+                        Received::Msg(_) => continue,
+                        Received::Closed => break,
                     };
-                    if w.send(&WorkerMessage::Result(done)).is_err() {
-                        break;
+                    for l in leases {
+                        let done = TaskResult {
+                            lease: l.lease,
+                            exit_code: 0,
+                            stdout: vec![],
+                            stderr: vec![],
+                            elapsed_ms: 0,
+                            fuel_used: 0,
+                            files: vec![],
+                        };
+                        if w.send(&WorkerMessage::Result(done)).is_err() {
+                            return;
+                        }
                     }
                 }
             }));
