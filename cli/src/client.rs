@@ -19,15 +19,96 @@ pub struct ClientArgs {
 pub struct Client {
     http: reqwest::Client,
     base: String,
-    token: String,
+    /// Public functions are called without one.
+    token: Option<String>,
+}
+
+/// A function call's answer, as `idlecore fn call` shows it.
+#[derive(Debug, serde::Deserialize)]
+pub struct CallReply {
+    #[serde(default)]
+    pub exit_code: i32,
+    #[serde(default, with = "base64_bytes")]
+    pub stdout: Vec<u8>,
+    #[serde(default, with = "base64_bytes")]
+    pub stderr: Vec<u8>,
+    /// Set when the function failed (trap, fuel, memory, output limit).
+    pub error: Option<String>,
+}
+
+mod base64_bytes {
+    use base64::Engine as _;
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Client {
     pub fn new(args: &ClientArgs) -> anyhow::Result<Client> {
-        let token = args.token.clone().context("no token: pass --token or set IDLECORE_TOKEN")?;
+        args.token.as_ref().context("no token: pass --token or set IDLECORE_TOKEN")?;
+        Self::caller(args)
+    }
+
+    /// A client that sends the token if it has one (public functions need none).
+    pub fn caller(args: &ClientArgs) -> anyhow::Result<Client> {
         // Roots: the system's, or those in `SSL_CERT_FILE` / `SSL_CERT_DIR` (a private CA).
         let http = reqwest::Client::builder().build().context("setting up the HTTP client")?;
-        Ok(Client { http, base: args.coordinator.trim_end_matches('/').to_string(), token })
+        Ok(Client { http, base: args.coordinator.trim_end_matches('/').to_string(), token: args.token.clone() })
+    }
+
+    /// The coordinator's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, self.url(path));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let resp = request.send().await.with_context(|| format!("cannot reach the coordinator at {}", self.base))?;
+        Self::check(resp).await
+    }
+
+    /// Deploys a function; whether it is new, and the function as deployed.
+    pub async fn deploy_function(&self, name: &str, spec: &serde_json::Value) -> anyhow::Result<(bool, serde_json::Value)> {
+        let resp = self.send(self.request(reqwest::Method::PUT, &format!("/api/functions/{name}")).json(spec)).await?;
+        let new = resp.status() == reqwest::StatusCode::CREATED;
+        Ok((new, resp.json().await?))
+    }
+
+    pub async fn list_functions(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        Ok(self.send(self.request(reqwest::Method::GET, "/api/functions")).await?.json().await?)
+    }
+
+    pub async fn function(&self, name: &str) -> anyhow::Result<serde_json::Value> {
+        Ok(self.send(self.request(reqwest::Method::GET, &format!("/api/functions/{name}"))).await?.json().await?)
+    }
+
+    pub async fn remove_function(&self, name: &str) -> anyhow::Result<()> {
+        self.send(self.request(reqwest::Method::DELETE, &format!("/api/functions/{name}"))).await?;
+        Ok(())
+    }
+
+    /// Calls a function. Its own failure (a trap, a limit) is in the reply;
+    /// the coordinator's refusals (unknown, overload, timeout) are errors.
+    pub async fn call_function(&self, name: &str, args: &[String], stdin: Vec<u8>) -> anyhow::Result<CallReply> {
+        let query: Vec<(&str, &str)> = args.iter().map(|a| ("arg", a.as_str())).collect();
+        let request = self
+            .request(reqwest::Method::POST, &format!("/fn/{name}"))
+            .query(&query)
+            .header(reqwest::header::ACCEPT, "application/vnd.idlecore.call+json")
+            .body(stdin);
+        let resp = request.send().await.with_context(|| format!("cannot reach the coordinator at {}", self.base))?;
+        if resp.status() == reqwest::StatusCode::BAD_GATEWAY {
+            return Ok(resp.json().await?);
+        }
+        Ok(Self::check(resp).await?.json().await?)
     }
 
     async fn check(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
@@ -49,7 +130,7 @@ impl Client {
 
     /// Uploads bytes to `path` (modules, blobs); the hash in the answer.
     async fn upload(&self, path: &str, bytes: Vec<u8>) -> anyhow::Result<Sha256Hash> {
-        let request = self.http.post(self.url(path)).bearer_auth(&self.token).body(bytes);
+        let request = self.request(reqwest::Method::POST, path).body(bytes);
         let resp = request.send().await.with_context(|| format!("cannot reach the coordinator at {}", self.base))?;
         let v: serde_json::Value = Self::check(resp).await?.json().await?;
         let text = v["hash"].as_str().context("no hash in the answer")?;
@@ -71,7 +152,7 @@ impl Client {
     /// its Retry-After says and tries again.
     pub async fn create_job(&self, req: &JobRequest) -> anyhow::Result<u64> {
         loop {
-            let resp = self.http.post(self.url("/api/jobs")).bearer_auth(&self.token).json(req).send().await?;
+            let resp = self.request(reqwest::Method::POST, "/api/jobs").json(req).send().await?;
             if resp.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE {
                 let wait = resp
                     .headers()
@@ -89,14 +170,7 @@ impl Client {
     }
 
     pub async fn status(&self, job: u64) -> anyhow::Result<JobStatus> {
-        let resp = self
-            .http
-            .get(self.url(&format!("/api/jobs/{job}")))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the coordinator at {}", self.base))?;
-        Ok(Self::check(resp).await?.json().await?)
+        Ok(self.send(self.request(reqwest::Method::GET, &format!("/api/jobs/{job}"))).await?.json().await?)
     }
 
     pub async fn results(&self, job: u64, after: Option<u32>) -> anyhow::Result<Vec<ResultRecord>> {
@@ -104,13 +178,13 @@ impl Client {
         if let Some(a) = after {
             url.push_str(&format!("&after={a}"));
         }
-        let resp = self.http.get(self.url(&url)).bearer_auth(&self.token).send().await?;
+        let resp = self.request(reqwest::Method::GET, &url).send().await?;
         Ok(Self::check(resp).await?.json().await?)
     }
 
     /// Calls `each` for every final record of the job until the job ends.
     pub async fn stream_results(&self, job: u64, mut each: impl FnMut(ResultRecord) -> anyhow::Result<()>) -> anyhow::Result<()> {
-        let resp = self.http.get(self.url(&format!("/api/jobs/{job}/results/stream"))).bearer_auth(&self.token).send().await?;
+        let resp = self.request(reqwest::Method::GET, &format!("/api/jobs/{job}/results/stream")).send().await?;
         let mut body = Self::check(resp).await?.bytes_stream();
         let mut buf: Vec<u8> = Vec::new();
         while let Some(chunk) = body.next().await {

@@ -2,7 +2,7 @@
 //! command line and hands each subcommand its flags (see the library).
 
 use clap::{Parser, Subcommand};
-use idlecore_cli::{run, serve, status, submit, worker};
+use idlecore_cli::{functions, run, serve, status, submit, worker};
 
 #[derive(Parser)]
 #[command(name = "idlecore", version, about = "Coordinate WASI tasks across volunteers' browsers and idle machines")]
@@ -23,6 +23,9 @@ enum Command {
     Run(run::RunArgs),
     /// Run a native worker for a coordinator until SIGINT or SIGTERM.
     Worker(worker::WorkerArgs),
+    /// Deploy, call, list and remove functions (WASI commands called over HTTP).
+    #[command(subcommand)]
+    Fn(functions::FnCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -42,6 +45,7 @@ fn main() -> std::process::ExitCode {
             Command::Submit(a) => submit::run(a).await,
             Command::Status(a) => status::run(a).await,
             Command::Worker(a) => worker::run(a).await,
+            Command::Fn(c) => return functions::run(c).await,
             Command::Run(a) => match run::run(a).await {
                 Ok(run::RunOutcome::Exited(code)) => return Ok(std::process::ExitCode::from(code.clamp(0, 255) as u8)),
                 Ok(run::RunOutcome::Failed(why)) => {

@@ -67,6 +67,19 @@ pub struct ServeArgs {
     /// open per second on average, in bursts of up to ten times this.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_upgrades_per_second: u32,
+    /// Threads that run function calls in the coordinator itself, with the
+    /// native engine (default: one less than the cores, at least 1; 0: none).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=256))]
+    pub native_slots: Option<u32>,
+    /// Largest function call body (the function's stdin), in MiB.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u64).range(1..=15))]
+    pub max_call_mib: u64,
+    /// Function calls waiting for a run at once, in all; past it calls get 429 with Retry-After.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_queued_calls: u64,
+    /// Calls of one function waiting for a run at once; past it its calls get 429 with Retry-After.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_queued_calls_per_function: u64,
     #[command(flatten)]
     pub validation: ValidationArgs,
     #[command(flatten)]
@@ -177,12 +190,17 @@ impl ServeArgs {
                 max_pending_tasks: self.max_pending_tasks,
                 max_pending_bytes: self.max_pending_mib * 1024 * 1024,
                 validation: self.validation.policy()?,
+                calls: services::functions::CallLimits {
+                    max_queued: self.max_queued_calls as usize,
+                    max_queued_per_function: self.max_queued_calls_per_function as usize,
+                },
             },
             net: net::Config {
                 heartbeat_ms: self.heartbeat_ms,
                 max_module_bytes: self.max_module_mib * 1024 * 1024,
                 max_job_bytes: self.max_job_mib * 1024 * 1024,
                 max_blob_bytes: self.max_blob_mib as usize * 1024 * 1024,
+                max_call_bytes: self.max_call_mib as usize * 1024 * 1024,
                 www: self.www.clone(),
                 pkg: self.pkg.clone(),
                 ice_servers: self.ice.servers()?,
@@ -192,10 +210,16 @@ impl ServeArgs {
                 max_upgrades_per_second: self.max_upgrades_per_second,
                 request_timeout: std::time::Duration::from_secs(10),
             },
+            native_slots: self.native_slots.map(|n| n as usize).unwrap_or_else(default_native_slots),
             #[cfg(feature = "webrtc")]
             rtc_listen: self.rtc_listen,
         })
     }
+}
+
+/// One less than the cores (the rest serve the network), at least one.
+fn default_native_slots() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).saturating_sub(1).max(1)
 }
 
 /// Opens the coordinator, binds `--listen`, prints where it listens (and a

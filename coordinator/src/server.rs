@@ -1,12 +1,14 @@
 //! The coordinator as one unit: [`Server::open`] opens the store, settles
-//! the job-owner token and restores unfinished jobs; [`Server::run`] serves a
+//! the job-owner token, starts the native slots and restores unfinished jobs
+//! and deployed functions; [`Server::run`] serves a
 //! listener until `shutdown` completes, then lets worker sessions say
 //! goodbye. The caller (the `idlecore` CLI, tests) binds the listener and
 //! decides what shutdown is, as in mini-redis's `server::run`.
 
 use crate::domain::scheduler::Scheduler;
 use crate::net::{self, Edge};
-use crate::services::{auth, jobs, Services};
+use crate::sandbox::native::NativeSlots;
+use crate::services::{auth, functions, jobs, Services};
 use crate::store::Store;
 use anyhow::Context;
 use std::path::PathBuf;
@@ -25,6 +27,8 @@ pub struct Config {
     pub token: Option<String>,
     pub services: crate::services::Config,
     pub net: net::Config,
+    /// Threads that run function calls in the coordinator itself (0: none).
+    pub native_slots: usize,
     /// Take worker sessions over WebRTC data channels on this UDP address.
     #[cfg(feature = "webrtc")]
     pub rtc_listen: Option<std::net::SocketAddr>,
@@ -58,7 +62,8 @@ impl Server {
         // A lease expires after three missed heartbeats.
         let lease_ttl = Duration::from_millis(config.net.heartbeat_ms as u64) * 3;
         let scheduler = Scheduler::new(u32::from_le_bytes(epoch), lease_ttl, Instant::now()).with_key(key);
-        let services = Arc::new(Services::new(store, scheduler, token, config.services.clone()));
+        let native = NativeSlots::start(config.native_slots).context("starting the native slots")?;
+        let services = Arc::new(Services::new(store, scheduler, token, config.services.clone(), native));
         let (stop, stop_rx) = watch::channel(false);
         #[allow(unused_mut)]
         let mut edge = Edge::new(services.clone(), config.net.clone(), stop_rx);
@@ -72,6 +77,8 @@ impl Server {
         if restored > 0 {
             tracing::info!(jobs = restored, "restored unfinished jobs");
         }
+        let deployed = functions::restore(&services).context("loading deployed functions")?;
+        tracing::info!(functions = deployed, native_slots = config.native_slots, "functions");
         tracing::info!(data = %config.data.display(), "data directory");
         Ok(Server { edge: Arc::new(edge), stop, generated_token })
     }

@@ -162,6 +162,18 @@ impl Store {
         .await
     }
 
+    /// Every deployed function, by name.
+    pub fn load_functions(&self) -> StoreResult<Vec<crate::domain::functions::Function>> {
+        let c = self.reader.lock().expect("reader lock");
+        let mut q = c.prepare("SELECT name, spec FROM functions ORDER BY name")?;
+        let rows = q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        rows.map(|row| {
+            let (name, spec) = row?;
+            serde_json::from_str(&spec).map_err(|e| StoreError::Corrupt(format!("function {name}: {e}")))
+        })
+        .collect()
+    }
+
     /// The sandboxed module run for `hash`, if `hash` is known.
     pub async fn runnable(&self, hash: Sha256Hash) -> StoreResult<Option<Sha256Hash>> {
         let hash = hash.to_hex();

@@ -4,10 +4,10 @@
 //! downloads nothing) and compiled in memory (the agent core's LRU holds the
 //! compiled ones); inputs are kept in memory only.
 
-use crate::engine;
 use crate::executors::{Input, Module};
 use futures_util::StreamExt;
 use idlecore_agent_core::{Blob, Kind, Loaded, Source};
+use idlecore_native_engine::engine;
 use idlecore_protocol::{FailureKind, Sha256Hash};
 use std::path::PathBuf;
 use std::sync::Arc;

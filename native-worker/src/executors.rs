@@ -4,10 +4,8 @@
 //! stops its run at the engine's next tick, and its late news is ignored by
 //! the core as stale (each executor has an id).
 
-use crate::engine::{Compiled, Executor, RunLimits, THREAD_STACK};
-use crate::host::{self, Stop};
+use idlecore_native_engine::{run_lease, Compiled, Executor, Stop, THREAD_STACK};
 use idlecore_protocol::{encode_worker, Lease};
-use idlecore_wasi_host::task;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -130,16 +128,6 @@ fn serve(id: u32, queue: mpsc::Receiver<Job>, stop: Stop, notify: Arc<dyn Fn(Eve
 
 /// Runs one lease; the frame to report.
 fn run_job(executor: &mut Executor, job: &Job, stop: &Stop) -> Vec<u8> {
-    let lease = &job.lease;
     let inputs = job.inputs.iter().map(|i| i.as_ref().clone()).collect();
-    let report = match task::context(lease, inputs, || host::host_sources(stop)) {
-        Ok(ctx) => {
-            let started = Instant::now();
-            let limits = RunLimits { fuel: lease.limits.fuel, max_memory_pages: lease.limits.max_memory_pages };
-            let run = executor.run(&job.module, ctx, limits, stop);
-            task::report(lease.lease, run, started.elapsed().as_millis() as u32)
-        }
-        Err(failure) => idlecore_protocol::WorkerMessage::Failure(failure),
-    };
-    encode_worker(&report)
+    encode_worker(&run_lease(executor, &job.module, &job.lease, inputs, stop))
 }

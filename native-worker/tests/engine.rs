@@ -3,8 +3,8 @@
 //! another thread, the memory cap and fuel hold, and every preview1 import
 //! links.
 
-use idlecore_native_worker::engine::{runtime, Executor, RunError, RunLimits};
-use idlecore_native_worker::host::Stop;
+use idlecore_native_engine::engine::{runtime, Executor, RunError, RunLimits};
+use idlecore_native_engine::host::Stop;
 use idlecore_protocol::Sha256Hash;
 use idlecore_wasi_host::{WasiCtx, PREVIEW1};
 use std::time::{Duration, Instant};

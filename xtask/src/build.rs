@@ -7,7 +7,7 @@ use std::process::Command;
 
 /// Example and test task crates, built for wasm32-wasip1 and natively.
 pub const TASKS: &[&str] =
-    &["mandelbrot-task", "wasi-probe-task", "wasi-conformance-task", "hashchain-task", "numbers-agree-task", "sort-task"];
+    &["mandelbrot-task", "wasi-probe-task", "wasi-conformance-task", "hashchain-task", "numbers-agree-task", "sort-task", "thumbnail-task"];
 
 pub fn all() -> anyhow::Result<idlecore_e2e::Paths> {
     package()?;
@@ -29,6 +29,10 @@ pub fn all() -> anyhow::Result<idlecore_e2e::Paths> {
         "swarm",
         "--bin",
         "native_exec",
+        "--bin",
+        "fn_floor",
+        "--bin",
+        "callload",
     ]))?;
     let mut wasi = Command::new("cargo");
     wasi.args(["build", "--release", "--target", "wasm32-wasip1"]);
@@ -188,7 +192,7 @@ fn sandboxed_modules(paths: &idlecore_e2e::Paths) -> anyhow::Result<()> {
     let dir = sandboxed_dir();
     std::fs::create_dir_all(&dir)?;
     let mut modules = vec![("empty".to_string(), wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start")))"#)?)];
-    for name in ["mandelbrot", "hashchain", "sort", "wasi-probe", "wasi-conformance", "wasi-conformance-c"] {
+    for name in ["mandelbrot", "hashchain", "sort", "wasi-probe", "wasi-conformance", "wasi-conformance-c", "thumbnail"] {
         modules.push((name.to_string(), std::fs::read(paths.tasks.join(format!("{name}.wasm")))?));
     }
     for (name, raw) in modules {

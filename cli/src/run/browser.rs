@@ -55,12 +55,14 @@ pub async fn run(module: Vec<u8>, task: TaskInput, limits: JobLimits, args: &Run
             max_pending_tasks: 1,
             max_pending_bytes: 1024 << 20,
             validation: Policy::OFF,
+            calls: services::functions::CallLimits { max_queued: 1, max_queued_per_function: 1 },
         },
         net: net::Config {
             heartbeat_ms: 2000,
             max_module_bytes: 256 << 20,
             max_job_bytes: 512 << 20,
             max_blob_bytes: 256 << 20,
+            max_call_bytes: 1 << 20,
             www: Some(www),
             pkg: Some(pkg),
             ice_servers: vec![],
@@ -70,6 +72,7 @@ pub async fn run(module: Vec<u8>, task: TaskInput, limits: JobLimits, args: &Run
             max_upgrades_per_second: 50,
             request_timeout: std::time::Duration::from_secs(10),
         },
+        native_slots: 0,
         #[cfg(feature = "webrtc")]
         rtc_listen: None,
     };

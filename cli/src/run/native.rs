@@ -5,8 +5,7 @@ use super::RunOutcome;
 use anyhow::{anyhow, bail};
 use idlecore_coordinator::domain::model::{FileMap, JobLimits, TaskInput};
 use idlecore_coordinator::domain::{scheduler, tasks};
-use idlecore_native_worker::engine::{self, RunLimits};
-use idlecore_native_worker::host::{self, Stop};
+use idlecore_native_engine::{engine, run_lease, Executor, Stop};
 use idlecore_protocol::{Lease, Sha256Hash, WorkerMessage};
 use idlecore_wasi_host::task;
 use std::time::{Duration, Instant};
@@ -38,7 +37,7 @@ pub async fn run(module: Vec<u8>, input: TaskInput, limits: JobLimits) -> anyhow
     let timeout = Duration::from_millis(limits.timeout_ms as u64);
     let (done, ended) = tokio::sync::oneshot::channel();
     std::thread::Builder::new().name("idlecore-run".into()).stack_size(engine::THREAD_STACK).spawn(move || {
-        let _ = done.send(run_lease(&lease, &sandboxed, timeout));
+        let _ = done.send(run_alone(&lease, &sandboxed, timeout));
     })?;
     let (report, timed_out) = ended.await?;
     match report {
@@ -54,19 +53,13 @@ pub async fn run(module: Vec<u8>, input: TaskInput, limits: JobLimits) -> anyhow
 
 /// Compiles and runs the lease as a worker's executor does; its report, and
 /// whether the run was stopped at its deadline.
-fn run_lease(lease: &Lease, wasm: &[u8], timeout: Duration) -> (WorkerMessage, bool) {
+fn run_alone(lease: &Lease, wasm: &[u8], timeout: Duration) -> (WorkerMessage, bool) {
     let stop = Stop { deadline: Some(Instant::now() + timeout), ..Stop::default() };
     let module = match engine::runtime().compile(lease.module, wasm) {
         Ok(m) => m,
         Err(e) => return (task::report(lease.lease, Err(task::RunError::Invalid(e)), 0), false),
     };
-    let ctx = match task::context(lease, vec![], || host::host_sources(&stop)) {
-        Ok(ctx) => ctx,
-        Err(f) => return (WorkerMessage::Failure(f), false),
-    };
-    let started = Instant::now();
-    let limits = RunLimits { fuel: lease.limits.fuel, max_memory_pages: lease.limits.max_memory_pages };
-    let run = engine::Executor::default().run(&module, ctx, limits, &stop);
-    let timed_out = stop.due() && run.is_err();
-    (task::report(lease.lease, run, started.elapsed().as_millis() as u32), timed_out)
+    let report = run_lease(&mut Executor::default(), &module, lease, vec![], &stop);
+    let timed_out = stop.due() && matches!(report, WorkerMessage::Failure(_));
+    (report, timed_out)
 }

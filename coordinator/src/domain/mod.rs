@@ -4,6 +4,7 @@
 //! to do (`Scheduler::poll_output`, `Peers::poll_output`), as str0m's `Rtc`
 //! is driven.
 
+pub mod functions;
 pub mod model;
 pub mod peers;
 pub mod policy;

@@ -30,6 +30,8 @@ pub struct Config {
     pub max_module_bytes: usize,
     pub max_job_bytes: usize,
     pub max_blob_bytes: usize,
+    /// A function call's body (its stdin).
+    pub max_call_bytes: usize,
     /// Demo site served at `/`.
     pub www: Option<PathBuf>,
     /// Built browser package served at `/pkg/`.

@@ -33,6 +33,7 @@
 //! once entered, except when it traps.
 
 pub mod comparator;
+pub mod native;
 mod rewrite;
 mod shape;
 

@@ -17,6 +17,16 @@ pub enum ServiceError {
     /// Full for now: the client should retry after this many seconds.
     #[error("{0}")]
     Busy(String, u32),
+    /// This client (or everyone) asks for more than is served now: retry after
+    /// this many seconds.
+    #[error("{0}")]
+    Overloaded(String, u32),
+    /// No answer within the time the request allows.
+    #[error("{0}")]
+    Timeout(String),
+    /// Something in the coordinator failed that the request could not cause.
+    #[error("{0}")]
+    Internal(String),
     #[error("storage failure: {0}")]
     Store(#[from] StoreError),
 }

@@ -1,5 +1,6 @@
-//! What the network edges call: jobs (`jobs`), blobs and modules (`blobs`),
-//! comparisons (`comparisons`), the job-owner token (`auth`), over the store
+//! What the network edges call: jobs (`jobs`), functions and their calls
+//! (`functions`), blobs and modules (`blobs`), comparisons (`comparisons`),
+//! the job-owner token (`auth`), over the store
 //! and the one [`Hub`] that holds the scheduler, the peer directory and each
 //! worker session's outbox.
 //!
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod blobs;
 pub mod comparisons;
 pub mod error;
+pub mod functions;
 pub mod jobs;
 mod memory;
 pub mod outbox;
@@ -27,13 +29,14 @@ use crate::domain::peers::Peers;
 use crate::domain::policy::Policy;
 use crate::domain::scheduler::{Output, Scheduler};
 use crate::domain::WorkerId;
+use crate::sandbox::native::NativeSlots;
 use crate::store::{Store, Write};
 use idlecore_protocol::ResumeSecret;
 use outbox::Outbox;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use tokio::sync::broadcast;
 
@@ -49,6 +52,8 @@ pub struct Config {
     pub max_pending_bytes: usize,
     /// Validation of jobs that do not set their own.
     pub validation: Policy,
+    /// Function calls waiting for a run, at most.
+    pub calls: functions::CallLimits,
 }
 
 /// Something job owners can watch for.
@@ -80,14 +85,18 @@ pub struct Services {
     pub comparators: comparisons::Comparators,
     /// What module and blob downloads cost (the coordinator's egress).
     pub egress: blobs::Egress,
+    /// Deployed functions and what runs their calls.
+    pub functions: functions::Functions,
 }
 
 /// What must happen once the lock is released: announcing voids and ends.
 type FollowUp = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 impl Services {
-    pub fn new(store: Store, scheduler: Scheduler, token: auth::TokenHash, config: Config) -> Services {
+    /// `native`: the coordinator's own slots, which run function calls.
+    pub fn new(store: Store, scheduler: Scheduler, token: auth::TokenHash, config: Config, native: Arc<NativeSlots>) -> Services {
         let (events, _) = broadcast::channel(4096);
+        let functions = functions::Functions::new(native, config.calls);
         Services {
             store,
             hub: Mutex::new(Hub { scheduler, peers: Peers::default(), outboxes: HashMap::new() }),
@@ -96,6 +105,7 @@ impl Services {
             config,
             comparators: Default::default(),
             egress: Default::default(),
+            functions,
         }
     }
 

@@ -22,6 +22,7 @@ CREATE TABLE IF NOT EXISTS results(
 CREATE TABLE IF NOT EXISTS failures(
   job INTEGER NOT NULL, idx INTEGER NOT NULL, kind TEXT NOT NULL, message TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS failures_by_task ON failures(job, idx);
+CREATE TABLE IF NOT EXISTS functions(name TEXT PRIMARY KEY, spec TEXT NOT NULL);
 ";
 
 /// Columns added to `jobs` after its first release, with their default for

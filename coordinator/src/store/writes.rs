@@ -2,6 +2,7 @@
 //! them in batches, one transaction (and one fsync) per batch.
 
 use super::{StoreError, StoreResult};
+use crate::domain::functions::Function;
 use crate::domain::model::{JobLimits, JobState, ResultRecord, TaskInput};
 use crate::domain::policy::Policy;
 use crate::domain::scheduler::ValidationStats;
@@ -49,6 +50,11 @@ pub enum Write {
         task: u32,
         kind: String,
         message: String,
+    },
+    /// A function deployed, or deployed again under its name.
+    PutFunction(Function),
+    DeleteFunction {
+        name: String,
     },
     /// `checks`: the job's final validation figures, if it had validation.
     SetJobState {
@@ -147,6 +153,12 @@ fn apply(conn: &Connection, write: &Write) -> StoreResult<u64> {
             "UPDATE jobs SET state = ?2, checks = COALESCE(?3, checks) WHERE id = ?1",
             params![*job as i64, state.as_str(), checks.map(|c| serde_json::to_string(&c).expect("stats serialize"))],
         )?,
+        Write::PutFunction(f) => execute(
+            conn,
+            "INSERT INTO functions(name, spec) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET spec = excluded.spec",
+            params![f.name, serde_json::to_string(f).expect("function serializes")],
+        )?,
+        Write::DeleteFunction { name } => execute(conn, "DELETE FROM functions WHERE name = ?1", params![name])?,
         Write::VoidResult { job, task } => execute(conn, "DELETE FROM results WHERE job = ?1 AND idx = ?2", params![*job as i64, task])?,
     };
     Ok(n as u64)

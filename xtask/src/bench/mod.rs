@@ -9,11 +9,14 @@
 //!   dispatch rate and latency, idle connections, growth with job size.
 //! - `browsers`: end to end with headless Chromium workers, and start-up.
 //! - `peers`: peer transfers, the coordinator's egress with peers on and off.
+//! - `functions`: function calls through the coordinator's native slots vs a
+//!   minimal server running the same module.
 //! - the sabotage table (`sabotage.rs`).
 
 mod browsers;
 mod dispatch;
 mod exec;
+mod functions;
 mod native;
 mod peers;
 
@@ -92,7 +95,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 }
 
 /// The benchmarks `--only` can pick (comma-separated).
-const SECTIONS: [&str; 6] = ["exec", "native", "dispatch", "growth", "browsers", "peers"];
+const SECTIONS: [&str; 7] = ["exec", "native", "dispatch", "growth", "browsers", "peers", "functions"];
 
 /// The smoke run of `cargo xtask test` (which has built everything already).
 pub fn smoke() -> anyhow::Result<()> {
@@ -125,6 +128,9 @@ fn measure(paths: &idlecore_e2e::Paths, smoke: bool, iters: u32, only: Option<&[
     }
     if wanted("peers") {
         sections.push(peers::section(smoke)?);
+    }
+    if wanted("functions") {
+        sections.push(functions::section(paths, smoke, &mut targets)?);
     }
     let date = Command::new("date").arg("-u").arg("+%Y-%m-%d").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())?;
     let command = if smoke { "cargo xtask bench --smoke".to_string() } else { format!("cargo xtask bench --iters {iters}") };

@@ -25,7 +25,9 @@ impl HttpError {
                 ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
                 ServiceError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
                 ServiceError::Busy(..) => StatusCode::SERVICE_UNAVAILABLE,
-                ServiceError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                ServiceError::Overloaded(..) => StatusCode::TOO_MANY_REQUESTS,
+                ServiceError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                ServiceError::Store(_) | ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
         }
     }
@@ -41,7 +43,7 @@ impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let status = self.status();
         let retry_after = match &self {
-            HttpError::Service(ServiceError::Busy(_, seconds)) => Some(*seconds),
+            HttpError::Service(ServiceError::Busy(_, seconds) | ServiceError::Overloaded(_, seconds)) => Some(*seconds),
             _ => None,
         };
         if status.is_server_error() {

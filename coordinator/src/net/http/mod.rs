@@ -1,10 +1,12 @@
 //! HTTP routes: the job owners' JSON API (each handler takes an [`Owner`],
-//! so the token is checked before any body is read), content-addressed
+//! so the token is checked before any body is read), function calls
+//! (`functions`), content-addressed
 //! downloads, the worker endpoints, and the demo site and package. Handlers
 //! are thin: they call a service and shape its answer.
 
 mod auth;
 mod error;
+pub mod functions;
 mod results;
 
 pub use auth::Owner;
@@ -19,7 +21,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use idlecore_protocol::Sha256Hash;
 use std::sync::atomic::Ordering;
@@ -29,6 +31,9 @@ use tower_http::services::ServeDir;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 
 type HttpResult<T> = Result<T, HttpError>;
+
+/// A function deployment's JSON (its environment is at most 128 KiB).
+const MAX_DEPLOY_BYTES: usize = 1 << 20;
 
 pub fn router(edge: Arc<Edge>) -> Router {
     let cfg = &edge.config;
@@ -43,6 +48,12 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .route("/api/jobs/{id}/cancel", post(cancel_job))
         .route("/api/jobs/{id}/results", get(results::list))
         .route("/api/jobs/{id}/results/stream", get(results::stream))
+        .route("/api/functions", get(functions::list))
+        .route(
+            "/api/functions/{name}",
+            put(functions::deploy).get(functions::info).delete(functions::remove).layer(at_most(MAX_DEPLOY_BYTES)),
+        )
+        .route("/fn/{name}", post(functions::call).layer(at_most(cfg.max_call_bytes)))
         .route("/api/stats", get(stats))
         .route("/modules/{hash}", get(get_module))
         .route("/blobs/{hash}", get(get_blob))
@@ -81,11 +92,17 @@ async fn close_after_refusal(request: axum::extract::Request, next: axum::middle
         headers.contains_key(header::TRANSFER_ENCODING) || headers.get(header::CONTENT_LENGTH).is_some_and(|n| n.as_bytes() != b"0");
     let mut response = next.run(request).await;
     let refused = response.status().is_client_error() || response.status().is_server_error();
-    if has_body && refused {
+    if has_body && refused && response.extensions().get::<BodyRead>().is_none() {
         response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
     }
     response
 }
+
+/// Marks an answer given after the whole body was read (a function call
+/// that failed, or was refused after its body arrived): the connection can
+/// carry the client's next request.
+#[derive(Clone, Copy)]
+struct BodyRead;
 
 /// Static files go gzipped (from `NAME.gz` beside them, which `cargo xtask
 /// build` writes) to clients that accept gzip: caches must keep the two apart.

@@ -5,8 +5,8 @@
 //!
 //! usage: native_exec MODULE RUNS STDIN_FILE [--fresh] [-- ARGS...]
 
-use idlecore_native_worker::engine::{runtime, Executor, RunLimits};
-use idlecore_native_worker::host::Stop;
+use idlecore_native_engine::engine::{runtime, Executor, RunLimits};
+use idlecore_native_engine::host::Stop;
 use idlecore_protocol::Sha256Hash;
 use idlecore_wasi_host::WasiCtx;
 use std::time::Instant;
