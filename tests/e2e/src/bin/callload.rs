@@ -64,13 +64,16 @@ async fn connection(a: &Args, index: usize, start: Instant, end: Instant) -> any
     let interval = a.rate.map(|r| Duration::from_secs_f64(a.connections as f64 / r));
     let mut due = start + interval.map(|i| i.mul_f64(index as f64 / a.connections as f64)).unwrap_or_default();
     loop {
-        if let Some(i) = interval {
-            tokio::time::sleep_until(due.into()).await;
-            due += i;
-        } else {
-            due = Instant::now();
-        }
-        if due >= end {
+        let this = match interval {
+            Some(i) => {
+                tokio::time::sleep_until(due.into()).await;
+                let this = due;
+                due += i;
+                this
+            }
+            None => Instant::now(),
+        };
+        if this >= end {
             return Ok(seen);
         }
         let mut req = Request::post(a.url.clone()).header(hyper::header::HOST, authority.as_str());
@@ -80,8 +83,7 @@ async fn connection(a: &Args, index: usize, start: Instant, end: Instant) -> any
         let resp = sender.send_request(req.body(Full::new(a.body.clone()))?).await?;
         let status = resp.status().as_u16();
         resp.into_body().collect().await?;
-        let latency = if interval.is_some() { due } else { due.min(Instant::now()) };
-        seen.push((latency.elapsed().as_micros() as u64, status));
+        seen.push((this.elapsed().as_micros() as u64, status));
     }
 }
 
