@@ -4,7 +4,7 @@
 //! the rules a deployment and a call must meet, and the figures kept of its
 //! calls. Nothing here runs a call: see `services::functions`.
 
-use super::model::TaskInput;
+use super::model::{JobLimits, TaskInput};
 use super::tasks;
 use idlecore_protocol::limits::MAX_FRAME_BYTES;
 use idlecore_protocol::{Sha256Hash, TaskLimits};
@@ -182,13 +182,16 @@ impl DeployRequest {
 }
 
 impl Function {
+    /// A call's limits, as a job with the same limits gives its tasks.
     pub fn task_limits(&self) -> TaskLimits {
-        TaskLimits {
+        let limits = JobLimits {
             timeout_ms: self.timeout_ms,
             max_output_bytes: self.max_output_bytes,
-            max_memory_pages: self.max_memory_mib.saturating_mul(16),
+            max_memory_mib: self.max_memory_mib,
             fuel: self.fuel,
-        }
+            ..JobLimits::default()
+        };
+        limits.task_limits()
     }
 
     /// Checks one call's input (stdin and args) as a task's would be checked,

@@ -14,7 +14,7 @@ use crate::domain::scheduler::task_seed;
 use crate::sandbox::native::{NativeOutcome, NativeRun, NativeSlots};
 use crate::store::{StoreError, Write};
 use idlecore_native_engine::{Compiled, Stop};
-use idlecore_protocol::{FailureKind, Lease, WorkerMessage};
+use idlecore_protocol::{FailureKind, Lease, Sha256Hash, WorkerMessage};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -124,14 +124,9 @@ pub async fn deploy(services: &Services, name: &str, req: DeployRequest) -> Resu
         .runnable(req.module)
         .await?
         .ok_or_else(|| ServiceError::NotFound(format!("module {} (upload it first)", req.module)))?;
-    let wasm = services.store.module(runnable).await?.ok_or_else(|| ServiceError::NotFound(format!("module {runnable}")))?;
     // Compiling checks it is a WASI command the workers' host can run, and
     // makes the first call warm.
-    let slots = services.functions.slots.clone();
-    let compiled = tokio::task::spawn_blocking(move || slots.compile(runnable, &wasm)).await;
-    compiled
-        .map_err(|e| bad(format!("compiling the module failed: {e}")))?
-        .map_err(|e| bad(format!("the module cannot be a function: {e}")))?;
+    compile_stored(services, runnable).await?.map_err(|e| bad(format!("the module cannot be a function: {e}")))?;
     let function = req.into_function(name.to_string(), runnable, unix_secs());
     services.store.write(Write::PutFunction(function.clone())).await?;
     let new = services.functions.get(name).is_none();
@@ -263,14 +258,20 @@ async fn compiled(services: &Services, f: &Function) -> Result<(Arc<Compiled>, b
     if let Some(module) = slots.compiled(f.runnable) {
         return Ok((module, false));
     }
-    let hash = f.runnable;
-    let wasm = services.store.module(hash).await?.ok_or_else(|| ServiceError::NotFound(format!("module {hash}")))?;
-    let slots = slots.clone();
-    let module = tokio::task::spawn_blocking(move || slots.compile(hash, &wasm))
-        .await
-        .map_err(|e| ServiceError::Internal(format!("compiling the module failed: {e}")))?
+    let module = compile_stored(services, f.runnable)
+        .await?
         .map_err(|e| ServiceError::Internal(format!("the stored module no longer compiles: {e}")))?;
     Ok((module, true))
+}
+
+/// Compiles the stored module `hash` (off the async threads) into the slots'
+/// cache; the inner error is the engine's reason it cannot run.
+async fn compile_stored(services: &Services, hash: Sha256Hash) -> Result<Result<Arc<Compiled>, String>, ServiceError> {
+    let wasm = services.store.module(hash).await?.ok_or_else(|| ServiceError::NotFound(format!("module {hash}")))?;
+    let slots = services.functions.slots.clone();
+    tokio::task::spawn_blocking(move || slots.compile(hash, &wasm))
+        .await
+        .map_err(|e| ServiceError::Internal(format!("compiling the module failed: {e}")))
 }
 
 fn unix_secs() -> u64 {
