@@ -198,3 +198,13 @@ export function browserCpuSeconds(rootPid) {
   for (const pid of tree) total += stats.get(pid)?.cpu || 0;
   return total / ticks;
 }
+
+/// The whole machine's CPU time so far from /proc/stat, in seconds: `busy`
+/// (every state but idle, iowait and steal) and `steal` (time the hypervisor
+/// gave this machine's CPUs to others).
+export function machineCpuSeconds() {
+  const ticks = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
+  const line = readFileSync('/proc/stat', 'utf8').split('\n').find((l) => l.startsWith('cpu '));
+  const [user, nice, system, , , irq, softirq, steal] = line.trim().split(/\s+/).slice(1).map(Number);
+  return { busy: (user + nice + system + irq + softirq) / ticks, steal: (steal || 0) / ticks };
+}
