@@ -11,29 +11,15 @@ pub const TASKS: &[&str] =
 
 pub fn all() -> anyhow::Result<idlecore_e2e::Paths> {
     package()?;
+    // One command, so the CLI and the benchmark tools share one build of
+    // every crate (separately, their features differ and the coordinator and
+    // its dependencies were built twice). `--bins`: each package's binaries.
     let mut cargo = Command::new("cargo");
-    cargo.args(["build", "--release", "-p", "idlecore-cli"]);
+    cargo.args(["build", "--release", "--bins", "-p", "idlecore-cli", "-p", "idlecore-e2e"]);
     for p in TASKS {
         cargo.args(["-p", p]);
     }
     run(&mut cargo)?;
-    // Alone: `--bin` would restrict every package in the same command.
-    run(Command::new("cargo").args([
-        "build",
-        "--release",
-        "-p",
-        "idlecore-e2e",
-        "--bin",
-        "loadgen",
-        "--bin",
-        "swarm",
-        "--bin",
-        "native_exec",
-        "--bin",
-        "fn_floor",
-        "--bin",
-        "callload",
-    ]))?;
     let mut wasi = Command::new("cargo");
     wasi.args(["build", "--release", "--target", "wasm32-wasip1"]);
     for p in TASKS {
@@ -53,7 +39,9 @@ pub fn all() -> anyhow::Result<idlecore_e2e::Paths> {
 /// The browser package: wasm-pack's output plus the hand-written files in `pkg-config/`.
 pub fn package() -> anyhow::Result<PathBuf> {
     let pkg = root().join("pkg");
-    run(Command::new("wasm-pack").args([
+    // Whole-program LTO in one unit: the package has a size budget (native
+    // release builds skip it, see Cargo.toml).
+    run(Command::new("wasm-pack").env("CARGO_PROFILE_RELEASE_LTO", "fat").env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1").args([
         "build",
         "--release",
         "--target",
