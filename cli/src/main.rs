@@ -38,16 +38,7 @@ fn main() -> std::process::ExitCode {
         // Colours only on a terminal: logs sent to files stay plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all();
-    if matches!(cli.command, Command::Serve(_)) {
-        // Short function calls run on the thread that took them (see
-        // `NativeSlots::run_here`): its stack must hold a task's.
-        runtime
-            .thread_stack_size(idlecore_native_engine::THREAD_STACK)
-            .on_thread_start(idlecore_coordinator::sandbox::native::allow_runs_here);
-    }
-    let runtime = runtime.build().expect("tokio runtime");
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(a) => serve::run(a).await,

@@ -192,11 +192,6 @@ impl Executor {
         self.instances
     }
 
-    /// Whether it keeps an instance of the module (its next run of it is warm).
-    pub fn holds(&self, module: Sha256Hash) -> bool {
-        self.kept.contains(&module)
-    }
-
     /// Runs `_start` of `module` to its end, or until `stop` says so (then
     /// a trap saying it was interrupted).
     pub fn run(&mut self, module: &Compiled, ctx: WasiCtx, limits: RunLimits, stop: &Stop) -> Result<RunOutput, RunError> {

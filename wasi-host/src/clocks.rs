@@ -2,20 +2,8 @@
 //! engine can give real ones (a job that opts out of determinism) and
 //! everything else gets the seeded ones, identical on every machine.
 
-/// `Send` natively, so an engine's idle instances can move between threads
-/// (the coordinator's native slots share theirs); nothing in a browser,
-/// whose sources hold JavaScript objects.
-#[cfg(not(target_arch = "wasm32"))]
-pub trait SendOnNative: Send {}
-#[cfg(not(target_arch = "wasm32"))]
-impl<T: Send + ?Sized> SendOnNative for T {}
-#[cfg(target_arch = "wasm32")]
-pub trait SendOnNative {}
-#[cfg(target_arch = "wasm32")]
-impl<T: ?Sized> SendOnNative for T {}
-
 /// Time for one run.
-pub trait Clocks: SendOnNative {
+pub trait Clocks {
     /// Nanoseconds since the Unix epoch.
     fn realtime_ns(&mut self) -> u64;
     /// Nanoseconds since some fixed point; never decreases.
@@ -25,7 +13,7 @@ pub trait Clocks: SendOnNative {
 }
 
 /// Entropy for one run (`random_get`).
-pub trait Random: SendOnNative {
+pub trait Random {
     fn fill(&mut self, buf: &mut [u8]);
 }
 

@@ -6,9 +6,7 @@
 //! coordinator's native slots (`sandbox::native`); a call waits for a slot at
 //! most until its function's timeout, and the queue is bounded per function
 //! and in all, so overload is refused at once (429) instead of piling up.
-//! A call's caller going away withdraws its run. A function whose runs are
-//! typically short is run on the thread that took the call when a slot is
-//! free (`NativeSlots::run_here`), sparing it the hand-off to a slot thread.
+//! A call's caller going away withdraws its run.
 
 use super::{ServiceError, Services};
 use crate::domain::functions::{check_name, CallEnd, CallStats, DeployRequest, Function, ServedBy, StatsView};
@@ -32,21 +30,11 @@ pub struct CallLimits {
     pub max_queued_per_function: usize,
 }
 
-/// Runs typically shorter than this (a moving average) are tried on the
-/// thread that took the call.
-const RUN_HERE_TYPICAL: Duration = Duration::from_millis(1);
-/// A run tried there that is still going after this is stopped and made in
-/// a slot instead: it holds up the other requests of an async thread. (A
-/// run is checked for stopping every few milliseconds.)
-const RUN_HERE_BUDGET: Duration = Duration::from_millis(5);
-
 /// A deployed function with its figures.
 struct Deployed {
     function: Function,
     queued: Arc<AtomicUsize>,
     stats: Mutex<CallStats>,
-    /// Moving average of its runs' times, in µs (1/8 to the newest).
-    typical_run_us: AtomicU64,
 }
 
 /// The deployed functions and what runs their calls.
@@ -95,8 +83,7 @@ impl Functions {
     }
 
     fn put(&self, function: Function) {
-        let deployed =
-            Deployed { queued: Arc::new(AtomicUsize::new(0)), stats: Mutex::default(), typical_run_us: AtomicU64::new(0), function };
+        let deployed = Deployed { queued: Arc::new(AtomicUsize::new(0)), stats: Mutex::default(), function };
         self.deployed.write().unwrap_or_else(|e| e.into_inner()).insert(deployed.function.name.clone(), Arc::new(deployed));
     }
 
@@ -113,17 +100,6 @@ impl Deployed {
 
     fn record(&self, end: CallEnd, since: Instant) {
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).record(end, since.elapsed().as_micros() as u64);
-    }
-
-    fn runs_short(&self) -> bool {
-        self.typical_run_us.load(Ordering::Relaxed) < RUN_HERE_TYPICAL.as_micros() as u64
-    }
-
-    fn ran(&self, ran: Duration) {
-        let us = ran.as_micros().min(u64::MAX as u128) as u64;
-        // Racing updates may lose one sample: it is an estimate.
-        let typical = self.typical_run_us.load(Ordering::Relaxed);
-        self.typical_run_us.store(typical - typical / 8 + us / 8, Ordering::Relaxed);
     }
 }
 
@@ -237,29 +213,20 @@ pub async fn call(
     };
     let withdraw = WithdrawOnDrop(Arc::new(AtomicBool::new(false)));
     let stop = Stop { cancel: withdraw.0.clone(), deadline: Some(deadline) };
-    let here = if deployed.runs_short() { fns.slots.run_here(&module, &lease, &[], &stop, RUN_HERE_BUDGET) } else { None };
-    let outcome = match here {
-        Some(outcome) => outcome,
-        None => {
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            let run = NativeRun { lease, module, inputs: vec![], stop, reply, queued: vec![deployed.queued.clone(), fns.queued.clone()] };
-            if !fns.slots.submit(run) {
-                return Err(ServiceError::Busy("the coordinator's native slots are not running".into(), 1));
-            }
-            // A run stuck in a host call past its deadline is not waited for long.
-            match tokio::time::timeout_at((deadline + Duration::from_millis(500)).into(), answer).await {
-                Ok(Ok(outcome)) => outcome,
-                Ok(Err(_)) | Err(_) => {
-                    deployed.record(CallEnd::TimedOut, arrived);
-                    return Err(ServiceError::Timeout(format!(
-                        "no native slot was free within the function's timeout of {} ms",
-                        f.timeout_ms
-                    )));
-                }
-            }
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let run = NativeRun { lease, module, inputs: vec![], stop, reply, queued: vec![deployed.queued.clone(), fns.queued.clone()] };
+    if !fns.slots.submit(run) {
+        return Err(ServiceError::Busy("the coordinator's native slots are not running".into(), 1));
+    }
+    // A run stuck in a host call past its deadline is not waited for long.
+    let waited = tokio::time::timeout_at((deadline + Duration::from_millis(500)).into(), answer).await;
+    let outcome = match waited {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(_)) | Err(_) => {
+            deployed.record(CallEnd::TimedOut, arrived);
+            return Err(ServiceError::Timeout(format!("no native slot was free within the function's timeout of {} ms", f.timeout_ms)));
         }
     };
-    deployed.ran(outcome.ran);
     let NativeOutcome { report, cold, .. } = outcome;
     let cold = cold || compiled_now;
     let served_by = ServedBy::Coordinator;

@@ -76,15 +76,46 @@ fn floor(paths: &Paths, module: &Path) -> anyhow::Result<(Child, String)> {
     Ok((child, format!("http://{addr}/")))
 }
 
-/// (closed-loop load, CPU seconds per call of `pid`, half-load latency).
-fn measure(paths: &Paths, pid: u32, url: &str, body: &Path, seconds: f64) -> anyhow::Result<(Load, f64, Load)> {
+/// One server under test: its process and the URL of the call.
+struct Server {
+    pid: u32,
+    url: String,
+}
+
+/// What `measure` found for one server: closed-loop load (the median
+/// round's), CPU seconds per call (median), half-load latency.
+struct Measured {
+    max: Load,
+    cpu: f64,
+    half: Load,
+}
+
+/// Closed-loop rounds taken in turn on each server (the machine's noise
+/// moves them together), then open loop at half of each one's median rate.
+fn measure(paths: &Paths, servers: &[Server], body: &Path, seconds: f64, rounds: usize) -> anyhow::Result<Vec<Measured>> {
     // A warm-up (instances made, connections set up), then the measured runs.
-    callload(paths, url, body, 4, seconds / 5.0, None)?;
-    let cpu = cpu_seconds(pid)?;
-    let max = callload(paths, url, body, 32, seconds, None)?;
-    let per_call = (cpu_seconds(pid)? - cpu) / max.calls as f64;
-    let half = callload(paths, url, body, 32, seconds, Some(max.rate / 2.0))?;
-    Ok((max, per_call, half))
+    for s in servers {
+        callload(paths, &s.url, body, 4, seconds / 5.0, None)?;
+    }
+    let mut samples: Vec<Vec<(Load, f64)>> = servers.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds {
+        for (s, samples) in servers.iter().zip(&mut samples) {
+            let cpu = cpu_seconds(s.pid)?;
+            let max = callload(paths, &s.url, body, 32, seconds, None)?;
+            let per_call = (cpu_seconds(s.pid)? - cpu) / max.calls.max(1) as f64;
+            samples.push((max, per_call));
+        }
+    }
+    let mut out = Vec::new();
+    for (s, mut samples) in servers.iter().zip(samples) {
+        let mut cpus: Vec<f64> = samples.iter().map(|(_, c)| *c).collect();
+        cpus.sort_by(f64::total_cmp);
+        samples.sort_by(|a, b| a.0.rate.total_cmp(&b.0.rate));
+        let max = samples.swap_remove(samples.len() / 2).0;
+        let half = callload(paths, &s.url, body, 32, seconds, Some(max.rate / 2.0))?;
+        out.push(Measured { max, cpu: cpus[cpus.len() / 2], half });
+    }
+    Ok(out)
 }
 
 /// A PNG picture for the thumbnail function.
@@ -99,16 +130,16 @@ fn picture_png(w: u32, h: u32) -> anyhow::Result<Vec<u8>> {
 }
 
 pub fn section(paths: &Paths, smoke: bool, targets: &mut Table) -> anyhow::Result<String> {
-    let seconds = if smoke { 0.5 } else { 5.0 };
+    let (seconds, rounds) = if smoke { (0.5, 1) } else { (5.0, 3) };
     let dir = tempfile::tempdir()?;
     let mut md = String::from(
         "## Function calls\n\n\
          `POST /fn/NAME` on loopback, answered by the coordinator's native slots (`idlecore serve`, default flags:\n\
          one slot on two cores), beside the floor: `fn_floor`, a minimal hyper server running the same sandboxed\n\
          module with the same engine in-process, an instance kept per thread, no queue. `callload` drives both:\n\
-         32 connections closed loop (the most each answers; CPU per call of the server process), then open loop at\n\
-         half that rate (latency from when each call was due). Calls through browsers and native workers are not\n\
-         built yet.\n\n\
+         32 connections closed loop (the most each answers; CPU per call of the server process), three rounds\n\
+         taken in turn on the two servers, the median of each; then open loop at half the median rate (latency\n\
+         from when each call was due). Calls through browsers and native workers are not built yet.\n\n\
          | function | server | calls/s (max) | CPU per call | p50 at half load | p99 at half load |\n\
          | --- | --- | --- | --- | --- | --- |\n",
     );
@@ -118,34 +149,13 @@ pub fn section(paths: &Paths, smoke: bool, targets: &mut Table) -> anyhow::Resul
         let module = build::sandboxed_dir().join(format!("{}.sandboxed.wasm", w.module));
         let (mut floor_server, floor_url) = floor(paths, &module)?;
         let floor_url = if w.args.is_empty() { floor_url } else { format!("{floor_url}?{}", query(w.args)) };
-        let floored = measure(paths, floor_server.id(), &floor_url, &body, seconds);
+        let measured =
+            measure_with_coordinator(paths, dir.path(), w, &body, Server { pid: floor_server.id(), url: floor_url }, seconds, rounds);
         let _ = floor_server.kill();
         let _ = floor_server.wait();
-        let (floor_max, floor_cpu, floor_half) = floored?;
-
-        let c = Coordinator::start(&CoordinatorConfig {
-            bin: &paths.bin,
-            data: &dir.path().join(format!("data-{}", w.name)),
-            token: Some("bench"),
-            addr: None,
-            site: None,
-            heartbeat_ms: 5000,
-            extra: &[],
-        })?;
-        let api = c.api();
-        let hash = api.upload(&std::fs::read(build::sandboxed_dir().join(format!("{}.wasm", w.module)))?)?;
-        let deploy = json!({ "module": hash, "public": true });
-        let r = api.request("PUT", &format!("/api/functions/{}", w.name), Some("Bearer bench"), deploy.to_string().into_bytes())?;
-        if r.status != 201 {
-            bail!("deploying {}: {} {}", w.name, r.status, r.body);
-        }
-        let mut url = format!("{}/fn/{}", c.base_url(), w.name);
-        if !w.args.is_empty() {
-            url = format!("{url}?{}", query(w.args));
-        }
-        let (max, cpu, half) = measure(paths, c.pid(), &url, &body, seconds)?;
-        let stats = api.request("GET", &format!("/api/functions/{}", w.name), Some("Bearer bench"), vec![])?.body;
-        let warm = stats["stats"]["warm_share"].as_f64().unwrap_or(0.0);
+        let (measured, warm) = measured?;
+        let [Measured { max: floor_max, cpu: floor_cpu, half: floor_half }, Measured { max, cpu, half }] =
+            <[Measured; 2]>::try_from(measured).map_err(|_| anyhow::anyhow!("two servers measured"))?;
         md.push_str(&format!(
             "| {} | floor | {:.0} | {:.1} µs | {:.2} ms | {:.2} ms |\n\
              | | native slots | {:.0} ({:.2}x) | {:.1} µs ({:.2}x) | {:.2} ms | {:.2} ms |\n",
@@ -180,4 +190,40 @@ pub fn section(paths: &Paths, smoke: bool, targets: &mut Table) -> anyhow::Resul
 
 fn query(args: &[&str]) -> String {
     args.iter().map(|a| format!("arg={a}")).collect::<Vec<_>>().join("&")
+}
+
+/// The floor and a coordinator with the workload deployed, measured in
+/// turn; also the warm share of the coordinator's runs.
+fn measure_with_coordinator(
+    paths: &Paths,
+    dir: &Path,
+    w: &Workload,
+    body: &Path,
+    floor: Server,
+    seconds: f64,
+    rounds: usize,
+) -> anyhow::Result<(Vec<Measured>, f64)> {
+    let c = Coordinator::start(&CoordinatorConfig {
+        bin: &paths.bin,
+        data: &dir.join(format!("data-{}", w.name)),
+        token: Some("bench"),
+        addr: None,
+        site: None,
+        heartbeat_ms: 5000,
+        extra: &[],
+    })?;
+    let api = c.api();
+    let hash = api.upload(&std::fs::read(build::sandboxed_dir().join(format!("{}.wasm", w.module)))?)?;
+    let deploy = json!({ "module": hash, "public": true });
+    let r = api.request("PUT", &format!("/api/functions/{}", w.name), Some("Bearer bench"), deploy.to_string().into_bytes())?;
+    if r.status != 201 {
+        bail!("deploying {}: {} {}", w.name, r.status, r.body);
+    }
+    let mut url = format!("{}/fn/{}", c.base_url(), w.name);
+    if !w.args.is_empty() {
+        url = format!("{url}?{}", query(w.args));
+    }
+    let measured = measure(paths, &[floor, Server { pid: c.pid(), url }], body, seconds, rounds)?;
+    let stats = api.request("GET", &format!("/api/functions/{}", w.name), Some("Bearer bench"), vec![])?.body;
+    Ok((measured, stats["stats"]["warm_share"].as_f64().unwrap_or(0.0)))
 }
