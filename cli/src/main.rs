@@ -30,6 +30,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // TLS clients (`wss://`, `https://`) use ring. Named here, not left to
+    // rustls: with both of its back ends compiled in it would pick neither
+    // and panic at the first connection.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // `run` prints only what the task prints; its coordinator stays quiet.
     let default_filter = if matches!(cli.command, Command::Run(_)) { "warn" } else { "info,tower_http=warn" };
     tracing_subscriber::fmt()
