@@ -8,7 +8,7 @@
 use super::{cpu_seconds, Table};
 use crate::build;
 use anyhow::{bail, Context};
-use idlecore_e2e::{Coordinator, CoordinatorConfig, Paths};
+use idlecore_e2e::Paths;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -203,15 +203,7 @@ fn measure_with_coordinator(
     seconds: f64,
     rounds: usize,
 ) -> anyhow::Result<(Vec<Measured>, f64)> {
-    let c = Coordinator::start(&CoordinatorConfig {
-        bin: &paths.bin,
-        data: &dir.join(format!("data-{}", w.name)),
-        token: Some("bench"),
-        addr: None,
-        site: None,
-        heartbeat_ms: 5000,
-        extra: &[],
-    })?;
+    let c = super::plain_coordinator(paths, &dir.join(format!("data-{}", w.name)))?;
     let api = c.api();
     let hash = api.upload(&std::fs::read(build::sandboxed_dir().join(format!("{}.wasm", w.module)))?)?;
     let deploy = json!({ "module": hash, "public": true });

@@ -46,6 +46,20 @@ impl Table {
 
 pub use idlecore_e2e::cpu_seconds;
 
+/// A coordinator for a benchmark that needs nothing special of it: the
+/// bench token, no site, the default flags, its data in `data`.
+fn plain_coordinator(paths: &idlecore_e2e::Paths, data: &std::path::Path) -> anyhow::Result<idlecore_e2e::Coordinator> {
+    idlecore_e2e::Coordinator::start(&idlecore_e2e::CoordinatorConfig {
+        bin: &paths.bin,
+        data,
+        token: Some("bench"),
+        addr: None,
+        site: None,
+        heartbeat_ms: 5000,
+        extra: &[],
+    })
+}
+
 fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status.lines().find(|l| l.starts_with(field)).with_context(|| format!("no {field} for {pid}"))?;

@@ -11,7 +11,7 @@ use super::Table;
 use crate::build;
 use anyhow::{bail, Context};
 use idlecore_e2e::proto_worker::Received;
-use idlecore_e2e::{wait_for, Coordinator, CoordinatorConfig, NativeWorker, Paths, ProtoWorker};
+use idlecore_e2e::{wait_for, NativeWorker, Paths, ProtoWorker};
 use idlecore_protocol::{CoordinatorMessage, TaskResult, WorkerMessage};
 use serde_json::json;
 use std::process::Command;
@@ -31,15 +31,7 @@ enum Runner {
 /// Tasks per second of a job of `tasks` empty tasks through a real coordinator.
 fn tasks_per_second(paths: &Paths, runner: Runner, tasks: usize) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
-    let c = Coordinator::start(&CoordinatorConfig {
-        bin: &paths.bin,
-        data: &dir.path().join("data"),
-        token: Some("bench"),
-        addr: None,
-        site: None,
-        heartbeat_ms: 5000,
-        extra: &[],
-    })?;
+    let c = super::plain_coordinator(paths, &dir.path().join("data"))?;
     let api = c.api();
     let module = api.upload(&std::fs::read(build::sandboxed_dir().join("empty.wasm"))?)?;
     let mut native = None;
